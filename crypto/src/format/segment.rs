@@ -1,0 +1,293 @@
+//! Per-blob keys and the sealing of one segment.
+//!
+//! From the DEK and the header's salt, HKDF-SHA-256 derives two independent keys:
+//!
+//! * the header MAC key (`info = "encfs/v1/ebf/header-mac"`), for HMAC-SHA-256 over header bytes
+//!   0..60, truncated to 16 bytes and stored at 60..76;
+//! * the segment key (`info = "encfs/v1/ebf/segment-key" || header bytes 0..60`), the AES-256-GCM
+//!   key of every segment. Putting the header in `info` binds every segment to every header field.
+//!
+//! A segment is sealed with a fresh random 96-bit nonce and AAD `index (u64 big-endian) || final
+//! (0x00 or 0x01)`. Random nonces under a per-blob key allow 2^32 segment writes per blob (256 TiB
+//! at 64 KiB segments) before the collision bound matters, and let one segment be re-sealed in place.
+
+use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
+use aws_lc_rs::{constant_time, hkdf, hmac, rand};
+use zeroize::Zeroizing;
+
+use super::header::{AUTHENTICATED_LEN, Header};
+use super::{HEADER_TAG_LEN, NONCE_LEN, SALT_LEN, SEGMENT_OVERHEAD, SegmentSize, TAG_LEN};
+use crate::keys::Len;
+use crate::{DataKey, Error, Result};
+
+const HEADER_MAC_INFO: &[u8] = b"encfs/v1/ebf/header-mac";
+const SEGMENT_KEY_INFO: &[u8] = b"encfs/v1/ebf/segment-key";
+/// AAD length: segment index (8) and final flag (1).
+const AAD_LEN: usize = 9;
+
+/// The keys of one blob: checks its header and seals or opens its segments.
+pub struct BlobCipher {
+    header: Header,
+    aead: LessSafeKey,
+}
+
+impl std::fmt::Debug for BlobCipher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BlobCipher")
+            .field("header", &self.header)
+            .finish_non_exhaustive()
+    }
+}
+
+fn aad(index: u64, is_final: bool) -> [u8; AAD_LEN] {
+    let mut aad = [0u8; AAD_LEN];
+    aad[..8].copy_from_slice(&index.to_be_bytes());
+    aad[8] = u8::from(is_final);
+    aad
+}
+
+fn random_nonce() -> Result<[u8; NONCE_LEN]> {
+    let mut nonce = [0u8; NONCE_LEN];
+    rand::fill(&mut nonce).map_err(|_| Error::Io(std::io::Error::other("OS RNG failed")))?;
+    Ok(nonce)
+}
+
+/// Derives `(header MAC key, segment key)` for a header's authenticated bytes.
+fn derive(
+    key: &DataKey,
+    authenticated: &[u8; AUTHENTICATED_LEN],
+    salt: &[u8; SALT_LEN],
+) -> (hmac::Key, LessSafeKey) {
+    let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, salt).extract(key.dangerous_bytes());
+    let mut mac_key = Zeroizing::new([0u8; 32]);
+    let mut segment_key = Zeroizing::new([0u8; 32]);
+    prk.expand(&[HEADER_MAC_INFO], Len(32))
+        .and_then(|okm| okm.fill(&mut mac_key[..]))
+        .expect("HKDF can produce 32 bytes");
+    prk.expand(&[SEGMENT_KEY_INFO, authenticated], Len(32))
+        .and_then(|okm| okm.fill(&mut segment_key[..]))
+        .expect("HKDF can produce 32 bytes");
+    let aead = UnboundKey::new(&AES_256_GCM, &segment_key[..]).expect("32-byte AES key");
+    (
+        hmac::Key::new(hmac::HMAC_SHA256, &mac_key[..]),
+        LessSafeKey::new(aead),
+    )
+}
+
+fn header_tag(mac_key: &hmac::Key, authenticated: &[u8]) -> [u8; HEADER_TAG_LEN] {
+    let full = hmac::sign(mac_key, authenticated);
+    full.as_ref()[..HEADER_TAG_LEN]
+        .try_into()
+        .expect("HMAC-SHA-256 is 32 bytes")
+}
+
+impl BlobCipher {
+    /// Starts a new blob under `key` with a fresh random salt.
+    pub fn create(key: &DataKey, segment_size: SegmentSize) -> Result<Self> {
+        let mut salt = [0u8; SALT_LEN];
+        rand::fill(&mut salt).map_err(|_| Error::Io(std::io::Error::other("OS RNG failed")))?;
+        Ok(Self::dangerous_create_with_salt(key, segment_size, salt))
+    }
+
+    /// Starts a new blob with a caller-chosen salt. Reusing a salt with the same key makes two
+    /// blobs share a segment key; only known-answer tests should call this.
+    pub fn dangerous_create_with_salt(
+        key: &DataKey,
+        segment_size: SegmentSize,
+        salt: [u8; SALT_LEN],
+    ) -> Self {
+        let mut header = Header {
+            segment_size,
+            key_id: key.id(),
+            salt,
+            tag: [0; HEADER_TAG_LEN],
+        };
+        let authenticated = header.authenticated_bytes();
+        let (mac_key, aead) = derive(key, &authenticated, &salt);
+        header.tag = header_tag(&mac_key, &authenticated);
+        Self { header, aead }
+    }
+
+    /// Checks an existing blob's header against `key`: [`Error::KeyMismatch`] when the blob names
+    /// another key, [`Error::Corrupt`] when the header was altered.
+    pub fn open(key: &DataKey, header_bytes: &[u8]) -> Result<Self> {
+        let header = Header::parse(header_bytes)?;
+        let expected = key.id();
+        if header.key_id != expected {
+            return Err(Error::KeyMismatch {
+                expected,
+                found: header.key_id,
+            });
+        }
+        let authenticated = header.authenticated_bytes();
+        let (mac_key, aead) = derive(key, &authenticated, &header.salt);
+        constant_time::verify_slices_are_equal(&header_tag(&mac_key, &authenticated), &header.tag)
+            .map_err(|_| Error::Corrupt { segment: None })?;
+        Ok(Self { header, aead })
+    }
+
+    /// The blob's header.
+    pub fn header(&self) -> &Header {
+        &self.header
+    }
+
+    /// The blob's segment size.
+    pub fn segment_size(&self) -> SegmentSize {
+        self.header.segment_size
+    }
+
+    /// Seals one segment into `out`, which must be exactly `plaintext.len() + SEGMENT_OVERHEAD`
+    /// bytes. `plaintext` must be a full segment unless `is_final`, when it must be shorter.
+    pub fn seal_segment(
+        &self,
+        index: u64,
+        is_final: bool,
+        plaintext: &[u8],
+        out: &mut [u8],
+    ) -> Result<()> {
+        self.dangerous_seal_segment_with_nonce(index, is_final, random_nonce()?, plaintext, out)
+    }
+
+    /// [`Self::seal_segment`] with a caller-chosen nonce: only for known-answer tests. Reusing a
+    /// nonce under the same blob key breaks AES-GCM.
+    pub fn dangerous_seal_segment_with_nonce(
+        &self,
+        index: u64,
+        is_final: bool,
+        nonce: [u8; NONCE_LEN],
+        plaintext: &[u8],
+        out: &mut [u8],
+    ) -> Result<()> {
+        let segment = self.segment_size().bytes();
+        let size_ok = if is_final {
+            plaintext.len() < segment
+        } else {
+            plaintext.len() == segment
+        };
+        if !size_ok || out.len() != plaintext.len() + SEGMENT_OVERHEAD {
+            return Err(Error::OutOfRange(format!(
+                "segment {index}: {} plaintext bytes into {} output bytes (final: {is_final})",
+                plaintext.len(),
+                out.len()
+            )));
+        }
+        let (nonce_out, rest) = out.split_at_mut(NONCE_LEN);
+        let (body, tag_out) = rest.split_at_mut(plaintext.len());
+        nonce_out.copy_from_slice(&nonce);
+        body.copy_from_slice(plaintext);
+        let tag = self
+            .aead
+            .seal_in_place_separate_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(aad(index, is_final)),
+                body,
+            )
+            .map_err(|_| Error::OutOfRange(format!("segment {index} too large for AES-GCM")))?;
+        tag_out.copy_from_slice(tag.as_ref());
+        Ok(())
+    }
+
+    /// Opens one sealed segment into `out[..sealed.len() - SEGMENT_OVERHEAD]` and returns that
+    /// length. Any failure is [`Error::Corrupt`] naming the segment.
+    pub fn open_segment(
+        &self,
+        index: u64,
+        is_final: bool,
+        sealed: &[u8],
+        out: &mut [u8],
+    ) -> Result<usize> {
+        let corrupt = Error::Corrupt {
+            segment: Some(index),
+        };
+        let Some(len) = sealed.len().checked_sub(SEGMENT_OVERHEAD) else {
+            return Err(corrupt);
+        };
+        let segment = self.segment_size().bytes();
+        if (is_final && len >= segment) || (!is_final && len != segment) || out.len() < len {
+            return Err(corrupt);
+        }
+        let nonce: [u8; NONCE_LEN] = sealed[..NONCE_LEN].try_into().expect("12 bytes");
+        let (ciphertext, tag) = sealed[NONCE_LEN..].split_at(len);
+        debug_assert_eq!(tag.len(), TAG_LEN);
+        self.aead
+            .open_separate_gather(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(aad(index, is_final)),
+                ciphertext,
+                tag,
+                &mut out[..len],
+            )
+            .map_err(|_| corrupt)?;
+        Ok(len)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cipher() -> (DataKey, BlobCipher) {
+        let key = DataKey::from_bytes([5; 32]);
+        let cipher = BlobCipher::create(&key, SegmentSize::new(4096).unwrap()).unwrap();
+        (key, cipher)
+    }
+
+    #[test]
+    fn segment_round_trip_and_index_binding() {
+        let (_, cipher) = cipher();
+        let plain = vec![7u8; 4096];
+        let mut sealed = vec![0u8; 4096 + SEGMENT_OVERHEAD];
+        cipher.seal_segment(3, false, &plain, &mut sealed).unwrap();
+        let mut out = vec![0u8; 4096];
+        assert_eq!(
+            cipher.open_segment(3, false, &sealed, &mut out).unwrap(),
+            4096
+        );
+        assert_eq!(out, plain);
+        assert!(matches!(
+            cipher.open_segment(4, false, &sealed, &mut out),
+            Err(Error::Corrupt { segment: Some(4) })
+        ));
+        assert!(cipher.open_segment(3, true, &sealed, &mut out).is_err());
+    }
+
+    #[test]
+    fn reseal_uses_a_fresh_nonce() {
+        let (_, cipher) = cipher();
+        let mut a = vec![0u8; 10 + SEGMENT_OVERHEAD];
+        let mut b = a.clone();
+        cipher.seal_segment(0, true, b"0123456789", &mut a).unwrap();
+        cipher.seal_segment(0, true, b"0123456789", &mut b).unwrap();
+        assert_ne!(a[..NONCE_LEN], b[..NONCE_LEN]);
+    }
+
+    #[test]
+    fn header_checks() {
+        let (key, cipher) = cipher();
+        let bytes = cipher.header().to_bytes();
+        assert!(BlobCipher::open(&key, &bytes).is_ok());
+        let other = DataKey::from_bytes([6; 32]);
+        assert!(matches!(
+            BlobCipher::open(&other, &bytes),
+            Err(Error::KeyMismatch { .. })
+        ));
+        for position in [10, 20, 40, 70] {
+            let mut bad = bytes;
+            bad[position] ^= 1;
+            assert!(BlobCipher::open(&key, &bad).is_err(), "flip at {position}");
+        }
+    }
+
+    #[test]
+    fn wrong_sizes_refused() {
+        let (_, cipher) = cipher();
+        let mut out = vec![0u8; 100];
+        assert!(cipher.seal_segment(0, false, &[0; 10], &mut out).is_err());
+        assert!(
+            cipher
+                .seal_segment(0, true, &[0; 4096], &mut vec![0; 4096 + 28])
+                .is_err()
+        );
+        assert!(cipher.open_segment(0, true, &[0; 20], &mut out).is_err());
+    }
+}

@@ -1,0 +1,164 @@
+//! The data encryption key (DEK) type and its public key id.
+//!
+//! A [`DataKey`] is 32 random bytes used as the input keying material for AES-256-GCM subkeys. It
+//! zeroizes on drop, does not implement `Clone` implicitly into logs (`Debug` prints only the id),
+//! and never exposes its bytes except through [`DataKey::dangerous_bytes`], whose name says what it
+//! is.
+//!
+//! The [`KeyId`] lets a blob say "you have the wrong key" before any decryption is attempted. It is
+//! *not* SHA-256 of the key (Azure CPK sends that value in the clear as a request header, so reusing
+//! it would link our blobs to CPK traffic); it is HKDF-SHA-256 of the key with a dedicated label,
+//! truncated to 128 bits.
+
+use std::fmt;
+
+use aws_lc_rs::{hkdf, rand};
+use zeroize::{Zeroize, ZeroizeOnDrop};
+
+use crate::{Error, Result};
+
+/// Length of a [`DataKey`] in bytes (AES-256).
+pub const DATA_KEY_LEN: usize = 32;
+/// Length of a [`KeyId`] in bytes.
+pub const KEY_ID_LEN: usize = 16;
+
+/// HKDF label for key ids; changing it changes every key id.
+const KEY_ID_INFO: &[u8] = b"encfs/v1/key-id";
+
+/// A 256-bit data encryption key. Zeroized on drop.
+#[derive(Clone, Zeroize, ZeroizeOnDrop, PartialEq, Eq)]
+pub struct DataKey([u8; DATA_KEY_LEN]);
+
+impl DataKey {
+    /// A fresh key from the operating system's random number generator.
+    pub fn generate() -> Result<Self> {
+        let mut bytes = [0u8; DATA_KEY_LEN];
+        rand::fill(&mut bytes).map_err(|_| Error::Io(std::io::Error::other("OS RNG failed")))?;
+        Ok(Self(bytes))
+    }
+
+    /// Wraps existing key bytes (for example a reference-system `<datastore>.bin` file).
+    pub fn from_bytes(bytes: [u8; DATA_KEY_LEN]) -> Self {
+        Self(bytes)
+    }
+
+    /// Wraps key bytes from a slice, which must be exactly 32 bytes long.
+    pub fn from_slice(bytes: &[u8]) -> Result<Self> {
+        let array: [u8; DATA_KEY_LEN] = bytes.try_into().map_err(|_| {
+            Error::MalformedKeyFile(format!("a data key is 32 bytes, found {}", bytes.len()))
+        })?;
+        Ok(Self(array))
+    }
+
+    /// The raw key bytes. Only for wrapping, serializing to a key file, or handing to a
+    /// primitive; never log or persist them unencrypted without the user asking for it.
+    pub fn dangerous_bytes(&self) -> &[u8; DATA_KEY_LEN] {
+        &self.0
+    }
+
+    /// The key's public identifier.
+    pub fn id(&self) -> KeyId {
+        let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, &[]).extract(&self.0);
+        let mut id = [0u8; KEY_ID_LEN];
+        prk.expand(&[KEY_ID_INFO], Len(KEY_ID_LEN))
+            .and_then(|okm| okm.fill(&mut id))
+            .expect("HKDF-SHA-256 can always produce 16 bytes");
+        KeyId(id)
+    }
+}
+
+impl fmt::Debug for DataKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DataKey(id={})", self.id())
+    }
+}
+
+/// The public identifier of a [`DataKey`]: safe to print, store and compare.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct KeyId(pub [u8; KEY_ID_LEN]);
+
+impl KeyId {
+    /// Parses the 32-hex-digit form printed by `Display`.
+    pub fn from_hex(text: &str) -> Option<Self> {
+        let bytes = decode_hex(text)?;
+        Some(Self(bytes.try_into().ok()?))
+    }
+}
+
+impl fmt::Display for KeyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for byte in self.0 {
+            write!(f, "{byte:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for KeyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "KeyId({self})")
+    }
+}
+
+/// Lower-case hex decoding, used for key ids and test vectors.
+pub(crate) fn decode_hex(text: &str) -> Option<Vec<u8>> {
+    if text.len() % 2 != 0 {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+/// Output length adaptor for `aws_lc_rs::hkdf`.
+#[derive(Clone, Copy)]
+pub(crate) struct Len(pub usize);
+
+impl hkdf::KeyType for Len {
+    fn len(&self) -> usize {
+        self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_keys_differ_and_ids_are_stable() {
+        let a = DataKey::generate().unwrap();
+        let b = DataKey::generate().unwrap();
+        assert_ne!(a.dangerous_bytes(), b.dangerous_bytes());
+        assert_ne!(a.id(), b.id());
+        assert_eq!(a.id(), a.clone().id());
+    }
+
+    #[test]
+    fn key_id_is_not_the_cpk_sha256() {
+        let key = DataKey::from_bytes([7; 32]);
+        let sha = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &[7; 32]);
+        assert_ne!(&sha.as_ref()[..16], &key.id().0);
+    }
+
+    #[test]
+    fn debug_does_not_show_key_bytes() {
+        let key = DataKey::from_bytes([0xab; 32]);
+        let shown = format!("{key:?}");
+        assert!(!shown.contains("abab"), "{shown}");
+        assert!(shown.contains(&key.id().to_string()));
+    }
+
+    #[test]
+    fn key_id_hex_round_trip() {
+        let id = DataKey::from_bytes([1; 32]).id();
+        assert_eq!(KeyId::from_hex(&id.to_string()), Some(id));
+        assert_eq!(KeyId::from_hex("zz"), None);
+    }
+
+    #[test]
+    fn from_slice_rejects_wrong_length() {
+        assert!(DataKey::from_slice(&[0; 31]).is_err());
+        assert!(DataKey::from_slice(&[0; 32]).is_ok());
+    }
+}
