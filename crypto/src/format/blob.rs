@@ -223,18 +223,25 @@ impl Opener {
                 .open_segment(index, index == final_index, sealed, plain)
                 .map(drop)
         };
-        let chunks = sealed.chunks(size.sealed_bytes());
-        if count > 1 {
-            sealed
-                .par_chunks(size.sealed_bytes())
+        // An empty final segment has no output chunk, so `zip` would skip it: open it apart.
+        let empty_final = sealed.len() % size.sealed_bytes() == SEGMENT_OVERHEAD;
+        let (body, tail) =
+            sealed.split_at(sealed.len() - if empty_final { SEGMENT_OVERHEAD } else { 0 });
+        if count > 2 {
+            body.par_chunks(size.sealed_bytes())
                 .zip(out[..plain_len].par_chunks_mut(size.bytes()))
                 .enumerate()
                 .try_for_each(open_one)?;
         } else {
-            // One segment (possibly an empty final one, which has no output chunk).
-            for (offset, sealed) in chunks.enumerate() {
-                open_one((offset, (sealed, &mut out[..plain_len])))?;
-            }
+            body.chunks(size.sealed_bytes())
+                .zip(out[..plain_len].chunks_mut(size.bytes()))
+                .enumerate()
+                .try_for_each(open_one)?;
+        }
+        if empty_final {
+            let index = first + (count - 1);
+            self.cipher
+                .open_segment(index, index == final_index, tail, &mut [])?;
         }
         Ok(plain_len)
     }
