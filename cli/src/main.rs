@@ -1,1 +1,5 @@
-fn main() {}
+//! The `encfs` binary: parses arguments and hands off to [`encfs_cli::run`].
+
+fn main() -> std::process::ExitCode {
+    encfs_cli::run()
+}

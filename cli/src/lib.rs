@@ -1,0 +1,28 @@
+//! The `encfs` command line: argument parsing and glue over `encfs-crypto`.
+//!
+//! Binaries stay thin (see docs/architecture.md): each command module turns arguments into calls
+//! on the library crates and adds context naming the file it was working on, so every error says
+//! what failed and where, and exits non-zero.
+#![forbid(unsafe_code)]
+
+mod args;
+mod commands;
+mod output;
+mod pipeline;
+mod size;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+/// Parses the process arguments, runs the command, prints any error and maps it to an exit code.
+pub fn run() -> ExitCode {
+    let cli = args::Cli::parse();
+    match commands::dispatch(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("encfs: error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,176 @@
+//! A three-stage read → transform → write pipeline for large files.
+//!
+//! Reading and writing run on their own threads while the calling thread transforms (seals or
+//! opens a batch of segments, itself spread over the rayon pool), so I/O overlaps with crypto even
+//! with `--threads 1`. A fixed set of buffers circulates between the stages: memory stays at
+//! `2 × IN_FLIGHT` batches whatever the file size. Any stage's error stops the others; the reader's
+//! and writer's errors win over the "channel closed" they cause downstream.
+
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::thread;
+
+use anyhow::{Result, anyhow};
+
+/// Batches in flight per direction.
+const IN_FLIGHT: usize = 3;
+
+/// Runs the pipeline. `read` fills a buffer and returns `Some(tag)`, or `None` when done; `transform`
+/// turns an input buffer into an output buffer; `write` consumes output buffers in order.
+pub fn run<T: Send>(
+    read: impl FnMut(&mut Vec<u8>) -> Result<Option<T>> + Send,
+    mut transform: impl FnMut(&[u8], T, &mut Vec<u8>) -> Result<()>,
+    write: impl FnMut(&[u8]) -> Result<()> + Send,
+) -> Result<()> {
+    let (filled_tx, filled_rx) = sync_channel::<(Vec<u8>, T)>(IN_FLIGHT);
+    let (free_in_tx, free_in_rx) = sync_channel::<Vec<u8>>(IN_FLIGHT);
+    let (sealed_tx, sealed_rx) = sync_channel::<Vec<u8>>(IN_FLIGHT);
+    let (free_out_tx, free_out_rx) = sync_channel::<Vec<u8>>(IN_FLIGHT);
+    for _ in 0..IN_FLIGHT {
+        free_in_tx.send(Vec::new()).expect("capacity");
+        free_out_tx.send(Vec::new()).expect("capacity");
+    }
+    thread::scope(|scope| {
+        let reader = scope.spawn(move || read_stage(read, free_in_rx, filled_tx));
+        let writer = scope.spawn(move || write_stage(write, sealed_rx, free_out_tx));
+        let mut transformed = Ok(());
+        for (input, tag) in filled_rx {
+            let Ok(mut output) = free_out_rx.recv() else {
+                break;
+            };
+            if let Err(error) = transform(&input, tag, &mut output) {
+                transformed = Err(error);
+                break;
+            }
+            if sealed_tx.send(output).is_err() {
+                break; // The writer failed; its error is reported below.
+            }
+            // The reader may already have finished; then the buffer is simply dropped.
+            let _ = free_in_tx.send(input);
+        }
+        drop(sealed_tx);
+        drop(free_in_tx);
+        drop(free_out_rx);
+        let read = reader
+            .join()
+            .map_err(|_| anyhow!("reader thread panicked"))?;
+        let written = writer
+            .join()
+            .map_err(|_| anyhow!("writer thread panicked"))?;
+        read.and(written).and(transformed)
+    })
+}
+
+fn read_stage<T>(
+    mut read: impl FnMut(&mut Vec<u8>) -> Result<Option<T>>,
+    free: Receiver<Vec<u8>>,
+    filled: SyncSender<(Vec<u8>, T)>,
+) -> Result<()> {
+    for mut buffer in free {
+        match read(&mut buffer)? {
+            Some(tag) => {
+                if filled.send((buffer, tag)).is_err() {
+                    break;
+                }
+            }
+            None => break,
+        }
+    }
+    Ok(())
+}
+
+fn write_stage(
+    mut write: impl FnMut(&[u8]) -> Result<()>,
+    sealed: Receiver<Vec<u8>>,
+    free: SyncSender<Vec<u8>>,
+) -> Result<()> {
+    for buffer in sealed {
+        write(&buffer)?;
+        let _ = free.send(buffer);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passes_every_batch_in_order() {
+        let mut next = 0u8;
+        let mut out = Vec::new();
+        run(
+            |buf| {
+                if next == 10 {
+                    return Ok(None);
+                }
+                buf.clear();
+                buf.extend_from_slice(&[next; 3]);
+                next += 1;
+                Ok(Some(next))
+            },
+            |input, tag, output| {
+                output.clear();
+                output.extend(input.iter().map(|b| b + tag));
+                Ok(())
+            },
+            |buf| {
+                out.extend_from_slice(buf);
+                Ok(())
+            },
+        )
+        .unwrap();
+        let expected: Vec<u8> = (0..10u8).flat_map(|i| [i * 2 + 1; 3]).collect();
+        assert_eq!(out, expected);
+    }
+
+    #[test]
+    fn batches_queued_after_the_reader_finished_are_not_lost() {
+        let mut left = 3;
+        let mut written = 0;
+        run(
+            |buf| {
+                buf.resize(1, 0);
+                left -= 1;
+                Ok((left >= 0).then_some(()))
+            },
+            |_, (), out| {
+                // Slow transform: the reader is done long before the last batches get here.
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                out.resize(1, 0);
+                Ok(())
+            },
+            |_| {
+                written += 1;
+                Ok(())
+            },
+        )
+        .unwrap();
+        assert_eq!(written, 3);
+    }
+
+    #[test]
+    fn errors_from_any_stage_surface() {
+        let fail_read = run(
+            |_| Err::<Option<()>, _>(anyhow!("read broke")),
+            |_, _, _| Ok(()),
+            |_| Ok(()),
+        );
+        assert_eq!(fail_read.unwrap_err().to_string(), "read broke");
+        let mut n = 0;
+        let fail_write = run(
+            |_| {
+                n += 1;
+                Ok((n < 100).then_some(()))
+            },
+            |_, _, _| Ok(()),
+            |_| Err(anyhow!("disk full")),
+        );
+        assert_eq!(fail_write.unwrap_err().to_string(), "disk full");
+        let fail_transform = run(
+            |_| Ok(Some(())),
+            |_, _, _| Err(anyhow!("bad tag")),
+            |_| Ok(()),
+        );
+        assert_eq!(fail_transform.unwrap_err().to_string(), "bad tag");
+    }
+}
