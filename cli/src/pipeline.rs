@@ -1,55 +1,47 @@
 //! A three-stage read → transform → write pipeline for large files.
 //!
 //! Reading and writing run on their own threads while the calling thread transforms (seals or
-//! opens a batch of segments, itself spread over the rayon pool), so I/O overlaps with crypto even
-//! with `--threads 1`. A fixed set of buffers circulates between the stages: memory stays at
-//! `2 × IN_FLIGHT` batches whatever the file size. Any stage's error stops the others; the reader's
-//! and writer's errors win over the "channel closed" they cause downstream.
+//! opens a batch of segments in place, itself spread over the rayon pool), so I/O overlaps with
+//! crypto even with `--threads 1`. A fixed set of buffers circulates reader → transform → writer →
+//! reader: memory stays at `BUFFERS` batches whatever the file size, and transforms work in place,
+//! so no byte is copied between stages. Any stage's error stops the others; the reader's and
+//! writer's errors win over the "channel closed" they cause downstream.
 
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::thread;
 
 use anyhow::{Result, anyhow};
 
-/// Batches in flight per direction.
-const IN_FLIGHT: usize = 3;
+/// Batches in circulation: one being read, one transformed, one written, one spare.
+const BUFFERS: usize = 4;
 
-/// Runs the pipeline. `read` fills a buffer and returns `Some(tag)`, or `None` when done; `transform`
-/// turns an input buffer into an output buffer; `write` consumes output buffers in order.
+/// Runs the pipeline. `read` fills a buffer and returns `Some(tag)`, or `None` when done;
+/// `transform` rewrites a filled buffer in place; `write` consumes buffers in order.
 pub fn run<T: Send>(
     read: impl FnMut(&mut Vec<u8>) -> Result<Option<T>> + Send,
-    mut transform: impl FnMut(&[u8], T, &mut Vec<u8>) -> Result<()>,
+    mut transform: impl FnMut(&mut Vec<u8>, T) -> Result<()>,
     write: impl FnMut(&[u8]) -> Result<()> + Send,
 ) -> Result<()> {
-    let (filled_tx, filled_rx) = sync_channel::<(Vec<u8>, T)>(IN_FLIGHT);
-    let (free_in_tx, free_in_rx) = sync_channel::<Vec<u8>>(IN_FLIGHT);
-    let (sealed_tx, sealed_rx) = sync_channel::<Vec<u8>>(IN_FLIGHT);
-    let (free_out_tx, free_out_rx) = sync_channel::<Vec<u8>>(IN_FLIGHT);
-    for _ in 0..IN_FLIGHT {
-        free_in_tx.send(Vec::new()).expect("capacity");
-        free_out_tx.send(Vec::new()).expect("capacity");
+    let (free_tx, free_rx) = sync_channel::<Vec<u8>>(BUFFERS);
+    let (filled_tx, filled_rx) = sync_channel::<(Vec<u8>, T)>(BUFFERS);
+    let (done_tx, done_rx) = sync_channel::<Vec<u8>>(BUFFERS);
+    for _ in 0..BUFFERS {
+        free_tx.send(Vec::new()).expect("capacity");
     }
     thread::scope(|scope| {
-        let reader = scope.spawn(move || read_stage(read, free_in_rx, filled_tx));
-        let writer = scope.spawn(move || write_stage(write, sealed_rx, free_out_tx));
+        let reader = scope.spawn(move || read_stage(read, free_rx, filled_tx));
+        let writer = scope.spawn(move || write_stage(write, done_rx, free_tx));
         let mut transformed = Ok(());
-        for (input, tag) in filled_rx {
-            let Ok(mut output) = free_out_rx.recv() else {
-                break;
-            };
-            if let Err(error) = transform(&input, tag, &mut output) {
+        for (mut buffer, tag) in filled_rx {
+            if let Err(error) = transform(&mut buffer, tag) {
                 transformed = Err(error);
                 break;
             }
-            if sealed_tx.send(output).is_err() {
+            if done_tx.send(buffer).is_err() {
                 break; // The writer failed; its error is reported below.
             }
-            // The reader may already have finished; then the buffer is simply dropped.
-            let _ = free_in_tx.send(input);
         }
-        drop(sealed_tx);
-        drop(free_in_tx);
-        drop(free_out_rx);
+        drop(done_tx);
         let read = reader
             .join()
             .map_err(|_| anyhow!("reader thread panicked"))?;
@@ -80,11 +72,12 @@ fn read_stage<T>(
 
 fn write_stage(
     mut write: impl FnMut(&[u8]) -> Result<()>,
-    sealed: Receiver<Vec<u8>>,
+    done: Receiver<Vec<u8>>,
     free: SyncSender<Vec<u8>>,
 ) -> Result<()> {
-    for buffer in sealed {
+    for buffer in done {
         write(&buffer)?;
+        // The reader may already have finished; then the buffer is simply dropped.
         let _ = free.send(buffer);
     }
     Ok(())
@@ -108,9 +101,8 @@ mod tests {
                 next += 1;
                 Ok(Some(next))
             },
-            |input, tag, output| {
-                output.clear();
-                output.extend(input.iter().map(|b| b + tag));
+            |buf, tag| {
+                buf.iter_mut().for_each(|b| *b += tag);
                 Ok(())
             },
             |buf| {
@@ -133,10 +125,9 @@ mod tests {
                 left -= 1;
                 Ok((left >= 0).then_some(()))
             },
-            |_, (), out| {
+            |_, ()| {
                 // Slow transform: the reader is done long before the last batches get here.
                 std::thread::sleep(std::time::Duration::from_millis(20));
-                out.resize(1, 0);
                 Ok(())
             },
             |_| {
@@ -152,7 +143,7 @@ mod tests {
     fn errors_from_any_stage_surface() {
         let fail_read = run(
             |_| Err::<Option<()>, _>(anyhow!("read broke")),
-            |_, _, _| Ok(()),
+            |_, _| Ok(()),
             |_| Ok(()),
         );
         assert_eq!(fail_read.unwrap_err().to_string(), "read broke");
@@ -162,15 +153,11 @@ mod tests {
                 n += 1;
                 Ok((n < 100).then_some(()))
             },
-            |_, _, _| Ok(()),
+            |_, _| Ok(()),
             |_| Err(anyhow!("disk full")),
         );
         assert_eq!(fail_write.unwrap_err().to_string(), "disk full");
-        let fail_transform = run(
-            |_| Ok(Some(())),
-            |_, _, _| Err(anyhow!("bad tag")),
-            |_| Ok(()),
-        );
+        let fail_transform = run(|_| Ok(Some(())), |_, _| Err(anyhow!("bad tag")), |_| Ok(()));
         assert_eq!(fail_transform.unwrap_err().to_string(), "bad tag");
     }
 }

@@ -15,9 +15,31 @@ pub fn parse_header(data: &[u8]) {
     }
 }
 
-/// Opens arbitrary bytes as a blob, whole and through seeks of the random-access reader.
+/// Opens arbitrary bytes as a blob, whole and through seeks of the random-access reader; then
+/// seals the input as plaintext, applies one edit chosen by the input, and checks that the edit is
+/// refused (a valid blob lets the fuzzer reach the segment code behind the header tag).
 pub fn open_blob(data: &[u8]) {
     let key = DataKey::from_bytes(FUZZ_KEY);
+    if let [position_high, position_low, mask, plaintext @ ..] = data {
+        let blob =
+            crate::format::seal(&key, plaintext, crate::format::SegmentSize::MIN).expect("seal");
+        assert_eq!(
+            crate::format::open(&key, &blob).expect("own blob opens"),
+            plaintext
+        );
+        let mut edited = blob.clone();
+        let position = usize::from(u16::from_be_bytes([*position_high, *position_low]));
+        if *mask == 0 {
+            edited.truncate(position % blob.len());
+        } else {
+            let position = position % blob.len();
+            edited[position] ^= mask;
+        }
+        assert!(
+            crate::format::open(&key, &edited).is_err(),
+            "an edited blob was accepted"
+        );
+    }
     let _ = crate::format::open(&key, data);
     if let Ok(mut decryptor) = Decryptor::new(&key, Cursor::new(data)) {
         let len = decryptor.plaintext_len();

@@ -102,7 +102,7 @@ impl fmt::Debug for KeyId {
 
 /// Lower-case hex decoding, used for key ids and test vectors.
 pub(crate) fn decode_hex(text: &str) -> Option<Vec<u8>> {
-    if text.len() % 2 != 0 {
+    if !text.len().is_multiple_of(2) {
         return None;
     }
     (0..text.len())

@@ -12,7 +12,7 @@
 //! discarded padding bytes (which *are* authenticated) to be zero, so a trailer edited to hide
 //! real data is caught unless that data was itself zeros.
 
-use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
+use ring::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, Tag, UnboundKey};
 
 use crate::{DataKey, Error, Result};
 
@@ -118,13 +118,17 @@ impl LegacyCipher {
         }
         let nonce: [u8; NONCE_LEN] = stored[..NONCE_LEN].try_into().expect("12 bytes");
         let (ciphertext, tag) = stored[NONCE_LEN..].split_at(layout.block_size);
+        let tag = Tag::try_from(tag).map_err(|_| Error::Corrupt {
+            segment: Some(index),
+        })?;
+        out[..layout.block_size].copy_from_slice(ciphertext);
         self.aead
-            .open_separate_gather(
+            .open_in_place_separate_tag(
                 Nonce::assume_unique_for_key(nonce),
                 Aad::empty(),
-                ciphertext,
                 tag,
                 &mut out[..layout.block_size],
+                0..,
             )
             .map_err(|_| Error::Corrupt {
                 segment: Some(index),

@@ -89,10 +89,9 @@ fn pattern(len: usize) -> Vec<u8> {
     (0..len).map(|i| (i * 13 + 7) as u8).collect()
 }
 
-fn all_vectors() -> (
-    Vec<(&'static str, OkVector)>,
-    Vec<(&'static str, FailVector)>,
-) {
+type Named<T> = Vec<(&'static str, T)>;
+
+fn all_vectors() -> (Named<OkVector>, Named<FailVector>) {
     let mut ok = Vec::new();
     for (name, description, len, seed) in [
         (

@@ -10,7 +10,8 @@ use std::path::Path;
 
 use anyhow::{Context, Result, anyhow, bail};
 use encfs_crypto::format::{
-    Encryptor, HEADER_LEN, Header, Opener, SEGMENT_OVERHEAD, Sealer, SegmentSize,
+    Encryptor, HEADER_LEN, Header, Opener, SEGMENT_OVERHEAD, Sealer, SegmentSize, plaintext_slots,
+    plaintext_slots_mut,
 };
 use encfs_crypto::legacy_cse::{self, LegacyCipher};
 use encfs_crypto::{DataKey, Error};
@@ -94,6 +95,7 @@ fn encrypt_file(
     let batch = batch_bytes(segment) as u64;
     let bar = progress_bar(len, "encrypt");
     let (mut remaining, mut done) = (len, false);
+    let sizing = Sealer::new(key, segment)?;
     pipeline::run(
         |buf| {
             if done {
@@ -104,21 +106,32 @@ fn encrypt_file(
                 return Ok(None);
             }
             let take = remaining.min(batch);
-            buf.resize(take as usize, 0);
-            read_exact_named(input, buf, input_path)?;
             remaining -= take;
             done = remaining == 0;
+            // Read straight into the plaintext slots of the sealed layout: sealing is in place.
+            let take = take as usize;
+            let sealed_len = if done {
+                sizing.sealed_len_last(take)
+            } else {
+                sizing.sealed_len(take)
+            };
+            buf.resize(sealed_len, 0);
+            for slot in plaintext_slots_mut(buf, segment) {
+                read_exact_named(input, slot, input_path)?;
+            }
             Ok(Some(done))
         },
-        |plain, last, sealed| {
+        |sealed, last| {
             if last {
-                let sealer = sealer.take().expect("one last batch");
-                sealed.resize(sealer.sealed_len_last(plain.len()), 0);
-                sealer.seal_last(plain, sealed)?;
+                sealer
+                    .take()
+                    .expect("one last batch")
+                    .seal_last_in_place(sealed)?;
             } else {
-                let sealer = sealer.as_mut().expect("sealer before the last batch");
-                sealed.resize(sealer.sealed_len(plain.len()), 0);
-                sealer.seal_segments(plain, sealed)?;
+                sealer
+                    .as_mut()
+                    .expect("sealer")
+                    .seal_segments_in_place(sealed)?;
             }
             Ok(())
         },
@@ -155,7 +168,8 @@ pub fn decrypt(args: &DecryptArgs) -> Result<()> {
     let opener = Opener::new(&key, &header, len)
         .with_context(|| format!("cannot decrypt {}", args.input.display()))?;
     input.seek(SeekFrom::Start(opener.sealed_range(0, 1).start))?;
-    let per_batch = (batch_bytes(opener.segment_size()) / opener.segment_size().bytes()) as u64;
+    let segment = opener.segment_size();
+    let per_batch = (batch_bytes(segment) / segment.bytes()) as u64;
     let mut output = AtomicOutput::create(&args.output)?;
     let out = output.file();
     let bar = progress_bar(opener.plaintext_len(), "decrypt");
@@ -172,16 +186,13 @@ pub fn decrypt(args: &DecryptArgs) -> Result<()> {
             next += per_batch;
             Ok(Some(first))
         },
-        |sealed, first, plain| {
-            plain.resize(sealed.len(), 0);
-            let n = opener.open_segments(first, sealed, plain)?;
-            plain.truncate(n);
-            Ok(())
-        },
-        |plain| {
-            out.write_all(plain)
-                .with_context(|| format!("cannot write {}", args.output.display()))?;
-            bar.inc(plain.len() as u64);
+        |sealed, first| Ok(opener.open_segments_in_place(first, sealed)?),
+        |opened| {
+            for plain in plaintext_slots(opened, segment) {
+                out.write_all(plain)
+                    .with_context(|| format!("cannot write {}", args.output.display()))?;
+                bar.inc(plain.len() as u64);
+            }
             Ok(())
         },
     )
@@ -314,23 +325,23 @@ pub fn convert(args: &ConvertArgs) -> Result<()> {
             read_exact_named(&mut input, buf, &args.input)?;
             Ok(Some(Some(index)))
         },
-        |stored, index, sealed| {
+        |buf, index| {
             let kept = match index {
                 Some(index) => {
                     plain.resize(layout.block_size, 0);
-                    legacy.open_block(&layout, index, stored, &mut plain)?
+                    legacy.open_block(&layout, index, buf, &mut plain)?
                 }
                 None => 0,
             };
             let last = index.is_none_or(|i| i + 1 == layout.block_count);
             if last {
                 let sealer = sealer.take().expect("one last block");
-                sealed.resize(sealer.sealed_len_last(kept), 0);
-                sealer.seal_last(&plain[..kept], sealed)?;
+                buf.resize(sealer.sealed_len_last(kept), 0);
+                sealer.seal_last(&plain[..kept], buf)?;
             } else {
                 let sealer = sealer.as_mut().expect("sealer");
-                sealed.resize(sealer.sealed_len(kept), 0);
-                sealer.seal_segments(&plain[..kept], sealed)?;
+                buf.resize(sealer.sealed_len(kept), 0);
+                sealer.seal_segments(&plain[..kept], buf)?;
             }
             bar.inc(kept as u64);
             Ok(())

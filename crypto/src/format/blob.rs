@@ -9,7 +9,7 @@ use std::ops::Range;
 
 use rayon::prelude::*;
 
-use super::{BlobCipher, HEADER_LEN, SEGMENT_OVERHEAD, SegmentSize};
+use super::{BlobCipher, HEADER_LEN, NONCE_LEN, SEGMENT_OVERHEAD, SegmentSize, TAG_LEN};
 use crate::{DataKey, Error, Result};
 
 /// Seals a blob's segments in order: whole segments first, then the final piece.
@@ -61,78 +61,108 @@ impl Sealer {
     /// Seals whole, non-final segments. `plaintext.len()` must be a multiple of the segment size
     /// and `out.len()` must be [`Self::sealed_len`] of it.
     pub fn seal_segments(&mut self, plaintext: &[u8], out: &mut [u8]) -> Result<()> {
-        let segment = self.segment_size().bytes();
-        if plaintext.len() % segment != 0 || out.len() != self.sealed_len(plaintext.len()) {
-            return Err(Error::OutOfRange(format!(
-                "seal_segments: {} bytes is not whole segments of {segment} into {} bytes",
-                plaintext.len(),
-                out.len()
-            )));
+        if out.len() != self.sealed_len(plaintext.len()) {
+            return Err(self.misuse("seal_segments", out.len()));
         }
-        let first = self.next_index;
-        seal_batch(&self.cipher, first, plaintext, out, None)?;
-        self.next_index += (plaintext.len() / segment) as u64;
-        Ok(())
+        copy_into_slots(plaintext, out, self.segment_size());
+        self.seal_segments_in_place(out)
     }
 
     /// Seals the rest of the blob: any whole segments in `plaintext`, then the final segment with
     /// the remaining `len % segment size` bytes. `out.len()` must be [`Self::sealed_len_last`].
     pub fn seal_last(self, plaintext: &[u8], out: &mut [u8]) -> Result<()> {
         if out.len() != self.sealed_len_last(plaintext.len()) {
-            return Err(Error::OutOfRange(format!(
-                "seal_last: {} plaintext bytes into {} output bytes",
-                plaintext.len(),
-                out.len()
-            )));
+            return Err(self.misuse("seal_last", out.len()));
         }
-        let final_index = self.next_index + (plaintext.len() / self.segment_size().bytes()) as u64;
-        seal_batch(
-            &self.cipher,
-            self.next_index,
-            plaintext,
-            out,
-            Some(final_index),
-        )
+        copy_into_slots(plaintext, out, self.segment_size());
+        self.seal_last_in_place(out)
+    }
+
+    /// [`Self::seal_segments`] on a buffer in sealed layout whose plaintext slots
+    /// ([`plaintext_slots_mut`]) are already filled: whole segments only.
+    pub fn seal_segments_in_place(&mut self, sealed: &mut [u8]) -> Result<()> {
+        let whole = self.segment_size().sealed_bytes();
+        if !sealed.len().is_multiple_of(whole) {
+            return Err(self.misuse("seal_segments_in_place", sealed.len()));
+        }
+        seal_in_place(&self.cipher, self.next_index, sealed, None)?;
+        self.next_index += (sealed.len() / whole) as u64;
+        Ok(())
+    }
+
+    /// [`Self::seal_last`] on a buffer in sealed layout: whole segments, then a final segment of
+    /// 28..28 + segment size − 1 bytes.
+    pub fn seal_last_in_place(self, sealed: &mut [u8]) -> Result<()> {
+        let whole = self.segment_size().sealed_bytes();
+        if sealed.len() % whole < SEGMENT_OVERHEAD {
+            return Err(self.misuse("seal_last_in_place", sealed.len()));
+        }
+        let final_index = self.next_index + (sealed.len() / whole) as u64;
+        seal_in_place(&self.cipher, self.next_index, sealed, Some(final_index))
+    }
+
+    fn misuse(&self, what: &str, len: usize) -> Error {
+        Error::OutOfRange(format!(
+            "{what}: {len} bytes is not a valid batch for segment {}",
+            self.next_index
+        ))
     }
 }
 
-/// Seals consecutive segments from `first`; the one at `final_index` (if any) gets the final flag.
-fn seal_batch(
+/// The plaintext part of each segment in a buffer laid out as sealed segments (the last one may be
+/// short): where a reader puts plaintext before sealing in place, or finds it after opening.
+pub fn plaintext_slots_mut(
+    sealed: &mut [u8],
+    segment_size: SegmentSize,
+) -> impl Iterator<Item = &mut [u8]> {
+    sealed.chunks_mut(segment_size.sealed_bytes()).map(|chunk| {
+        let end = chunk
+            .len()
+            .saturating_sub(TAG_LEN)
+            .max(NONCE_LEN.min(chunk.len()));
+        &mut chunk[NONCE_LEN.min(end)..end]
+    })
+}
+
+/// Read-only [`plaintext_slots_mut`].
+pub fn plaintext_slots(sealed: &[u8], segment_size: SegmentSize) -> impl Iterator<Item = &[u8]> {
+    sealed.chunks(segment_size.sealed_bytes()).map(|chunk| {
+        let end = chunk
+            .len()
+            .saturating_sub(TAG_LEN)
+            .max(NONCE_LEN.min(chunk.len()));
+        &chunk[NONCE_LEN.min(end)..end]
+    })
+}
+
+fn copy_into_slots(plaintext: &[u8], sealed: &mut [u8], segment_size: SegmentSize) {
+    for (slot, piece) in
+        plaintext_slots_mut(sealed, segment_size).zip(plaintext.chunks(segment_size.bytes()))
+    {
+        slot.copy_from_slice(piece);
+    }
+}
+
+/// Seals consecutive in-place segments from `first`; the one at `final_index` gets the final flag.
+fn seal_in_place(
     cipher: &BlobCipher,
     first: u64,
-    plaintext: &[u8],
-    out: &mut [u8],
+    sealed: &mut [u8],
     final_index: Option<u64>,
 ) -> Result<()> {
-    let segment = cipher.segment_size().bytes();
-    let sealed = cipher.segment_size().sealed_bytes();
-    let seal_one = |(offset, (plain, sealed_out)): (usize, (&[u8], &mut [u8]))| {
+    let whole = cipher.segment_size().sealed_bytes();
+    let seal_one = |(offset, chunk): (usize, &mut [u8])| {
         let index = first + offset as u64;
-        cipher.seal_segment(index, Some(index) == final_index, plain, sealed_out)
+        cipher.seal_segment_in_place(index, Some(index) == final_index, chunk)
     };
-    // An empty final segment has no plaintext chunk: handle the "multiple of S" tail explicitly.
-    let whole = plaintext.len() / segment * segment;
-    let (body, tail) = plaintext.split_at(if final_index.is_some() {
-        whole
-    } else {
-        plaintext.len()
-    });
-    let (body_out, tail_out) = out.split_at_mut(body.len() / segment * sealed);
-    if body.len() > segment {
-        body.par_chunks(segment)
-            .zip(body_out.par_chunks_mut(sealed))
+    if sealed.len() > whole {
+        sealed
+            .par_chunks_mut(whole)
             .enumerate()
-            .try_for_each(seal_one)?;
+            .try_for_each(seal_one)
     } else {
-        body.chunks(segment)
-            .zip(body_out.chunks_mut(sealed))
-            .enumerate()
-            .try_for_each(seal_one)?;
+        sealed.chunks_mut(whole).enumerate().try_for_each(seal_one)
     }
-    if let Some(final_index) = final_index {
-        cipher.seal_segment(final_index, true, tail, tail_out)?;
-    }
-    Ok(())
 }
 
 /// Opens segments of one existing blob, in any order.
@@ -247,6 +277,41 @@ impl Opener {
     }
 }
 
+impl Opener {
+    /// Opens consecutive segments from `first` where they lie; afterwards
+    /// [`plaintext_slots`] of `sealed` yields the plaintext. Same length rules as
+    /// [`Self::open_segments`].
+    pub fn open_segments_in_place(&self, first: u64, sealed: &mut [u8]) -> Result<()> {
+        let size = self.segment_size();
+        let count = sealed.len().div_ceil(size.sealed_bytes()) as u64;
+        let range = self.sealed_range(first, count);
+        if first >= self.segment_count() || range.end - range.start != sealed.len() as u64 {
+            return Err(Error::OutOfRange(format!(
+                "{} sealed bytes are not whole segments from segment {first}",
+                sealed.len()
+            )));
+        }
+        let final_index = self.segment_count() - 1;
+        let open_one = |(offset, chunk): (usize, &mut [u8])| {
+            let index = first + offset as u64;
+            self.cipher
+                .open_segment_in_place(index, index == final_index, chunk)
+                .map(drop)
+        };
+        if count > 1 {
+            sealed
+                .par_chunks_mut(size.sealed_bytes())
+                .enumerate()
+                .try_for_each(open_one)
+        } else {
+            sealed
+                .chunks_mut(size.sealed_bytes())
+                .enumerate()
+                .try_for_each(open_one)
+        }
+    }
+}
+
 /// Seals `plaintext` as one complete blob under `key`.
 pub fn seal(key: &DataKey, plaintext: &[u8], segment_size: SegmentSize) -> Result<Vec<u8>> {
     let sealer = Sealer::new(key, segment_size)?;
@@ -313,6 +378,42 @@ mod tests {
             )
             .unwrap();
         assert_eq!(&part[..n], &plain[2 * 4096..4 * 4096]);
+    }
+
+    #[test]
+    fn in_place_batches_match_copying_ones() {
+        let key = DataKey::generate().unwrap();
+        let plain: Vec<u8> = (0..3 * 4096 + 7).map(|i| i as u8).collect();
+        let mut sealer = Sealer::new(&key, SMALL).unwrap();
+        let header = sealer.header_bytes();
+        let mut first = vec![0u8; sealer.sealed_len(2 * 4096)];
+        for (slot, piece) in plaintext_slots_mut(&mut first, SMALL).zip(plain.chunks(4096)) {
+            slot.copy_from_slice(piece);
+        }
+        sealer.seal_segments_in_place(&mut first).unwrap();
+        let mut last = vec![0u8; sealer.sealed_len_last(4096 + 7)];
+        for (slot, piece) in
+            plaintext_slots_mut(&mut last, SMALL).zip(plain[2 * 4096..].chunks(4096))
+        {
+            slot.copy_from_slice(piece);
+        }
+        sealer.seal_last_in_place(&mut last).unwrap();
+        let blob = [&header[..], &first, &last].concat();
+        assert_eq!(open(&key, &blob).unwrap(), plain);
+
+        let opener = Opener::new(&key, &blob, blob.len() as u64).unwrap();
+        let mut body = blob[HEADER_LEN..].to_vec();
+        opener.open_segments_in_place(0, &mut body).unwrap();
+        assert_eq!(
+            plaintext_slots(&body, SMALL).collect::<Vec<_>>().concat(),
+            plain
+        );
+        let mut tampered = blob[HEADER_LEN..].to_vec();
+        tampered[5000] ^= 1;
+        assert!(matches!(
+            opener.open_segments_in_place(0, &mut tampered),
+            Err(Error::Corrupt { segment: Some(1) })
+        ));
     }
 
     #[test]

@@ -28,7 +28,7 @@ pub mod header;
 pub mod segment;
 pub mod stream;
 
-pub use blob::{Opener, Sealer, open, seal};
+pub use blob::{Opener, Sealer, open, plaintext_slots, plaintext_slots_mut, seal};
 pub use header::Header;
 pub use segment::BlobCipher;
 pub use stream::{Decryptor, Encryptor};

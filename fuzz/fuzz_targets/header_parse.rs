@@ -1,0 +1,6 @@
+//! Fuzz target: `encfs_crypto::fuzz_hooks::parse_header` must never panic on any input.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    encfs_crypto::fuzz_hooks::parse_header(data);
+});
