@@ -5,16 +5,23 @@
 use std::time::{Duration, Instant};
 
 use encfs_crypto::DataKey;
-use encfs_crypto::format::{self, SegmentSize};
+use encfs_crypto::format::{self, Opener, Sealer, SegmentSize};
 
 const BUFFER: usize = 64 << 20;
 const CHUNK: usize = 64 << 10;
 const ROUNDS: usize = 7;
 
-fn median_rate(bytes: usize, mut work: impl FnMut()) -> f64 {
+fn median_rate(bytes: usize, work: impl FnMut()) -> f64 {
+    median_rate_after(bytes, || {}, work)
+}
+
+/// As [`median_rate`], running an untimed `setup` before each round.
+fn median_rate_after(bytes: usize, mut setup: impl FnMut(), mut work: impl FnMut()) -> f64 {
+    setup();
     work();
     let mut times: Vec<Duration> = (0..ROUNDS)
         .map(|_| {
+            setup();
             let start = Instant::now();
             work();
             start.elapsed()
@@ -50,11 +57,22 @@ fn aws_lc_seal(buffer: &mut [u8]) {
     }
 }
 
+/// The CLI's hot path: plaintext already in the sealed layout, sealed where it lies.
+fn ebf_seal_in_place(key: &DataKey, sealed: &mut Vec<u8>) {
+    let mut sealer = Sealer::new(key, SegmentSize::DEFAULT).unwrap();
+    sealed.resize(sealer.sealed_len(BUFFER), 0);
+    sealer.seal_segments_in_place(sealed).unwrap();
+}
+
+/// The CLI's decrypt hot path: a whole blob opened in place.
+fn ebf_open_in_place(key: &DataKey, blob: &mut [u8]) {
+    let opener = Opener::new(key, blob, blob.len() as u64).unwrap();
+    opener
+        .open_segments_in_place(0, &mut blob[format::HEADER_LEN..])
+        .unwrap();
+}
+
 fn main() {
-    if std::env::var_os("EXPERIMENT").is_some() {
-        experiment();
-        return;
-    }
     let mut buffer = vec![0x5au8; BUFFER];
     println!(
         "ring_aes256gcm_64k_1core {:.0}",
@@ -65,70 +83,25 @@ fn main() {
         median_rate(BUFFER, || aws_lc_seal(&mut buffer))
     );
     let key = DataKey::from_bytes([9; 32]);
+    let one = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap();
+    let all = rayon::ThreadPoolBuilder::new().build().unwrap();
     let blob = format::seal(&key, &buffer, SegmentSize::DEFAULT).unwrap();
-    let one = rayon::ThreadPoolBuilder::new()
-        .num_threads(1)
-        .build()
-        .unwrap();
-    one.install(|| {
-        println!(
-            "ebf_seal_64k_1thread {:.0}",
-            median_rate(BUFFER, || drop(
-                format::seal(&key, &buffer, SegmentSize::DEFAULT).unwrap()
-            ))
-        );
-        println!(
-            "ebf_open_64k_1thread {:.0}",
-            median_rate(BUFFER, || drop(format::open(&key, &blob).unwrap()))
-        );
-    });
-    println!(
-        "ebf_seal_64k_allthreads {:.0}",
-        median_rate(BUFFER, || drop(
-            format::seal(&key, &buffer, SegmentSize::DEFAULT).unwrap()
-        ))
-    );
-    println!(
-        "ebf_open_64k_allthreads {:.0}",
-        median_rate(BUFFER, || drop(format::open(&key, &blob).unwrap()))
-    );
-    println!("threads {}", rayon::current_num_threads());
-}
-
-#[allow(dead_code)]
-pub fn experiment() {
-    use encfs_crypto::format::Sealer;
-    let key = DataKey::from_bytes([9; 32]);
-    let plain = vec![1u8; BUFFER];
-    let mut sealer = Sealer::new(&key, SegmentSize::DEFAULT).unwrap();
-    let mut out = vec![0u8; sealer.sealed_len(BUFFER)];
-    let one = rayon::ThreadPoolBuilder::new()
-        .num_threads(1)
-        .build()
-        .unwrap();
-    one.install(|| {
-        println!(
-            "prealloc_seal_1thread {:.0}",
-            median_rate(BUFFER, || sealer.seal_segments(&plain, &mut out).unwrap())
-        )
-    });
-    let mut nonce = [0u8; 12];
-    let n = 100_000;
-    let start = Instant::now();
-    for _ in 0..n {
-        aws_lc_rs::rand::fill(&mut nonce).unwrap();
+    let mut body = blob.clone();
+    for (label, pool) in [("1thread", &one), ("allthreads", &all)] {
+        let seal = pool.install(|| median_rate(BUFFER, || ebf_seal_in_place(&key, &mut buffer)));
+        println!("ebf_seal_64k_{label} {seal:.0}");
+        let open = pool.install(|| {
+            let body = std::cell::RefCell::new(&mut body);
+            median_rate_after(
+                BUFFER,
+                || body.borrow_mut().copy_from_slice(&blob),
+                || ebf_open_in_place(&key, &mut body.borrow_mut()),
+            )
+        });
+        println!("ebf_open_64k_{label} {open:.0}");
     }
-    println!(
-        "awslc rand per call ns {:.0}",
-        start.elapsed().as_nanos() as f64 / n as f64
-    );
-    let rng = ring::rand::SystemRandom::new();
-    let start = Instant::now();
-    for _ in 0..n {
-        ring::rand::SecureRandom::fill(&rng, &mut nonce).unwrap();
-    }
-    println!(
-        "ring rand per call ns {:.0}",
-        start.elapsed().as_nanos() as f64 / n as f64
-    );
+    println!("threads {}", all.current_num_threads());
 }

@@ -151,17 +151,25 @@ fn seal_in_place(
     final_index: Option<u64>,
 ) -> Result<()> {
     let whole = cipher.segment_size().sealed_bytes();
-    let seal_one = |(offset, chunk): (usize, &mut [u8])| {
+    let mut nonces = vec![0u8; sealed.len().div_ceil(whole) * NONCE_LEN];
+    super::segment::fill_random(&mut nonces)?;
+    let seal_one = |(offset, (chunk, nonce)): (usize, (&mut [u8], &[u8]))| {
         let index = first + offset as u64;
-        cipher.seal_segment_in_place(index, Some(index) == final_index, chunk)
+        let nonce = nonce.try_into().expect("12-byte chunks");
+        cipher.seal_in_place_with_nonce(index, Some(index) == final_index, nonce, chunk)
     };
     if sealed.len() > whole {
         sealed
             .par_chunks_mut(whole)
+            .zip(nonces.par_chunks(NONCE_LEN))
             .enumerate()
             .try_for_each(seal_one)
     } else {
-        sealed.chunks_mut(whole).enumerate().try_for_each(seal_one)
+        sealed
+            .chunks_mut(whole)
+            .zip(nonces.chunks(NONCE_LEN))
+            .enumerate()
+            .try_for_each(seal_one)
     }
 }
 

@@ -53,6 +53,11 @@ fn aad(index: u64, is_final: bool) -> [u8; AAD_LEN] {
     aad
 }
 
+/// Fills `out` from the RNG (a batch of nonces costs one call instead of one per segment).
+pub(crate) fn fill_random(out: &mut [u8]) -> Result<()> {
+    rand::fill(out).map_err(|_| Error::Io(std::io::Error::other("OS RNG failed")))
+}
+
 fn random_nonce() -> Result<[u8; NONCE_LEN]> {
     let mut nonce = [0u8; NONCE_LEN];
     rand::fill(&mut nonce).map_err(|_| Error::Io(std::io::Error::other("OS RNG failed")))?;
@@ -187,7 +192,7 @@ impl BlobCipher {
         self.seal_in_place_with_nonce(index, is_final, random_nonce()?, sealed)
     }
 
-    fn seal_in_place_with_nonce(
+    pub(crate) fn seal_in_place_with_nonce(
         &self,
         index: u64,
         is_final: bool,
