@@ -20,8 +20,8 @@ python3 -c 'import cryptography' 2>/dev/null || python3 -m pip install -q crypto
 
 echo "== cargo test --workspace"
 if cargo nextest --version >/dev/null 2>&1; then
+  # (No doc tests exist yet; add `cargo test --doc` here when one does.)
   cargo nextest run --workspace --locked --no-fail-fast
-  cargo test --workspace --locked --doc
 else
   cargo test --workspace --locked
 fi

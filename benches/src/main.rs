@@ -103,5 +103,25 @@ fn main() {
         });
         println!("ebf_open_64k_{label} {open:.0}");
     }
+    // Decrypt cost of one random 4 KiB read at each segment size: one whole segment is opened.
+    for log2 in [12u8, 16, 20, 24] {
+        let size = SegmentSize::from_log2(log2).unwrap();
+        let cipher = encfs_crypto::format::BlobCipher::create(&key, size).unwrap();
+        let mut sealed = vec![0u8; size.sealed_bytes()];
+        cipher
+            .seal_segment(3, false, &buffer[..size.bytes()], &mut sealed)
+            .unwrap();
+        let mut out = vec![0u8; size.bytes()];
+        let per_second = one.install(|| {
+            median_rate(1, || {
+                drop(cipher.open_segment(3, false, &sealed, &mut out).unwrap())
+            })
+        });
+        println!(
+            "random_4k_read_decrypt_us_{}k {:.3}",
+            size.bytes() >> 10,
+            1e6 / per_second
+        );
+    }
     println!("threads {}", all.current_num_threads());
 }

@@ -103,6 +103,13 @@ pub struct Durability {
 }
 
 #[derive(Args, Debug)]
+pub struct SegmentArg {
+    /// Plaintext bytes per segment of the output: a power of two from 4KiB to 16MiB.
+    #[arg(long, default_value = "64KiB", value_parser = crate::size::parse_size)]
+    pub segment_size: u64,
+}
+
+#[derive(Args, Debug)]
 pub struct EncryptArgs {
     /// The DEK (text or raw 32-byte file).
     #[arg(long, value_name = "FILE")]
@@ -111,9 +118,8 @@ pub struct EncryptArgs {
     pub input: PathBuf,
     /// Encrypted output (written to a temporary name, renamed when complete).
     pub output: PathBuf,
-    /// Plaintext bytes per segment: a power of two from 4KiB to 16MiB.
-    #[arg(long, default_value = "64KiB", value_parser = crate::size::parse_size)]
-    pub segment_size: u64,
+    #[command(flatten)]
+    pub segments: SegmentArg,
     #[command(flatten)]
     pub durability: Durability,
 }
@@ -166,9 +172,8 @@ pub struct ConvertArgs {
     pub input: PathBuf,
     /// EBF output.
     pub output: PathBuf,
-    /// Segment size of the output.
-    #[arg(long, default_value = "64KiB", value_parser = crate::size::parse_size)]
-    pub segment_size: u64,
+    #[command(flatten)]
+    pub segments: SegmentArg,
     #[command(flatten)]
     pub durability: Durability,
 }

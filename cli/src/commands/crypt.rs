@@ -43,7 +43,7 @@ fn read_exact_named(file: &mut File, buf: &mut [u8], path: &Path) -> Result<()> 
 
 pub fn encrypt(args: &EncryptArgs) -> Result<()> {
     let key = load_data_key(&args.key)?;
-    let segment = segment_size(args.segment_size)?;
+    let segment = segment_size(args.segments.segment_size)?;
     let mut input = open_input(&args.input)?;
     let metadata = input
         .metadata()
@@ -284,7 +284,7 @@ fn looks_like_legacy_cse(file: &mut File, len: u64) -> bool {
 
 pub fn convert(args: &ConvertArgs) -> Result<()> {
     let key = load_data_key(&args.key)?;
-    let segment = segment_size(args.segment_size)?;
+    let segment = segment_size(args.segments.segment_size)?;
     let mut input = open_input(&args.input)?;
     let len = input
         .metadata()

@@ -234,19 +234,25 @@ impl Opener {
         first..(last + 1).max(first + 1).min(self.segment_count())
     }
 
+    /// How many segments a batch of `len` sealed bytes from `first` holds, or an error when the
+    /// bytes are not exactly whole segments of this blob.
+    fn batch_count(&self, first: u64, len: usize) -> Result<u64> {
+        let count = len.div_ceil(self.segment_size().sealed_bytes()) as u64;
+        let range = self.sealed_range(first, count);
+        if first >= self.segment_count() || range.end - range.start != len as u64 {
+            return Err(Error::OutOfRange(format!(
+                "{len} sealed bytes are not whole segments from segment {first}"
+            )));
+        }
+        Ok(count)
+    }
+
     /// Opens consecutive segments from `first`; `sealed` must be exactly the bytes of
     /// [`Self::sealed_range`] for some count. Writes the plaintext to the start of `out` and
     /// returns its length.
     pub fn open_segments(&self, first: u64, sealed: &[u8], out: &mut [u8]) -> Result<usize> {
         let size = self.segment_size();
-        let count = sealed.len().div_ceil(size.sealed_bytes()) as u64;
-        let range = self.sealed_range(first, count);
-        if first >= self.segment_count() || range.end - range.start != sealed.len() as u64 {
-            return Err(Error::OutOfRange(format!(
-                "{} sealed bytes are not whole segments from segment {first}",
-                sealed.len()
-            )));
-        }
+        let count = self.batch_count(first, sealed.len())?;
         let plain_len = sealed.len() - count as usize * SEGMENT_OVERHEAD;
         if out.len() < plain_len {
             return Err(Error::OutOfRange(format!(
@@ -291,14 +297,7 @@ impl Opener {
     /// [`Self::open_segments`].
     pub fn open_segments_in_place(&self, first: u64, sealed: &mut [u8]) -> Result<()> {
         let size = self.segment_size();
-        let count = sealed.len().div_ceil(size.sealed_bytes()) as u64;
-        let range = self.sealed_range(first, count);
-        if first >= self.segment_count() || range.end - range.start != sealed.len() as u64 {
-            return Err(Error::OutOfRange(format!(
-                "{} sealed bytes are not whole segments from segment {first}",
-                sealed.len()
-            )));
-        }
+        let count = self.batch_count(first, sealed.len())?;
         let final_index = self.segment_count() - 1;
         let open_one = |(offset, chunk): (usize, &mut [u8])| {
             let index = first + offset as u64;
