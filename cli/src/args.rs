@@ -4,9 +4,9 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-/// Confidential data collaboration: keys, encrypted blobs and (soon) stores and mounts.
+/// encfs: keys, key wrapping and authenticated encrypted blobs for confidential data collaboration.
 #[derive(Parser, Debug)]
-#[command(name = "encfs", version, about, propagate_version = true)]
+#[command(name = "encfs", version, propagate_version = true)]
 pub struct Cli {
     /// Worker threads for encryption and decryption (default: all cores).
     #[arg(long, global = true, value_name = "N")]
