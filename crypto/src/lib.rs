@@ -8,7 +8,7 @@
 //! * [`DataKey`] — a 256-bit data encryption key (DEK) and its [`KeyId`].
 //! * [`kek`] — RSA key-encryption keys and OAEP-SHA-256 DEK wrapping.
 //! * [`aes_key_wrap`] — RFC 5649 AES key wrap with padding.
-//! * [`format`] — the segmented, authenticated, random-access blob format (see `docs/format.md`).
+//! * [`format`](mod@format) — the segmented, authenticated, random-access blob format (see `docs/format.md`).
 //! * [`legacy_cse`] — reader for the reference system's client-side encryption format.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
