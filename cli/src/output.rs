@@ -4,7 +4,7 @@
 //! directory and renames it into place after the last byte is written (and, by default, synced),
 //! so a failed or interrupted `decrypt` never leaves a partial file that looks complete.
 
-use std::fs::File;
+use std::fs::{File, Metadata};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
@@ -82,9 +82,13 @@ pub fn progress_bar(total: u64, label: &str) -> ProgressBar {
     bar
 }
 
-/// Opens an input file with its path in the error.
-pub fn open_input(path: &Path) -> Result<File> {
-    File::open(path).with_context(|| format!("cannot open {}", path.display()))
+/// Opens an input file and reads its metadata, with the path in any error.
+pub fn open_input(path: &Path) -> Result<(File, Metadata)> {
+    let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let metadata = file
+        .metadata()
+        .with_context(|| format!("cannot stat {}", path.display()))?;
+    Ok((file, metadata))
 }
 
 #[cfg(test)]

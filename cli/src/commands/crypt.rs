@@ -44,10 +44,7 @@ fn read_exact_named(file: &mut File, buf: &mut [u8], path: &Path) -> Result<()> 
 pub fn encrypt(args: &EncryptArgs) -> Result<()> {
     let key = load_data_key(&args.key)?;
     let segment = segment_size(args.segments.segment_size)?;
-    let mut input = open_input(&args.input)?;
-    let metadata = input
-        .metadata()
-        .with_context(|| format!("cannot stat {}", args.input.display()))?;
+    let (mut input, metadata) = open_input(&args.input)?;
     if metadata.is_dir() {
         bail!(
             "{} is a directory; encrypt takes one file",
@@ -95,7 +92,6 @@ fn encrypt_file(
     let batch = batch_bytes(segment) as u64;
     let bar = progress_bar(len, "encrypt");
     let (mut remaining, mut done) = (len, false);
-    let sizing = Sealer::new(key, segment)?;
     pipeline::run(
         |buf| {
             if done {
@@ -111,9 +107,9 @@ fn encrypt_file(
             // Read straight into the plaintext slots of the sealed layout: sealing is in place.
             let take = take as usize;
             let sealed_len = if done {
-                sizing.sealed_len_last(take)
+                segment.sealed_len_last(take)
             } else {
-                sizing.sealed_len(take)
+                segment.sealed_len(take)
             };
             buf.resize(sealed_len, 0);
             for slot in plaintext_slots_mut(buf, segment) {
@@ -159,11 +155,8 @@ fn read_header(file: &mut File, path: &Path) -> Result<Vec<u8>> {
 
 pub fn decrypt(args: &DecryptArgs) -> Result<()> {
     let key = load_data_key(&args.key)?;
-    let mut input = open_input(&args.input)?;
-    let len = input
-        .metadata()
-        .with_context(|| format!("cannot stat {}", args.input.display()))?
-        .len();
+    let (mut input, metadata) = open_input(&args.input)?;
+    let len = metadata.len();
     let header = read_header(&mut input, &args.input)?;
     let opener = Opener::new(&key, &header, len)
         .with_context(|| format!("cannot decrypt {}", args.input.display()))?;
@@ -202,11 +195,8 @@ pub fn decrypt(args: &DecryptArgs) -> Result<()> {
 }
 
 pub fn inspect(args: &InspectArgs) -> Result<()> {
-    let mut file = open_input(&args.file)?;
-    let len = file
-        .metadata()
-        .with_context(|| format!("cannot stat {}", args.file.display()))?
-        .len();
+    let (mut file, metadata) = open_input(&args.file)?;
+    let len = metadata.len();
     let bytes = read_header(&mut file, &args.file)?;
     let header = match Header::parse(&bytes) {
         Ok(header) => header,
@@ -285,11 +275,8 @@ fn looks_like_legacy_cse(file: &mut File, len: u64) -> bool {
 pub fn convert(args: &ConvertArgs) -> Result<()> {
     let key = load_data_key(&args.key)?;
     let segment = segment_size(args.segments.segment_size)?;
-    let mut input = open_input(&args.input)?;
-    let len = input
-        .metadata()
-        .with_context(|| format!("cannot stat {}", args.input.display()))?
-        .len();
+    let (mut input, metadata) = open_input(&args.input)?;
+    let len = metadata.len();
     let mut trailer = [0u8; legacy_cse::TRAILER_LEN];
     if len < trailer.len() as u64 {
         bail!(
@@ -308,7 +295,7 @@ pub fn convert(args: &ConvertArgs) -> Result<()> {
     let out = output.file();
     out.write_all(&sealer.as_ref().expect("sealer").header_bytes())?;
     let bar = progress_bar(layout.plaintext_len, "convert");
-    let mut plain = vec![0u8; layout.block_size.min(layout.plaintext_len as usize + 1)];
+    let mut plain = Vec::new();
     let mut next = 0u64;
     pipeline::run(
         |buf| {

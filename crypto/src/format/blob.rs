@@ -50,12 +50,12 @@ impl Sealer {
 
     /// Sealed length of a batch of whole (non-final) segments holding `plaintext_len` bytes.
     pub fn sealed_len(&self, plaintext_len: usize) -> usize {
-        plaintext_len + plaintext_len / self.segment_size().bytes() * SEGMENT_OVERHEAD
+        self.segment_size().sealed_len(plaintext_len)
     }
 
     /// Sealed length of the last batch (whole segments then the final one).
     pub fn sealed_len_last(&self, plaintext_len: usize) -> usize {
-        self.sealed_len(plaintext_len) + SEGMENT_OVERHEAD
+        self.segment_size().sealed_len_last(plaintext_len)
     }
 
     /// Seals whole, non-final segments. `plaintext.len()` must be a multiple of the segment size

@@ -139,6 +139,16 @@ impl SegmentSize {
         Ok(full_segments * self.bytes() as u64 + final_sealed - SEGMENT_OVERHEAD as u64)
     }
 
+    /// Sealed length of a batch of whole, non-final segments holding `plaintext_len` bytes.
+    pub fn sealed_len(self, plaintext_len: usize) -> usize {
+        plaintext_len + plaintext_len / self.bytes() * SEGMENT_OVERHEAD
+    }
+
+    /// Sealed length of a blob's last batch: whole segments, then the final one.
+    pub fn sealed_len_last(self, plaintext_len: usize) -> usize {
+        self.sealed_len(plaintext_len) + SEGMENT_OVERHEAD
+    }
+
     /// Offset in the blob where segment `index` starts.
     pub fn segment_offset(self, index: u64) -> u64 {
         HEADER_LEN as u64 + index * self.sealed_bytes() as u64

@@ -119,8 +119,7 @@ impl<R: Read + Seek> Decryptor<R> {
         let got = read_up_to(&mut inner, &mut header)?;
         let blob_len = inner.seek(SeekFrom::End(0))?;
         let opener = Opener::new(key, &header[..got], blob_len)?;
-        let batch_segments =
-            (super::stream::DEFAULT_BATCH_BYTES / opener.segment_size().bytes()).max(1) as u64;
+        let batch_segments = (DEFAULT_BATCH_BYTES / opener.segment_size().bytes()).max(1) as u64;
         Ok(Self {
             inner,
             opener,
