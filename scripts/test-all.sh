@@ -2,8 +2,9 @@
 # README command 2: installs what the tests need, then runs every test in the workspace.
 #
 # Needs root (as on the project's machines) for apt-get. Installs: openssl (KEK interop tests),
-# age and fuse3 (peers and the mount tests to come), and Python's `cryptography` for the
-# independent EBF reader in crypto/tests/vectors/verify_ebf.py.
+# age and fuse3 (peers and the mount tests to come), Python's `cryptography` for the independent
+# EBF reader in crypto/tests/vectors/verify_ebf.py, and the Azurite emulator from the npm registry
+# (into target/azurite), which it starts on 127.0.0.1 for the Azure Blob tests and stops at exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,6 +18,25 @@ if ((${#need_apt[@]})); then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 python3 -c 'import cryptography' 2>/dev/null || python3 -m pip install -q cryptography
+
+azurite_dir=$PWD/target/azurite
+if [[ ! -x $azurite_dir/node_modules/.bin/azurite-blob ]]; then
+  echo "== installing Azurite (npm azurite@3)"
+  mkdir -p "$azurite_dir"
+  npm install --silent --no-audit --no-fund --prefix "$azurite_dir" azurite@3 >/dev/null
+fi
+port=${ENCFS_AZURITE_PORT:-10000}
+data=$(mktemp -d)
+"$azurite_dir/node_modules/.bin/azurite-blob" --location "$data" --blobHost 127.0.0.1 --blobPort "$port" \
+  --skipApiVersionCheck --disableTelemetry --silent >"$data/azurite.log" 2>&1 &
+azurite_pid=$!
+trap 'kill $azurite_pid 2>/dev/null; wait $azurite_pid 2>/dev/null; rm -rf "$data"' EXIT
+for _ in $(seq 100); do
+  (exec 3<>/dev/tcp/127.0.0.1/"$port") 2>/dev/null && break
+  kill -0 $azurite_pid 2>/dev/null || { cat "$data/azurite.log"; echo "Azurite failed to start" >&2; exit 1; }
+  sleep 0.2
+done
+export ENCFS_AZURITE_URL=http://127.0.0.1:$port/devstoreaccount1
 
 echo "== cargo test --workspace"
 if cargo nextest --version >/dev/null 2>&1; then

@@ -1,0 +1,344 @@
+//! Wrappers that make any store misbehave on purpose, for tests and benchmarks.
+//!
+//! [`FaultyStore`] fails a seeded fraction of requests (as a transient error, or by hanging until
+//! a timeout), and [`SlowStore`] adds a per-request delay with jitter and an optional bandwidth
+//! cap. Both wrap any [`BlobStore`], so the same conformance suite runs through them.
+
+use std::ops::Range;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use super::{
+    BlobProperties, BlobStore, Condition, CustomerKey, ListOptions, Listing, Metadata, StoreError,
+    StoreResult,
+};
+
+/// A small seeded generator (xorshift): reproducible fault patterns without a `rand` dependency.
+#[derive(Debug)]
+struct Seeded(Mutex<u64>);
+
+impl Seeded {
+    fn new(seed: u64) -> Self {
+        Self(Mutex::new(seed.max(1)))
+    }
+
+    /// Uniform in [0, 1).
+    fn next(&self) -> f64 {
+        let mut state = self.0.lock().expect("poisoned");
+        let mut x = *state;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *state = x;
+        (x >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// How a [`FaultyStore`] misbehaves.
+#[derive(Debug, Clone, Copy)]
+pub struct FaultPlan {
+    /// Fraction of requests that fail with a transient error.
+    pub fail_fraction: f64,
+    /// Fraction of requests that hang for `timeout` and then fail.
+    pub timeout_fraction: f64,
+    /// How long a "timed out" request hangs.
+    pub timeout: Duration,
+    /// Seed of the fault pattern.
+    pub seed: u64,
+}
+
+/// Fails a seeded fraction of requests before they reach the inner store.
+pub struct FaultyStore<S> {
+    inner: S,
+    plan: FaultPlan,
+    rng: Seeded,
+}
+
+impl<S: BlobStore> FaultyStore<S> {
+    /// Wraps `inner`.
+    pub fn new(inner: S, plan: FaultPlan) -> Self {
+        Self {
+            inner,
+            rng: Seeded::new(plan.seed),
+            plan,
+        }
+    }
+
+    async fn gate(&self, what: &str) -> StoreResult<()> {
+        let roll = self.rng.next();
+        if roll < self.plan.fail_fraction {
+            return Err(StoreError::Injected(what.to_owned()));
+        }
+        if roll < self.plan.fail_fraction + self.plan.timeout_fraction {
+            tokio::time::sleep(self.plan.timeout).await;
+            return Err(StoreError::Network {
+                url: what.to_owned(),
+                message: "injected timeout".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Delays every request; optionally caps bandwidth.
+pub struct SlowStore<S> {
+    inner: S,
+    latency: Duration,
+    jitter: Duration,
+    bytes_per_second: Option<u64>,
+    rng: Seeded,
+}
+
+impl<S: BlobStore> SlowStore<S> {
+    /// Wraps `inner` with `latency ± jitter` per request and an optional bandwidth cap.
+    pub fn new(
+        inner: S,
+        latency: Duration,
+        jitter: Duration,
+        bytes_per_second: Option<u64>,
+    ) -> Self {
+        Self {
+            inner,
+            latency,
+            jitter,
+            bytes_per_second,
+            rng: Seeded::new(0x5eed),
+        }
+    }
+
+    async fn delay(&self, bytes: usize) {
+        let jitter = self.jitter.mul_f64(self.rng.next() * 2.0);
+        let mut delay = (self.latency + jitter).saturating_sub(self.jitter);
+        if let Some(rate) = self.bytes_per_second.filter(|r| *r > 0) {
+            delay += Duration::from_secs_f64(bytes as f64 / rate as f64);
+        }
+        tokio::time::sleep(delay).await;
+    }
+}
+
+/// Implements [`BlobStore`] for a wrapper by running `$before` (an async gate taking the blob name
+/// and byte count) and then forwarding to `self.inner`.
+macro_rules! forward_store {
+    ($wrapper:ident, $before:ident) => {
+        #[async_trait]
+        impl<S: BlobStore> BlobStore for $wrapper<S> {
+            fn location(&self) -> String {
+                self.inner.location()
+            }
+            async fn create_container(&self) -> StoreResult<bool> {
+                self.$before("create_container", 0).await?;
+                self.inner.create_container().await
+            }
+            async fn container_exists(&self) -> StoreResult<bool> {
+                self.$before("container_exists", 0).await?;
+                self.inner.container_exists().await
+            }
+            async fn get(
+                &self,
+                name: &str,
+                range: Option<Range<u64>>,
+                cpk: Option<&CustomerKey>,
+            ) -> StoreResult<Bytes> {
+                let len = range.as_ref().map_or(0, |r| (r.end - r.start) as usize);
+                self.$before(name, len).await?;
+                self.inner.get(name, range, cpk).await
+            }
+            async fn put(
+                &self,
+                name: &str,
+                data: Bytes,
+                metadata: &Metadata,
+                condition: &Condition,
+                cpk: Option<&CustomerKey>,
+            ) -> StoreResult<String> {
+                self.$before(name, data.len()).await?;
+                self.inner.put(name, data, metadata, condition, cpk).await
+            }
+            async fn stage_block(
+                &self,
+                name: &str,
+                block_id: &str,
+                data: Bytes,
+                cpk: Option<&CustomerKey>,
+            ) -> StoreResult<()> {
+                self.$before(name, data.len()).await?;
+                self.inner.stage_block(name, block_id, data, cpk).await
+            }
+            async fn commit_blocks(
+                &self,
+                name: &str,
+                block_ids: &[String],
+                metadata: &Metadata,
+                condition: &Condition,
+                cpk: Option<&CustomerKey>,
+            ) -> StoreResult<String> {
+                self.$before(name, 0).await?;
+                self.inner
+                    .commit_blocks(name, block_ids, metadata, condition, cpk)
+                    .await
+            }
+            async fn properties(
+                &self,
+                name: &str,
+                cpk: Option<&CustomerKey>,
+            ) -> StoreResult<BlobProperties> {
+                self.$before(name, 0).await?;
+                self.inner.properties(name, cpk).await
+            }
+            async fn list(&self, options: &ListOptions<'_>) -> StoreResult<Listing> {
+                self.$before("list", 0).await?;
+                self.inner.list(options).await
+            }
+            async fn delete(&self, name: &str, condition: &Condition) -> StoreResult<()> {
+                self.$before(name, 0).await?;
+                self.inner.delete(name, condition).await
+            }
+        }
+    };
+}
+
+impl<S: BlobStore> FaultyStore<S> {
+    async fn before(&self, what: &str, _bytes: usize) -> StoreResult<()> {
+        self.gate(what).await
+    }
+}
+
+impl<S: BlobStore> SlowStore<S> {
+    async fn before(&self, _what: &str, bytes: usize) -> StoreResult<()> {
+        self.delay(bytes).await;
+        Ok(())
+    }
+}
+
+forward_store!(FaultyStore, before);
+forward_store!(SlowStore, before);
+
+/// Retries every call of the inner store on transient errors ([`with_retries`]): how transfers use
+/// a store, and how the conformance suite runs through [`FaultyStore`].
+pub struct RetryingStore<S> {
+    inner: S,
+    attempts: u32,
+}
+
+impl<S: BlobStore> RetryingStore<S> {
+    /// Wraps `inner`, trying each call up to `attempts` times.
+    pub fn new(inner: S, attempts: u32) -> Self {
+        Self { inner, attempts }
+    }
+}
+
+#[async_trait]
+impl<S: BlobStore> BlobStore for RetryingStore<S> {
+    fn location(&self) -> String {
+        self.inner.location()
+    }
+    async fn create_container(&self) -> StoreResult<bool> {
+        with_retries(self.attempts, || self.inner.create_container()).await
+    }
+    async fn container_exists(&self) -> StoreResult<bool> {
+        with_retries(self.attempts, || self.inner.container_exists()).await
+    }
+    async fn get(
+        &self,
+        name: &str,
+        range: Option<Range<u64>>,
+        cpk: Option<&CustomerKey>,
+    ) -> StoreResult<Bytes> {
+        with_retries(self.attempts, || self.inner.get(name, range.clone(), cpk)).await
+    }
+    async fn put(
+        &self,
+        name: &str,
+        data: Bytes,
+        metadata: &Metadata,
+        condition: &Condition,
+        cpk: Option<&CustomerKey>,
+    ) -> StoreResult<String> {
+        with_retries(self.attempts, || {
+            self.inner.put(name, data.clone(), metadata, condition, cpk)
+        })
+        .await
+    }
+    async fn stage_block(
+        &self,
+        name: &str,
+        block_id: &str,
+        data: Bytes,
+        cpk: Option<&CustomerKey>,
+    ) -> StoreResult<()> {
+        with_retries(self.attempts, || {
+            self.inner.stage_block(name, block_id, data.clone(), cpk)
+        })
+        .await
+    }
+    async fn commit_blocks(
+        &self,
+        name: &str,
+        block_ids: &[String],
+        metadata: &Metadata,
+        condition: &Condition,
+        cpk: Option<&CustomerKey>,
+    ) -> StoreResult<String> {
+        with_retries(self.attempts, || {
+            self.inner
+                .commit_blocks(name, block_ids, metadata, condition, cpk)
+        })
+        .await
+    }
+    async fn properties(
+        &self,
+        name: &str,
+        cpk: Option<&CustomerKey>,
+    ) -> StoreResult<BlobProperties> {
+        with_retries(self.attempts, || self.inner.properties(name, cpk)).await
+    }
+    async fn list(&self, options: &ListOptions<'_>) -> StoreResult<Listing> {
+        with_retries(self.attempts, || self.inner.list(options)).await
+    }
+    async fn delete(&self, name: &str, condition: &Condition) -> StoreResult<()> {
+        with_retries(self.attempts, || self.inner.delete(name, condition)).await
+    }
+}
+
+/// Retries transient failures of `op` with exponential backoff and jitter (used above the fault
+/// wrapper in tests, and by transfers over any store).
+pub async fn with_retries<T, F, Fut>(attempts: u32, mut op: F) -> StoreResult<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = StoreResult<T>>,
+{
+    let rng = Seeded::new(0xbac0ff);
+    let mut delay = Duration::from_millis(5);
+    for attempt in 1.. {
+        match op().await {
+            Err(error) if error.is_transient() && attempt < attempts => {
+                tokio::time::sleep(delay.mul_f64(0.5 + rng.next())).await;
+                delay = (delay * 2).min(Duration::from_secs(2));
+            }
+            result => return result,
+        }
+    }
+    unreachable!("the loop returns")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seeded_is_reproducible_and_uniformish() {
+        let (a, b) = (Seeded::new(7), Seeded::new(7));
+        let xs: Vec<f64> = (0..1000).map(|_| a.next()).collect();
+        assert!(
+            xs.iter()
+                .zip((0..1000).map(|_| b.next()))
+                .all(|(x, y)| *x == y)
+        );
+        let below_half = xs.iter().filter(|x| **x < 0.5).count();
+        assert!((400..600).contains(&below_half), "{below_half}");
+        assert!(xs.iter().all(|x| (0.0..1.0).contains(x)));
+    }
+}

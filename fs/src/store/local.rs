@@ -1,0 +1,722 @@
+//! The embedded local store: the default backend, a directory per container, no server.
+//!
+//! ```text
+//! ROOT/CONTAINER/blobs/<percent-encoded name>     one file per committed blob
+//! ROOT/CONTAINER/staging/<name>/<block id>        staged blocks, invisible until commit
+//! ROOT/CONTAINER/tmp/                             files being written
+//! ROOT/CONTAINER/lock                             serializes conditional commits (flock)
+//! ```
+//!
+//! A blob file is `"encfsLB1" || u32 BE length || JSON metadata || data`, so data and metadata
+//! change together in one `rename`. Every write goes to `tmp/`, is fsynced, and is renamed into
+//! place (then the directory is fsynced): after a crash at any moment a reader sees the old blob or
+//! the new one, never a mix. Names are percent-encoded into one flat directory, so `a` and `a/b`
+//! can coexist as on Azure.
+//!
+//! **CPK emulation with enforcement**: a blob written with a customer-provided key records the
+//! key's SHA-256 and is stored encrypted at rest under that key, in the EBF format (so ranged reads
+//! decrypt only what they touch). Reads, property calls and writes without the key, or with another
+//! key, are refused with the errors Azure gives (HTTP 409 there).
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use encfs_crypto::DataKey;
+use encfs_crypto::format::{self, Encryptor, HEADER_LEN, Opener, SegmentSize};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
+use serde::{Deserialize, Serialize};
+
+use super::{
+    BlobItem, BlobProperties, BlobStore, Condition, CustomerKey, ListOptions, Listing, Metadata,
+    StoreError, StoreResult, paginate,
+};
+
+const MAGIC: &[u8; 8] = b"encfsLB1";
+/// Longest encoded name that fits a file name on common Linux file systems, with room to spare.
+const MAX_ENCODED_NAME: usize = 240;
+/// Names keep `-`, `_` and `~` readable; everything else is escaped, `/` and `.` included (so
+/// no name can become `.`, `..` or a path).
+const NAME_ESCAPES: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'~');
+/// Staged-block file prefix: plain data, or EBF under the customer key.
+const STAGED_PLAIN: u8 = 0;
+const STAGED_CPK: u8 = 1;
+
+/// The JSON stored at the front of each blob file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct BlobHeader {
+    etag: String,
+    size: u64,
+    modified_unix_nanos: u64,
+    metadata: Metadata,
+    /// Base64 SHA-256 of the customer key, for CPK blobs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    cpk_sha256: Option<String>,
+}
+
+/// One container of the embedded store.
+#[derive(Debug, Clone)]
+pub struct LocalStore {
+    inner: Arc<Paths>,
+}
+
+#[derive(Debug)]
+struct Paths {
+    container: PathBuf,
+}
+
+impl LocalStore {
+    /// The container at `path` (its parent directory is the store root).
+    pub fn new(container: impl Into<PathBuf>) -> Self {
+        Self {
+            inner: Arc::new(Paths {
+                container: container.into(),
+            }),
+        }
+    }
+
+    fn blobs(&self) -> PathBuf {
+        self.inner.container.join("blobs")
+    }
+
+    fn blob_path(&self, name: &str) -> StoreResult<PathBuf> {
+        Ok(self.blobs().join(encode_name(name)?))
+    }
+
+    fn staging(&self, name: &str) -> StoreResult<PathBuf> {
+        Ok(self
+            .inner
+            .container
+            .join("staging")
+            .join(encode_name(name)?))
+    }
+
+    fn check_container(&self) -> StoreResult<()> {
+        if self.blobs().is_dir() {
+            Ok(())
+        } else {
+            Err(StoreError::ContainerNotFound(
+                self.inner.container.display().to_string(),
+            ))
+        }
+    }
+
+    /// Writes `contents` through a temporary file in `tmp/` and fsyncs it; returns its path.
+    fn temp_file(
+        &self,
+        write: impl FnOnce(&mut File) -> StoreResult<()>,
+    ) -> StoreResult<tempfile_path::TempPath> {
+        let dir = self.inner.container.join("tmp");
+        let (mut file, path) = tempfile_path::create(&dir)?;
+        write(&mut file)?;
+        file.sync_all()
+            .map_err(|e| StoreError::io(path.as_ref(), e))?;
+        Ok(path)
+    }
+
+    /// Renames `temp` over the blob under the container lock, after checking `condition`.
+    fn publish(
+        &self,
+        name: &str,
+        temp: tempfile_path::TempPath,
+        condition: &Condition,
+    ) -> StoreResult<()> {
+        let target = self.blob_path(name)?;
+        let _lock = self.lock()?;
+        check_condition(name, &target, condition)?;
+        temp.persist(&target)?;
+        sync_dir(&self.blobs())
+    }
+
+    fn lock(&self) -> StoreResult<File> {
+        let path = self.inner.container.join("lock");
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| StoreError::io(&path, e))?;
+        file.lock().map_err(|e| StoreError::io(&path, e))?;
+        Ok(file)
+    }
+}
+
+/// Temporary files that are removed unless renamed into place.
+mod tempfile_path {
+    use std::fs::{File, OpenOptions};
+    use std::path::{Path, PathBuf};
+
+    use super::{StoreError, StoreResult};
+
+    /// A file in `tmp/` deleted on drop unless persisted.
+    pub struct TempPath(Option<PathBuf>);
+
+    impl AsRef<Path> for TempPath {
+        fn as_ref(&self) -> &Path {
+            self.0.as_deref().expect("present until persisted")
+        }
+    }
+
+    impl TempPath {
+        pub fn persist(mut self, target: &Path) -> StoreResult<()> {
+            let path = self.0.take().expect("present");
+            std::fs::rename(&path, target).map_err(|e| StoreError::io(target, e))
+        }
+    }
+
+    impl Drop for TempPath {
+        fn drop(&mut self) {
+            if let Some(path) = self.0.take() {
+                let _ = std::fs::remove_file(path);
+            }
+        }
+    }
+
+    pub fn create(dir: &Path) -> StoreResult<(File, TempPath)> {
+        for _ in 0..16 {
+            let mut suffix = [0u8; 8];
+            aws_lc_rs::rand::fill(&mut suffix)
+                .map_err(|_| StoreError::Config("OS RNG failed".into()))?;
+            let path = dir.join(format!(
+                "{}.partial",
+                suffix
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect::<String>()
+            ));
+            match OpenOptions::new()
+                .write(true)
+                .read(true)
+                .create_new(true)
+                .open(&path)
+            {
+                Ok(file) => return Ok((file, TempPath(Some(path)))),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(StoreError::io(&path, e)),
+            }
+        }
+        Err(StoreError::Config(format!(
+            "cannot create a temporary file in {}",
+            dir.display()
+        )))
+    }
+}
+
+fn encode_name(name: &str) -> StoreResult<String> {
+    if name.is_empty() {
+        return Err(StoreError::Config("empty blob name".into()));
+    }
+    let encoded = utf8_percent_encode(name, NAME_ESCAPES).to_string();
+    if encoded.len() > MAX_ENCODED_NAME {
+        return Err(StoreError::Config(format!(
+            "blob name too long for the embedded store: {name}"
+        )));
+    }
+    Ok(encoded)
+}
+
+fn decode_name(encoded: &str) -> Option<String> {
+    percent_decode_str(encoded)
+        .decode_utf8()
+        .ok()
+        .map(|n| n.into_owned())
+}
+
+fn sync_dir(dir: &Path) -> StoreResult<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| StoreError::io(dir, e))
+}
+
+fn new_etag() -> String {
+    let mut random = [0u8; 8];
+    aws_lc_rs::rand::fill(&mut random).expect("OS RNG");
+    format!(
+        "\"0x{}\"",
+        random
+            .iter()
+            .map(|b| format!("{b:02X}"))
+            .collect::<String>()
+    )
+}
+
+fn now_nanos() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+fn check_condition(name: &str, target: &Path, condition: &Condition) -> StoreResult<()> {
+    match condition {
+        Condition::None => Ok(()),
+        Condition::IfNotExists if target.exists() => {
+            Err(StoreError::ConditionNotMet(name.to_owned()))
+        }
+        Condition::IfNotExists => Ok(()),
+        Condition::IfMatch(etag) => match read_header(name, target) {
+            Ok((header, _)) if &header.etag == etag => Ok(()),
+            Ok(_) => Err(StoreError::ConditionNotMet(name.to_owned())),
+            Err(StoreError::BlobNotFound(_)) => Err(StoreError::ConditionNotMet(name.to_owned())),
+            Err(other) => Err(other),
+        },
+    }
+}
+
+/// Reads a blob file's header; returns it and the open file positioned at the data.
+fn read_header(name: &str, path: &Path) -> StoreResult<(BlobHeader, File)> {
+    let mut file = match File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(StoreError::BlobNotFound(name.to_owned()));
+        }
+        Err(e) => return Err(StoreError::io(path, e)),
+    };
+    let corrupt = |message: &str| StoreError::Corrupt {
+        path: path.display().to_string(),
+        message: message.to_owned(),
+    };
+    let mut prefix = [0u8; 12];
+    file.read_exact(&mut prefix)
+        .map_err(|_| corrupt("too short for a blob header"))?;
+    if &prefix[..8] != MAGIC {
+        return Err(corrupt("bad magic"));
+    }
+    let len = u32::from_be_bytes(prefix[8..].try_into().expect("4 bytes")) as usize;
+    if len > 1 << 20 {
+        return Err(corrupt("metadata too large"));
+    }
+    let mut json = vec![0u8; len];
+    file.read_exact(&mut json)
+        .map_err(|_| corrupt("truncated metadata"))?;
+    let header = serde_json::from_slice(&json).map_err(|e| corrupt(&format!("metadata: {e}")))?;
+    Ok((header, file))
+}
+
+fn write_header(file: &mut File, header: &BlobHeader, path: &Path) -> StoreResult<()> {
+    let json = serde_json::to_vec(header).expect("serializable");
+    let mut out = Vec::with_capacity(12 + json.len());
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&(json.len() as u32).to_be_bytes());
+    out.extend_from_slice(&json);
+    file.write_all(&out).map_err(|e| StoreError::io(path, e))
+}
+
+/// CPK enforcement: the request's key must be exactly the blob's.
+fn check_cpk(name: &str, header: &BlobHeader, cpk: Option<&CustomerKey>) -> StoreResult<()> {
+    match (&header.cpk_sha256, cpk) {
+        (None, None) => Ok(()),
+        (Some(_), None) => Err(StoreError::CustomerKeyRequired(name.to_owned())),
+        (None, Some(_)) => Err(StoreError::CustomerKeyUnexpected(name.to_owned())),
+        (Some(recorded), Some(key)) if *recorded == key.sha256_base64() => Ok(()),
+        (Some(_), Some(_)) => Err(StoreError::CustomerKeyMismatch(name.to_owned())),
+    }
+}
+
+fn cpk_data_key(cpk: &CustomerKey) -> DataKey {
+    DataKey::from_bytes(*cpk.dangerous_bytes())
+}
+
+fn properties_of(header: &BlobHeader) -> BlobProperties {
+    BlobProperties {
+        size: header.size,
+        etag: header.etag.clone(),
+        last_modified: UNIX_EPOCH + Duration::from_nanos(header.modified_unix_nanos),
+        metadata: header.metadata.clone(),
+    }
+}
+
+/// Reads `range` of the data that follows the header (plain or CPK-encrypted).
+fn read_range(
+    name: &str,
+    path: &Path,
+    range: Option<Range<u64>>,
+    cpk: Option<&CustomerKey>,
+) -> StoreResult<Bytes> {
+    let (header, mut file) = read_header(name, path)?;
+    check_cpk(name, &header, cpk)?;
+    let range = range.unwrap_or(0..header.size);
+    let (start, end) = (range.start.min(header.size), range.end.min(header.size));
+    if start >= end {
+        return Ok(Bytes::new());
+    }
+    let data_start = file
+        .stream_position()
+        .map_err(|e| StoreError::io(path, e))?;
+    let io = |e| StoreError::io(path, e);
+    let Some(cpk) = cpk else {
+        let mut out = vec![0u8; (end - start) as usize];
+        file.seek(SeekFrom::Start(data_start + start)).map_err(io)?;
+        file.read_exact(&mut out).map_err(io)?;
+        return Ok(out.into());
+    };
+    // CPK: the data is an EBF blob under the customer key; decrypt only the segments needed.
+    let total = file.metadata().map_err(io)?.len() - data_start;
+    let mut ebf_header = [0u8; HEADER_LEN];
+    file.read_exact(&mut ebf_header).map_err(io)?;
+    let corrupt = |e: encfs_crypto::Error| StoreError::Corrupt {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    };
+    let opener = Opener::new(&cpk_data_key(cpk), &ebf_header, total).map_err(corrupt)?;
+    let segments = opener.segments_for(start, end - start);
+    let sealed_range = opener.sealed_range(segments.start, segments.end - segments.start);
+    let mut sealed = vec![0u8; (sealed_range.end - sealed_range.start) as usize];
+    file.seek(SeekFrom::Start(data_start + sealed_range.start))
+        .map_err(io)?;
+    file.read_exact(&mut sealed).map_err(io)?;
+    let mut plain = vec![0u8; sealed.len()];
+    let n = opener
+        .open_segments(segments.start, &sealed, &mut plain)
+        .map_err(corrupt)?;
+    let first_byte = segments.start * opener.segment_size().bytes() as u64;
+    let from = (start - first_byte) as usize;
+    let to = (from + (end - start) as usize).min(n);
+    Ok(Bytes::copy_from_slice(&plain[from..to]))
+}
+
+/// Writes a blob file (header then data, encrypting under the CPK if given) to a temp file.
+fn write_blob_file(
+    store: &LocalStore,
+    data: &mut dyn FnMut(&mut dyn Write) -> StoreResult<u64>,
+    metadata: &Metadata,
+    cpk: Option<&CustomerKey>,
+    size: u64,
+) -> StoreResult<(tempfile_path::TempPath, String)> {
+    let etag = new_etag();
+    let header = BlobHeader {
+        etag: etag.clone(),
+        size,
+        modified_unix_nanos: now_nanos(),
+        metadata: metadata.clone(),
+        cpk_sha256: cpk.map(CustomerKey::sha256_base64),
+    };
+    let temp = store.temp_file(|file| {
+        let path = store.inner.container.join("tmp");
+        write_header(file, &header, &path)?;
+        let mut buffered = std::io::BufWriter::with_capacity(1 << 20, &mut *file);
+        let written = match cpk {
+            None => data(&mut buffered)?,
+            Some(cpk) => {
+                let mut encryptor =
+                    Encryptor::new(&cpk_data_key(cpk), SegmentSize::DEFAULT, &mut buffered)
+                        .map_err(|e| StoreError::io(&path, e.into()))?;
+                let n = data(&mut encryptor)?;
+                encryptor
+                    .finish()
+                    .map_err(|e| StoreError::io(&path, e.into()))?;
+                n
+            }
+        };
+        buffered.flush().map_err(|e| StoreError::io(&path, e))?;
+        if written != size {
+            return Err(StoreError::Corrupt {
+                path: path.display().to_string(),
+                message: "short write".into(),
+            });
+        }
+        Ok(())
+    })?;
+    Ok((temp, etag))
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> StoreResult<T> + Send + 'static,
+) -> StoreResult<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .expect("blocking store task panicked")
+}
+
+#[async_trait]
+impl BlobStore for LocalStore {
+    fn location(&self) -> String {
+        self.inner.container.display().to_string()
+    }
+
+    async fn create_container(&self) -> StoreResult<bool> {
+        let store = self.clone();
+        blocking(move || {
+            let existed = store.blobs().is_dir();
+            for dir in ["blobs", "staging", "tmp"] {
+                let path = store.inner.container.join(dir);
+                fs::create_dir_all(&path).map_err(|e| StoreError::io(&path, e))?;
+            }
+            Ok(!existed)
+        })
+        .await
+    }
+
+    async fn container_exists(&self) -> StoreResult<bool> {
+        Ok(self.blobs().is_dir())
+    }
+
+    async fn get(
+        &self,
+        name: &str,
+        range: Option<Range<u64>>,
+        cpk: Option<&CustomerKey>,
+    ) -> StoreResult<Bytes> {
+        self.check_container()?;
+        let (path, name, cpk) = (self.blob_path(name)?, name.to_owned(), cpk.cloned());
+        blocking(move || read_range(&name, &path, range, cpk.as_ref())).await
+    }
+
+    async fn put(
+        &self,
+        name: &str,
+        data: Bytes,
+        metadata: &Metadata,
+        condition: &Condition,
+        cpk: Option<&CustomerKey>,
+    ) -> StoreResult<String> {
+        self.check_container()?;
+        let (store, name, metadata, condition, cpk) = (
+            self.clone(),
+            name.to_owned(),
+            metadata.clone(),
+            condition.clone(),
+            cpk.cloned(),
+        );
+        blocking(move || {
+            let target = store.blob_path(&name)?;
+            if let Some(existing) = read_header(&name, &target).ok().map(|(h, _)| h) {
+                // Azure refuses to overwrite a CPK blob without its key.
+                if existing.cpk_sha256.is_some() {
+                    check_cpk(&name, &existing, cpk.as_ref())?;
+                }
+            }
+            let size = data.len() as u64;
+            let mut write = |out: &mut dyn Write| {
+                out.write_all(&data)
+                    .map_err(|e| StoreError::io(&target, e))?;
+                Ok(size)
+            };
+            let (temp, etag) = write_blob_file(&store, &mut write, &metadata, cpk.as_ref(), size)?;
+            store.publish(&name, temp, &condition)?;
+            Ok(etag)
+        })
+        .await
+    }
+
+    async fn stage_block(
+        &self,
+        name: &str,
+        block_id: &str,
+        data: Bytes,
+        cpk: Option<&CustomerKey>,
+    ) -> StoreResult<()> {
+        self.check_container()?;
+        if block_id.is_empty() || block_id.len() > 64 {
+            return Err(StoreError::Config(format!(
+                "{name}: block id must be 1 to 64 bytes"
+            )));
+        }
+        let (store, dir, block, cpk) = (
+            self.clone(),
+            self.staging(name)?,
+            encode_name(block_id)?,
+            cpk.cloned(),
+        );
+        blocking(move || {
+            fs::create_dir_all(&dir).map_err(|e| StoreError::io(&dir, e))?;
+            let temp = store.temp_file(|file| {
+                let io = |e| StoreError::io(&dir, e);
+                match &cpk {
+                    None => {
+                        file.write_all(&[STAGED_PLAIN]).map_err(io)?;
+                        file.write_all(&data).map_err(io)
+                    }
+                    Some(cpk) => {
+                        file.write_all(&[STAGED_CPK]).map_err(io)?;
+                        let sealed = format::seal(&cpk_data_key(cpk), &data, SegmentSize::DEFAULT)
+                            .map_err(|e| StoreError::io(&dir, e.into()))?;
+                        file.write_all(&sealed).map_err(io)
+                    }
+                }
+            })?;
+            temp.persist(&dir.join(block))
+        })
+        .await
+    }
+
+    async fn commit_blocks(
+        &self,
+        name: &str,
+        block_ids: &[String],
+        metadata: &Metadata,
+        condition: &Condition,
+        cpk: Option<&CustomerKey>,
+    ) -> StoreResult<String> {
+        self.check_container()?;
+        let dir = self.staging(name)?;
+        let blocks: Vec<PathBuf> = block_ids
+            .iter()
+            .map(|id| encode_name(id).map(|e| dir.join(e)))
+            .collect::<StoreResult<_>>()?;
+        let (store, name, metadata, condition, cpk) = (
+            self.clone(),
+            name.to_owned(),
+            metadata.clone(),
+            condition.clone(),
+            cpk.cloned(),
+        );
+        blocking(move || {
+            let mut size = 0u64;
+            for block in &blocks {
+                let len = fs::metadata(block)
+                    .map_err(|_| StoreError::InvalidBlockList(name.clone()))?
+                    .len();
+                size += staged_plain_len(block, len)?;
+            }
+            let mut write = |out: &mut dyn Write| {
+                let mut written = 0;
+                for block in &blocks {
+                    written += copy_staged(&name, block, cpk.as_ref(), out)?;
+                }
+                Ok(written)
+            };
+            let (temp, etag) = write_blob_file(&store, &mut write, &metadata, cpk.as_ref(), size)?;
+            store.publish(&name, temp, &condition)?;
+            let _ = fs::remove_dir_all(&dir);
+            Ok(etag)
+        })
+        .await
+    }
+
+    async fn properties(
+        &self,
+        name: &str,
+        cpk: Option<&CustomerKey>,
+    ) -> StoreResult<BlobProperties> {
+        self.check_container()?;
+        let (path, name, cpk) = (self.blob_path(name)?, name.to_owned(), cpk.cloned());
+        blocking(move || {
+            let (header, _) = read_header(&name, &path)?;
+            check_cpk(&name, &header, cpk.as_ref())?;
+            Ok(properties_of(&header))
+        })
+        .await
+    }
+
+    async fn list(&self, options: &ListOptions<'_>) -> StoreResult<Listing> {
+        self.check_container()?;
+        let blobs = self.blobs();
+        let mut names: Vec<(String, PathBuf)> = fs::read_dir(&blobs)
+            .map_err(|e| StoreError::io(&blobs, e))?
+            .filter_map(|entry| {
+                let entry = entry.ok()?;
+                let name = decode_name(entry.file_name().to_str()?)?;
+                Some((name, entry.path()))
+            })
+            .collect();
+        names.sort();
+        let (page, prefixes, next_marker) = paginate(names, options);
+        let page = tokio::task::spawn_blocking(move || {
+            page.into_iter()
+                .filter_map(|(name, path)| {
+                    // A blob deleted since the directory read simply drops out of the page.
+                    let (header, _) = read_header(&name, &path).ok()?;
+                    Some(BlobItem {
+                        name,
+                        properties: properties_of(&header),
+                    })
+                })
+                .collect()
+        })
+        .await
+        .expect("listing task panicked");
+        Ok(Listing {
+            blobs: page,
+            prefixes,
+            next_marker,
+        })
+    }
+
+    async fn delete(&self, name: &str, condition: &Condition) -> StoreResult<()> {
+        self.check_container()?;
+        let (store, name, condition) = (self.clone(), name.to_owned(), condition.clone());
+        blocking(move || {
+            let target = store.blob_path(&name)?;
+            let _lock = store.lock()?;
+            check_condition(&name, &target, &condition)?;
+            match fs::remove_file(&target) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    return Err(StoreError::BlobNotFound(name));
+                }
+                Err(e) => return Err(StoreError::io(&target, e)),
+            }
+            let _ = fs::remove_dir_all(store.staging(&name)?);
+            sync_dir(&store.blobs())
+        })
+        .await
+    }
+}
+
+/// Plaintext length of a staged block file of `len` bytes.
+fn staged_plain_len(path: &Path, len: u64) -> StoreResult<u64> {
+    let mut kind = [0u8; 1];
+    File::open(path)
+        .and_then(|mut f| f.read_exact(&mut kind))
+        .map_err(|e| StoreError::io(path, e))?;
+    match kind[0] {
+        STAGED_PLAIN => Ok(len - 1),
+        STAGED_CPK => {
+            SegmentSize::DEFAULT
+                .plaintext_len(len - 1)
+                .map_err(|e| StoreError::Corrupt {
+                    path: path.display().to_string(),
+                    message: e.to_string(),
+                })
+        }
+        _ => Err(StoreError::Corrupt {
+            path: path.display().to_string(),
+            message: "unknown staged block kind".into(),
+        }),
+    }
+}
+
+/// Appends a staged block's plaintext to `out`, enforcing the CPK rules on it.
+fn copy_staged(
+    name: &str,
+    path: &Path,
+    cpk: Option<&CustomerKey>,
+    out: &mut dyn Write,
+) -> StoreResult<u64> {
+    let contents = fs::read(path).map_err(|e| StoreError::io(path, e))?;
+    let (kind, body) = contents.split_first().ok_or_else(|| StoreError::Corrupt {
+        path: path.display().to_string(),
+        message: "empty".into(),
+    })?;
+    let plain = match (*kind, cpk) {
+        (STAGED_PLAIN, None) => body.to_vec(),
+        (STAGED_PLAIN, Some(_)) => return Err(StoreError::CustomerKeyUnexpected(name.to_owned())),
+        (_, None) => return Err(StoreError::CustomerKeyRequired(name.to_owned())),
+        (_, Some(cpk)) => format::open(&cpk_data_key(cpk), body)
+            .map_err(|_| StoreError::CustomerKeyMismatch(name.to_owned()))?,
+    };
+    out.write_all(&plain).map_err(|e| StoreError::io(path, e))?;
+    Ok(plain.len() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_and_flatten() {
+        for name in ["a", "a/b/c.txt", "spaces and ünïcode", "..", "%2F"] {
+            let encoded = encode_name(name).unwrap();
+            assert!(!encoded.contains('/'));
+            assert_eq!(decode_name(&encoded).unwrap(), name);
+        }
+        assert!(encode_name("").is_err());
+        assert!(encode_name(&"x".repeat(300)).is_err());
+    }
+}

@@ -1,0 +1,477 @@
+//! One conformance suite, run against every backend: the embedded store, Azurite (started by
+//! scripts/test-all.sh, address in `ENCFS_AZURITE_URL`), and each wrapper.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use encfs_fs::store::azure::AzureStore;
+use encfs_fs::store::faults::{FaultPlan, FaultyStore, RetryingStore, SlowStore};
+use encfs_fs::store::local::LocalStore;
+use encfs_fs::store::{
+    BlobStore, Condition, CustomerKey, ListOptions, Metadata, StoreError, block_id, list_all,
+};
+
+fn meta(pairs: &[(&str, &str)]) -> Metadata {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// Everything every backend must do the same way.
+async fn conformance(store: &dyn BlobStore) {
+    let none = Condition::None;
+    // Containers.
+    assert!(!store.container_exists().await.unwrap());
+    assert!(
+        matches!(
+            store.get("x", None, None).await,
+            Err(StoreError::ContainerNotFound(_))
+        ),
+        "missing container"
+    );
+    assert!(store.create_container().await.unwrap());
+    assert!(store.container_exists().await.unwrap());
+    assert!(!store.create_container().await.unwrap());
+
+    // Whole puts, ranged reads, properties.
+    let data = Bytes::from((0..100_000u32).map(|i| (i % 251) as u8).collect::<Vec<_>>());
+    let etag = store
+        .put(
+            "dir/file one.bin",
+            data.clone(),
+            &meta(&[("source", "test")]),
+            &none,
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get("dir/file one.bin", None, None).await.unwrap(),
+        data
+    );
+    assert_eq!(
+        store
+            .get("dir/file one.bin", Some(10..20), None)
+            .await
+            .unwrap(),
+        data.slice(10..20)
+    );
+    assert_eq!(
+        store
+            .get("dir/file one.bin", Some(99_990..200_000), None)
+            .await
+            .unwrap(),
+        data.slice(99_990..)
+    );
+    assert!(
+        store
+            .get("dir/file one.bin", Some(100_000..100_010), None)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let props = store.properties("dir/file one.bin", None).await.unwrap();
+    assert_eq!(props.size, 100_000);
+    assert_eq!(props.etag, etag);
+    assert_eq!(
+        props.metadata.get("source").map(String::as_str),
+        Some("test")
+    );
+    assert!(
+        matches!(store.get("nope", None, None).await, Err(StoreError::BlobNotFound(n)) if n == "nope")
+    );
+    assert!(matches!(
+        store.properties("nope", None).await,
+        Err(StoreError::BlobNotFound(_))
+    ));
+
+    // Conditions.
+    let cond = |c| async move {
+        store
+            .put(
+                "dir/file one.bin",
+                Bytes::from_static(b"v2"),
+                &Metadata::new(),
+                &c,
+                None,
+            )
+            .await
+    };
+    assert!(matches!(
+        cond(Condition::IfNotExists).await,
+        Err(StoreError::ConditionNotMet(_))
+    ));
+    assert!(matches!(
+        cond(Condition::IfMatch("\"0xBAD\"".into())).await,
+        Err(StoreError::ConditionNotMet(_))
+    ));
+    let etag2 = cond(Condition::IfMatch(etag.clone())).await.unwrap();
+    assert_ne!(etag2, etag);
+    assert_eq!(
+        store.get("dir/file one.bin", None, None).await.unwrap(),
+        Bytes::from_static(b"v2")
+    );
+    store
+        .put(
+            "fresh",
+            Bytes::from_static(b"new"),
+            &Metadata::new(),
+            &Condition::IfNotExists,
+            None,
+        )
+        .await
+        .unwrap();
+
+    // Staged blocks are invisible until the commit, which is atomic.
+    let ids: Vec<String> = (0..3).map(block_id).collect();
+    for (i, id) in ids.iter().enumerate() {
+        store
+            .stage_block("big/blob", id, Bytes::from(vec![i as u8; 5000]), None)
+            .await
+            .unwrap();
+    }
+    assert!(matches!(
+        store.get("big/blob", None, None).await,
+        Err(StoreError::BlobNotFound(_))
+    ));
+    assert!(
+        !list_all(store, "big/", None)
+            .await
+            .unwrap()
+            .blobs
+            .iter()
+            .any(|b| b.name == "big/blob")
+    );
+    store
+        .commit_blocks("big/blob", &ids, &meta(&[("encfs", "1")]), &none, None)
+        .await
+        .unwrap();
+    let committed = store.get("big/blob", None, None).await.unwrap();
+    assert_eq!(committed.len(), 15_000);
+    assert_eq!(
+        (committed[0], committed[5000], committed[14_999]),
+        (0, 1, 2)
+    );
+    assert_eq!(
+        store
+            .properties("big/blob", None)
+            .await
+            .unwrap()
+            .metadata
+            .get("encfs")
+            .map(String::as_str),
+        Some("1")
+    );
+    let missing = vec![block_id(77)];
+    assert!(matches!(
+        store
+            .commit_blocks("big/other", &missing, &Metadata::new(), &none, None)
+            .await,
+        Err(StoreError::InvalidBlockList(_))
+    ));
+
+    // Hierarchical listing and pagination.
+    for name in ["l/a/1", "l/a/2", "l/a/b/3", "l/c"] {
+        store
+            .put(
+                name,
+                Bytes::from_static(b"x"),
+                &Metadata::new(),
+                &none,
+                None,
+            )
+            .await
+            .unwrap();
+    }
+    let top = list_all(store, "l/", Some("/")).await.unwrap();
+    assert_eq!(
+        top.blobs
+            .iter()
+            .map(|b| b.name.as_str())
+            .collect::<Vec<_>>(),
+        ["l/c"]
+    );
+    assert_eq!(top.prefixes, ["l/a/"]);
+    let mut names = Vec::new();
+    let mut marker: Option<String> = None;
+    loop {
+        let page = store
+            .list(&ListOptions {
+                prefix: "l/",
+                max_results: Some(2),
+                marker: marker.as_deref(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert!(page.blobs.len() <= 2);
+        names.extend(page.blobs.into_iter().map(|b| b.name));
+        match page.next_marker {
+            Some(next) => marker = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(names, ["l/a/1", "l/a/2", "l/a/b/3", "l/c"]);
+    let all = list_all(store, "", None).await.unwrap();
+    assert_eq!(
+        all.blobs
+            .iter()
+            .find(|b| b.name == "big/blob")
+            .unwrap()
+            .properties
+            .size,
+        15_000
+    );
+
+    // Deletes.
+    assert!(matches!(
+        store
+            .delete("l/c", &Condition::IfMatch("\"0xBAD\"".into()))
+            .await,
+        Err(StoreError::ConditionNotMet(_))
+    ));
+    store.delete("l/c", &none).await.unwrap();
+    assert!(matches!(
+        store.get("l/c", None, None).await,
+        Err(StoreError::BlobNotFound(_))
+    ));
+    assert!(matches!(
+        store.delete("l/c", &none).await,
+        Err(StoreError::BlobNotFound(_))
+    ));
+}
+
+/// Customer-provided keys, enforced (the embedded store; Azurite cannot, see the module docs of
+/// `azure.rs` and `tests/azure_wire.rs` for what is sent).
+async fn cpk_enforcement(store: &dyn BlobStore) {
+    let (key, other) = (CustomerKey::new([7; 32]), CustomerKey::new([8; 32]));
+    let none = Condition::None;
+    store.create_container().await.unwrap();
+    let data = Bytes::from(vec![0x42u8; 200_000]);
+    store
+        .put("secret", data.clone(), &Metadata::new(), &none, Some(&key))
+        .await
+        .unwrap();
+    assert_eq!(store.get("secret", None, Some(&key)).await.unwrap(), data);
+    assert_eq!(
+        store
+            .get("secret", Some(70_000..70_010), Some(&key))
+            .await
+            .unwrap(),
+        data.slice(70_000..70_010)
+    );
+    assert!(matches!(
+        store.get("secret", None, None).await,
+        Err(StoreError::CustomerKeyRequired(_))
+    ));
+    assert!(matches!(
+        store.get("secret", None, Some(&other)).await,
+        Err(StoreError::CustomerKeyMismatch(_))
+    ));
+    assert!(matches!(
+        store.properties("secret", None).await,
+        Err(StoreError::CustomerKeyRequired(_))
+    ));
+    assert_eq!(
+        store.properties("secret", Some(&key)).await.unwrap().size,
+        200_000
+    );
+    assert!(matches!(
+        store
+            .put(
+                "secret",
+                Bytes::new(),
+                &Metadata::new(),
+                &none,
+                Some(&other)
+            )
+            .await,
+        Err(StoreError::CustomerKeyMismatch(_))
+    ));
+    store
+        .put(
+            "plain",
+            Bytes::from_static(b"p"),
+            &Metadata::new(),
+            &none,
+            None,
+        )
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.get("plain", None, Some(&key)).await,
+        Err(StoreError::CustomerKeyUnexpected(_))
+    ));
+    let ids = vec![block_id(0), block_id(1)];
+    for id in &ids {
+        store
+            .stage_block("staged-secret", id, Bytes::from_static(b"abc"), Some(&key))
+            .await
+            .unwrap();
+    }
+    assert!(matches!(
+        store
+            .commit_blocks("staged-secret", &ids, &Metadata::new(), &none, Some(&other))
+            .await,
+        Err(StoreError::CustomerKeyMismatch(_))
+    ));
+    store
+        .commit_blocks("staged-secret", &ids, &Metadata::new(), &none, Some(&key))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get("staged-secret", None, Some(&key)).await.unwrap(),
+        Bytes::from_static(b"abcabc")
+    );
+}
+
+fn local() -> (tempfile::TempDir, LocalStore) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LocalStore::new(dir.path().join("container"));
+    (dir, store)
+}
+
+#[tokio::test]
+async fn embedded_store() {
+    let (_dir, store) = local();
+    conformance(&store).await;
+}
+
+#[tokio::test]
+async fn embedded_store_cpk_is_enforced_and_encrypted_at_rest() {
+    let (dir, store) = local();
+    cpk_enforcement(&store).await;
+    for entry in std::fs::read_dir(dir.path().join("container/blobs")).unwrap() {
+        let raw = std::fs::read(entry.unwrap().path()).unwrap();
+        if raw.len() > 100_000 {
+            assert!(
+                !raw.windows(64).any(|w| w.iter().all(|&b| b == 0x42)),
+                "CPK blob stored in the clear"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn embedded_store_leaves_no_temporary_files() {
+    let (dir, store) = local();
+    conformance(&store).await;
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("container/tmp"))
+            .unwrap()
+            .count(),
+        0
+    );
+}
+
+#[tokio::test]
+async fn latency_wrapper() {
+    let (_dir, store) = local();
+    let slow = SlowStore::new(
+        store,
+        Duration::from_millis(2),
+        Duration::from_millis(1),
+        Some(1 << 30),
+    );
+    conformance(&slow).await;
+}
+
+#[tokio::test]
+async fn fault_wrapper_with_retries() {
+    let (_dir, store) = local();
+    let plan = FaultPlan {
+        fail_fraction: 0.2,
+        timeout_fraction: 0.05,
+        timeout: Duration::from_millis(20),
+        seed: 42,
+    };
+    conformance(&RetryingStore::new(FaultyStore::new(store, plan), 12)).await;
+}
+
+#[tokio::test]
+async fn fault_wrapper_without_retries_fails_cleanly() {
+    let (_dir, store) = local();
+    store.create_container().await.unwrap();
+    let plan = FaultPlan {
+        fail_fraction: 1.0,
+        timeout_fraction: 0.0,
+        timeout: Duration::ZERO,
+        seed: 1,
+    };
+    let faulty = FaultyStore::new(store, plan);
+    let error = faulty
+        .put(
+            "x",
+            Bytes::from_static(b"1"),
+            &Metadata::new(),
+            &Condition::None,
+            None,
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        error.is_transient() && error.to_string().contains('x'),
+        "{error}"
+    );
+}
+
+/// The Azurite endpoint started by scripts/test-all.sh.
+fn azurite() -> String {
+    std::env::var("ENCFS_AZURITE_URL").expect(
+        "ENCFS_AZURITE_URL is not set: run the tests with scripts/test-all.sh, which installs and starts Azurite",
+    )
+}
+
+fn azurite_container(tag: &str) -> AzureStore {
+    let mut suffix = [0u8; 4];
+    aws_lc_rs::rand::fill(&mut suffix).unwrap();
+    let name = format!(
+        "conf-{tag}-{}",
+        suffix
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    );
+    let credentials = encfs_fs::store::azure::Credentials::shared_key(
+        encfs_fs::store::azure::DEV_ACCOUNT,
+        encfs_fs::store::azure::DEV_KEY,
+    )
+    .unwrap();
+    AzureStore::new(&format!("{}/{name}", azurite()), Some(credentials)).unwrap()
+}
+
+#[tokio::test]
+async fn azurite_store() {
+    conformance(&azurite_container("plain")).await;
+}
+
+#[tokio::test]
+async fn azurite_through_latency_and_fault_wrappers() {
+    let plan = FaultPlan {
+        fail_fraction: 0.15,
+        timeout_fraction: 0.0,
+        timeout: Duration::ZERO,
+        seed: 9,
+    };
+    let slow = SlowStore::new(
+        azurite_container("wrapped"),
+        Duration::from_millis(1),
+        Duration::ZERO,
+        None,
+    );
+    conformance(&RetryingStore::new(FaultyStore::new(slow, plan), 12)).await;
+}
+
+#[tokio::test]
+async fn azurite_wrong_key_is_an_auth_error_naming_the_url() {
+    let credentials = encfs_fs::store::azure::Credentials::shared_key(
+        encfs_fs::store::azure::DEV_ACCOUNT,
+        "AAAA",
+    )
+    .unwrap();
+    let store = AzureStore::new(&format!("{}/nokey", azurite()), Some(credentials)).unwrap();
+    let error = store.create_container().await.unwrap_err();
+    assert!(matches!(error, StoreError::Auth { .. }), "{error}");
+    assert!(error.to_string().contains("/nokey"), "{error}");
+}
