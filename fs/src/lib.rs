@@ -6,3 +6,4 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 pub mod store;
+pub mod transfer;

@@ -1,0 +1,688 @@
+//! Uploads and downloads between local files and a [`BlobStore`], in any protection mode.
+//!
+//! Upload: files are walked, each is read → (for `cse`) sealed into EBF on the blocking pool,
+//! all cores → sent as one `put` (small files) or as staged blocks aligned to whole encrypted
+//! segments plus one commit (large files), many files and blocks in flight at once. A byte-based
+//! semaphore bounds the data in memory (`memory_budget`). A blob appears only at its commit, so an
+//! interrupted upload leaves nothing partial visible; re-running it skips blobs whose metadata
+//! records the same source size and mtime.
+//!
+//! Download: each blob is fetched in ranges (several in flight), verified segment by segment
+//! (`cse`), written to a temporary file beside the destination and renamed only once everything
+//! verified; a tampered, truncated or wrong-key blob fails with its name and leaves no file.
+
+use std::collections::VecDeque;
+use std::fs::{self, File};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::UNIX_EPOCH;
+
+use bytes::Bytes;
+use encfs_crypto::DataKey;
+use encfs_crypto::format::{
+    HEADER_LEN, Opener, Sealer, SegmentSize, plaintext_slots, plaintext_slots_mut,
+};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use crate::store::{BlobStore, Condition, CustomerKey, Metadata, StoreError, block_id, list_all};
+
+/// Metadata names (Azure requires C#-identifier names: no hyphens).
+const META_MODE: &str = "encfs_mode";
+const META_SIZE: &str = "encfs_source_size";
+const META_MTIME: &str = "encfs_source_mtime";
+const META_KEY_ID: &str = "encfs_key_id";
+
+/// How blob contents are protected.
+#[derive(Clone)]
+pub enum Protection {
+    /// Client-side encryption: EBF under the DEK; the store sees only ciphertext.
+    Cse(Arc<DataKey>),
+    /// Azure customer-provided key: plaintext sent with the key; the service encrypts.
+    Cpk(CustomerKey),
+    /// The store's default server-side encryption.
+    Sse,
+}
+
+impl Protection {
+    /// `cse`, `cpk` or `sse`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Cse(_) => "cse",
+            Self::Cpk(_) => "cpk",
+            Self::Sse => "sse",
+        }
+    }
+
+    fn cpk(&self) -> Option<&CustomerKey> {
+        match self {
+            Self::Cpk(key) => Some(key),
+            _ => None,
+        }
+    }
+}
+
+/// Tuning of a transfer.
+#[derive(Debug, Clone)]
+pub struct TransferOptions {
+    /// Plaintext bytes per staged block or ranged read (rounded to whole segments).
+    pub block_size: usize,
+    /// Most data held in memory at once, all files together.
+    pub memory_budget: usize,
+    /// Most files in flight at once.
+    pub concurrent_files: usize,
+    /// EBF segment size for `cse` uploads.
+    pub segment_size: SegmentSize,
+    /// Report what would be done, transfer nothing.
+    pub dry_run: bool,
+}
+
+impl Default for TransferOptions {
+    fn default() -> Self {
+        Self {
+            block_size: 8 << 20,
+            memory_budget: 256 << 20,
+            concurrent_files: 32,
+            segment_size: SegmentSize::DEFAULT,
+            dry_run: false,
+        }
+    }
+}
+
+/// Errors of a transfer: a store error or a local file error, each naming what failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TransferError {
+    /// The store refused or failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A local file could not be read or written.
+    #[error("{path}: {source}")]
+    Local {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A blob failed decryption or verification.
+    #[error("blob {blob}: {source}")]
+    Crypto {
+        /// The blob.
+        blob: String,
+        /// Why.
+        source: encfs_crypto::Error,
+    },
+    /// A blob's content does not match its recorded size (changed or truncated underneath).
+    #[error("blob {0}: content does not match its recorded size")]
+    SizeMismatch(String),
+}
+
+fn local_error(path: &Path) -> impl FnOnce(std::io::Error) -> TransferError + '_ {
+    move |source| TransferError::Local {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// What a transfer did.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Summary {
+    /// Files transferred.
+    pub files: u64,
+    /// Files skipped (already there, same size and mtime).
+    pub skipped: u64,
+    /// Plaintext bytes transferred.
+    pub bytes: u64,
+    /// Blob names written or read.
+    pub blobs: Vec<String>,
+}
+
+/// Called with plaintext byte counts as they complete.
+pub type Progress = Arc<dyn Fn(u64) + Send + Sync>;
+
+/// One file to upload.
+#[derive(Debug, Clone)]
+pub struct UploadItem {
+    /// Local file.
+    pub path: PathBuf,
+    /// Destination blob name.
+    pub blob: String,
+    /// Its size.
+    pub size: u64,
+    /// Its mtime in nanoseconds since the epoch.
+    pub mtime: u64,
+}
+
+/// The files under `source` (a file or a directory, walked recursively) and their blob names
+/// under `prefix`.
+pub fn plan_upload(source: &Path, prefix: &str) -> Result<Vec<UploadItem>, TransferError> {
+    let meta = fs::metadata(source).map_err(local_error(source))?;
+    let mut items = Vec::new();
+    if meta.is_file() {
+        let name = source
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        items.push(item(source, format!("{prefix}{name}"), &meta));
+        return Ok(items);
+    }
+    let mut stack = vec![(source.to_path_buf(), String::new())];
+    while let Some((dir, relative)) = stack.pop() {
+        for entry in fs::read_dir(&dir).map_err(local_error(&dir))? {
+            let entry = entry.map_err(local_error(&dir))?;
+            let path = entry.path();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let meta = fs::metadata(&path).map_err(local_error(&path))?;
+            if meta.is_dir() {
+                stack.push((path, format!("{relative}{name}/")));
+            } else if meta.is_file() {
+                items.push(item(&path, format!("{prefix}{relative}{name}"), &meta));
+            }
+        }
+    }
+    items.sort_by(|a, b| a.blob.cmp(&b.blob));
+    Ok(items)
+}
+
+fn item(path: &Path, blob: String, meta: &fs::Metadata) -> UploadItem {
+    let mtime = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos() as u64);
+    UploadItem {
+        path: path.to_path_buf(),
+        blob,
+        size: meta.len(),
+        mtime,
+    }
+}
+
+/// Uploads `items` to `store`.
+pub async fn upload(
+    store: Arc<dyn BlobStore>,
+    items: Vec<UploadItem>,
+    protection: Protection,
+    options: TransferOptions,
+    progress: Progress,
+) -> Result<Summary, TransferError> {
+    if !store.container_exists().await? {
+        return Err(StoreError::ContainerNotFound(store.location()).into());
+    }
+    let block = round_to_segments(options.block_size, options.segment_size);
+    let budget = Arc::new(Semaphore::new(permits(
+        options.memory_budget.max(2 * block),
+    )));
+    let files = Arc::new(Semaphore::new(options.concurrent_files.max(1)));
+    let mut tasks = JoinSet::new();
+    let mut summary = Summary::default();
+    for item in items {
+        if already_uploaded(store.as_ref(), &item, &protection).await? {
+            summary.skipped += 1;
+            progress(item.size);
+            continue;
+        }
+        summary.files += 1;
+        summary.bytes += item.size;
+        summary.blobs.push(item.blob.clone());
+        if options.dry_run {
+            continue;
+        }
+        let permit = files.clone().acquire_owned().await.expect("semaphore open");
+        let (store, protection, budget, progress, options) = (
+            store.clone(),
+            protection.clone(),
+            budget.clone(),
+            progress.clone(),
+            options.clone(),
+        );
+        tasks.spawn(async move {
+            let _permit = permit;
+            upload_file(
+                &store,
+                &item,
+                &protection,
+                &options,
+                block,
+                &budget,
+                &progress,
+            )
+            .await
+        });
+        // Surface failures early instead of after every file was tried.
+        while let Some(done) = tasks.try_join_next() {
+            done.expect("upload task panicked")?;
+        }
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.expect("upload task panicked")?;
+    }
+    Ok(summary)
+}
+
+/// Semaphore permits are MiB so budgets above 4 GiB fit.
+fn permits(bytes: usize) -> usize {
+    bytes.div_ceil(1 << 20)
+}
+
+fn round_to_segments(bytes: usize, segment: SegmentSize) -> usize {
+    bytes.max(segment.bytes()).div_ceil(segment.bytes()) * segment.bytes()
+}
+
+async fn already_uploaded(
+    store: &dyn BlobStore,
+    item: &UploadItem,
+    protection: &Protection,
+) -> Result<bool, TransferError> {
+    match store.properties(&item.blob, protection.cpk()).await {
+        Ok(props) => Ok(
+            props.metadata.get(META_SIZE) == Some(&item.size.to_string())
+                && props.metadata.get(META_MTIME) == Some(&item.mtime.to_string())
+                && props.metadata.get(META_MODE).map(String::as_str) == Some(protection.name()),
+        ),
+        Err(StoreError::BlobNotFound(_)) => Ok(false),
+        // Exists under another key or mode: it will be replaced (the put reports any refusal).
+        Err(
+            StoreError::CustomerKeyRequired(_)
+            | StoreError::CustomerKeyMismatch(_)
+            | StoreError::CustomerKeyUnexpected(_),
+        ) => Ok(false),
+        Err(error) => Err(error.into()),
+    }
+}
+
+fn upload_metadata(item: &UploadItem, protection: &Protection) -> Metadata {
+    let mut metadata = Metadata::new();
+    metadata.insert(META_MODE.into(), protection.name().into());
+    metadata.insert(META_SIZE.into(), item.size.to_string());
+    metadata.insert(META_MTIME.into(), item.mtime.to_string());
+    if let Protection::Cse(key) = protection {
+        metadata.insert(META_KEY_ID.into(), key.id().to_string());
+    }
+    metadata
+}
+
+/// Reads `len` bytes of a file from `offset` into the buffer layout the mode needs: plaintext
+/// slots of sealed segments for `cse`, plain bytes otherwise.
+fn read_chunk(
+    file: &mut File,
+    path: &Path,
+    len: usize,
+    sealed_len: Option<(SegmentSize, usize)>,
+) -> Result<Vec<u8>, TransferError> {
+    let short = || TransferError::Local {
+        path: path.display().to_string(),
+        source: std::io::ErrorKind::UnexpectedEof.into(),
+    };
+    match sealed_len {
+        None => {
+            let mut buf = vec![0u8; len];
+            file.read_exact(&mut buf).map_err(|_| short())?;
+            Ok(buf)
+        }
+        Some((segment, sealed)) => {
+            let mut buf = vec![0u8; sealed];
+            for slot in plaintext_slots_mut(&mut buf, segment) {
+                file.read_exact(slot).map_err(|_| short())?;
+            }
+            Ok(buf)
+        }
+    }
+}
+
+async fn upload_file(
+    store: &Arc<dyn BlobStore>,
+    item: &UploadItem,
+    protection: &Protection,
+    options: &TransferOptions,
+    block: usize,
+    budget: &Arc<Semaphore>,
+    progress: &Progress,
+) -> Result<(), TransferError> {
+    let metadata = upload_metadata(item, protection);
+    let segment = options.segment_size;
+    let mut sealer = match protection {
+        Protection::Cse(key) => {
+            Some(
+                Sealer::new(key, segment).map_err(|source| TransferError::Crypto {
+                    blob: item.blob.clone(),
+                    source,
+                })?,
+            )
+        }
+        _ => None,
+    };
+    let mut file = File::open(&item.path).map_err(local_error(&item.path))?;
+    let chunks = (item.size as usize).div_ceil(block).max(1);
+    let cpk = protection.cpk();
+    let mut staged = JoinSet::new();
+    let mut ids = Vec::with_capacity(chunks);
+    for index in 0..chunks {
+        let offset = index * block;
+        let len = (item.size as usize - offset).min(block);
+        let last = index + 1 == chunks;
+        let permit = budget
+            .clone()
+            .acquire_many_owned(permits(len + len / 256 + 4096) as u32)
+            .await
+            .expect("semaphore open");
+        let sealed_len = sealer.as_ref().map(|s| {
+            (
+                segment,
+                if last {
+                    s.sealed_len_last(len)
+                } else {
+                    s.sealed_len(len)
+                },
+            )
+        });
+        let path = item.path.clone();
+        let (mut owned_file, mut owned_sealer) = (file, sealer.take());
+        // Read and seal off the async threads; the sealer moves in and back out.
+        let (returned_file, returned_sealer, data) =
+            tokio::task::spawn_blocking(move || -> Result<_, TransferError> {
+                let mut buf = read_chunk(&mut owned_file, &path, len, sealed_len)?;
+                if let Some(sealer) = owned_sealer.as_mut() {
+                    let crypto = |source| TransferError::Crypto {
+                        blob: path.display().to_string(),
+                        source,
+                    };
+                    let mut out = Vec::with_capacity(buf.len() + HEADER_LEN);
+                    if index == 0 {
+                        out.extend_from_slice(&sealer.header_bytes());
+                    }
+                    if last {
+                        owned_sealer
+                            .take()
+                            .expect("sealer")
+                            .seal_last_in_place(&mut buf)
+                            .map_err(crypto)?;
+                    } else {
+                        sealer.seal_segments_in_place(&mut buf).map_err(crypto)?;
+                    }
+                    if index == 0 {
+                        out.extend_from_slice(&buf);
+                        buf = out;
+                    }
+                }
+                Ok((owned_file, owned_sealer, Bytes::from(buf)))
+            })
+            .await
+            .expect("read task panicked")?;
+        file = returned_file;
+        sealer = returned_sealer;
+        if chunks == 1 {
+            store
+                .put(&item.blob, data, &metadata, &Condition::None, cpk)
+                .await?;
+            progress(len as u64);
+            drop(permit);
+            return Ok(());
+        }
+        let id = block_id(index as u64);
+        ids.push(id.clone());
+        let (store, blob, cpk, progress) = (
+            store.clone(),
+            item.blob.clone(),
+            cpk.cloned(),
+            progress.clone(),
+        );
+        staged.spawn(async move {
+            let result = store.stage_block(&blob, &id, data, cpk.as_ref()).await;
+            drop(permit);
+            result.map(|()| progress(len as u64))
+        });
+        while let Some(done) = staged.try_join_next() {
+            done.expect("stage task panicked")?;
+        }
+    }
+    while let Some(done) = staged.join_next().await {
+        done.expect("stage task panicked")?;
+    }
+    store
+        .commit_blocks(&item.blob, &ids, &metadata, &Condition::None, cpk)
+        .await?;
+    Ok(())
+}
+
+/// Downloads every blob under `prefix` into `destination` (a directory), or the one blob named
+/// exactly `prefix` into `destination` when `single` is set.
+pub async fn download(
+    store: Arc<dyn BlobStore>,
+    prefix: &str,
+    destination: &Path,
+    protection: Protection,
+    options: TransferOptions,
+    progress: Progress,
+) -> Result<Summary, TransferError> {
+    let listing = list_all(store.as_ref(), prefix, None).await?;
+    let mut summary = Summary::default();
+    let files = Arc::new(Semaphore::new(options.concurrent_files.max(1)));
+    let budget = Arc::new(Semaphore::new(permits(options.memory_budget)));
+    let mut tasks = JoinSet::new();
+    for blob in listing.blobs {
+        let relative = blob
+            .name
+            .strip_prefix(prefix)
+            .unwrap_or(&blob.name)
+            .trim_start_matches('/');
+        let relative = if relative.is_empty() {
+            blob.name.rsplit('/').next().unwrap_or(&blob.name)
+        } else {
+            relative
+        };
+        let target = safe_join(destination, relative).ok_or_else(|| TransferError::Local {
+            path: blob.name.clone(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "blob name escapes the destination",
+            ),
+        })?;
+        summary.files += 1;
+        summary.bytes += blob.properties.size;
+        summary.blobs.push(blob.name.clone());
+        if options.dry_run {
+            continue;
+        }
+        let permit = files.clone().acquire_owned().await.expect("semaphore open");
+        let (store, protection, options, budget, progress) = (
+            store.clone(),
+            protection.clone(),
+            options.clone(),
+            budget.clone(),
+            progress.clone(),
+        );
+        tasks.spawn(async move {
+            let _permit = permit;
+            download_blob(
+                &store,
+                &blob.name,
+                blob.properties.size,
+                &target,
+                &protection,
+                &options,
+                &budget,
+                &progress,
+            )
+            .await
+        });
+        while let Some(done) = tasks.try_join_next() {
+            done.expect("download task panicked")?;
+        }
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.expect("download task panicked")?;
+    }
+    Ok(summary)
+}
+
+/// `base/relative` unless `relative` tries to leave `base` (`..`, absolute paths).
+fn safe_join(base: &Path, relative: &str) -> Option<PathBuf> {
+    let mut path = base.to_path_buf();
+    for part in relative.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => return None,
+            part => path.push(part),
+        }
+    }
+    (path != base).then_some(path)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn download_blob(
+    store: &Arc<dyn BlobStore>,
+    name: &str,
+    blob_len: u64,
+    target: &Path,
+    protection: &Protection,
+    options: &TransferOptions,
+    budget: &Arc<Semaphore>,
+    progress: &Progress,
+) -> Result<(), TransferError> {
+    let dir = target.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(dir).map_err(local_error(dir))?;
+    let file_name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut temp = tempfile::Builder::new()
+        .prefix(&format!(".{file_name}."))
+        .suffix(".encfs-partial")
+        .tempfile_in(dir)
+        .map_err(local_error(dir))?;
+    let cpk = protection.cpk().cloned();
+    let crypto = |source| TransferError::Crypto {
+        blob: name.to_owned(),
+        source,
+    };
+    // Work out the ranges to fetch and how to turn each into plaintext.
+    let opener = match protection {
+        Protection::Cse(key) => {
+            let header = store.get(name, Some(0..HEADER_LEN as u64), None).await?;
+            Some(Arc::new(
+                Opener::new(key, &header, blob_len).map_err(crypto)?,
+            ))
+        }
+        _ => None,
+    };
+    let ranges: Vec<(u64, std::ops::Range<u64>)> = match &opener {
+        Some(opener) => {
+            let per = (round_to_segments(options.block_size, opener.segment_size())
+                / opener.segment_size().bytes()) as u64;
+            (0..opener.segment_count())
+                .step_by(per as usize)
+                .map(|first| (first, opener.sealed_range(first, per)))
+                .collect()
+        }
+        None => {
+            let block = options.block_size.max(1) as u64;
+            (0..blob_len.div_ceil(block).max(1))
+                .map(|i| (i, i * block..((i + 1) * block).min(blob_len)))
+                .collect()
+        }
+    };
+    let mut in_flight = VecDeque::new();
+    let mut ranges = ranges.into_iter();
+    let mut written = 0u64;
+    loop {
+        while in_flight.len() < 4 {
+            let Some((first, range)) = ranges.next() else {
+                break;
+            };
+            let permit = budget
+                .clone()
+                .acquire_many_owned(permits((range.end - range.start) as usize) as u32)
+                .await
+                .expect("semaphore open");
+            let (store, name, cpk, opener) =
+                (store.clone(), name.to_owned(), cpk.clone(), opener.clone());
+            in_flight.push_back(tokio::spawn(async move {
+                let expected = range.end - range.start;
+                let data = store.get(&name, Some(range), cpk.as_ref()).await?;
+                if data.len() as u64 != expected {
+                    return Err(TransferError::SizeMismatch(name));
+                }
+                let Some(opener) = opener else {
+                    return Ok((data.to_vec(), None, permit));
+                };
+                tokio::task::spawn_blocking(move || {
+                    let mut sealed = data.to_vec();
+                    opener
+                        .open_segments_in_place(first, &mut sealed)
+                        .map_err(|source| TransferError::Crypto { blob: name, source })?;
+                    Ok((sealed, Some(opener.segment_size()), permit))
+                })
+                .await
+                .expect("decrypt task panicked")
+            }));
+        }
+        let Some(next) = in_flight.pop_front() else {
+            break;
+        };
+        let (buffer, segment, _permit) = next.await.expect("fetch task panicked")?;
+        let file = temp.as_file_mut();
+        let write =
+            |file: &mut File, bytes: &[u8]| file.write_all(bytes).map_err(local_error(target));
+        let n = match segment {
+            Some(segment) => {
+                let mut n = 0;
+                for plain in plaintext_slots(&buffer, segment) {
+                    tokio::task::block_in_place(|| write(file, plain))?;
+                    n += plain.len() as u64;
+                }
+                n
+            }
+            None => {
+                tokio::task::block_in_place(|| write(file, &buffer))?;
+                buffer.len() as u64
+            }
+        };
+        written += n;
+        progress(n);
+    }
+    let expected = opener.as_ref().map_or(blob_len, |o| o.plaintext_len());
+    if written != expected {
+        return Err(TransferError::SizeMismatch(name.to_owned()));
+    }
+    temp.as_file().sync_all().map_err(local_error(target))?;
+    temp.persist(target).map_err(|e| TransferError::Local {
+        path: target.display().to_string(),
+        source: e.error,
+    })?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn safe_join_refuses_escapes() {
+        let base = Path::new("/out");
+        assert_eq!(safe_join(base, "a/b"), Some(PathBuf::from("/out/a/b")));
+        assert_eq!(safe_join(base, "a/../../x"), None);
+        assert_eq!(
+            safe_join(base, "/etc/passwd"),
+            Some(PathBuf::from("/out/etc/passwd"))
+        );
+        assert_eq!(safe_join(base, ""), None);
+    }
+
+    #[test]
+    fn plan_walks_directories_in_name_order() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir_all(dir.path().join("d/e")).unwrap();
+        fs::write(dir.path().join("d/e/2"), b"22").unwrap();
+        fs::write(dir.path().join("d/1"), b"1").unwrap();
+        let items = plan_upload(&dir.path().join("d"), "pre/").unwrap();
+        assert_eq!(
+            items.iter().map(|i| i.blob.as_str()).collect::<Vec<_>>(),
+            ["pre/1", "pre/e/2"]
+        );
+        let single = plan_upload(&dir.path().join("d/1"), "").unwrap();
+        assert_eq!(single[0].blob, "1");
+        assert!(plan_upload(&dir.path().join("missing"), "").is_err());
+    }
+}
