@@ -196,18 +196,16 @@ async fn azurite_sse_round_trip() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn faulty_store_with_retries_still_round_trips() {
-    let (_dir, store) = local_store();
+    let dir = tempfile::tempdir().unwrap();
     let plan = FaultPlan {
         fail_fraction: 0.1,
         timeout_fraction: 0.0,
         timeout: Duration::ZERO,
         seed: 3,
     };
-    let store = Arc::new(LocalStore::new(_dir.path().join("c")));
-    let wrapped: Arc<dyn BlobStore> = Arc::new(RetryingStore::new(
-        FaultyStore::new((*store).clone(), plan),
-        10,
-    ));
+    let store = LocalStore::new(dir.path().join("c"));
+    let wrapped: Arc<dyn BlobStore> =
+        Arc::new(RetryingStore::new(FaultyStore::new(store, plan), 10));
     round_trip(wrapped, cse()).await;
 }
 
