@@ -31,6 +31,136 @@ pub enum Command {
     Inspect(InspectArgs),
     /// Convert a blob in another format to EBF v1.
     Convert(ConvertArgs),
+    /// Encrypt and upload a file or directory tree to a store (path, file:///, Azure or Azurite URL).
+    Upload(UploadArgs),
+    /// Download and verify a blob or every blob under a prefix.
+    Download(DownloadArgs),
+    /// List blobs and prefixes at a store address.
+    Ls(LsArgs),
+    /// Delete a blob (or, with --recursive, everything under a prefix).
+    Rm(RmArgs),
+    /// Named datastores: a store address, a protection mode and a DEK, recorded in a YAML config.
+    #[command(subcommand)]
+    Datastore(DatastoreCommand),
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Client-side encryption (EBF): the store only ever sees ciphertext.
+    Cse,
+    /// Azure customer-provided key: the service encrypts with your key and refuses access without it.
+    Cpk,
+    /// The store's own server-side encryption.
+    Sse,
+}
+
+#[derive(Args, Debug)]
+pub struct DatastoreSelection {
+    /// Use a datastore from the config instead of a URL and key.
+    #[arg(long, value_name = "NAME")]
+    pub datastore: Option<String>,
+    /// A sub-path inside the datastore.
+    #[arg(long, value_name = "PATH", requires = "datastore")]
+    pub subdirectory: Option<String>,
+    /// Datastore config file (default: $ENCFS_CONFIG or ~/.config/encfs/datastores.yaml).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct TransferArgs {
+    /// The key (DEK for cse, customer key for cpk; text or raw 32-byte file).
+    #[arg(long, value_name = "FILE")]
+    pub key: Option<PathBuf>,
+    /// Protection mode.
+    #[arg(long, value_enum)]
+    pub mode: Option<Mode>,
+    /// Plaintext bytes per staged block / ranged read.
+    #[arg(long, default_value = "8MiB", value_parser = crate::size::parse_size)]
+    pub block_size: u64,
+    /// Most data held in memory at once.
+    #[arg(long, default_value = "256MiB", value_parser = crate::size::parse_size)]
+    pub memory_budget: u64,
+    /// Most files in flight at once.
+    #[arg(long, default_value_t = 32)]
+    pub concurrency: usize,
+    /// Show what would be transferred; transfer nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Output format of the summary.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+    #[command(flatten)]
+    pub datastore: DatastoreSelection,
+}
+
+#[derive(Args, Debug)]
+pub struct UploadArgs {
+    /// Local file or directory.
+    pub source: PathBuf,
+    /// Destination store address (omit with --datastore).
+    pub destination: Option<String>,
+    /// Create the destination container if it does not exist.
+    #[arg(long)]
+    pub create_container: bool,
+    #[command(flatten)]
+    pub transfer: TransferArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct DownloadArgs {
+    /// `SRC_URL DEST`, or just `DEST` with --datastore.
+    #[arg(num_args = 1..=2, required = true, value_name = "SRC_URL DEST")]
+    pub paths: Vec<String>,
+    #[command(flatten)]
+    pub transfer: TransferArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct LsArgs {
+    /// Store address (container or prefix).
+    pub url: String,
+    /// List every blob below, not just one level.
+    #[arg(long, short)]
+    pub recursive: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+}
+
+#[derive(Args, Debug)]
+pub struct RmArgs {
+    /// Address of the blob (or prefix, with --recursive).
+    pub url: String,
+    /// Delete every blob under the prefix.
+    #[arg(long, short)]
+    pub recursive: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DatastoreCommand {
+    /// Create the container and a DEK, and record the datastore in the config.
+    Add {
+        /// Datastore name.
+        #[arg(long)]
+        name: String,
+        /// Store address (path, file:///, or Azure container URL).
+        #[arg(long)]
+        store: String,
+        /// Protection mode.
+        #[arg(long, value_enum, default_value_t = Mode::Cse)]
+        mode: Mode,
+        /// Config file (default: $ENCFS_CONFIG or ~/.config/encfs/datastores.yaml).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+    /// List the configured datastores.
+    List {
+        /// Config file.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand, Debug)]

@@ -480,7 +480,13 @@ pub async fn download(
             ),
         })?;
         summary.files += 1;
-        summary.bytes += blob.properties.size;
+        // Plaintext bytes where the uploader recorded them (cse blobs are larger than their data).
+        summary.bytes += blob
+            .properties
+            .metadata
+            .get(META_SIZE)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(blob.properties.size);
         summary.blobs.push(blob.name.clone());
         if options.dry_run {
             continue;
@@ -515,6 +521,43 @@ pub async fn download(
         done.expect("download task panicked")?;
     }
     Ok(summary)
+}
+
+/// Downloads one blob to the file `target` (temporary name, renamed once verified).
+pub async fn download_one(
+    store: Arc<dyn BlobStore>,
+    name: &str,
+    target: &Path,
+    protection: Protection,
+    options: TransferOptions,
+    progress: Progress,
+) -> Result<Summary, TransferError> {
+    let properties = store.properties(name, protection.cpk()).await?;
+    let budget = Arc::new(Semaphore::new(permits(options.memory_budget)));
+    if !options.dry_run {
+        download_blob(
+            &store,
+            name,
+            properties.size,
+            target,
+            &protection,
+            &options,
+            &budget,
+            &progress,
+        )
+        .await?;
+    }
+    let bytes = properties
+        .metadata
+        .get(META_SIZE)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(properties.size);
+    Ok(Summary {
+        files: 1,
+        skipped: 0,
+        bytes,
+        blobs: vec![name.to_owned()],
+    })
 }
 
 /// `base/relative` unless `relative` tries to leave `base` (`..`, absolute paths).

@@ -1,11 +1,20 @@
 //! One module per group of verbs; [`dispatch`] routes parsed arguments to them.
 
 mod crypt;
+mod datastore;
 mod keys;
+mod transfer;
 
 use anyhow::{Context, Result};
 
 use crate::args::{Cli, Command};
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
 
 /// Runs one parsed command line.
 pub fn dispatch(cli: Cli) -> Result<()> {
@@ -23,5 +32,10 @@ pub fn dispatch(cli: Cli) -> Result<()> {
         Command::Decrypt(args) => crypt::decrypt(&args),
         Command::Inspect(args) => crypt::inspect(&args),
         Command::Convert(args) => crypt::convert(&args),
+        Command::Upload(args) => runtime()?.block_on(transfer::upload(&args)),
+        Command::Download(args) => runtime()?.block_on(transfer::download(&args)),
+        Command::Ls(args) => runtime()?.block_on(transfer::ls(&args)),
+        Command::Rm(args) => runtime()?.block_on(transfer::rm(&args)),
+        Command::Datastore(command) => runtime()?.block_on(datastore::run(command)),
     }
 }

@@ -19,6 +19,8 @@ pub struct StoreLocation {
     pub store: Arc<dyn BlobStore>,
     /// Blob-name prefix inside it (empty, or ending in `/`).
     pub prefix: String,
+    /// The same path without the added `/`: a single blob's name when the address names one.
+    pub path: String,
 }
 
 fn with_slash(prefix: String) -> String {
@@ -51,7 +53,8 @@ pub fn open_store(address: &str) -> StoreResult<StoreLocation> {
             .iter()
             .position(|s| *s == url.container)
             .map_or(segments.len(), |i| i + 1);
-        let prefix = with_slash(segments[skip..].join("/"));
+        let path = segments[skip..].join("/");
+        let prefix = with_slash(path.clone());
         let mut container_url = format!("{}/{}", url.endpoint, url.container);
         if let Some(sas) = &url.sas {
             container_url = format!("{container_url}?{sas}");
@@ -59,6 +62,7 @@ pub fn open_store(address: &str) -> StoreResult<StoreLocation> {
         return Ok(StoreLocation {
             store: Arc::new(AzureStore::new(&container_url, None)?),
             prefix,
+            path,
         });
     }
     let path = match address.strip_prefix("file://") {
@@ -78,7 +82,8 @@ pub fn open_store(address: &str) -> StoreResult<StoreLocation> {
     let (container, prefix) = split_local(&path);
     Ok(StoreLocation {
         store: Arc::new(LocalStore::new(container)),
-        prefix: with_slash(prefix),
+        prefix: with_slash(prefix.clone()),
+        path: prefix,
     })
 }
 

@@ -1,0 +1,152 @@
+//! `encfs datastore …`: named datastores in a YAML config, like the reference system's
+//! `az cleanroom datastore add`. Each records a store address, a protection mode and the path of
+//! its DEK, which `add` generates into a `keys/` directory beside the config (mode 0600).
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use encfs_crypto::{DataKey, key_file};
+use encfs_fs::store::open_store;
+use serde::{Deserialize, Serialize};
+
+use crate::args::{DatastoreCommand, Mode};
+
+/// One datastore entry.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Datastore {
+    /// Name used with `--datastore`.
+    pub name: String,
+    /// Store address.
+    pub store: String,
+    /// Protection mode.
+    pub mode: Mode,
+    /// The DEK (cse) or customer key (cpk).
+    pub key: PathBuf,
+}
+
+/// The config file.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct Config {
+    /// All datastores.
+    #[serde(default)]
+    pub datastores: Vec<Datastore>,
+}
+
+/// The config path: the flag, else `$ENCFS_CONFIG`, else `~/.config/encfs/datastores.yaml`.
+pub fn config_path(flag: Option<&Path>) -> Result<PathBuf> {
+    if let Some(path) = flag {
+        return Ok(path.to_owned());
+    }
+    if let Some(path) = std::env::var_os("ENCFS_CONFIG") {
+        return Ok(PathBuf::from(path));
+    }
+    let home = std::env::var_os("HOME").context("HOME is not set; pass --config")?;
+    Ok(PathBuf::from(home).join(".config/encfs/datastores.yaml"))
+}
+
+/// Loads the config (an absent file is an empty config).
+pub fn load(path: &Path) -> Result<Config> {
+    match fs::read_to_string(path) {
+        Ok(text) => serde_yaml::from_str(&text)
+            .with_context(|| format!("malformed datastore config {}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Config::default()),
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+}
+
+/// Finds a datastore by name.
+pub fn find(config_flag: Option<&Path>, name: &str) -> Result<Datastore> {
+    let path = config_path(config_flag)?;
+    let config = load(&path)?;
+    config
+        .datastores
+        .into_iter()
+        .find(|d| d.name == name)
+        .with_context(|| format!("no datastore named '{name}' in {}", path.display()))
+}
+
+fn save(path: &Path, config: &Config) -> Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let text = serde_yaml::to_string(config).expect("serializable");
+    let temp = tempfile::NamedTempFile::new_in(dir)
+        .with_context(|| format!("cannot write in {}", dir.display()))?;
+    fs::write(temp.path(), text).with_context(|| format!("cannot write {}", path.display()))?;
+    temp.persist(path)
+        .map_err(|e| e.error)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}
+
+pub async fn run(command: DatastoreCommand) -> Result<()> {
+    match command {
+        DatastoreCommand::Add {
+            name,
+            store,
+            mode,
+            config,
+        } => {
+            let path = config_path(config.as_deref())?;
+            let mut current = load(&path)?;
+            if current.datastores.iter().any(|d| d.name == name) {
+                bail!("datastore '{name}' already exists in {}", path.display());
+            }
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                bail!("datastore names use letters, digits, '-' and '_' only");
+            }
+            let location =
+                open_store(&store).with_context(|| format!("invalid store address {store}"))?;
+            let created = location.store.create_container().await.with_context(|| {
+                format!(
+                    "cannot create the container at {}",
+                    location.store.location()
+                )
+            })?;
+            let keys = path.parent().unwrap_or(Path::new(".")).join("keys");
+            fs::create_dir_all(&keys)
+                .with_context(|| format!("cannot create {}", keys.display()))?;
+            let key_path = std::path::absolute(keys.join(format!("{name}.key")))?;
+            let key = DataKey::generate()?;
+            key_file::write(&key_path, &key)
+                .with_context(|| format!("cannot write key {}", key_path.display()))?;
+            current.datastores.push(Datastore {
+                name: name.clone(),
+                store,
+                mode,
+                key: key_path.clone(),
+            });
+            save(&path, &current)?;
+            println!(
+                "datastore {name}: {} ({}), key {} (id {})",
+                location.store.location(),
+                if created {
+                    "container created"
+                } else {
+                    "container existed"
+                },
+                key_path.display(),
+                key.id()
+            );
+        }
+        DatastoreCommand::List { config } => {
+            for datastore in load(&config_path(config.as_deref())?)?.datastores {
+                println!(
+                    "{}\t{:?}\t{}\t{}",
+                    datastore.name,
+                    datastore.mode,
+                    datastore.store,
+                    datastore.key.display()
+                );
+            }
+        }
+    }
+    Ok(())
+}

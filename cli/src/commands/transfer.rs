@@ -1,0 +1,310 @@
+//! `encfs upload`, `download`, `ls` and `rm`: glue between arguments and `encfs_fs::transfer`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use encfs_crypto::format::SegmentSize;
+use encfs_fs::store::{
+    BlobStore, Condition, CustomerKey, StoreError, StoreLocation, list_all, open_store,
+};
+use encfs_fs::transfer::{self, Protection, Summary, TransferOptions};
+
+use super::datastore;
+use super::keys::load_data_key;
+use crate::args::{DownloadArgs, LsArgs, Mode, OutputFormat, RmArgs, TransferArgs, UploadArgs};
+use crate::output::progress_bar;
+
+/// The store address, protection and options a transfer resolves to.
+struct Resolved {
+    location: StoreLocation,
+    protection: Protection,
+    options: TransferOptions,
+}
+
+fn protection(mode: Mode, key: Option<&Path>) -> Result<Protection> {
+    let key_path =
+        || key.with_context(|| format!("--mode {mode:?} needs --key FILE").to_lowercase());
+    Ok(match mode {
+        Mode::Cse => Protection::Cse(Arc::new(load_data_key(key_path()?)?)),
+        Mode::Cpk => Protection::Cpk(CustomerKey::new(
+            *load_data_key(key_path()?)?.dangerous_bytes(),
+        )),
+        Mode::Sse => Protection::Sse,
+    })
+}
+
+fn resolve(args: &TransferArgs, url: Option<&str>) -> Result<Resolved> {
+    let (address, mode, key) = match &args.datastore.datastore {
+        Some(name) => {
+            let entry = datastore::find(args.datastore.config.as_deref(), name)?;
+            let mut address = entry.store.trim_end_matches('/').to_owned();
+            if let Some(sub) = &args.datastore.subdirectory {
+                address = format!("{address}/{}", sub.trim_matches('/'));
+            }
+            (
+                address,
+                args.mode.unwrap_or(entry.mode),
+                args.key.clone().or(Some(entry.key)),
+            )
+        }
+        None => {
+            let url = url.context("a store address is required (or --datastore NAME)")?;
+            (
+                url.to_owned(),
+                args.mode.unwrap_or(Mode::Cse),
+                args.key.clone(),
+            )
+        }
+    };
+    let location =
+        open_store(&address).with_context(|| format!("invalid store address {address}"))?;
+    let options = TransferOptions {
+        block_size: usize::try_from(args.block_size).context("--block-size too large")?,
+        memory_budget: usize::try_from(args.memory_budget).context("--memory-budget too large")?,
+        concurrent_files: args.concurrency.max(1),
+        segment_size: SegmentSize::DEFAULT,
+        dry_run: args.dry_run,
+    };
+    Ok(Resolved {
+        location,
+        protection: protection(mode, key.as_deref())?,
+        options,
+    })
+}
+
+fn report(
+    operation: &str,
+    summary: &Summary,
+    protection: &Protection,
+    output: OutputFormat,
+    dry_run: bool,
+) {
+    match output {
+        OutputFormat::Json => {
+            let value = serde_json::json!({
+                "operation": operation,
+                "mode": protection.name(),
+                "dry_run": dry_run,
+                "files": summary.files,
+                "skipped": summary.skipped,
+                "bytes": summary.bytes,
+                "blobs": summary.blobs,
+            });
+            println!("{value}");
+        }
+        OutputFormat::Text if dry_run => {
+            for blob in &summary.blobs {
+                println!("would {operation} {blob}");
+            }
+            println!("dry run: {} files, {} bytes", summary.files, summary.bytes);
+        }
+        OutputFormat::Text => {
+            eprintln!(
+                "{operation}: {} files, {} bytes, {} skipped",
+                summary.files, summary.bytes, summary.skipped
+            )
+        }
+    }
+}
+
+pub async fn upload(args: &UploadArgs) -> Result<()> {
+    let resolved = resolve(&args.transfer, args.destination.as_deref())?;
+    let items = transfer::plan_upload(&args.source, &resolved.location.prefix)
+        .with_context(|| format!("cannot read {}", args.source.display()))?;
+    let store = resolved.location.store.clone();
+    let exists = store
+        .container_exists()
+        .await
+        .with_context(|| format!("cannot reach {}", store.location()))?;
+    if !exists && args.create_container && !args.transfer.dry_run {
+        store
+            .create_container()
+            .await
+            .with_context(|| format!("cannot create {}", store.location()))?;
+    } else if !exists {
+        bail!(
+            "container not found: {} (create it with --create-container or encfs datastore add)",
+            store.location()
+        );
+    }
+    let bar = progress_bar(items.iter().map(|i| i.size).sum(), "upload");
+    let tick = bar.clone();
+    let summary = transfer::upload(
+        resolved.location.store.clone(),
+        items,
+        resolved.protection.clone(),
+        resolved.options.clone(),
+        Arc::new(move |n| tick.inc(n)),
+    )
+    .await
+    .with_context(|| {
+        format!(
+            "upload of {} to {} failed",
+            args.source.display(),
+            resolved.location.store.location()
+        )
+    })?;
+    bar.finish_and_clear();
+    report(
+        "upload",
+        &summary,
+        &resolved.protection,
+        args.transfer.output,
+        args.transfer.dry_run,
+    );
+    Ok(())
+}
+
+pub async fn download(args: &DownloadArgs) -> Result<()> {
+    let (url, destination) = match (args.paths.as_slice(), &args.transfer.datastore.datastore) {
+        ([dest], Some(_)) => (None, PathBuf::from(dest)),
+        ([src, dest], None) => (Some(src.as_str()), PathBuf::from(dest)),
+        _ => bail!("usage: encfs download SRC_URL DEST, or encfs download --datastore NAME DEST"),
+    };
+    let resolved = resolve(&args.transfer, url)?;
+    let store = resolved.location.store.clone();
+    let path = resolved.location.path.clone();
+    // A blob named exactly by the address is one file; otherwise the address is a prefix.
+    let single = !path.is_empty()
+        && store
+            .properties(&path, cpk_of(&resolved.protection))
+            .await
+            .is_ok();
+    let total = if single {
+        0
+    } else {
+        list_all(store.as_ref(), &resolved.location.prefix, None)
+            .await
+            .map(|l| l.blobs.iter().map(|b| b.properties.size).sum())
+            .unwrap_or(0)
+    };
+    let bar = progress_bar(total, "download");
+    let tick = bar.clone();
+    let progress = Arc::new(move |n| tick.inc(n));
+    let summary = if single {
+        let target = if destination.is_dir() {
+            destination.join(path.rsplit('/').next().unwrap_or(&path))
+        } else {
+            destination.clone()
+        };
+        transfer::download_one(
+            store.clone(),
+            &path,
+            &target,
+            resolved.protection.clone(),
+            resolved.options.clone(),
+            progress,
+        )
+        .await
+    } else {
+        if !store
+            .container_exists()
+            .await
+            .with_context(|| format!("cannot reach {}", store.location()))?
+        {
+            bail!("container not found: {}", store.location());
+        }
+        transfer::download(
+            store.clone(),
+            &resolved.location.prefix,
+            &destination,
+            resolved.protection.clone(),
+            resolved.options.clone(),
+            progress,
+        )
+        .await
+    }
+    .with_context(|| format!("download from {} failed", store.location()))?;
+    bar.finish_and_clear();
+    if summary.files == 0 {
+        bail!(
+            "nothing to download at {}/{}",
+            store.location(),
+            resolved.location.prefix
+        );
+    }
+    report(
+        "download",
+        &summary,
+        &resolved.protection,
+        args.transfer.output,
+        args.transfer.dry_run,
+    );
+    Ok(())
+}
+
+fn cpk_of(protection: &Protection) -> Option<&CustomerKey> {
+    match protection {
+        Protection::Cpk(key) => Some(key),
+        _ => None,
+    }
+}
+
+pub async fn ls(args: &LsArgs) -> Result<()> {
+    let location =
+        open_store(&args.url).with_context(|| format!("invalid store address {}", args.url))?;
+    let store: &dyn BlobStore = location.store.as_ref();
+    let delimiter = (!args.recursive).then_some("/");
+    let listing = list_all(store, &location.prefix, delimiter)
+        .await
+        .with_context(|| format!("cannot list {}", args.url))?;
+    match args.output {
+        OutputFormat::Json => {
+            let blobs: Vec<_> = listing
+                .blobs
+                .iter()
+                .map(|b| serde_json::json!({"name": b.name, "size": b.properties.size, "etag": b.properties.etag, "metadata": b.properties.metadata}))
+                .collect();
+            println!(
+                "{}",
+                serde_json::json!({"prefixes": listing.prefixes, "blobs": blobs})
+            );
+        }
+        OutputFormat::Text => {
+            for prefix in &listing.prefixes {
+                println!("{:>12}  {prefix}", "PRE");
+            }
+            for blob in &listing.blobs {
+                println!("{:>12}  {}", blob.properties.size, blob.name);
+            }
+        }
+    }
+    Ok(())
+}
+
+pub async fn rm(args: &RmArgs) -> Result<()> {
+    let location =
+        open_store(&args.url).with_context(|| format!("invalid store address {}", args.url))?;
+    let store = location.store.as_ref();
+    if !location.path.is_empty() {
+        match store.delete(&location.path, &Condition::None).await {
+            Ok(()) => return Ok(()),
+            Err(StoreError::BlobNotFound(_)) if args.recursive => {}
+            Err(StoreError::BlobNotFound(name)) => {
+                bail!(
+                    "no blob named {name} at {} (use --recursive to delete a prefix)",
+                    store.location()
+                )
+            }
+            Err(error) => return Err(error).with_context(|| format!("cannot delete {}", args.url)),
+        }
+    }
+    if !args.recursive {
+        bail!(
+            "{} names a container; use --recursive to delete every blob in it",
+            args.url
+        );
+    }
+    let listing = list_all(store, &location.prefix, None)
+        .await
+        .with_context(|| format!("cannot list {}", args.url))?;
+    for blob in &listing.blobs {
+        store
+            .delete(&blob.name, &Condition::None)
+            .await
+            .with_context(|| format!("cannot delete {}", blob.name))?;
+    }
+    eprintln!("deleted {} blobs", listing.blobs.len());
+    Ok(())
+}
