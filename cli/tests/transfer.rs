@@ -355,3 +355,59 @@ fn azurite_round_trip_with_a_connection_string() {
         "{error}"
     );
 }
+
+#[test]
+fn kill_dash_nine_mid_upload_leaves_the_old_blob_or_the_new_one() {
+    let sb = Sandbox::new();
+    sb.ok(&["key", "generate", "--out", "k.key"]);
+    let store = sb.path("store/c").display().to_string();
+    let old: Vec<u8> = vec![0xaa; 5_000_000];
+    let new: Vec<u8> = (0..30_000_000u32).map(|i| (i % 253) as u8).collect();
+    fs::create_dir_all(sb.path("v1")).unwrap();
+    fs::create_dir_all(sb.path("v2")).unwrap();
+    fs::write(sb.path("v1/f"), &old).unwrap();
+    fs::write(sb.path("v2/f"), &new).unwrap();
+    sb.ok(&[
+        "upload",
+        "v1/f",
+        &store,
+        "--key",
+        "k.key",
+        "--create-container",
+    ]);
+    let mut saw_new = false;
+    for round in 0..10u64 {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_encfs"))
+            .args([
+                "upload",
+                "v2/f",
+                &store,
+                "--key",
+                "k.key",
+                "--block-size",
+                "1MiB",
+                "--concurrency",
+                "2",
+            ])
+            .current_dir(sb.dir.path())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(15 * round));
+        let _ = child.kill(); // SIGKILL
+        let _ = child.wait();
+        let _ = fs::remove_file(sb.path("got"));
+        sb.ok(&["download", &format!("{store}/f"), "got", "--key", "k.key"]);
+        let got = fs::read(sb.path("got")).unwrap();
+        assert!(
+            got == old || got == new,
+            "round {round}: a mix of old and new ({} bytes)",
+            got.len()
+        );
+        saw_new |= got == new;
+        if saw_new {
+            // Put the old version back so later rounds interrupt a real replacement again.
+            sb.ok(&["rm", &format!("{store}/f")]);
+            sb.ok(&["upload", "v1/f", &store, "--key", "k.key"]);
+        }
+    }
+}

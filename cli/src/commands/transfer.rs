@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use encfs_crypto::format::SegmentSize;
+use encfs_fs::store::faults::SlowStore;
 use encfs_fs::store::{
     BlobStore, Condition, CustomerKey, StoreError, StoreLocation, list_all, open_store,
 };
@@ -57,8 +58,16 @@ fn resolve(args: &TransferArgs, url: Option<&str>) -> Result<Resolved> {
             )
         }
     };
-    let location =
+    let mut location =
         open_store(&address).with_context(|| format!("invalid store address {address}"))?;
+    // Benchmarks only: emulate a distant store on top of any backend.
+    if let Some(ms) = std::env::var("ENCFS_DANGEROUS_INJECT_LATENCY_MS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        let latency = std::time::Duration::from_millis(ms);
+        location.store = Arc::new(SlowStore::new(location.store, latency, latency / 10, None));
+    }
     let options = TransferOptions {
         block_size: usize::try_from(args.block_size).context("--block-size too large")?,
         memory_budget: usize::try_from(args.memory_budget).context("--memory-budget too large")?,

@@ -191,6 +191,72 @@ pub trait BlobStore: Send + Sync {
     async fn delete(&self, name: &str, condition: &Condition) -> StoreResult<()>;
 }
 
+/// A shared store is a store (lets wrappers such as [`faults::SlowStore`] wrap `Arc<dyn BlobStore>`).
+#[async_trait]
+impl<T: BlobStore + ?Sized> BlobStore for std::sync::Arc<T> {
+    fn location(&self) -> String {
+        (**self).location()
+    }
+    async fn create_container(&self) -> StoreResult<bool> {
+        (**self).create_container().await
+    }
+    async fn container_exists(&self) -> StoreResult<bool> {
+        (**self).container_exists().await
+    }
+    async fn get(
+        &self,
+        name: &str,
+        range: Option<Range<u64>>,
+        cpk: Option<&CustomerKey>,
+    ) -> StoreResult<Bytes> {
+        (**self).get(name, range, cpk).await
+    }
+    async fn put(
+        &self,
+        name: &str,
+        data: Bytes,
+        metadata: &Metadata,
+        condition: &Condition,
+        cpk: Option<&CustomerKey>,
+    ) -> StoreResult<String> {
+        (**self).put(name, data, metadata, condition, cpk).await
+    }
+    async fn stage_block(
+        &self,
+        name: &str,
+        block_id: &str,
+        data: Bytes,
+        cpk: Option<&CustomerKey>,
+    ) -> StoreResult<()> {
+        (**self).stage_block(name, block_id, data, cpk).await
+    }
+    async fn commit_blocks(
+        &self,
+        name: &str,
+        block_ids: &[String],
+        metadata: &Metadata,
+        condition: &Condition,
+        cpk: Option<&CustomerKey>,
+    ) -> StoreResult<String> {
+        (**self)
+            .commit_blocks(name, block_ids, metadata, condition, cpk)
+            .await
+    }
+    async fn properties(
+        &self,
+        name: &str,
+        cpk: Option<&CustomerKey>,
+    ) -> StoreResult<BlobProperties> {
+        (**self).properties(name, cpk).await
+    }
+    async fn list(&self, options: &ListOptions<'_>) -> StoreResult<Listing> {
+        (**self).list(options).await
+    }
+    async fn delete(&self, name: &str, condition: &Condition) -> StoreResult<()> {
+        (**self).delete(name, condition).await
+    }
+}
+
 /// Lists every page. Convenience over [`BlobStore::list`].
 pub async fn list_all(
     store: &dyn BlobStore,
