@@ -33,6 +33,8 @@ const META_MODE: &str = "encfs_mode";
 const META_SIZE: &str = "encfs_source_size";
 const META_MTIME: &str = "encfs_source_mtime";
 const META_KEY_ID: &str = "encfs_key_id";
+/// Ranged reads in flight per blob: enough to hide a 20 ms round trip behind 8 MiB ranges.
+const RANGES_IN_FLIGHT: usize = 8;
 
 /// How blob contents are protected.
 #[derive(Clone)]
@@ -217,18 +219,16 @@ pub async fn upload(
     let files = Arc::new(Semaphore::new(options.concurrent_files.max(1)));
     let mut tasks = JoinSet::new();
     let mut summary = Summary::default();
-    for item in items {
-        if already_uploaded(store.as_ref(), &item, &protection).await? {
+    let record = |summary: &mut Summary, (item, skipped): (UploadItem, bool)| {
+        if skipped {
             summary.skipped += 1;
-            progress(item.size);
-            continue;
+        } else {
+            summary.files += 1;
+            summary.bytes += item.size;
+            summary.blobs.push(item.blob);
         }
-        summary.files += 1;
-        summary.bytes += item.size;
-        summary.blobs.push(item.blob.clone());
-        if options.dry_run {
-            continue;
-        }
+    };
+    for item in items {
         let permit = files.clone().acquire_owned().await.expect("semaphore open");
         let (store, protection, budget, progress, options) = (
             store.clone(),
@@ -237,27 +237,37 @@ pub async fn upload(
             progress.clone(),
             options.clone(),
         );
+        // The skip check runs inside the task too, so a resumed upload of many small files asks
+        // about them concurrently rather than one request at a time.
         tasks.spawn(async move {
             let _permit = permit;
-            upload_file(
-                &store,
-                &item,
-                &protection,
-                &options,
-                block,
-                &budget,
-                &progress,
-            )
-            .await
+            if already_uploaded(store.as_ref(), &item, &protection).await? {
+                progress(item.size);
+                return Ok((item, true));
+            }
+            if !options.dry_run {
+                upload_file(
+                    &store,
+                    &item,
+                    &protection,
+                    &options,
+                    block,
+                    &budget,
+                    &progress,
+                )
+                .await?;
+            }
+            Ok::<_, TransferError>((item, false))
         });
         // Surface failures early instead of after every file was tried.
         while let Some(done) = tasks.try_join_next() {
-            done.expect("upload task panicked")?;
+            record(&mut summary, done.expect("upload task panicked")?);
         }
     }
     while let Some(done) = tasks.join_next().await {
-        done.expect("upload task panicked")?;
+        record(&mut summary, done.expect("upload task panicked")?);
     }
+    summary.blobs.sort();
     Ok(summary)
 }
 
@@ -600,13 +610,23 @@ async fn download_blob(
         blob: name.to_owned(),
         source,
     };
-    // Work out the ranges to fetch and how to turn each into plaintext.
+    // Work out the ranges to fetch and how to turn each into plaintext. A small cse blob is
+    // fetched whole in this first request (one round trip per file instead of two).
+    let mut prefetched: Option<Bytes> = None;
     let opener = match protection {
         Protection::Cse(key) => {
-            let header = store.get(name, Some(0..HEADER_LEN as u64), None).await?;
-            Some(Arc::new(
-                Opener::new(key, &header, blob_len).map_err(crypto)?,
-            ))
+            let small = blob_len <= options.block_size as u64;
+            let range = if small {
+                0..blob_len
+            } else {
+                0..HEADER_LEN as u64
+            };
+            let head = store.get(name, Some(range), None).await?;
+            let opener = Opener::new(key, &head, blob_len).map_err(crypto)?;
+            if small {
+                prefetched = Some(head);
+            }
+            Some(Arc::new(opener))
         }
         _ => None,
     };
@@ -630,7 +650,7 @@ async fn download_blob(
     let mut ranges = ranges.into_iter();
     let mut written = 0u64;
     loop {
-        while in_flight.len() < 4 {
+        while in_flight.len() < RANGES_IN_FLIGHT {
             let Some((first, range)) = ranges.next() else {
                 break;
             };
@@ -641,9 +661,15 @@ async fn download_blob(
                 .expect("semaphore open");
             let (store, name, cpk, opener) =
                 (store.clone(), name.to_owned(), cpk.clone(), opener.clone());
+            let prefetched = prefetched.clone();
             in_flight.push_back(tokio::spawn(async move {
                 let expected = range.end - range.start;
-                let data = store.get(&name, Some(range), cpk.as_ref()).await?;
+                let data = match prefetched {
+                    Some(whole) if whole.len() as u64 >= range.end => {
+                        whole.slice(range.start as usize..range.end as usize)
+                    }
+                    _ => store.get(&name, Some(range), cpk.as_ref()).await?,
+                };
                 if data.len() as u64 != expected {
                     return Err(TransferError::SizeMismatch(name));
                 }
