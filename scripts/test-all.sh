@@ -2,14 +2,14 @@
 # README command 2: installs what the tests need, then runs every test in the workspace.
 #
 # Needs root (as on the project's machines) for apt-get. Installs: openssl (KEK interop tests),
-# age and fuse3 (peers and the mount tests to come), Python's `cryptography` for the independent
+# age, rclone and GNU time (benchmark peers), fuse3 (the mount tests to come), Python's `cryptography` for the independent
 # EBF reader in crypto/tests/vectors/verify_ebf.py, and the Azurite emulator from the npm registry
 # (into target/azurite), which it starts on 127.0.0.1 for the Azure Blob tests and stops at exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_apt=()
-for pair in openssl:openssl age:age fusermount3:fuse3; do
+for pair in openssl:openssl age:age fusermount3:fuse3 rclone:rclone /usr/bin/time:time; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || need_apt+=("${pair##*:}")
 done
 if ((${#need_apt[@]})); then
@@ -18,6 +18,8 @@ if ((${#need_apt[@]})); then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 python3 -c 'import cryptography' 2>/dev/null || python3 -m pip install -q cryptography
+# azure-storage-blob mints the SAS that the rclone peer needs for Azurite in the benchmarks.
+python3 -c 'import azure.storage.blob' 2>/dev/null || python3 -m pip install -q azure-storage-blob
 
 azurite_dir=$PWD/target/azurite
 if [[ ! -x $azurite_dir/node_modules/.bin/azurite-blob ]]; then

@@ -11,6 +11,8 @@ pub struct Cli {
     /// Worker threads for encryption and decryption (default: all cores).
     #[arg(long, global = true, value_name = "N")]
     pub threads: Option<usize>,
+    #[command(flatten)]
+    pub azure: AzureAuth,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -66,6 +68,21 @@ pub struct DatastoreSelection {
     /// Datastore config file (default: $ENCFS_CONFIG or ~/.config/encfs/datastores.yaml).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
+}
+
+/// Azure credentials given on the command line (otherwise: a SAS in the URL, then the
+/// AZURE_STORAGE_* environment variables, then a managed identity if ENCFS_MANAGED_IDENTITY=1).
+#[derive(Args, Debug, Default)]
+pub struct AzureAuth {
+    /// Azure Storage connection string (e.g. `UseDevelopmentStorage=true`).
+    #[arg(long, value_name = "STRING", global = true)]
+    pub connection_string: Option<String>,
+    /// Storage account key (the account comes from the URL).
+    #[arg(long, value_name = "KEY", global = true)]
+    pub account_key: Option<String>,
+    /// SAS token (query string).
+    #[arg(long, value_name = "TOKEN", global = true)]
+    pub sas_token: Option<String>,
 }
 
 #[derive(Args, Debug)]

@@ -343,6 +343,23 @@ fn azurite_round_trip_with_a_connection_string() {
     same_tree(&sb.path("data"), &sb.path("out"));
     assert!(sb.ok(&["ls", &container]).contains("big.bin"));
 
+    // Credentials from flags instead of the environment.
+    let flags = Sandbox::new();
+    let dev_key =
+        "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+    assert!(
+        flags
+            .ok(&["ls", &container, "--account-key", dev_key])
+            .contains("big.bin")
+    );
+    let error = flags.fails(&["ls", &container, "--account-key", "d3Jvbmc="]);
+    assert!(error.contains("access denied"), "{error}");
+    let error = flags.fails(&["ls", &container]);
+    assert!(
+        error.contains("access denied") || error.contains("HTTP"),
+        "anonymous access must fail: {error}"
+    );
+
     // Wrong credentials: a clear auth error naming the URL.
     let mut bad = Sandbox::new();
     bad.env

@@ -7,10 +7,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use encfs_crypto::{DataKey, key_file};
-use encfs_fs::store::open_store;
 use serde::{Deserialize, Serialize};
 
-use crate::args::{DatastoreCommand, Mode};
+use crate::args::{AzureAuth, DatastoreCommand, Mode};
 
 /// One datastore entry.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -82,7 +81,7 @@ fn save(path: &Path, config: &Config) -> Result<()> {
     Ok(())
 }
 
-pub async fn run(command: DatastoreCommand) -> Result<()> {
+pub async fn run(command: DatastoreCommand, auth: &AzureAuth) -> Result<()> {
     match command {
         DatastoreCommand::Add {
             name,
@@ -102,8 +101,7 @@ pub async fn run(command: DatastoreCommand) -> Result<()> {
             {
                 bail!("datastore names use letters, digits, '-' and '_' only");
             }
-            let location =
-                open_store(&store).with_context(|| format!("invalid store address {store}"))?;
+            let location = super::transfer::open(&store, auth)?;
             let created = location.store.create_container().await.with_context(|| {
                 format!(
                     "cannot create the container at {}",

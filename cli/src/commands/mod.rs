@@ -32,10 +32,10 @@ pub fn dispatch(cli: Cli) -> Result<()> {
         Command::Decrypt(args) => crypt::decrypt(&args),
         Command::Inspect(args) => crypt::inspect(&args),
         Command::Convert(args) => crypt::convert(&args),
-        Command::Upload(args) => runtime()?.block_on(transfer::upload(&args)),
-        Command::Download(args) => runtime()?.block_on(transfer::download(&args)),
-        Command::Ls(args) => runtime()?.block_on(transfer::ls(&args)),
-        Command::Rm(args) => runtime()?.block_on(transfer::rm(&args)),
-        Command::Datastore(command) => runtime()?.block_on(datastore::run(command)),
+        Command::Upload(args) => runtime()?.block_on(transfer::upload(&args, &cli.azure)),
+        Command::Download(args) => runtime()?.block_on(transfer::download(&args, &cli.azure)),
+        Command::Ls(args) => runtime()?.block_on(transfer::ls(&args, &cli.azure)),
+        Command::Rm(args) => runtime()?.block_on(transfer::rm(&args, &cli.azure)),
+        Command::Datastore(command) => runtime()?.block_on(datastore::run(command, &cli.azure)),
     }
 }

@@ -5,15 +5,18 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use encfs_crypto::format::SegmentSize;
+use encfs_fs::store::azure::{ContainerUrl, Credentials, parse_connection_string};
 use encfs_fs::store::faults::SlowStore;
 use encfs_fs::store::{
-    BlobStore, Condition, CustomerKey, StoreError, StoreLocation, list_all, open_store,
+    BlobStore, Condition, CustomerKey, StoreError, StoreLocation, list_all, open_store_with,
 };
 use encfs_fs::transfer::{self, Protection, Summary, TransferOptions};
 
 use super::datastore;
 use super::keys::load_data_key;
-use crate::args::{DownloadArgs, LsArgs, Mode, OutputFormat, RmArgs, TransferArgs, UploadArgs};
+use crate::args::{
+    AzureAuth, DownloadArgs, LsArgs, Mode, OutputFormat, RmArgs, TransferArgs, UploadArgs,
+};
 use crate::output::progress_bar;
 
 /// The store address, protection and options a transfer resolves to.
@@ -35,7 +38,25 @@ fn protection(mode: Mode, key: Option<&Path>) -> Result<Protection> {
     })
 }
 
-fn resolve(args: &TransferArgs, url: Option<&str>) -> Result<Resolved> {
+/// Opens a store address with any credentials given on the command line.
+pub fn open(address: &str, auth: &AzureAuth) -> Result<StoreLocation> {
+    let credentials = if let Some(text) = &auth.connection_string {
+        Some(parse_connection_string(text)?.0)
+    } else if let Some(key) = &auth.account_key {
+        let account = ContainerUrl::parse(address)
+            .with_context(|| format!("--account-key needs an Azure URL, not {address}"))?
+            .account;
+        Some(Credentials::shared_key(&account, key)?)
+    } else {
+        auth.sas_token
+            .as_ref()
+            .map(|sas| Credentials::Sas(sas.trim_start_matches('?').to_owned().into()))
+    };
+    open_store_with(address, credentials)
+        .with_context(|| format!("invalid store address {address}"))
+}
+
+fn resolve(args: &TransferArgs, url: Option<&str>, auth: &AzureAuth) -> Result<Resolved> {
     let (address, mode, key) = match &args.datastore.datastore {
         Some(name) => {
             let entry = datastore::find(args.datastore.config.as_deref(), name)?;
@@ -58,8 +79,7 @@ fn resolve(args: &TransferArgs, url: Option<&str>) -> Result<Resolved> {
             )
         }
     };
-    let mut location =
-        open_store(&address).with_context(|| format!("invalid store address {address}"))?;
+    let mut location = open(&address, auth)?;
     // Benchmarks only: emulate a distant store on top of any backend.
     if let Some(ms) = std::env::var("ENCFS_DANGEROUS_INJECT_LATENCY_MS")
         .ok()
@@ -117,8 +137,8 @@ fn report(
     }
 }
 
-pub async fn upload(args: &UploadArgs) -> Result<()> {
-    let resolved = resolve(&args.transfer, args.destination.as_deref())?;
+pub async fn upload(args: &UploadArgs, auth: &AzureAuth) -> Result<()> {
+    let resolved = resolve(&args.transfer, args.destination.as_deref(), auth)?;
     let items = transfer::plan_upload(&args.source, &resolved.location.prefix)
         .with_context(|| format!("cannot read {}", args.source.display()))?;
     let store = resolved.location.store.clone();
@@ -165,13 +185,13 @@ pub async fn upload(args: &UploadArgs) -> Result<()> {
     Ok(())
 }
 
-pub async fn download(args: &DownloadArgs) -> Result<()> {
+pub async fn download(args: &DownloadArgs, auth: &AzureAuth) -> Result<()> {
     let (url, destination) = match (args.paths.as_slice(), &args.transfer.datastore.datastore) {
         ([dest], Some(_)) => (None, PathBuf::from(dest)),
         ([src, dest], None) => (Some(src.as_str()), PathBuf::from(dest)),
         _ => bail!("usage: encfs download SRC_URL DEST, or encfs download --datastore NAME DEST"),
     };
-    let resolved = resolve(&args.transfer, url)?;
+    let resolved = resolve(&args.transfer, url, auth)?;
     let store = resolved.location.store.clone();
     let path = resolved.location.path.clone();
     // A blob named exactly by the address is one file; otherwise the address is a prefix.
@@ -250,9 +270,8 @@ fn cpk_of(protection: &Protection) -> Option<&CustomerKey> {
     }
 }
 
-pub async fn ls(args: &LsArgs) -> Result<()> {
-    let location =
-        open_store(&args.url).with_context(|| format!("invalid store address {}", args.url))?;
+pub async fn ls(args: &LsArgs, auth: &AzureAuth) -> Result<()> {
+    let location = open(&args.url, auth)?;
     let store: &dyn BlobStore = location.store.as_ref();
     let delimiter = (!args.recursive).then_some("/");
     let listing = list_all(store, &location.prefix, delimiter)
@@ -282,9 +301,8 @@ pub async fn ls(args: &LsArgs) -> Result<()> {
     Ok(())
 }
 
-pub async fn rm(args: &RmArgs) -> Result<()> {
-    let location =
-        open_store(&args.url).with_context(|| format!("invalid store address {}", args.url))?;
+pub async fn rm(args: &RmArgs, auth: &AzureAuth) -> Result<()> {
+    let location = open(&args.url, auth)?;
     let store = location.store.as_ref();
     if !location.path.is_empty() {
         match store.delete(&location.path, &Condition::None).await {

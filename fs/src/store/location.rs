@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::azure::{AzureStore, ContainerUrl};
+use super::azure::{AzureStore, ContainerUrl, Credentials};
 use super::local::LocalStore;
 use super::{BlobStore, StoreError, StoreResult};
 
@@ -33,6 +33,14 @@ fn with_slash(prefix: String) -> String {
 
 /// Opens the store an address names (credentials for Azure from the URL or the environment).
 pub fn open_store(address: &str) -> StoreResult<StoreLocation> {
+    open_store_with(address, None)
+}
+
+/// As [`open_store`], with explicit Azure credentials (a SAS in the URL still wins).
+pub fn open_store_with(
+    address: &str,
+    credentials: Option<Credentials>,
+) -> StoreResult<StoreLocation> {
     if address.starts_with("http://") || address.starts_with("https://") {
         let url = ContainerUrl::parse(address)?;
         let parsed = reqwest::Url::parse(address)
@@ -60,7 +68,7 @@ pub fn open_store(address: &str) -> StoreResult<StoreLocation> {
             container_url = format!("{container_url}?{sas}");
         }
         return Ok(StoreLocation {
-            store: Arc::new(AzureStore::new(&container_url, None)?),
+            store: Arc::new(AzureStore::new(&container_url, credentials)?),
             prefix,
             path,
         });

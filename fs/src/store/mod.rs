@@ -24,7 +24,7 @@ use bytes::Bytes;
 use zeroize::Zeroizing;
 
 pub use error::{StoreError, StoreResult};
-pub use location::{StoreLocation, open_store};
+pub use location::{StoreLocation, open_store, open_store_with};
 
 /// User metadata of a blob (`x-ms-meta-*` on Azure): lower-case ASCII names.
 pub type Metadata = BTreeMap<String, String>;
