@@ -184,20 +184,31 @@ fn datastore_upload_download_on_the_embedded_store() {
     assert_eq!(sb.ok(&["ls", "-r", &store]).trim(), "");
 }
 
-fn walk_bytes(root: &Path) -> Vec<u8> {
+/// Every file below `root` (none if it does not exist).
+fn walk_files(root: &Path) -> Vec<PathBuf> {
     let mut all = Vec::new();
     let mut stack = vec![root.to_path_buf()];
     while let Some(dir) = stack.pop() {
-        for entry in fs::read_dir(dir).unwrap() {
+        let Ok(entries) = fs::read_dir(dir) else {
+            continue;
+        };
+        for entry in entries {
             let path = entry.unwrap().path();
             if path.is_dir() {
                 stack.push(path)
             } else {
-                all.extend(fs::read(path).unwrap())
+                all.push(path)
             }
         }
     }
     all
+}
+
+fn walk_bytes(root: &Path) -> Vec<u8> {
+    walk_files(root)
+        .into_iter()
+        .flat_map(|path| fs::read(path).unwrap())
+        .collect()
 }
 
 #[test]
@@ -251,28 +262,11 @@ fn tampered_and_wrong_key_downloads_fail_naming_the_blob_and_leave_nothing() {
     );
     let leftovers: Vec<_> = walk_files(&sb.path("out"));
     assert!(
-        leftovers.iter().all(|p| !p.contains("partial")),
+        leftovers
+            .iter()
+            .all(|p| !p.display().to_string().contains("partial")),
         "{leftovers:?}"
     );
-}
-
-fn walk_files(root: &Path) -> Vec<String> {
-    let mut all = Vec::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        let Ok(entries) = fs::read_dir(dir) else {
-            continue;
-        };
-        for entry in entries {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                stack.push(path)
-            } else {
-                all.push(path.display().to_string())
-            }
-        }
-    }
-    all
 }
 
 #[test]
