@@ -380,10 +380,26 @@ fn read_range(
     Ok(Bytes::copy_from_slice(&plain[from..to]))
 }
 
+/// Where a blob's data goes: straight into the file (plain data: staged blocks are copied
+/// file-to-file by the kernel, `copy_file_range`), or through the CPK encryptor.
+enum Sink<'a> {
+    File(&'a mut File),
+    Encrypting(&'a mut dyn Write),
+}
+
+impl Sink<'_> {
+    fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        match self {
+            Self::File(file) => file.write_all(bytes),
+            Self::Encrypting(writer) => writer.write_all(bytes),
+        }
+    }
+}
+
 /// Writes a blob file (header then data, encrypting under the CPK if given) to a temp file.
 fn write_blob_file(
     store: &LocalStore,
-    data: &mut dyn FnMut(&mut dyn Write) -> StoreResult<u64>,
+    data: &mut dyn FnMut(&mut Sink<'_>) -> StoreResult<u64>,
     metadata: &Metadata,
     cpk: Option<&CustomerKey>,
     size: u64,
@@ -399,21 +415,21 @@ fn write_blob_file(
     let temp = store.temp_file(|file| {
         let path = store.inner.container.join("tmp");
         write_header(file, &header, &path)?;
-        let mut buffered = std::io::BufWriter::with_capacity(1 << 20, &mut *file);
         let written = match cpk {
-            None => data(&mut buffered)?,
+            None => data(&mut Sink::File(file))?,
             Some(cpk) => {
+                let mut buffered = std::io::BufWriter::with_capacity(1 << 20, &mut *file);
                 let mut encryptor =
                     Encryptor::new(&cpk_data_key(cpk), SegmentSize::DEFAULT, &mut buffered)
                         .map_err(|e| StoreError::io(&path, e.into()))?;
-                let n = data(&mut encryptor)?;
+                let n = data(&mut Sink::Encrypting(&mut encryptor))?;
                 encryptor
                     .finish()
                     .map_err(|e| StoreError::io(&path, e.into()))?;
+                buffered.flush().map_err(|e| StoreError::io(&path, e))?;
                 n
             }
         };
-        buffered.flush().map_err(|e| StoreError::io(&path, e))?;
         if written != size {
             return Err(StoreError::Corrupt {
                 path: path.display().to_string(),
@@ -492,7 +508,7 @@ impl BlobStore for LocalStore {
                 }
             }
             let size = data.len() as u64;
-            let mut write = |out: &mut dyn Write| {
+            let mut write = |out: &mut Sink<'_>| {
                 out.write_all(&data)
                     .map_err(|e| StoreError::io(&target, e))?;
                 Ok(size)
@@ -574,7 +590,7 @@ impl BlobStore for LocalStore {
                     .len();
                 size += staged_plain_len(block, len)?;
             }
-            let mut write = |out: &mut dyn Write| {
+            let mut write = |out: &mut Sink<'_>| {
                 let mut written = 0;
                 for block in &blocks {
                     written += copy_staged(&name, block, cpk.as_ref(), out)?;
@@ -687,22 +703,27 @@ fn copy_staged(
     name: &str,
     path: &Path,
     cpk: Option<&CustomerKey>,
-    out: &mut dyn Write,
+    out: &mut Sink<'_>,
 ) -> StoreResult<u64> {
-    let contents = fs::read(path).map_err(|e| StoreError::io(path, e))?;
-    let (kind, body) = contents.split_first().ok_or_else(|| StoreError::Corrupt {
-        path: path.display().to_string(),
-        message: "empty".into(),
-    })?;
-    let plain = match (*kind, cpk) {
-        (STAGED_PLAIN, None) => body.to_vec(),
-        (STAGED_PLAIN, Some(_)) => return Err(StoreError::CustomerKeyUnexpected(name.to_owned())),
-        (_, None) => return Err(StoreError::CustomerKeyRequired(name.to_owned())),
-        (_, Some(cpk)) => format::open(&cpk_data_key(cpk), body)
-            .map_err(|_| StoreError::CustomerKeyMismatch(name.to_owned()))?,
-    };
-    out.write_all(&plain).map_err(|e| StoreError::io(path, e))?;
-    Ok(plain.len() as u64)
+    let io = |e| StoreError::io(path, e);
+    let mut file = File::open(path).map_err(io)?;
+    let mut kind = [0u8; 1];
+    file.read_exact(&mut kind).map_err(io)?;
+    match (kind[0], cpk, out) {
+        // Plain into a plain blob: the kernel copies file to file (copy_file_range).
+        (STAGED_PLAIN, None, Sink::File(target)) => std::io::copy(&mut file, *target).map_err(io),
+        (STAGED_PLAIN, None, Sink::Encrypting(_)) => unreachable!("no encryptor without a key"),
+        (STAGED_PLAIN, Some(_), _) => Err(StoreError::CustomerKeyUnexpected(name.to_owned())),
+        (_, None, _) => Err(StoreError::CustomerKeyRequired(name.to_owned())),
+        (_, Some(cpk), out) => {
+            let mut body = Vec::new();
+            file.read_to_end(&mut body).map_err(io)?;
+            let plain = format::open(&cpk_data_key(cpk), &body)
+                .map_err(|_| StoreError::CustomerKeyMismatch(name.to_owned()))?;
+            out.write_all(&plain).map_err(io)?;
+            Ok(plain.len() as u64)
+        }
+    }
 }
 
 #[cfg(test)]
