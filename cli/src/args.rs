@@ -44,6 +44,57 @@ pub enum Command {
     /// Named datastores: a store address, a protection mode and a DEK, recorded in a YAML config.
     #[command(subcommand)]
     Datastore(DatastoreCommand),
+    /// Mount a store prefix as plain files (FUSE): read-only, or read-write with --read-write.
+    Mount(MountArgs),
+    /// Unmount an encfs mount.
+    Unmount(UnmountArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct MountArgs {
+    /// Store address and mount point (only the mount point with --datastore).
+    #[arg(num_args = 1..=2, required = true, value_name = "URL MOUNTPOINT")]
+    pub paths: Vec<String>,
+    /// Data key file (cse, cpk).
+    #[arg(long, value_name = "FILE")]
+    pub key: Option<PathBuf>,
+    /// Protection mode of the blobs (default: the datastore's, else cse).
+    #[arg(long, value_enum)]
+    pub mode: Option<Mode>,
+    /// Accept writes (a datasink). Without it the mount is read-only.
+    #[arg(long)]
+    pub read_write: bool,
+    /// Memory budget of the block cache.
+    #[arg(long, default_value = "256MiB", value_parser = crate::size::parse_size)]
+    pub cache_size: u64,
+    /// Directory for a disk tier of the cache (sealed under a per-mount key, removed at unmount).
+    #[arg(long, value_name = "DIR")]
+    pub disk_cache: Option<PathBuf>,
+    /// Capacity of the disk tier.
+    #[arg(long, default_value = "4GiB", value_parser = crate::size::parse_size)]
+    pub disk_cache_size: u64,
+    /// Most dirty data in flight to the store (writers wait beyond it).
+    #[arg(long, default_value = "128MiB", value_parser = crate::size::parse_size)]
+    pub write_budget: u64,
+    /// Detach: return once the mount is ready, serve in the background.
+    #[arg(long)]
+    pub daemon: bool,
+    /// Written (JSON) once the mount is ready; removed at unmount.
+    #[arg(long, value_name = "FILE")]
+    pub status_file: Option<PathBuf>,
+    /// Written (JSON) if the mount fails.
+    #[arg(long, value_name = "FILE")]
+    pub error_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub segments: SegmentArg,
+    #[command(flatten)]
+    pub datastore: DatastoreSelection,
+}
+
+#[derive(Args, Debug)]
+pub struct UnmountArgs {
+    /// The mount point.
+    pub mountpoint: PathBuf,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

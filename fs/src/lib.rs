@@ -2,8 +2,10 @@
 //!
 //! [`store`] defines the one async [`store::BlobStore`] trait with its backends (the embedded
 //! local store, Azure Blob Storage over REST) and the fault- and latency-injecting wrappers used by
-//! tests and benchmarks. The FUSE mount and block cache will live beside it in this crate.
+//! tests and benchmarks. [`transfer`] moves files in and out; [`mount`] serves a store prefix as a
+//! FUSE filesystem with a streaming, memory-bounded block cache.
 #![deny(clippy::undocumented_unsafe_blocks)]
 
+pub mod mount;
 pub mod store;
 pub mod transfer;

@@ -57,7 +57,7 @@ impl Protection {
         }
     }
 
-    fn cpk(&self) -> Option<&CustomerKey> {
+    pub(crate) fn cpk(&self) -> Option<&CustomerKey> {
         match self {
             Self::Cpk(key) => Some(key),
             _ => None,

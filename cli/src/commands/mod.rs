@@ -3,6 +3,7 @@
 mod crypt;
 mod datastore;
 mod keys;
+mod mount;
 mod transfer;
 
 use anyhow::{Context, Result};
@@ -37,5 +38,7 @@ pub fn dispatch(cli: Cli) -> Result<()> {
         Command::Ls(args) => runtime()?.block_on(transfer::ls(&args, &cli.azure)),
         Command::Rm(args) => runtime()?.block_on(transfer::rm(&args, &cli.azure)),
         Command::Datastore(command) => runtime()?.block_on(datastore::run(command, &cli.azure)),
+        Command::Mount(args) => mount::mount(&args, &cli.azure),
+        Command::Unmount(args) => mount::unmount(&args),
     }
 }

@@ -15,7 +15,8 @@ use encfs_fs::transfer::{self, Protection, Summary, TransferOptions};
 use super::datastore;
 use super::keys::load_data_key;
 use crate::args::{
-    AzureAuth, DownloadArgs, LsArgs, Mode, OutputFormat, RmArgs, TransferArgs, UploadArgs,
+    AzureAuth, DatastoreSelection, DownloadArgs, LsArgs, Mode, OutputFormat, RmArgs, TransferArgs,
+    UploadArgs,
 };
 use crate::output::progress_bar;
 
@@ -56,26 +57,33 @@ pub fn open(address: &str, auth: &AzureAuth) -> Result<StoreLocation> {
         .with_context(|| format!("invalid store address {address}"))
 }
 
-fn resolve(args: &TransferArgs, url: Option<&str>, auth: &AzureAuth) -> Result<Resolved> {
-    let (address, mode, key) = match &args.datastore.datastore {
+/// The store, prefix and protection named by a URL or a datastore, plus `--mode` / `--key`.
+pub(super) fn locate(
+    selection: &DatastoreSelection,
+    url: Option<&str>,
+    mode: Option<Mode>,
+    key: Option<&Path>,
+    auth: &AzureAuth,
+) -> Result<(StoreLocation, Protection)> {
+    let (address, mode, key) = match &selection.datastore {
         Some(name) => {
-            let entry = datastore::find(args.datastore.config.as_deref(), name)?;
+            let entry = datastore::find(selection.config.as_deref(), name)?;
             let mut address = entry.store.trim_end_matches('/').to_owned();
-            if let Some(sub) = &args.datastore.subdirectory {
+            if let Some(sub) = &selection.subdirectory {
                 address = format!("{address}/{}", sub.trim_matches('/'));
             }
             (
                 address,
-                args.mode.unwrap_or(entry.mode),
-                args.key.clone().or(Some(entry.key)),
+                mode.unwrap_or(entry.mode),
+                key.map(Path::to_owned).or(Some(entry.key)),
             )
         }
         None => {
             let url = url.context("a store address is required (or --datastore NAME)")?;
             (
                 url.to_owned(),
-                args.mode.unwrap_or(Mode::Cse),
-                args.key.clone(),
+                mode.unwrap_or(Mode::Cse),
+                key.map(Path::to_owned),
             )
         }
     };
@@ -88,6 +96,12 @@ fn resolve(args: &TransferArgs, url: Option<&str>, auth: &AzureAuth) -> Result<R
         let latency = std::time::Duration::from_millis(ms);
         location.store = Arc::new(SlowStore::new(location.store, latency, latency / 10, None));
     }
+    Ok((location, protection(mode, key.as_deref())?))
+}
+
+fn resolve(args: &TransferArgs, url: Option<&str>, auth: &AzureAuth) -> Result<Resolved> {
+    let (location, protection) =
+        locate(&args.datastore, url, args.mode, args.key.as_deref(), auth)?;
     let options = TransferOptions {
         block_size: usize::try_from(args.block_size).context("--block-size too large")?,
         memory_budget: usize::try_from(args.memory_budget).context("--memory-budget too large")?,
@@ -97,7 +111,7 @@ fn resolve(args: &TransferArgs, url: Option<&str>, auth: &AzureAuth) -> Result<R
     };
     Ok(Resolved {
         location,
-        protection: protection(mode, key.as_deref())?,
+        protection,
         options,
     })
 }

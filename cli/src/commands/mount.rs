@@ -1,0 +1,230 @@
+//! `encfs mount` and `encfs unmount`: serve a store prefix as files through FUSE.
+//!
+//! The mount runs in the foreground until SIGINT or SIGTERM (or an outside unmount), then
+//! unmounts cleanly; `--daemon` re-runs the same command detached and returns once it is ready.
+//! Like the reference system's launchers, it writes a status file when ready and an error file
+//! when it fails, so a launcher can wait for either.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use encfs_crypto::format::SegmentSize;
+use encfs_fs::mount::{EncFs, Mount, MountOptions};
+
+use super::transfer::locate;
+use crate::args::{AzureAuth, MountArgs, UnmountArgs};
+
+/// How long `--daemon` waits for the detached mount to report.
+const DAEMON_WAIT: Duration = Duration::from_secs(120);
+
+fn write_json(path: &Path, value: &serde_json::Value) -> Result<()> {
+    let temp = path.with_extension("encfs-tmp");
+    std::fs::write(&temp, format!("{value}\n"))
+        .and_then(|()| std::fs::rename(&temp, path))
+        .with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Runs `encfs mount`.
+pub fn mount(args: &MountArgs, auth: &AzureAuth) -> Result<()> {
+    if args.daemon {
+        return daemonize(args);
+    }
+    let result = serve(args, auth);
+    if let (Err(error), Some(path)) = (&result, &args.error_file) {
+        let _ = write_json(
+            path,
+            &serde_json::json!({"state": "error", "message": format!("{error:#}")}),
+        );
+    }
+    result
+}
+
+fn serve(args: &MountArgs, auth: &AzureAuth) -> Result<()> {
+    let (url, mountpoint) = match (&args.datastore.datastore, args.paths.as_slice()) {
+        (Some(_), [mountpoint]) => (None, PathBuf::from(mountpoint)),
+        (None, [url, mountpoint]) => (Some(url.as_str()), PathBuf::from(mountpoint)),
+        (Some(_), _) => bail!("with --datastore, give only the mount point"),
+        (None, _) => bail!("usage: encfs mount URL MOUNTPOINT --key FILE"),
+    };
+    let meta = std::fs::metadata(&mountpoint)
+        .with_context(|| format!("mount point {}", mountpoint.display()))?;
+    anyhow::ensure!(
+        meta.is_dir(),
+        "mount point {} is not a directory",
+        mountpoint.display()
+    );
+    let (location, protection) =
+        locate(&args.datastore, url, args.mode, args.key.as_deref(), auth)?;
+    let address = location.store.location();
+    let options = MountOptions {
+        read_write: args.read_write,
+        cache_size: usize::try_from(args.cache_size).context("--cache-size too large")?,
+        disk_cache: args.disk_cache.clone(),
+        disk_cache_size: args.disk_cache_size,
+        write_budget: usize::try_from(args.write_budget).context("--write-budget too large")?,
+        segment_size: SegmentSize::new(args.segments.segment_size)?,
+        // A datasource does not change under a run; a datasink sees its own writes at once.
+        ttl: if args.read_write {
+            Duration::from_secs(1)
+        } else {
+            Duration::from_secs(60)
+        },
+        uid: meta.uid(),
+        gid: meta.gid(),
+        ..MountOptions::default()
+    };
+    let fs = EncFs::new(location.store, &location.prefix, protection, options)
+        .with_context(|| format!("cannot mount {address}"))?;
+    // A wrong key, a wrong mode or a missing container fails here, before anything is served.
+    fs.verify()
+        .with_context(|| format!("cannot mount {address}"))?;
+    let mount = Mount::start(fs, &mountpoint, &address)
+        .with_context(|| format!("cannot mount at {}", mountpoint.display()))?;
+    if let Some(path) = &args.status_file {
+        write_json(
+            path,
+            &serde_json::json!({
+                "state": "ready",
+                "mountpoint": mountpoint,
+                "source": address,
+                "read_write": args.read_write,
+                "pid": std::process::id(),
+            }),
+        )?;
+    }
+    eprintln!(
+        "encfs: {address} mounted at {} ({})",
+        mountpoint.display(),
+        if args.read_write {
+            "read-write"
+        } else {
+            "read-only"
+        }
+    );
+    // SIGINT / SIGTERM unmount; an outside unmount ends the session by itself.
+    let target = mountpoint.clone();
+    std::thread::spawn(move || {
+        let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
+        runtime.block_on(async {
+            use tokio::signal::unix::{SignalKind, signal};
+            let (Ok(mut int), Ok(mut term)) = (
+                signal(SignalKind::interrupt()),
+                signal(SignalKind::terminate()),
+            ) else {
+                return;
+            };
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+        });
+        // Retry while files are still open (the unmount is refused until they close).
+        for attempt in 0.. {
+            match encfs_fs::mount::unmount(&target) {
+                Ok(()) => break,
+                Err(error) if attempt % 20 == 0 => {
+                    eprintln!(
+                        "encfs: unmount of {} failed: {error}; retrying",
+                        target.display()
+                    )
+                }
+                Err(_) => {}
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    });
+    let result = mount.join();
+    if let Some(path) = &args.status_file {
+        let _ = std::fs::remove_file(path);
+    }
+    result.with_context(|| format!("FUSE session at {}", mountpoint.display()))?;
+    eprintln!("encfs: unmounted {}", mountpoint.display());
+    Ok(())
+}
+
+/// Re-runs this command without `--daemon`, detached, and waits for its status or error file.
+fn daemonize(args: &MountArgs) -> Result<()> {
+    let dir = tempfile::tempdir().context("cannot make a temporary directory")?;
+    let status = args
+        .status_file
+        .clone()
+        .unwrap_or_else(|| dir.path().join("status.json"));
+    let error = args
+        .error_file
+        .clone()
+        .unwrap_or_else(|| dir.path().join("error.json"));
+    let _ = std::fs::remove_file(&status);
+    let _ = std::fs::remove_file(&error);
+    let mut command_line: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--daemon")
+        .collect();
+    if args.status_file.is_none() {
+        command_line.push("--status-file".into());
+        command_line.push(status.display().to_string());
+    }
+    if args.error_file.is_none() {
+        command_line.push("--error-file".into());
+        command_line.push(error.display().to_string());
+    }
+    let exe = std::env::current_exe().context("cannot find the encfs executable")?;
+    let log = std::env::var_os("ENCFS_LOG_FILE").map(PathBuf::from);
+    let stderr = match &log {
+        Some(path) => Stdio::from(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .with_context(|| format!("cannot open {}", path.display()))?,
+        ),
+        None => Stdio::null(),
+    };
+    use std::os::unix::process::CommandExt;
+    let mut child = Command::new(exe)
+        .args(&command_line)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .process_group(0)
+        .spawn()
+        .context("cannot start the background mount")?;
+    let start = Instant::now();
+    loop {
+        if status.exists() {
+            println!(
+                "{}",
+                std::fs::read_to_string(&status).unwrap_or_default().trim()
+            );
+            return Ok(());
+        }
+        if let Ok(text) = std::fs::read_to_string(&error) {
+            let message = serde_json::from_str::<serde_json::Value>(&text)
+                .ok()
+                .and_then(|v| v["message"].as_str().map(str::to_owned))
+                .unwrap_or(text);
+            bail!("{message}");
+        }
+        if let Some(code) = child.try_wait().context("background mount")? {
+            bail!("the background mount exited ({code}) before it was ready");
+        }
+        if start.elapsed() > DAEMON_WAIT {
+            let _ = child.kill();
+            bail!("the background mount was not ready after {DAEMON_WAIT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Runs `encfs unmount`.
+pub fn unmount(args: &UnmountArgs) -> Result<()> {
+    encfs_fs::mount::unmount(&args.mountpoint)
+        .with_context(|| format!("cannot unmount {}", args.mountpoint.display()))
+}

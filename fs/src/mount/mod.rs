@@ -1,0 +1,138 @@
+//! The FUSE mount: a datasource (read-only) or datasink (read-write) view of one store prefix as
+//! plain files, while the store holds only ciphertext (`cse`) or CPK-protected blobs.
+//!
+//! * [`core`]: the filesystem without the kernel (inodes, listings, read and write paths);
+//! * [`cache`]: the memory-bounded segment cache with its optional sealed disk tier;
+//! * [`source`]: fetching and verifying runs of segments of one blob version;
+//! * [`write`]: dirty files, staged blocks and the atomic commit;
+//! * [`scratch`]: disk space that only ever holds data sealed under an ephemeral key;
+//! * [`fuse`]: the fuser adapter; [`Mount`] runs a session until unmounted.
+
+pub mod cache;
+pub mod core;
+pub mod fuse;
+mod scratch;
+pub mod source;
+pub mod write;
+
+use std::path::{Path, PathBuf};
+
+pub use self::core::{Attr, EncFs, MountError, MountOptions, NodeKind, ROOT};
+
+/// A running mount: the FUSE session on its own threads.
+pub struct Mount {
+    mountpoint: PathBuf,
+    session: Option<fuser::BackgroundSession>,
+    /// Kept so the session's mount record lives as long as this handle.
+    unmounter: Option<fuser::SessionUnmounter>,
+}
+
+impl Mount {
+    /// Mounts `fs` at `mountpoint` and starts serving (multi-threaded session).
+    pub fn start(fs: EncFs, mountpoint: &Path, source_name: &str) -> std::io::Result<Self> {
+        let read_write = fs.options().read_write;
+        let mut config = fuser::Config::default();
+        config.mount_options = vec![
+            fuser::MountOption::FSName(format!("encfs:{source_name}")),
+            fuser::MountOption::Subtype("encfs".into()),
+            fuser::MountOption::NoDev,
+            fuser::MountOption::NoSuid,
+            fuser::MountOption::NoAtime,
+            fuser::MountOption::DefaultPermissions,
+            if read_write {
+                fuser::MountOption::RW
+            } else {
+                fuser::MountOption::RO
+            },
+        ];
+        let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+        config.n_threads = Some((cpus * 2).max(4));
+        config.clone_fd = true;
+        let mut session = fuser::Session::new(fuse::Fuse::new(fs), mountpoint, &config)?;
+        let unmounter = session.unmount_callable();
+        let session = session.spawn()?;
+        raise_readahead(mountpoint);
+        Ok(Self {
+            mountpoint: mountpoint.to_owned(),
+            session: Some(session),
+            unmounter: Some(unmounter),
+        })
+    }
+
+    /// Where it is mounted.
+    pub fn mountpoint(&self) -> &Path {
+        &self.mountpoint
+    }
+
+    /// Unmounts and waits for the session threads.
+    pub fn unmount(mut self) -> std::io::Result<()> {
+        // fuser's own unmounter skips the unmount when it believes the session already ended,
+        // which it can with cloned device descriptors: unmount by the mount point instead.
+        unmount(&self.mountpoint)?;
+        self.unmounter.take();
+        if let Some(session) = self.session.take() {
+            session.join()?;
+        }
+        Ok(())
+    }
+
+    /// Waits until the filesystem is unmounted from outside (`encfs unmount`, `fusermount3 -u`).
+    pub fn join(mut self) -> std::io::Result<()> {
+        match self.session.take() {
+            Some(session) => session.join(),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Mount {
+    /// A mount dropped without [`Mount::unmount`] (a panic, an early return) is detached lazily
+    /// so it never outlives the process as a dead mount point.
+    fn drop(&mut self) {
+        if self.session.is_some() {
+            let _ = std::process::Command::new("fusermount3")
+                .args(["-u", "-z"])
+                .arg(&self.mountpoint)
+                .output();
+        }
+    }
+}
+
+/// Lets the kernel read ahead up to a whole FUSE request (the default is 128 KiB), so
+/// sequential reads reach the filesystem as 1 MiB requests. Needs root; harmless otherwise.
+fn raise_readahead(mountpoint: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = std::fs::metadata(mountpoint) else {
+        return;
+    };
+    let dev = meta.dev();
+    let (major, minor) = (libc::major(dev), libc::minor(dev));
+    let knob = format!("/sys/class/bdi/{major}:{minor}/read_ahead_kb");
+    let _ = std::fs::write(knob, (fuse::MAX_IO / 1024 * 4).to_string());
+}
+
+/// Unmounts whatever FUSE filesystem is at `mountpoint` (`fusermount3 -u`, or `umount` as root).
+pub fn unmount(mountpoint: &Path) -> std::io::Result<()> {
+    let fusermount = std::process::Command::new("fusermount3")
+        .arg("-u")
+        .arg(mountpoint)
+        .output();
+    if fusermount.as_ref().is_ok_and(|o| o.status.success()) {
+        return Ok(());
+    }
+    let umount = std::process::Command::new("umount")
+        .arg(mountpoint)
+        .output()?;
+    if umount.status.success() {
+        return Ok(());
+    }
+    let said = |out: &std::process::Output| String::from_utf8_lossy(&out.stderr).trim().to_owned();
+    let reason = match &fusermount {
+        Ok(output) if !said(output).is_empty() => said(output),
+        _ => said(&umount),
+    };
+    Err(std::io::Error::other(format!(
+        "{}: {reason}",
+        mountpoint.display()
+    )))
+}

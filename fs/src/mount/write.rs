@@ -1,0 +1,542 @@
+//! The write path of a read-write mount: one [`Dirty`] per file being changed.
+//!
+//! A file's new content is kept as blocks of [`WRITE_BLOCK`] plaintext bytes (whole EBF segments).
+//! A block that the writer has moved past is sealed and sent as a staged block at once, in the
+//! background, and a copy is parked in a scratch file that never holds plaintext ([`Scratch`]:
+//! `cse` blocks are already ciphertext under the data key; `cpk`/`sse` blocks are sealed under the
+//! mount's ephemeral key), so a later write into that block can still be served. Staged blocks are
+//! invisible until [`Dirty::commit`] (at `flush`, `fsync` and `close`) commits the block list in one
+//! request: the new version appears atomically, and a crash before that leaves the old one intact.
+//!
+//! Memory is bounded by a byte semaphore shared by all files (the write budget): staging waits for
+//! room, which is the backpressure a writer feels. Unchanged blocks of an existing file are read
+//! through the cache and re-sent at commit. A store failure in the background is remembered and
+//! returned as `EIO` by the next `write`, `flush` or `fsync` of that file.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use encfs_crypto::format::{BlobCipher, HEADER_LEN, NONCE_LEN, SegmentSize, plaintext_slots_mut};
+use tokio::runtime::Handle;
+use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
+
+use super::scratch::{Record, Scratch};
+use super::source::SharedSource;
+use crate::store::{BlobStore, Condition, Metadata, StoreError, block_id};
+use crate::transfer::Protection;
+
+/// Default plaintext bytes per staged block.
+pub const WRITE_BLOCK: usize = 4 << 20;
+/// Semaphore unit of the write budget.
+const PERMIT: usize = 64 << 10;
+
+/// What every dirty file shares: the store, the mode, the runtime and the write budget.
+pub(crate) struct WriteContext {
+    pub store: Arc<dyn BlobStore>,
+    pub protection: Protection,
+    pub segment: SegmentSize,
+    /// Plaintext bytes per staged block: a multiple of the segment size.
+    pub block: usize,
+    pub runtime: Handle,
+    pub budget: Arc<Semaphore>,
+    pub budget_bytes: usize,
+    pub scratch_dir: Option<std::path::PathBuf>,
+}
+
+impl WriteContext {
+    /// Semaphore permits for `bytes`, clamped so one block always fits the budget.
+    fn permits(&self, bytes: usize) -> u32 {
+        bytes
+            .div_ceil(PERMIT)
+            .clamp(1, (self.budget_bytes / PERMIT).max(1)) as u32
+    }
+}
+
+/// Reads plaintext of a committed version (through the block cache).
+pub(crate) trait BaseReader {
+    /// `len` bytes of `source` from `offset` (short only at the end of the blob).
+    fn read_base(&self, source: &SharedSource, offset: u64, len: usize) -> Result<Vec<u8>, i32>;
+}
+
+/// Where a staged block's parked copy lies.
+#[derive(Clone, Copy)]
+enum Parked {
+    /// EBF segments under the data key, as staged.
+    Ebf { offset: u64, len: usize },
+    /// Plaintext sealed under the ephemeral scratch key.
+    Sealed(Record),
+}
+
+/// The uncommitted new content of one file.
+pub(crate) struct Dirty {
+    /// Blob name.
+    pub name: String,
+    /// Current length.
+    pub size: u64,
+    /// Plaintext bytes per staged block.
+    block: usize,
+    /// The committed version being modified, if any.
+    base: Option<SharedSource>,
+    /// Bytes of `base` still part of the file (a truncate cuts this; growing again gives zeros).
+    base_valid: u64,
+    blocks: BTreeMap<u64, Vec<u8>>,
+    staged: BTreeMap<u64, Parked>,
+    scratch: Option<Scratch>,
+    cipher: Option<BlobCipher>,
+    tasks: Vec<JoinHandle<Result<(), StoreError>>>,
+    error: Option<String>,
+    /// Something to commit.
+    pub changed: bool,
+}
+
+fn eio(message: String) -> i32 {
+    eprintln!("encfs: {message}");
+    libc::EIO
+}
+
+impl Dirty {
+    /// New (or truncated) content for `name`, changed from the start.
+    pub fn empty(ctx: &WriteContext, name: &str) -> Result<Self, i32> {
+        let mut dirty = Self::over(ctx, name, None)?;
+        dirty.changed = true;
+        Ok(dirty)
+    }
+
+    /// Content starting as the committed version `base`.
+    pub fn over(ctx: &WriteContext, name: &str, base: Option<SharedSource>) -> Result<Self, i32> {
+        let cipher = match &ctx.protection {
+            Protection::Cse(key) => Some(
+                BlobCipher::create(key, ctx.segment).map_err(|e| eio(format!("{name}: {e}")))?,
+            ),
+            _ => None,
+        };
+        let size = base.as_ref().map_or(0, |b| b.plain_len);
+        Ok(Self {
+            name: name.to_owned(),
+            size,
+            block: ctx.block,
+            base_valid: size,
+            base,
+            blocks: BTreeMap::new(),
+            staged: BTreeMap::new(),
+            scratch: None,
+            cipher,
+            tasks: Vec::new(),
+            error: None,
+            changed: false,
+        })
+    }
+
+    fn block_len(&self, index: u64) -> usize {
+        let start = index * self.block as u64;
+        self.size.saturating_sub(start).min(self.block as u64) as usize
+    }
+
+    /// Fails with `EIO` when a background staging failed (reported once, then cleared by a
+    /// successful commit).
+    fn check(&self) -> Result<(), i32> {
+        match &self.error {
+            Some(message) => Err(eio(format!("{}: {message}", self.name))),
+            None => Ok(()),
+        }
+    }
+
+    fn reap(&mut self, ctx: &WriteContext, wait: bool) {
+        let tasks = std::mem::take(&mut self.tasks);
+        for task in tasks {
+            if !wait && !task.is_finished() {
+                self.tasks.push(task);
+                continue;
+            }
+            match ctx.runtime.block_on(task) {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => self.error = Some(error.to_string()),
+                Err(join) => self.error = Some(format!("staging task failed: {join}")),
+            }
+        }
+    }
+
+    /// The current plaintext of block `index` (full length `block_len`), loading it from the
+    /// parked copy or the base version when it is not in memory.
+    fn load(&mut self, ctx: &WriteContext, base: &dyn BaseReader, index: u64) -> Result<(), i32> {
+        if self.blocks.contains_key(&index) {
+            return Ok(());
+        }
+        let want = self.block_len(index);
+        let start = index * self.block as u64;
+        let mut plain = match self.staged.remove(&index) {
+            Some(parked) => self.unpark(ctx, index, parked)?,
+            None => match &self.base {
+                Some(source) if start < self.base_valid => {
+                    let len = (self.base_valid - start).min(want as u64) as usize;
+                    base.read_base(source, start, len)?
+                }
+                _ => Vec::new(),
+            },
+        };
+        plain.resize(want, 0);
+        self.blocks.insert(index, plain);
+        Ok(())
+    }
+
+    fn unpark(&self, ctx: &WriteContext, index: u64, parked: Parked) -> Result<Vec<u8>, i32> {
+        let scratch = self
+            .scratch
+            .as_ref()
+            .expect("parked blocks have a scratch file");
+        let fail = |e: std::io::Error| eio(format!("{}: parked block {index}: {e}", self.name));
+        match parked {
+            Parked::Sealed(record) => scratch.read(&record).map_err(fail),
+            Parked::Ebf { offset, len } => {
+                let cipher = self.cipher.as_ref().expect("cse has a cipher");
+                let mut sealed = scratch.read_raw(offset, len).map_err(fail)?;
+                if index == 0 {
+                    sealed.drain(..HEADER_LEN);
+                }
+                let per = ctx.segment.sealed_bytes();
+                let first = index * (self.block / ctx.segment.bytes()) as u64;
+                let mut plain = Vec::with_capacity(self.block);
+                for (i, chunk) in sealed.chunks_mut(per).enumerate() {
+                    let range = cipher
+                        .open_segment_in_place(first + i as u64, false, chunk)
+                        .map_err(|e| fail(std::io::Error::other(e)))?;
+                    plain.extend_from_slice(&chunk[range]);
+                }
+                Ok(plain)
+            }
+        }
+    }
+
+    /// `EIO` when a background staging of this file failed.
+    pub fn pending_error(&mut self, ctx: &WriteContext) -> Result<(), i32> {
+        self.reap(ctx, false);
+        self.check()
+    }
+
+    /// Writes `data` at `offset`, then stages the blocks the writer has moved past.
+    pub fn write(
+        &mut self,
+        ctx: &WriteContext,
+        base: &dyn BaseReader,
+        offset: u64,
+        data: &[u8],
+    ) -> Result<(), i32> {
+        self.reap(ctx, false);
+        self.check()?;
+        let end = offset + data.len() as u64;
+        if end > self.size {
+            // Bytes between the old end and `offset` read as zeros: blocks not in memory are
+            // filled on load (the base counts only up to `base_valid`), the old last block grows.
+            self.grow(end);
+        }
+        let mut at = offset;
+        let mut rest = data;
+        while !rest.is_empty() {
+            let index = at / self.block as u64;
+            let within = (at % self.block as u64) as usize;
+            let n = rest.len().min(self.block - within);
+            self.load(ctx, base, index)?;
+            let want = self.block_len(index);
+            let block = self.blocks.get_mut(&index).expect("loaded");
+            block.resize(want, 0);
+            block[within..within + n].copy_from_slice(&rest[..n]);
+            rest = &rest[n..];
+            at += n as u64;
+        }
+        self.changed = true;
+        // Stream out full blocks that lie wholly before this write.
+        let behind: Vec<u64> = self
+            .blocks
+            .keys()
+            .copied()
+            .filter(|&i| (i + 1) * self.block as u64 <= offset)
+            .collect();
+        for index in behind {
+            self.stage(ctx, index)?;
+        }
+        // Random writers: keep a bounded number of blocks in memory.
+        let limit = (ctx.budget_bytes / self.block / 4).max(2);
+        while self.blocks.len() > limit {
+            let full = self.size / self.block as u64;
+            let Some(&index) = self.blocks.keys().find(|&&i| i < full) else {
+                break;
+            };
+            self.stage(ctx, index)?;
+        }
+        Ok(())
+    }
+
+    /// Reads `len` bytes from `offset` of the current content.
+    pub fn read(
+        &mut self,
+        ctx: &WriteContext,
+        base: &dyn BaseReader,
+        offset: u64,
+        len: usize,
+    ) -> Result<Vec<u8>, i32> {
+        let end = (offset + len as u64).min(self.size);
+        let mut out = Vec::with_capacity(end.saturating_sub(offset) as usize);
+        let mut at = offset;
+        while at < end {
+            let index = at / self.block as u64;
+            let within = (at % self.block as u64) as usize;
+            let n = ((end - at) as usize).min(self.block - within);
+            if let Some(block) = self.blocks.get(&index) {
+                out.extend_from_slice(&block[within..within + n]);
+            } else if let Some(&parked) = self.staged.get(&index) {
+                out.extend_from_slice(&self.unpark(ctx, index, parked)?[within..within + n]);
+            } else {
+                let start = index * self.block as u64 + within as u64;
+                let mut piece = match &self.base {
+                    Some(source) if start < self.base_valid => {
+                        let from_base = (self.base_valid - start).min(n as u64) as usize;
+                        base.read_base(source, start, from_base)?
+                    }
+                    _ => Vec::new(),
+                };
+                piece.resize(n, 0);
+                out.extend_from_slice(&piece);
+            }
+            at += n as u64;
+        }
+        Ok(out)
+    }
+
+    /// Sets the length: cut blocks beyond it, zero the tail of the block it ends in.
+    pub fn truncate(
+        &mut self,
+        ctx: &WriteContext,
+        base: &dyn BaseReader,
+        size: u64,
+    ) -> Result<(), i32> {
+        self.reap(ctx, false);
+        self.check()?;
+        if size < self.size {
+            let keep = size.div_ceil(self.block as u64);
+            self.blocks.retain(|&i, _| i < keep);
+            self.staged.retain(|&i, _| i < keep);
+            if !size.is_multiple_of(self.block as u64) {
+                let last = size / self.block as u64;
+                self.load(ctx, base, last)?;
+            }
+            self.size = size;
+            self.base_valid = self.base_valid.min(size);
+            if let Some(block) = self.blocks.get_mut(&(size / self.block as u64)) {
+                block.truncate((size % self.block as u64) as usize);
+            }
+        } else if size > self.size {
+            self.grow(size);
+        }
+        self.changed = true;
+        Ok(())
+    }
+
+    fn grow(&mut self, size: u64) {
+        self.size = size;
+        for (&i, block) in self.blocks.iter_mut() {
+            let want = size
+                .saturating_sub(i * self.block as u64)
+                .min(self.block as u64);
+            block.resize(want as usize, 0);
+        }
+    }
+
+    /// Seals block `index` (full, not final) and sends it as a staged block in the background.
+    fn stage(&mut self, ctx: &WriteContext, index: u64) -> Result<(), i32> {
+        let plain = self
+            .blocks
+            .remove(&index)
+            .expect("staging a block in memory");
+        debug_assert_eq!(plain.len(), self.block);
+        let data = self.seal(ctx, index, &plain, false)?;
+        let scratch = match &mut self.scratch {
+            Some(scratch) => scratch,
+            none => none.insert(
+                Scratch::new(ctx.scratch_dir.as_deref())
+                    .map_err(|e| eio(format!("{}: scratch file: {e}", self.name)))?,
+            ),
+        };
+        let slot =
+            index * Scratch::sealed_len(self.block + HEADER_LEN + self.block / 64 + 28 * 8) as u64;
+        let parked = if self.cipher.is_some() {
+            scratch.write_raw(slot, &data).map(|()| Parked::Ebf {
+                offset: slot,
+                len: data.len(),
+            })
+        } else {
+            scratch.write(slot, &plain).map(Parked::Sealed)
+        }
+        .map_err(|e| eio(format!("{}: scratch file: {e}", self.name)))?;
+        self.staged.insert(index, parked);
+        self.send_block(ctx, index, data);
+        Ok(())
+    }
+
+    fn send_block(&mut self, ctx: &WriteContext, index: u64, data: Bytes) {
+        let permits = ctx.permits(data.len());
+        let budget = ctx.budget.clone();
+        // Backpressure: wait here, in the writer's thread, until the budget has room.
+        let permit = ctx
+            .runtime
+            .block_on(budget.acquire_many_owned(permits))
+            .expect("write budget semaphore closed");
+        let (store, name, cpk) = (
+            ctx.store.clone(),
+            self.name.clone(),
+            ctx.protection.cpk().cloned(),
+        );
+        self.tasks.push(ctx.runtime.spawn(async move {
+            let result = store
+                .stage_block(&name, &block_id(index), data, cpk.as_ref())
+                .await;
+            drop(permit);
+            result
+        }));
+    }
+
+    /// The bytes that go to the store for block `index`: EBF segments for `cse` (the header in
+    /// front of block 0; the last segment final when `last`), the plaintext otherwise.
+    fn seal(&self, ctx: &WriteContext, index: u64, plain: &[u8], last: bool) -> Result<Bytes, i32> {
+        let Some(cipher) = &self.cipher else {
+            return Ok(Bytes::copy_from_slice(plain));
+        };
+        let segment = ctx.segment;
+        let sealed_len = if last {
+            segment.sealed_len_last(plain.len())
+        } else {
+            segment.sealed_len(plain.len())
+        };
+        let header = if index == 0 { HEADER_LEN } else { 0 };
+        let mut out = vec![0u8; header + sealed_len];
+        if index == 0 {
+            out[..HEADER_LEN].copy_from_slice(&cipher.header().to_bytes());
+        }
+        let body = &mut out[header..];
+        for (slot, piece) in plaintext_slots_mut(body, segment).zip(plain.chunks(segment.bytes())) {
+            slot.copy_from_slice(piece);
+        }
+        let first = index * (self.block / segment.bytes()) as u64;
+        let count = body.len().div_ceil(segment.sealed_bytes());
+        let per = segment.sealed_bytes();
+        use rayon::prelude::*;
+        body.par_chunks_mut(per)
+            .enumerate()
+            .try_for_each(|(i, chunk)| {
+                cipher.seal_segment_in_place(first + i as u64, last && i + 1 == count, chunk)
+            })
+            .map_err(|e| eio(format!("{}: {e}", self.name)))?;
+        debug_assert!(count > 0 && body.len() >= NONCE_LEN);
+        Ok(Bytes::from(out))
+    }
+
+    /// Sends everything not yet sent and commits the block list: the new version becomes visible
+    /// in one step. Returns the new etag.
+    pub fn commit(&mut self, ctx: &WriteContext, base: &dyn BaseReader) -> Result<String, i32> {
+        self.reap(ctx, true);
+        if let Some(message) = self.error.take() {
+            // The version under construction lost blocks: nothing can be committed.
+            self.changed = false;
+            return Err(eio(format!("{}: {message}", self.name)));
+        }
+        let full = self.size / self.block as u64;
+        let tail = (self.size % self.block as u64) as usize;
+        let cse = self.cipher.is_some();
+        let cpk = ctx.protection.cpk().cloned();
+        let metadata = self.metadata(ctx);
+        let single = full == 0 || (!cse && full == 1 && tail == 0);
+        if single {
+            let index = 0;
+            self.load(ctx, base, index)?;
+            let plain = self.blocks.remove(&index).unwrap_or_default();
+            let data = self.seal(ctx, index, &plain, true)?;
+            let etag = ctx
+                .runtime
+                .block_on(ctx.store.put(
+                    &self.name,
+                    data,
+                    &metadata,
+                    &Condition::None,
+                    cpk.as_ref(),
+                ))
+                .map_err(|e| eio(e.to_string()))?;
+            self.reset(ctx);
+            return Ok(etag);
+        }
+        for index in 0..full {
+            if self.staged.contains_key(&index) {
+                continue;
+            }
+            self.load(ctx, base, index)?;
+            self.stage(ctx, index)?;
+        }
+        let mut ids: Vec<String> = (0..full).map(block_id).collect();
+        if cse || tail > 0 {
+            self.load(ctx, base, full)?;
+            let plain = self.blocks.remove(&full).unwrap_or_default();
+            let data = self.seal(ctx, full, &plain, true)?;
+            self.send_block(ctx, full, data);
+            ids.push(block_id(full));
+        }
+        self.reap(ctx, true);
+        if let Some(message) = self.error.take() {
+            self.changed = false;
+            return Err(eio(format!("{}: {message}", self.name)));
+        }
+        let etag = ctx
+            .runtime
+            .block_on(ctx.store.commit_blocks(
+                &self.name,
+                &ids,
+                &metadata,
+                &Condition::None,
+                cpk.as_ref(),
+            ))
+            .map_err(|e| eio(e.to_string()))?;
+        self.reset(ctx);
+        Ok(etag)
+    }
+
+    fn metadata(&self, ctx: &WriteContext) -> Metadata {
+        let mtime = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let mut metadata = Metadata::new();
+        metadata.insert("encfs_mode".into(), ctx.protection.name().into());
+        metadata.insert("encfs_source_size".into(), self.size.to_string());
+        metadata.insert("encfs_source_mtime".into(), mtime.to_string());
+        if let Protection::Cse(key) = &ctx.protection {
+            metadata.insert("encfs_key_id".into(), key.id().to_string());
+        }
+        metadata
+    }
+
+    /// After a commit: nothing dirty, the next version gets fresh keys.
+    fn reset(&mut self, ctx: &WriteContext) {
+        self.blocks.clear();
+        self.staged.clear();
+        self.scratch = None;
+        self.changed = false;
+        if let Protection::Cse(key) = &ctx.protection {
+            self.cipher = BlobCipher::create(key, ctx.segment).ok();
+        }
+    }
+
+    /// Points the content at the version just committed (for writes after an `fsync`).
+    pub fn rebase(&mut self, source: Option<SharedSource>) {
+        self.base_valid = source.as_ref().map_or(0, |s| s.plain_len);
+        self.base = source;
+    }
+
+    /// Stops background work (the file was unlinked or the commit abandoned).
+    pub fn abandon(&mut self) {
+        for task in self.tasks.drain(..) {
+            task.abort();
+        }
+        self.blocks.clear();
+        self.staged.clear();
+        self.changed = false;
+    }
+}
