@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # README command 2: installs what the tests need, then runs every test in the workspace.
 #
-# Needs root (as on the project's machines) for apt-get. Installs: openssl (KEK interop tests),
-# age, rclone and GNU time (benchmark peers), fuse3 (the mount tests to come), Python's `cryptography` for the independent
+# Needs root (as on the project's machines) for apt-get and the FUSE mount tests. Installs: openssl
+# (KEK interop tests), fuse3 (the kernel-mount tests), age, rclone, gocryptfs, fio and GNU time
+# (benchmark peers and driver), Python's `cryptography` for the independent
 # EBF reader in crypto/tests/vectors/verify_ebf.py, and the Azurite emulator from the npm registry
 # (into target/azurite), which it starts on 127.0.0.1 for the Azure Blob tests and stops at exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_apt=()
-for pair in openssl:openssl age:age fusermount3:fuse3 rclone:rclone /usr/bin/time:time; do
+for pair in openssl:openssl age:age fusermount3:fuse3 rclone:rclone /usr/bin/time:time gocryptfs:gocryptfs fio:fio; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || need_apt+=("${pair##*:}")
 done
 if ((${#need_apt[@]})); then
@@ -39,6 +40,8 @@ for _ in $(seq 100); do
   sleep 0.2
 done
 export ENCFS_AZURITE_URL=http://127.0.0.1:$port/devstoreaccount1
+# The mount tests need the FUSE device (present on these machines; load the module if not).
+[[ -e /dev/fuse ]] || modprobe fuse 2>/dev/null || true
 
 echo "== cargo test --workspace"
 if cargo nextest --version >/dev/null 2>&1; then

@@ -73,6 +73,10 @@ pub struct MountArgs {
     /// Capacity of the disk tier.
     #[arg(long, default_value = "4GiB", value_parser = crate::size::parse_size)]
     pub disk_cache_size: u64,
+    /// Where writers park copies of blocks already sent (sealed under a per-mount key; default:
+    /// the --disk-cache directory, else $TMPDIR).
+    #[arg(long, value_name = "DIR")]
+    pub scratch_dir: Option<PathBuf>,
     /// Most dirty data in flight to the store (writers wait beyond it).
     #[arg(long, default_value = "128MiB", value_parser = crate::size::parse_size)]
     pub write_budget: u64,

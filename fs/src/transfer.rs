@@ -438,8 +438,16 @@ async fn upload_file(
             cpk.cloned(),
             progress.clone(),
         );
+        // Where this block lies in the blob (a hint that lets the embedded store skip a copy).
+        let offset = match &sealed_len {
+            Some(_) if index == 0 => 0,
+            Some((segment, _)) => (HEADER_LEN + index * segment.sealed_len(block)) as u64,
+            None => (index * block) as u64,
+        };
         staged.spawn(async move {
-            let result = store.stage_block(&blob, &id, data, cpk.as_ref()).await;
+            let result = store
+                .stage_block_at(&blob, &id, offset, data, cpk.as_ref())
+                .await;
             drop(permit);
             result.map(|()| progress(len as u64))
         });

@@ -224,6 +224,67 @@ async fn conformance(store: &dyn BlobStore) {
         15_000
     );
 
+    // Blocks staged with their final offsets (in any order) commit to the same bytes, also when
+    // the list does not tile them in order, and when one was restaged without a position.
+    let parts: Vec<Bytes> = (0..4u8)
+        .map(|i| Bytes::from(vec![i + 1; 3000 + i as usize]))
+        .collect();
+    let offsets: Vec<u64> = parts
+        .iter()
+        .scan(0u64, |at, p| {
+            let here = *at;
+            *at += p.len() as u64;
+            Some(here)
+        })
+        .collect();
+    let ids: Vec<String> = (0..4).map(block_id).collect();
+    for i in [2usize, 0, 3, 1] {
+        store
+            .stage_block_at("pos/tiled", &ids[i], offsets[i], parts[i].clone(), None)
+            .await
+            .unwrap();
+    }
+    assert!(matches!(
+        store.get("pos/tiled", None, None).await,
+        Err(StoreError::BlobNotFound(_))
+    ));
+    store
+        .commit_blocks("pos/tiled", &ids, &Metadata::new(), &none, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get("pos/tiled", None, None).await.unwrap(),
+        parts.concat()
+    );
+    assert_eq!(
+        store
+            .get("pos/tiled", Some(2990..3010), None)
+            .await
+            .unwrap(),
+        [vec![1u8; 10], vec![2u8; 10]].concat()
+    );
+    for i in 0..4 {
+        store
+            .stage_block_at("pos/mixed", &ids[i], offsets[i], parts[i].clone(), None)
+            .await
+            .unwrap();
+    }
+    store
+        .stage_block("pos/mixed", &ids[1], Bytes::from_static(b"replaced"), None)
+        .await
+        .unwrap();
+    let reordered = [ids[3].clone(), ids[1].clone(), ids[0].clone()];
+    store
+        .commit_blocks("pos/mixed", &reordered, &Metadata::new(), &none, None)
+        .await
+        .unwrap();
+    let expected = [&parts[3][..], b"replaced", &parts[0][..]].concat();
+    assert_eq!(store.get("pos/mixed", None, None).await.unwrap(), expected);
+    assert_eq!(
+        store.properties("pos/mixed", None).await.unwrap().size,
+        expected.len() as u64
+    );
+
     // Deletes.
     assert!(matches!(
         store

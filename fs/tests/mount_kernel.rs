@@ -445,3 +445,31 @@ fn failing_store_writes_surface_as_errno_and_keep_the_old_version() {
     assert!(!env.path("small").exists());
     mount.unmount().unwrap();
 }
+
+#[test]
+fn disk_tier_serves_evictions_and_leaves_nothing_behind() {
+    let env = env();
+    let data = pattern(6 << 20, 9);
+    {
+        let mount = env.mount(true);
+        fs::write(env.path("f.bin"), &data).unwrap();
+        mount.unmount().unwrap();
+    }
+    let tier = env.container.parent().unwrap().join("tier");
+    let options = MountOptions {
+        cache_size: 1 << 20,
+        disk_cache: Some(tier.clone()),
+        ..MountOptions::default()
+    };
+    let fs = EncFs::new(env.store.clone(), "", env.protection.clone(), options).unwrap();
+    let mount = Mount::start(fs, &env.mountpoint, "test").unwrap();
+    for _ in 0..2 {
+        // O_DIRECT is not offered; separate opens with a dropped page cache stand in for it.
+        let _ = fs::write("/proc/sys/vm/drop_caches", "1");
+        assert!(fs::read(env.path("f.bin")).unwrap() == data);
+    }
+    // The tier's file has no name: nothing in the directory, plaintext or otherwise.
+    assert_eq!(fs::read_dir(&tier).unwrap().count(), 0);
+    mount.unmount().unwrap();
+    assert_eq!(fs::read_dir(&tier).unwrap().count(), 0);
+}

@@ -16,6 +16,7 @@ use encfs_crypto::format::SegmentSize;
 use tokio::sync::Semaphore;
 
 use super::cache::{BlockCache, Lookup, SegmentKey};
+use super::pool::BufferPool;
 use super::source::{BlobSource, SharedSource, SourceError};
 use super::write::{BaseReader, Dirty, WriteContext};
 use crate::store::faults::RetryingStore;
@@ -47,6 +48,9 @@ pub struct MountOptions {
     pub disk_cache: Option<std::path::PathBuf>,
     /// Capacity of the disk tier.
     pub disk_cache_size: u64,
+    /// Where a writer's parked blocks go (sealed; default: the disk-tier directory, else the
+    /// system temporary directory).
+    pub scratch_dir: Option<std::path::PathBuf>,
     /// Most dirty bytes in flight to the store, all files together.
     pub write_budget: usize,
     /// EBF segment size of files written through the mount.
@@ -68,6 +72,7 @@ impl Default for MountOptions {
             cache_size: 256 << 20,
             disk_cache: None,
             disk_cache_size: 4 << 30,
+            scratch_dir: None,
             write_budget: 128 << 20,
             segment_size: SegmentSize::DEFAULT,
             write_block: super::write::WRITE_BLOCK,
@@ -133,6 +138,7 @@ struct Node {
     source: Option<SharedSource>,
     dirty: Option<Arc<Mutex<Dirty>>>,
     writers: u32,
+    readers: u32,
     removed: bool,
 }
 
@@ -153,6 +159,7 @@ impl Node {
             source: None,
             dirty: None,
             writers: 0,
+            readers: 0,
             removed: false,
         }
     }
@@ -211,6 +218,10 @@ pub struct EncFs {
     options: MountOptions,
     runtime: tokio::runtime::Runtime,
     cache: Arc<BlockCache>,
+    pool: Arc<BufferPool>,
+    /// Plaintext bytes being prefetched now, and the most allowed.
+    inflight: Arc<AtomicU64>,
+    inflight_limit: u64,
     tree: Mutex<Tree>,
     handles: Mutex<HashMap<u64, Arc<OpenFile>>>,
     next_handle: AtomicU64,
@@ -279,7 +290,15 @@ impl EncFs {
             .build()
             .map_err(|e| MountError::Io(format!("runtime: {e}")))?;
         let store: Arc<dyn BlobStore> = Arc::new(RetryingStore::new(store, STORE_ATTEMPTS));
-        let mut cache = BlockCache::new(options.cache_size);
+        // The budget covers everything the read path holds: cached segments, prefetches in
+        // flight and free pooled buffers.
+        let (inflight_limit, pool_limit) = Self::reserves(options.cache_size);
+        let mut cache = BlockCache::new(
+            options
+                .cache_size
+                .saturating_sub(inflight_limit + pool_limit)
+                .max(1 << 20),
+        );
         if let Some(dir) = &options.disk_cache {
             std::fs::create_dir_all(dir)
                 .map_err(|e| MountError::Io(format!("{}: {e}", dir.display())))?;
@@ -302,9 +321,15 @@ impl EncFs {
             runtime: runtime.handle().clone(),
             budget: Arc::new(Semaphore::new((options.write_budget / (64 << 10)).max(1))),
             budget_bytes: options.write_budget.max(64 << 10),
-            scratch_dir: options.disk_cache.clone(),
+            scratch_dir: options
+                .scratch_dir
+                .clone()
+                .or_else(|| options.disk_cache.clone()),
         };
         Ok(Self {
+            pool: BufferPool::new(pool_limit / 2),
+            inflight: Arc::new(AtomicU64::new(0)),
+            inflight_limit: inflight_limit as u64,
             store,
             prefix: prefix.to_owned(),
             protection,
@@ -320,6 +345,14 @@ impl EncFs {
             next_file: AtomicU64::new(1),
             writes,
         })
+    }
+
+    /// Parts of the cache budget set aside for prefetches in flight and for free pooled buffers
+    /// (the second also covers reply buffers and allocator slack).
+    fn reserves(cache_size: usize) -> (usize, usize) {
+        let inflight = (MAX_WINDOW as usize).min(cache_size / 4);
+        let pool = (32usize << 20).min(cache_size / 8);
+        (inflight, pool)
     }
 
     /// The options this filesystem runs with.
@@ -594,8 +627,9 @@ impl EncFs {
                 .dirty
                 .is_some();
             if !dirty {
-                self.source(ino)?;
+                self.source(ino)?.repin(&*self.store);
             }
+            self.tree.lock().expect("poisoned").node_mut(ino)?.readers += 1;
         }
         Ok(self.new_handle(ino, write))
     }
@@ -723,24 +757,47 @@ impl EncFs {
         let unit = source.unit as u64;
         let (first, last) = (offset / unit, (end - 1) / unit);
         let claimed = self.cache.claim(source.file, first..=last);
-        if !claimed.is_empty() {
-            let runs = runs(&claimed);
-            let tasks: Vec<_> = runs
-                .into_iter()
-                .map(|(start, count)| {
-                    let claimed: Vec<u64> = (start..start + count).collect();
-                    self.runtime.spawn(fetch_task(
-                        self.store.clone(),
-                        self.cache.clone(),
-                        source.clone(),
-                        claimed,
-                    ))
-                })
-                .collect();
-            for task in tasks {
-                let _ = self.runtime.block_on(task);
+        let mut remote = Vec::new();
+        for (start, count) in runs(&claimed) {
+            let indices: Vec<u64> = (start..start + count).collect();
+            // A local store is read right here, on the FUSE thread: no hand-offs.
+            match source.fetch_blocking(&*self.store, &self.pool, start, count) {
+                Some(fetched) => {
+                    if let Ok(segments) = fetched {
+                        self.keep(source.file, segments);
+                    }
+                    // On failure `segment` fetches again (with retries) and reports.
+                    self.cache.complete(source.file, &indices);
+                }
+                None => remote.push(indices),
             }
         }
+        let tasks: Vec<_> = remote
+            .into_iter()
+            .map(|indices| {
+                self.runtime.spawn(fetch_task(
+                    self.store.clone(),
+                    self.cache.clone(),
+                    self.pool.clone(),
+                    source.clone(),
+                    indices,
+                ))
+            })
+            .collect();
+        for task in tasks {
+            let _ = self.runtime.block_on(task);
+        }
+        self.copy_out(source, offset, end, first, last)
+    }
+
+    fn copy_out(
+        &self,
+        source: &SharedSource,
+        offset: u64,
+        end: u64,
+        first: u64,
+        last: u64,
+    ) -> Result<Vec<u8>, i32> {
         let mut out = Vec::with_capacity((end - offset) as usize);
         for index in first..=last {
             let bytes = self.segment(source, index)?;
@@ -782,7 +839,10 @@ impl EncFs {
                     if claimed.is_empty() {
                         continue;
                     }
-                    let fetched = self.runtime.block_on(source.fetch(&*self.store, index, 1));
+                    let fetched = match source.fetch_blocking(&*self.store, &self.pool, index, 1) {
+                        Some(fetched) => fetched,
+                        None => self.runtime.block_on(source.fetch(&*self.store, index, 1)),
+                    };
                     self.cache.complete(source.file, &claimed);
                     match fetched {
                         Ok(segments) => {
@@ -818,9 +878,6 @@ impl EncFs {
         let mut ra = handle.readahead.lock().expect("poisoned");
         let sequential = (ra.next == 0 && offset == 0)
             || (offset + SEQUENTIAL_SLACK >= ra.next && offset <= ra.next + SEQUENTIAL_SLACK);
-        let cap = MAX_WINDOW
-            .min(self.cache.budget() as u64 / 4)
-            .max(MIN_WINDOW);
         if !sequential {
             *ra = ReadAhead {
                 next: end,
@@ -829,19 +886,22 @@ impl EncFs {
             };
             return;
         }
+        let cap = MAX_WINDOW.min(self.inflight_limit).max(MIN_WINDOW);
         ra.window = (ra.window * 2).clamp(MIN_WINDOW, cap);
-        // Memory pressure: most of the budget in use shrinks the window.
-        if self.cache.used() as u64 > self.cache.budget() as u64 / 4 * 3 {
+        // Memory pressure: prefetches in flight near their share of the budget (from every
+        // reader together) shrink the window. Cached segments are not pressure: they are evicted.
+        let inflight = self.inflight.load(Ordering::Relaxed);
+        if inflight > self.inflight_limit / 4 * 3 {
             ra.window = (ra.window / 2).max(MIN_WINDOW);
         }
         ra.next = ra.next.max(end);
         let target = (end + ra.window).min(source.plain_len);
         let from = ra.issued.max(end);
-        ra.issued = ra.issued.max(target);
-        drop(ra);
-        if target <= from {
+        if target <= from || inflight >= self.inflight_limit {
             return;
         }
+        ra.issued = target;
+        drop(ra);
         let unit = source.unit as u64;
         let claimed = self
             .cache
@@ -851,12 +911,20 @@ impl EncFs {
             let mut at = start;
             while at < start + count {
                 let n = per.min(start + count - at);
-                self.runtime.spawn(fetch_task(
+                let bytes = n * unit;
+                self.inflight.fetch_add(bytes, Ordering::Relaxed);
+                let inflight = self.inflight.clone();
+                let task = fetch_task(
                     self.store.clone(),
                     self.cache.clone(),
+                    self.pool.clone(),
                     source.clone(),
                     (at..at + n).collect(),
-                ));
+                );
+                self.runtime.spawn(async move {
+                    task.await;
+                    inflight.fetch_sub(bytes, Ordering::Relaxed);
+                });
                 at += n;
             }
         }
@@ -959,6 +1027,18 @@ impl EncFs {
             return Err(libc::EBADF);
         };
         if !handle.write {
+            let idle = {
+                let mut tree = self.tree.lock().expect("poisoned");
+                tree.nodes.get_mut(&handle.ino).and_then(|node| {
+                    node.readers = node.readers.saturating_sub(1);
+                    (node.readers == 0 && node.writers == 0)
+                        .then(|| node.source.clone())
+                        .flatten()
+                })
+            };
+            if let Some(source) = idle {
+                source.unpin();
+            }
             return Ok(());
         }
         let result = self.commit(handle.ino);
@@ -1225,34 +1305,50 @@ impl BaseReader for EncFs {
 async fn fetch_task(
     store: Arc<dyn BlobStore>,
     cache: Arc<BlockCache>,
+    pool: Arc<BufferPool>,
     source: SharedSource,
     claimed: Vec<u64>,
 ) {
     let (Some(&first), Some(&last)) = (claimed.first(), claimed.last()) else {
         return;
     };
-    let fetched = source.fetch(&*store, first, last - first + 1).await;
-    match fetched {
-        Ok(segments) => {
-            let file = source.file;
-            let inserted = tokio::task::spawn_blocking({
-                let cache = cache.clone();
-                move || {
-                    for (index, plain) in segments {
-                        let key = SegmentKey { file, index };
-                        match plain {
-                            Some(bytes) => cache.insert(key, bytes),
-                            None => cache.mark_bad(key),
-                        }
-                    }
-                }
-            })
-            .await;
-            if let Err(e) = inserted {
-                eprintln!("encfs: cache fill failed: {e}");
+    let count = last - first + 1;
+    let fill = |cache: &BlockCache, file: u64, segments: Vec<(u64, Option<Bytes>)>| {
+        for (index, plain) in segments {
+            let key = SegmentKey { file, index };
+            match plain {
+                Some(bytes) => cache.insert(key, bytes),
+                None => cache.mark_bad(key),
             }
         }
-        Err(error) => eprintln!("encfs: prefetch of {}: {error}", source.name),
+    };
+    // Local stores: read, verify and fill the cache on one blocking thread.
+    let local = {
+        let (store, cache, source) = (store.clone(), cache.clone(), source.clone());
+        tokio::task::spawn_blocking(move || {
+            let fetched = source.fetch_blocking(&*store, &pool, first, count)?;
+            match fetched {
+                Ok(segments) => fill(&cache, source.file, segments),
+                Err(error) => eprintln!("encfs: prefetch of {}: {error}", source.name),
+            }
+            Some(())
+        })
+        .await
+        .ok()
+        .flatten()
+    };
+    if local.is_none() {
+        match source.fetch(&*store, first, count).await {
+            Ok(segments) => {
+                let (cache, file) = (cache.clone(), source.file);
+                let filled =
+                    tokio::task::spawn_blocking(move || fill(&cache, file, segments)).await;
+                if let Err(e) = filled {
+                    eprintln!("encfs: cache fill failed: {e}");
+                }
+            }
+            Err(error) => eprintln!("encfs: prefetch of {}: {error}", source.name),
+        }
     }
     cache.complete(source.file, &claimed);
 }

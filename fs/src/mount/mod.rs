@@ -11,6 +11,7 @@
 pub mod cache;
 pub mod core;
 pub mod fuse;
+mod pool;
 mod scratch;
 pub mod source;
 pub mod write;
@@ -30,6 +31,9 @@ pub struct Mount {
 impl Mount {
     /// Mounts `fs` at `mountpoint` and starts serving (multi-threaded session).
     pub fn start(fs: EncFs, mountpoint: &Path, source_name: &str) -> std::io::Result<Self> {
+        if std::env::var_os("ENCFS_KEEP_THP").is_none() {
+            disable_huge_pages();
+        }
         let read_write = fs.options().read_write;
         let mut config = fuser::Config::default();
         config.mount_options = vec![
@@ -39,6 +43,7 @@ impl Mount {
             fuser::MountOption::NoSuid,
             fuser::MountOption::NoAtime,
             fuser::MountOption::DefaultPermissions,
+            fuser::MountOption::CUSTOM(format!("max_read={}", fuse::MAX_IO)),
             if read_write {
                 fuser::MountOption::RW
             } else {
@@ -95,6 +100,16 @@ impl Drop for Mount {
                 .arg(&self.mountpoint)
                 .output();
         }
+    }
+}
+
+/// Turns transparent huge pages off for this process. The mount allocates and frees read
+/// buffers constantly; with huge pages every fresh allocation faulted in (and zeroed) a whole
+/// 2 MiB page, which measured as a third of the CPU time of 4 KiB random reads.
+pub fn disable_huge_pages() {
+    // SAFETY: PR_SET_THP_DISABLE takes plain integer arguments and only changes a process flag.
+    unsafe {
+        libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
     }
 }
 

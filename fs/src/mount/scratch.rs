@@ -57,17 +57,27 @@ impl Scratch {
 
     /// Seals `plain` and writes it at `offset`.
     pub fn write(&self, offset: u64, plain: &[u8]) -> std::io::Result<Record> {
-        let counter = self.counter.fetch_add(1, Ordering::Relaxed);
+        let record = self.reserve(offset, plain.len());
+        self.write_reserved(&record, plain)?;
+        Ok(record)
+    }
+
+    /// Allocates the counter of a record to be written later by [`Self::write_reserved`].
+    pub fn reserve(&self, offset: u64, len: usize) -> Record {
+        Record {
+            offset,
+            len,
+            counter: self.counter.fetch_add(1, Ordering::Relaxed),
+        }
+    }
+
+    /// Seals `plain` (exactly `record.len` bytes) under the record's counter and writes it.
+    pub fn write_reserved(&self, record: &Record, plain: &[u8]) -> std::io::Result<()> {
         let mut sealed = vec![0u8; Self::sealed_len(plain.len())];
         self.cipher
-            .seal_segment(counter, true, plain, &mut sealed)
+            .seal_segment(record.counter, true, plain, &mut sealed)
             .map_err(std::io::Error::other)?;
-        self.file.write_all_at(&sealed, offset)?;
-        Ok(Record {
-            offset,
-            len: plain.len(),
-            counter,
-        })
+        self.file.write_all_at(&sealed, record.offset)
     }
 
     /// Reads and opens a record written by [`Self::write`].

@@ -13,7 +13,8 @@ use bytes::{Bytes, BytesMut};
 use encfs_crypto::format::{HEADER_LEN, Opener, plaintext_slots};
 use rayon::prelude::*;
 
-use crate::store::{BlobStore, CustomerKey, StoreError};
+use super::pool::BufferPool;
+use crate::store::{BlobStore, CustomerKey, PinnedBlob, StoreError};
 use crate::transfer::Protection;
 
 /// Plaintext bytes per cache unit for blobs the store returns as plaintext (`cpk`, `sse`).
@@ -60,6 +61,11 @@ pub(crate) struct BlobSource {
     /// Plaintext bytes per segment.
     pub unit: usize,
     kind: Kind,
+    /// This version held open, for stores that read on the calling thread (while the file is
+    /// open: descriptors are not kept for every file ever read).
+    pinned: std::sync::Mutex<Option<Arc<dyn PinnedBlob>>>,
+    /// The pinned version's etag, to re-pin only the same version.
+    pinned_etag: Option<String>,
 }
 
 impl BlobSource {
@@ -72,10 +78,55 @@ impl BlobSource {
         protection: &Protection,
         file: u64,
     ) -> Result<(Self, Vec<Fetched>), SourceError> {
+        let pinned = match store.pin_blocking(name, protection.cpk()) {
+            Some(pinned) => Some(pinned?),
+            None => None,
+        };
+        // A pinned version is the one served: its length wins over the listing's.
+        let blob_len = pinned.as_ref().map_or(blob_len, |p| p.len());
+        let (mut source, fetched) =
+            Self::open_unpinned(store, name, blob_len, protection, file, pinned.as_deref()).await?;
+        source.pinned_etag = pinned.as_ref().map(|p| p.etag().to_owned());
+        source.pinned = std::sync::Mutex::new(pinned.map(Arc::from));
+        Ok((source, fetched))
+    }
+
+    /// Closes the pinned version (no handle has the file open any more).
+    pub fn unpin(&self) {
+        self.pinned.lock().expect("poisoned").take();
+    }
+
+    /// Pins this version again when the store still has it.
+    pub fn repin(&self, store: &dyn BlobStore) {
+        let Some(etag) = &self.pinned_etag else {
+            return;
+        };
+        let mut pinned = self.pinned.lock().expect("poisoned");
+        if pinned.is_some() {
+            return;
+        }
+        if let Some(Ok(fresh)) = store.pin_blocking(&self.name, self.cpk())
+            && fresh.etag() == etag
+        {
+            *pinned = Some(Arc::from(fresh));
+        }
+    }
+
+    async fn open_unpinned(
+        store: &dyn BlobStore,
+        name: &str,
+        blob_len: u64,
+        protection: &Protection,
+        file: u64,
+        pinned: Option<&dyn PinnedBlob>,
+    ) -> Result<(Self, Vec<Fetched>), SourceError> {
         match protection {
             Protection::Cse(key) => {
                 let first = blob_len.min(HEADER_LEN as u64 + FIRST_FETCH);
-                let head = store.get(name, Some(0..first), None).await?;
+                let head = match pinned {
+                    Some(pinned) => pinned.read(0..first)?,
+                    None => store.get(name, Some(0..first), None).await?,
+                };
                 if (head.len() as u64) < first.min(HEADER_LEN as u64) {
                     return Err(SourceError::Short(name.to_owned()));
                 }
@@ -91,6 +142,8 @@ impl BlobSource {
                     plain_len: opener.plaintext_len(),
                     unit,
                     kind: Kind::Cse(Box::new(opener)),
+                    pinned: std::sync::Mutex::new(None),
+                    pinned_etag: None,
                 };
                 // Whole segments that came with the header.
                 let sealed = source.sealed_segments_in(head.len() as u64 - HEADER_LEN as u64);
@@ -118,6 +171,8 @@ impl BlobSource {
             plain_len: len,
             unit: PLAIN_UNIT,
             kind: Kind::Plain(cpk),
+            pinned: std::sync::Mutex::new(None),
+            pinned_etag: None,
         }
     }
 
@@ -162,6 +217,20 @@ impl BlobSource {
         }
     }
 
+    fn cpk(&self) -> Option<&CustomerKey> {
+        match &self.kind {
+            Kind::Plain(cpk) => cpk.as_ref(),
+            Kind::Cse(_) => None,
+        }
+    }
+
+    fn checked(&self, first: u64, data: Bytes, expected: u64) -> Result<Vec<Fetched>, SourceError> {
+        if data.len() as u64 != expected {
+            return Err(SourceError::Short(self.name.clone()));
+        }
+        Ok(self.verify(first, data))
+    }
+
     /// Fetches segments `first..first + count` in one request and verifies each.
     pub async fn fetch(
         &self,
@@ -171,15 +240,99 @@ impl BlobSource {
     ) -> Result<Vec<Fetched>, SourceError> {
         let range = self.fetch_range(first, count);
         let expected = range.end - range.start;
-        let cpk = match &self.kind {
-            Kind::Plain(cpk) => cpk.as_ref(),
-            Kind::Cse(_) => None,
-        };
-        let data = store.get(&self.name, Some(range), cpk).await?;
-        if data.len() as u64 != expected {
-            return Err(SourceError::Short(self.name.clone()));
+        let data = store.get(&self.name, Some(range), self.cpk()).await?;
+        self.checked(first, data, expected)
+    }
+
+    /// [`Self::fetch`] on the calling thread, when the store can read without its runtime; a
+    /// pinned version is read into a pooled buffer and opened where it lies.
+    pub fn fetch_blocking(
+        &self,
+        store: &dyn BlobStore,
+        pool: &Arc<BufferPool>,
+        first: u64,
+        count: u64,
+    ) -> Option<Result<Vec<Fetched>, SourceError>> {
+        let range = self.fetch_range(first, count);
+        let expected = range.end - range.start;
+        let pinned = self.pinned.lock().expect("poisoned").clone();
+        if let Some(pinned) = pinned {
+            let mut buffer = pool.take(expected as usize);
+            if let Err(error) = pinned.read_into(range, &mut buffer) {
+                return Some(Err(error.into()));
+            }
+            if buffer.len() as u64 != expected {
+                return Some(Err(SourceError::Short(self.name.clone())));
+            }
+            return Some(Ok(self.verify_owned(first, buffer, pool)));
         }
-        Ok(self.verify(first, data))
+        let data = match pinned {
+            Some(pinned) => pinned.read(range),
+            None => store.get_blocking(&self.name, Some(range), self.cpk())?,
+        };
+        Some(
+            data.map_err(SourceError::from)
+                .and_then(|data| self.checked(first, data, expected)),
+        )
+    }
+
+    /// [`Self::verify`] of a pooled buffer, opened in place.
+    fn verify_owned(
+        &self,
+        first: u64,
+        mut buffer: Vec<u8>,
+        pool: &Arc<BufferPool>,
+    ) -> Vec<Fetched> {
+        let ok = match &self.kind {
+            Kind::Plain(_) => return self.verify(first, pool.freeze(buffer)),
+            Kind::Cse(opener) => self.open_all(opener, first, &mut buffer),
+        };
+        self.slots(first, pool.freeze(buffer), &ok)
+    }
+
+    fn open_all(&self, opener: &Opener, first: u64, sealed: &mut [u8]) -> Vec<bool> {
+        let per = opener.segment_size().sealed_bytes();
+        let final_index = opener.segment_count() - 1;
+        let cipher = opener.cipher();
+        let open = |(i, chunk): (usize, &mut [u8])| {
+            let index = first + i as u64;
+            cipher
+                .open_segment_in_place(index, index == final_index, chunk)
+                .is_ok()
+        };
+        if sealed.len() > 4 * per {
+            sealed.par_chunks_mut(per).enumerate().map(open).collect()
+        } else {
+            sealed.chunks_mut(per).enumerate().map(open).collect()
+        }
+    }
+
+    /// The plaintext slots of opened segments as slices; failures logged and left out.
+    fn slots(&self, first: u64, sealed: Bytes, ok: &[bool]) -> Vec<Fetched> {
+        let Kind::Cse(opener) = &self.kind else {
+            unreachable!("slots of a cse blob")
+        };
+        let base = sealed.as_ptr() as usize;
+        let out: Vec<Fetched> = plaintext_slots(&sealed, opener.segment_size())
+            .zip(ok)
+            .enumerate()
+            .map(|(i, (slot, &good))| {
+                let start = slot.as_ptr() as usize - base;
+                let plain = good.then(|| sealed.slice(start..start + slot.len()));
+                (first + i as u64, plain)
+            })
+            .collect();
+        for (index, plain) in &out {
+            if plain.is_none() {
+                let range = self.plain_range(*index);
+                eprintln!(
+                    "encfs: blob {}: segment {index} (plaintext bytes {}..{}) failed \
+                     authentication; reads of that range return EIO",
+                    self.name, range.start, range.end
+                );
+            }
+        }
+        out
     }
 
     /// Opens each segment of a fetched run; plain-mode runs are cut into units.
@@ -195,45 +348,11 @@ impl BlobSource {
                 })
                 .collect(),
             Kind::Cse(opener) => {
-                let per = opener.segment_size().sealed_bytes();
-                let final_index = opener.segment_count() - 1;
                 let mut sealed = data
                     .try_into_mut()
                     .unwrap_or_else(|data| BytesMut::from(&data[..]));
-                let cipher = opener.cipher();
-                let open = |(i, chunk): (usize, &mut [u8])| {
-                    let index = first + i as u64;
-                    cipher
-                        .open_segment_in_place(index, index == final_index, chunk)
-                        .is_ok()
-                };
-                let ok: Vec<bool> = if sealed.len() > 4 * per {
-                    sealed.par_chunks_mut(per).enumerate().map(open).collect()
-                } else {
-                    sealed.chunks_mut(per).enumerate().map(open).collect()
-                };
-                let sealed = sealed.freeze();
-                let base = sealed.as_ptr() as usize;
-                let out: Vec<Fetched> = plaintext_slots(&sealed, opener.segment_size())
-                    .zip(&ok)
-                    .enumerate()
-                    .map(|(i, (slot, &good))| {
-                        let start = slot.as_ptr() as usize - base;
-                        let plain = good.then(|| sealed.slice(start..start + slot.len()));
-                        (first + i as u64, plain)
-                    })
-                    .collect();
-                for (index, plain) in &out {
-                    if plain.is_none() {
-                        let range = self.plain_range(*index);
-                        eprintln!(
-                            "encfs: blob {}: segment {index} (plaintext bytes {}..{}) failed \
-                             authentication; reads of that range return EIO",
-                            self.name, range.start, range.end
-                        );
-                    }
-                }
-                out
+                let ok = self.open_all(opener, first, &mut sealed);
+                self.slots(first, sealed.freeze(), &ok)
             }
         }
     }

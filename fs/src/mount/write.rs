@@ -61,6 +61,12 @@ pub(crate) trait BaseReader {
     fn read_base(&self, source: &SharedSource, offset: u64, len: usize) -> Result<Vec<u8>, i32>;
 }
 
+/// A parked copy to write: sealed bytes as they are, or plaintext to seal under the scratch key.
+enum Park {
+    Raw(Bytes, u64),
+    Seal(Vec<u8>, Record),
+}
+
 /// Where a staged block's parked copy lies.
 #[derive(Clone, Copy)]
 enum Parked {
@@ -84,7 +90,7 @@ pub(crate) struct Dirty {
     base_valid: u64,
     blocks: BTreeMap<u64, Vec<u8>>,
     staged: BTreeMap<u64, Parked>,
-    scratch: Option<Scratch>,
+    scratch: Option<Arc<Scratch>>,
     cipher: Option<BlobCipher>,
     tasks: Vec<JoinHandle<Result<(), StoreError>>>,
     error: Option<String>,
@@ -168,7 +174,11 @@ impl Dirty {
         let want = self.block_len(index);
         let start = index * self.block as u64;
         let mut plain = match self.staged.remove(&index) {
-            Some(parked) => self.unpark(ctx, index, parked)?,
+            Some(parked) => {
+                self.reap(ctx, true);
+                self.check()?;
+                self.unpark(ctx, index, parked)?
+            }
             None => match &self.base {
                 Some(source) if start < self.base_valid => {
                     let len = (self.base_valid - start).min(want as u64) as usize;
@@ -287,6 +297,8 @@ impl Dirty {
             if let Some(block) = self.blocks.get(&index) {
                 out.extend_from_slice(&block[within..within + n]);
             } else if let Some(&parked) = self.staged.get(&index) {
+                self.reap(ctx, true);
+                self.check()?;
                 out.extend_from_slice(&self.unpark(ctx, index, parked)?[within..within + n]);
             } else {
                 let start = index * self.block as u64 + within as u64;
@@ -352,31 +364,45 @@ impl Dirty {
             .expect("staging a block in memory");
         debug_assert_eq!(plain.len(), self.block);
         let data = self.seal(ctx, index, &plain, false)?;
-        let scratch = match &mut self.scratch {
-            Some(scratch) => scratch,
-            none => none.insert(
-                Scratch::new(ctx.scratch_dir.as_deref())
-                    .map_err(|e| eio(format!("{}: scratch file: {e}", self.name)))?,
-            ),
+        let scratch = match &self.scratch {
+            Some(scratch) => scratch.clone(),
+            None => {
+                let scratch = Arc::new(
+                    Scratch::new(ctx.scratch_dir.as_deref())
+                        .map_err(|e| eio(format!("{}: scratch file: {e}", self.name)))?,
+                );
+                self.scratch = Some(scratch.clone());
+                scratch
+            }
         };
         let slot =
             index * Scratch::sealed_len(self.block + HEADER_LEN + self.block / 64 + 28 * 8) as u64;
-        let parked = if self.cipher.is_some() {
-            scratch.write_raw(slot, &data).map(|()| Parked::Ebf {
+        // The parked copy is written by the staging task, off the writer's thread; whoever
+        // needs it back first waits for the tasks (`reap`).
+        let (parked, park) = if self.cipher.is_some() {
+            let parked = Parked::Ebf {
                 offset: slot,
                 len: data.len(),
-            })
+            };
+            (parked, Park::Raw(data.clone(), slot))
         } else {
-            scratch.write(slot, &plain).map(Parked::Sealed)
-        }
-        .map_err(|e| eio(format!("{}: scratch file: {e}", self.name)))?;
+            let record = scratch.reserve(slot, plain.len());
+            (Parked::Sealed(record), Park::Seal(plain, record))
+        };
         self.staged.insert(index, parked);
-        self.send_block(ctx, index, data);
+        self.send_block(ctx, index, data, Some((scratch, park)));
         Ok(())
     }
 
-    fn send_block(&mut self, ctx: &WriteContext, index: u64, data: Bytes) {
+    fn send_block(
+        &mut self,
+        ctx: &WriteContext,
+        index: u64,
+        data: Bytes,
+        park: Option<(Arc<Scratch>, Park)>,
+    ) {
         let permits = ctx.permits(data.len());
+        let offset = self.blob_offset(ctx, index);
         let budget = ctx.budget.clone();
         // Backpressure: wait here, in the writer's thread, until the budget has room.
         let permit = ctx
@@ -389,12 +415,44 @@ impl Dirty {
             ctx.protection.cpk().cloned(),
         );
         self.tasks.push(ctx.runtime.spawn(async move {
+            let parking = park.map(|(scratch, park)| {
+                tokio::task::spawn_blocking(move || match park {
+                    Park::Raw(sealed, offset) => scratch.write_raw(offset, &sealed),
+                    Park::Seal(plain, record) => scratch.write_reserved(&record, &plain),
+                })
+            });
             let result = store
-                .stage_block(&name, &block_id(index), data, cpk.as_ref())
+                .stage_block_at(&name, &block_id(index), offset, data, cpk.as_ref())
                 .await;
             drop(permit);
+            if let Some(parking) = parking {
+                match parking.await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(error)) => {
+                        return Err(StoreError::Io {
+                            path: format!("{name} (parked block {index})"),
+                            source: error,
+                        });
+                    }
+                    Err(join) => {
+                        return Err(StoreError::Io {
+                            path: format!("{name} (parked block {index})"),
+                            source: std::io::Error::other(join.to_string()),
+                        });
+                    }
+                }
+            }
             result
         }));
+    }
+
+    /// Where block `index` lies in the committed blob.
+    fn blob_offset(&self, ctx: &WriteContext, index: u64) -> u64 {
+        match &self.cipher {
+            None => index * self.block as u64,
+            Some(_) if index == 0 => 0,
+            Some(_) => HEADER_LEN as u64 + index * ctx.segment.sealed_len(self.block) as u64,
+        }
     }
 
     /// The bytes that go to the store for block `index`: EBF segments for `cse` (the header in
@@ -477,7 +535,7 @@ impl Dirty {
             self.load(ctx, base, full)?;
             let plain = self.blocks.remove(&full).unwrap_or_default();
             let data = self.seal(ctx, full, &plain, true)?;
-            self.send_block(ctx, full, data);
+            self.send_block(ctx, full, data, None);
             ids.push(block_id(full));
         }
         self.reap(ctx, true);

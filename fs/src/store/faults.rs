@@ -167,6 +167,19 @@ macro_rules! forward_store {
                 self.$before(name, data.len()).await?;
                 self.inner.stage_block(name, block_id, data, cpk).await
             }
+            async fn stage_block_at(
+                &self,
+                name: &str,
+                block_id: &str,
+                offset: u64,
+                data: Bytes,
+                cpk: Option<&CustomerKey>,
+            ) -> StoreResult<()> {
+                self.$before(name, data.len()).await?;
+                self.inner
+                    .stage_block_at(name, block_id, offset, data, cpk)
+                    .await
+            }
             async fn commit_blocks(
                 &self,
                 name: &str,
@@ -249,6 +262,29 @@ impl<S: BlobStore> BlobStore for RetryingStore<S> {
     ) -> StoreResult<Bytes> {
         with_retries(self.attempts, || self.inner.get(name, range.clone(), cpk)).await
     }
+    fn pin_blocking(
+        &self,
+        name: &str,
+        cpk: Option<&CustomerKey>,
+    ) -> Option<StoreResult<Box<dyn super::PinnedBlob>>> {
+        match self.inner.pin_blocking(name, cpk)? {
+            Err(error) if error.is_transient() => None,
+            result => Some(result),
+        }
+    }
+    fn get_blocking(
+        &self,
+        name: &str,
+        range: Option<Range<u64>>,
+        cpk: Option<&CustomerKey>,
+    ) -> Option<StoreResult<Bytes>> {
+        // A transient failure falls back to the async path, which retries with backoff.
+        // (Pinned reads are not offered: they would bypass the retries.)
+        match self.inner.get_blocking(name, range, cpk)? {
+            Err(error) if error.is_transient() => None,
+            result => Some(result),
+        }
+    }
     async fn put(
         &self,
         name: &str,
@@ -271,6 +307,20 @@ impl<S: BlobStore> BlobStore for RetryingStore<S> {
     ) -> StoreResult<()> {
         with_retries(self.attempts, || {
             self.inner.stage_block(name, block_id, data.clone(), cpk)
+        })
+        .await
+    }
+    async fn stage_block_at(
+        &self,
+        name: &str,
+        block_id: &str,
+        offset: u64,
+        data: Bytes,
+        cpk: Option<&CustomerKey>,
+    ) -> StoreResult<()> {
+        with_retries(self.attempts, || {
+            self.inner
+                .stage_block_at(name, block_id, offset, data.clone(), cpk)
         })
         .await
     }

@@ -45,6 +45,11 @@ const MAX_ENCODED_NAME: usize = 240;
 const NAME_ESCAPES: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'~');
 /// Staged-block file prefix: plain data, or EBF under the customer key.
 const STAGED_PLAIN: u8 = 0;
+/// Blocks staged with a position hint go into one file per blob, at their final offset after a
+/// reserved header region; a commit whose blocks tile it in order renames it into place.
+/// (The name holds a `.`, which encoded names never do.)
+const ASSEMBLY: &str = ".assembly";
+const ASSEMBLY_RESERVE: u64 = 4096;
 const STAGED_CPK: u8 = 1;
 
 /// The JSON stored at the front of each blob file.
@@ -163,6 +168,11 @@ mod tempfile_path {
     }
 
     impl TempPath {
+        /// Takes charge of an existing file (removed on drop unless persisted).
+        pub fn adopt(path: PathBuf) -> Self {
+            Self(Some(path))
+        }
+
         pub fn persist(mut self, target: &Path) -> StoreResult<()> {
             let path = self.0.take().expect("present");
             std::fs::rename(&path, target).map_err(|e| StoreError::io(target, e))
@@ -350,9 +360,20 @@ fn read_range(
         .map_err(|e| StoreError::io(path, e))?;
     let io = |e| StoreError::io(path, e);
     let Some(cpk) = cpk else {
-        let mut out = vec![0u8; (end - start) as usize];
+        // Read into spare capacity: no zeroing of a buffer that is overwritten anyway.
+        let len = (end - start) as usize;
+        let mut out = Vec::with_capacity(len);
         file.seek(SeekFrom::Start(data_start + start)).map_err(io)?;
-        file.read_exact(&mut out).map_err(io)?;
+        (&mut file)
+            .take(len as u64)
+            .read_to_end(&mut out)
+            .map_err(io)?;
+        if out.len() != len {
+            return Err(StoreError::Corrupt {
+                path: path.display().to_string(),
+                message: "blob file shorter than its header says".into(),
+            });
+        }
         return Ok(out.into());
     };
     // CPK: the data is an EBF blob under the customer key; decrypt only the segments needed.
@@ -441,6 +462,72 @@ fn write_blob_file(
     Ok((temp, etag))
 }
 
+/// An open blob file: reads see the version that was current when it was opened, even if the
+/// blob is replaced meanwhile (a commit renames a new file over the name).
+struct PinnedFile {
+    path: PathBuf,
+    file: File,
+    data_start: u64,
+    size: u64,
+    etag: String,
+}
+
+impl super::PinnedBlob for PinnedFile {
+    fn len(&self) -> u64 {
+        self.size
+    }
+
+    fn etag(&self) -> &str {
+        &self.etag
+    }
+
+    fn read(&self, range: Range<u64>) -> StoreResult<Bytes> {
+        let mut out = Vec::new();
+        self.read_into(range, &mut out)?;
+        Ok(out.into())
+    }
+
+    fn read_into(&self, range: Range<u64>, out: &mut Vec<u8>) -> StoreResult<()> {
+        use std::os::fd::AsRawFd;
+        let (start, end) = (range.start.min(self.size), range.end.min(self.size));
+        let len = (end - start) as usize;
+        out.reserve(len);
+        let base = out.len();
+        // Read straight into spare capacity: zero-filling first would cost as much as the copy.
+        let mut done = 0usize;
+        while done < len {
+            let offset = (self.data_start + start + done as u64) as libc::off_t;
+            // SAFETY: writes at most `len - done` bytes at `base + done`, inside the capacity
+            // reserved above; the descriptor is owned by `self.file` and open.
+            let n = unsafe {
+                libc::pread(
+                    self.file.as_raw_fd(),
+                    out.as_mut_ptr().add(base + done).cast(),
+                    len - done,
+                    offset,
+                )
+            };
+            if n < 0 {
+                let error = std::io::Error::last_os_error();
+                if error.kind() == std::io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(StoreError::io(&self.path, error));
+            }
+            if n == 0 {
+                return Err(StoreError::Corrupt {
+                    path: self.path.display().to_string(),
+                    message: "blob file shorter than its header says".into(),
+                });
+            }
+            done += n as usize;
+        }
+        // SAFETY: `pread` initialised the `len` bytes after the first `base`.
+        unsafe { out.set_len(base + len) };
+        Ok(())
+    }
+}
+
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> StoreResult<T> + Send + 'static,
 ) -> StoreResult<T> {
@@ -481,6 +568,47 @@ impl BlobStore for LocalStore {
         self.check_container()?;
         let (path, name, cpk) = (self.blob_path(name)?, name.to_owned(), cpk.cloned());
         blocking(move || read_range(&name, &path, range, cpk.as_ref())).await
+    }
+
+    fn pin_blocking(
+        &self,
+        name: &str,
+        cpk: Option<&CustomerKey>,
+    ) -> Option<StoreResult<Box<dyn super::PinnedBlob>>> {
+        if cpk.is_some() {
+            // CPK data is sealed under the customer key: served by `get_blocking`.
+            return None;
+        }
+        let pin = || -> StoreResult<Box<dyn super::PinnedBlob>> {
+            self.check_container()?;
+            let path = self.blob_path(name)?;
+            let (header, mut file) = read_header(name, &path)?;
+            check_cpk(name, &header, None)?;
+            let data_start = file
+                .stream_position()
+                .map_err(|e| StoreError::io(&path, e))?;
+            Ok(Box::new(PinnedFile {
+                path,
+                file,
+                data_start,
+                size: header.size,
+                etag: header.etag,
+            }))
+        };
+        Some(pin())
+    }
+
+    fn get_blocking(
+        &self,
+        name: &str,
+        range: Option<Range<u64>>,
+        cpk: Option<&CustomerKey>,
+    ) -> Option<StoreResult<Bytes>> {
+        Some(
+            self.check_container()
+                .and_then(|()| self.blob_path(name))
+                .and_then(|path| read_range(name, &path, range, cpk)),
+        )
     }
 
     async fn put(
@@ -556,7 +684,51 @@ impl BlobStore for LocalStore {
                     }
                 }
             })?;
+            // This copy supersedes one staged at a position under the same id.
+            let _ = fs::remove_file(dir.join(format!("{block}.at")));
             temp.persist(&dir.join(block))
+        })
+        .await
+    }
+
+    async fn stage_block_at(
+        &self,
+        name: &str,
+        block_id: &str,
+        offset: u64,
+        data: Bytes,
+        cpk: Option<&CustomerKey>,
+    ) -> StoreResult<()> {
+        if cpk.is_some() {
+            // CPK blocks are sealed one by one under the customer key: no in-place assembly.
+            return self.stage_block(name, block_id, data, cpk).await;
+        }
+        self.check_container()?;
+        if block_id.is_empty() || block_id.len() > 64 {
+            return Err(StoreError::Config(format!(
+                "{name}: block id must be 1 to 64 bytes"
+            )));
+        }
+        let (dir, block) = (self.staging(name)?, encode_name(block_id)?);
+        blocking(move || {
+            use std::os::unix::fs::FileExt;
+            let io = |e| StoreError::io(&dir, e);
+            fs::create_dir_all(&dir).map_err(io)?;
+            let assembly = OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(dir.join(ASSEMBLY))
+                .map_err(io)?;
+            assembly
+                .write_all_at(&data, ASSEMBLY_RESERVE + offset)
+                .map_err(io)?;
+            let _ = fs::remove_file(dir.join(&block));
+            // The marker appears (by rename) only after its data was written.
+            let marker = dir.join(format!("{block}.at"));
+            let temp = dir.join(format!("{block}.at.partial"));
+            fs::write(&temp, format!("{offset} {}", data.len())).map_err(io)?;
+            fs::rename(&temp, &marker).map_err(io)
         })
         .await
     }
@@ -583,17 +755,46 @@ impl BlobStore for LocalStore {
             cpk.cloned(),
         );
         blocking(move || {
-            let mut size = 0u64;
-            for block in &blocks {
-                let len = fs::metadata(block)
-                    .map_err(|_| StoreError::InvalidBlockList(name.clone()))?
-                    .len();
-                size += staged_plain_len(block, len)?;
+            let staged: Vec<Staged> = blocks
+                .iter()
+                .map(|block| staged_ref(&name, &dir, block))
+                .collect::<StoreResult<_>>()?;
+            if cpk.is_none()
+                && let Some(etag) =
+                    commit_assembly(&store, &name, &dir, &staged, &metadata, &condition)?
+            {
+                let _ = fs::remove_dir_all(&dir);
+                return Ok(etag);
             }
+            let mut size = 0u64;
+            for block in &staged {
+                size += match block {
+                    Staged::File(path, len) => staged_plain_len(path, *len)?,
+                    Staged::At(_, len) => *len,
+                };
+            }
+            let assembly = dir.join(ASSEMBLY);
             let mut write = |out: &mut Sink<'_>| {
                 let mut written = 0;
-                for block in &blocks {
-                    written += copy_staged(&name, block, cpk.as_ref(), out)?;
+                for block in &staged {
+                    written += match block {
+                        Staged::File(path, _) => copy_staged(&name, path, cpk.as_ref(), out)?,
+                        Staged::At(offset, len) => {
+                            if cpk.is_some() {
+                                return Err(StoreError::CustomerKeyUnexpected(name.clone()));
+                            }
+                            let io = |e| StoreError::io(&assembly, e);
+                            let mut file = File::open(&assembly).map_err(io)?;
+                            file.seek(SeekFrom::Start(ASSEMBLY_RESERVE + offset))
+                                .map_err(io)?;
+                            let mut part = file.take(*len);
+                            match out {
+                                Sink::File(target) => std::io::copy(&mut part, *target),
+                                Sink::Encrypting(target) => std::io::copy(&mut part, *target),
+                            }
+                            .map_err(io)?
+                        }
+                    };
                 }
                 Ok(written)
             };
@@ -673,6 +874,85 @@ impl BlobStore for LocalStore {
         })
         .await
     }
+}
+
+/// A block named in a commit: its own file (and length), or a range of the assembly file.
+enum Staged {
+    File(PathBuf, u64),
+    At(u64, u64),
+}
+
+fn staged_ref(name: &str, dir: &Path, block: &Path) -> StoreResult<Staged> {
+    if let Ok(len) = fs::metadata(block).map(|m| m.len()) {
+        return Ok(Staged::File(block.to_owned(), len));
+    }
+    let file_name = block
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default();
+    let marker = dir.join(format!("{file_name}.at"));
+    let text =
+        fs::read_to_string(&marker).map_err(|_| StoreError::InvalidBlockList(name.to_owned()))?;
+    let mut fields = text.split(' ').map(str::parse::<u64>);
+    match (fields.next(), fields.next()) {
+        (Some(Ok(offset)), Some(Ok(len))) => Ok(Staged::At(offset, len)),
+        _ => Err(StoreError::Corrupt {
+            path: marker.display().to_string(),
+            message: "bad staged-block marker".into(),
+        }),
+    }
+}
+
+/// The copy-free commit: when every block was staged at a position and they tile the assembly
+/// file from 0 in list order, the header is written into the reserved region and the file is
+/// renamed into place. `None` when the blocks do not qualify (the caller copies instead).
+fn commit_assembly(
+    store: &LocalStore,
+    name: &str,
+    dir: &Path,
+    staged: &[Staged],
+    metadata: &Metadata,
+    condition: &Condition,
+) -> StoreResult<Option<String>> {
+    use std::os::unix::fs::FileExt;
+    let mut end = 0u64;
+    for block in staged {
+        match block {
+            Staged::At(offset, len) if *offset == end => end += len,
+            _ => return Ok(None),
+        }
+    }
+    let etag = new_etag();
+    let header = BlobHeader {
+        etag: etag.clone(),
+        size: end,
+        modified_unix_nanos: now_nanos(),
+        metadata: metadata.clone(),
+        cpk_sha256: None,
+    };
+    let json = serde_json::to_vec(&header).expect("serializable");
+    if 12 + json.len() as u64 > ASSEMBLY_RESERVE {
+        return Ok(None);
+    }
+    // The JSON is padded with spaces to fill the reserved region, so the data starts right after.
+    let mut head = Vec::with_capacity(ASSEMBLY_RESERVE as usize);
+    head.extend_from_slice(MAGIC);
+    head.extend_from_slice(&((ASSEMBLY_RESERVE - 12) as u32).to_be_bytes());
+    head.extend_from_slice(&json);
+    head.resize(ASSEMBLY_RESERVE as usize, b' ');
+    let path = dir.join(ASSEMBLY);
+    let io = |e| StoreError::io(&path, e);
+    let file = OpenOptions::new().write(true).open(&path).map_err(io)?;
+    file.write_all_at(&head, 0).map_err(io)?;
+    file.set_len(ASSEMBLY_RESERVE + end).map_err(io)?;
+    file.sync_all().map_err(io)?;
+    drop(file);
+    store.publish(
+        name,
+        tempfile_path::TempPath::adopt(path.clone()),
+        condition,
+    )?;
+    Ok(Some(etag))
 }
 
 /// Plaintext length of a staged block file of `len` bytes.

@@ -167,6 +167,21 @@ pub trait BlobStore: Send + Sync {
         cpk: Option<&CustomerKey>,
     ) -> StoreResult<()>;
 
+    /// [`Self::stage_block`] with a hint: the block will lie at byte `offset` of the committed
+    /// blob. Backends that can place it there at once (the embedded store) then commit without
+    /// copying; the others ignore the hint.
+    async fn stage_block_at(
+        &self,
+        name: &str,
+        block_id: &str,
+        offset: u64,
+        data: Bytes,
+        cpk: Option<&CustomerKey>,
+    ) -> StoreResult<()> {
+        let _ = offset;
+        self.stage_block(name, block_id, data, cpk).await
+    }
+
     /// Atomically replaces the blob with the concatenation of the staged blocks, in order.
     async fn commit_blocks(
         &self,
@@ -189,6 +204,28 @@ pub trait BlobStore: Send + Sync {
 
     /// Deletes a blob.
     async fn delete(&self, name: &str, condition: &Condition) -> StoreResult<()>;
+
+    /// One version of a blob held open for reads on the calling thread (the embedded store): the
+    /// mount reads every segment of a file through it without reopening anything. `None`: not
+    /// supported, use [`Self::get`].
+    fn pin_blocking(
+        &self,
+        _name: &str,
+        _cpk: Option<&CustomerKey>,
+    ) -> Option<StoreResult<Box<dyn PinnedBlob>>> {
+        None
+    }
+
+    /// [`Self::get`] done on the calling thread, for backends that read local files: the mount's
+    /// read path then costs no thread hand-offs. `None`: not supported, use [`Self::get`].
+    fn get_blocking(
+        &self,
+        _name: &str,
+        _range: Option<Range<u64>>,
+        _cpk: Option<&CustomerKey>,
+    ) -> Option<StoreResult<Bytes>> {
+        None
+    }
 }
 
 /// A shared store is a store (lets wrappers such as [`faults::SlowStore`] wrap `Arc<dyn BlobStore>`).
@@ -230,6 +267,18 @@ impl<T: BlobStore + ?Sized> BlobStore for std::sync::Arc<T> {
     ) -> StoreResult<()> {
         (**self).stage_block(name, block_id, data, cpk).await
     }
+    async fn stage_block_at(
+        &self,
+        name: &str,
+        block_id: &str,
+        offset: u64,
+        data: Bytes,
+        cpk: Option<&CustomerKey>,
+    ) -> StoreResult<()> {
+        (**self)
+            .stage_block_at(name, block_id, offset, data, cpk)
+            .await
+    }
     async fn commit_blocks(
         &self,
         name: &str,
@@ -254,6 +303,40 @@ impl<T: BlobStore + ?Sized> BlobStore for std::sync::Arc<T> {
     }
     async fn delete(&self, name: &str, condition: &Condition) -> StoreResult<()> {
         (**self).delete(name, condition).await
+    }
+    fn get_blocking(
+        &self,
+        name: &str,
+        range: Option<Range<u64>>,
+        cpk: Option<&CustomerKey>,
+    ) -> Option<StoreResult<Bytes>> {
+        (**self).get_blocking(name, range, cpk)
+    }
+    fn pin_blocking(
+        &self,
+        name: &str,
+        cpk: Option<&CustomerKey>,
+    ) -> Option<StoreResult<Box<dyn PinnedBlob>>> {
+        (**self).pin_blocking(name, cpk)
+    }
+}
+
+/// One version of one blob, readable on the calling thread (see [`BlobStore::pin_blocking`]).
+pub trait PinnedBlob: Send + Sync {
+    /// Its length.
+    fn len(&self) -> u64;
+    /// Its version.
+    fn etag(&self) -> &str;
+    /// Whether it is empty.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Reads `range` (clamped to the blob).
+    fn read(&self, range: Range<u64>) -> StoreResult<Bytes>;
+    /// Appends `range` (clamped to the blob) to `out`, whose capacity the caller provides.
+    fn read_into(&self, range: Range<u64>, out: &mut Vec<u8>) -> StoreResult<()> {
+        out.extend_from_slice(&self.read(range)?);
+        Ok(())
     }
 }
 

@@ -1,0 +1,163 @@
+#!/usr/bin/env bash
+# FUSE mount throughput: encfs (cse, embedded store) vs gocryptfs vs rclone mount of a crypt
+# remote (vfs-cache-mode off and full), with the fio jobs in benches/fio/; plus encfs on a store
+# with 20 ms injected latency, and encfs's peak RSS while streaming a large file.
+#
+#   benches/mount_vs_peers.sh          # full: 1 GiB files, 3 runs per cell, 4 GiB RSS stream
+#   benches/mount_vs_peers.sh --short  # CI-sized: 256 MiB, 1 run, 1 GiB RSS stream
+#
+# Equal terms: every system's backing data (encfs store, gocryptfs cipher dir, rclone local
+# remote, rclone's VFS cache) lives on tmpfs, warm in the page cache; every mount is made fresh
+# before each run, so its own cache (and the kernel page cache of the mounted file) starts cold.
+# fio's sequential write ends with fsync (end_fsync=1): encfs commits the blob then; gocryptfs
+# and rclone write through to their backing files on tmpfs, where fsync costs nothing. encfs's
+# parked copies of staged blocks (--scratch-dir) go to tmpfs too.
+# Needs: fio, gocryptfs, rclone, fuse3 (apt-get install -y fio gocryptfs rclone fuse3), root.
+# Writes bench-out/mount.md (table + ratios), bench-out/mount.json, and bench-out/mount.png when
+# python3 has matplotlib.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+size_mib=1024 runs=3 rss_gib=4 runtime=10
+[[ "${1:-}" == "--short" ]] && size_mib=256 runs=1 rss_gib=1 runtime=4
+for tool in fio gocryptfs rclone fusermount3 python3; do
+  command -v "$tool" >/dev/null || { echo "missing $tool (apt-get install -y fio gocryptfs rclone fuse3)" >&2; exit 1; }
+done
+cargo build --release --locked -q -p encfs-cli
+encfs=$PWD/target/release/encfs
+fio_dir=$PWD/benches/fio
+out_dir=$PWD/bench-out && mkdir -p "$out_dir"
+work=$(mktemp -d /dev/shm/encfs-mount.XXXXXX)
+cleanup() {
+  for m in "$work"/mnt-*; do mountpoint -q "$m" 2>/dev/null && fusermount3 -u -z "$m"; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+cd "$work"
+mkdir -p mnt-encfs mnt-gocryptfs mnt-rclone plain scratch
+size=$((size_mib << 20))
+head -c $size /dev/urandom > plain/f.bin
+
+# --- the three systems, each holding the same file ---------------------------------------
+"$encfs" key generate --out k.key >/dev/null
+"$encfs" upload plain store/c --key k.key --create-container >/dev/null 2>&1
+"$encfs" upload plain store/w --key k.key --create-container >/dev/null 2>&1  # the write container
+echo pw > pw
+mkdir gc
+gocryptfs -q -init -passfile pw gc >/dev/null 2>&1
+export RCLONE_CONFIG=$work/rclone.conf
+printf "[loc]\ntype = local\n[cr]\ntype = crypt\nremote = loc:%s/rstore\npassword = %s\n" \
+  "$work" "$(rclone obscure secret)" > "$RCLONE_CONFIG"
+rclone copy plain cr:
+gocryptfs -q -nosyslog -passfile pw gc mnt-gocryptfs >/dev/null 2>&1 && cp plain/f.bin mnt-gocryptfs/ && fusermount3 -u mnt-gocryptfs
+
+wait_mounted() { for _ in $(seq 200); do mountpoint -q "$1" && return 0; sleep 0.05; done; echo "mount $1 failed" >&2; exit 1; }
+unmount() { for _ in $(seq 100); do mountpoint -q "$1" || return 0; fusermount3 -u "$1" 2>/dev/null || sleep 0.1; done; fusermount3 -u -z "$1"; }
+mount_system() {  # system [rw] -> prints the mount point
+  case $1 in
+    encfs) "$encfs" mount store/c mnt-encfs --key k.key --daemon >/dev/null; echo mnt-encfs ;;
+    encfs-rw) "$encfs" mount store/w mnt-encfs --key k.key --read-write --scratch-dir "$work/scratch" --daemon >/dev/null; echo mnt-encfs ;;
+    encfs-20ms) ENCFS_DANGEROUS_INJECT_LATENCY_MS=20 "$encfs" mount store/c mnt-encfs --key k.key --daemon >/dev/null; echo mnt-encfs ;;
+    gocryptfs|gocryptfs-rw) gocryptfs -q -nosyslog -passfile pw gc mnt-gocryptfs >/dev/null 2>&1; echo mnt-gocryptfs ;;
+    rclone-off|rclone-off-rw) rclone mount cr: mnt-rclone --daemon --vfs-cache-mode off >/dev/null 2>&1; wait_mounted mnt-rclone; echo mnt-rclone ;;
+    rclone-full|rclone-full-rw) rm -rf rcache; rclone mount cr: mnt-rclone --daemon --vfs-cache-mode full --cache-dir "$work/rcache" >/dev/null 2>&1; wait_mounted mnt-rclone; echo mnt-rclone ;;
+  esac
+}
+
+results=$out_dir/mount.jsonl
+: > "$results"
+run_job() {  # system job
+  local system=$1 job=$2 mnt file
+  for run in $(seq "$runs"); do
+    mnt=$(mount_system "$system$([[ $job == seqwrite ]] && echo -rw)")
+    file=$mnt/f.bin
+    [[ $job == seqwrite ]] && file=$mnt/w.bin && rm -f "$file"
+    if ! FILE=$file SIZE=$size RUNTIME=$runtime fio --output-format=json "$fio_dir/$job.fio" > fio.json 2> fio.err; then
+      # rclone with --vfs-cache-mode off refuses files opened read-write, as fio opens them.
+      echo "   $system $job failed: $(tail -1 fio.err)" >&2
+      echo '{}' > fio.json
+    fi
+    python3 - "$system" "$job" "$run" >> "$results" <<'PY'
+import json, sys
+jobs = json.load(open("fio.json")).get("jobs")
+side = "write" if sys.argv[2] == "seqwrite" else "read"
+bw = sum(j[side]["bw_bytes"] for j in jobs) if jobs else None
+iops = sum(j[side]["iops"] for j in jobs) if jobs else None
+print(json.dumps({"system": sys.argv[1], "job": sys.argv[2], "run": int(sys.argv[3]), "bw": bw, "iops": iops}))
+PY
+    [[ $job == seqwrite ]] && rm -f "$file"
+    unmount "$mnt"
+  done
+}
+for job in seqread seqread4 randread seqwrite; do
+  for system in encfs gocryptfs rclone-off rclone-full; do
+    echo "== $system $job" >&2
+    run_job "$system" "$job"
+  done
+done
+run_job encfs-20ms seqread
+
+# --- peak RSS of encfs streaming a large file ------------------------------------------------
+truncate -s "${rss_gib}G" plain-rss.bin
+mkdir rss && mv plain-rss.bin rss/big.bin
+"$encfs" upload rss store/rss --key k.key --create-container >/dev/null 2>&1
+rm -rf rss
+status=$("$encfs" mount store/rss mnt-encfs --key k.key --cache-size 256MiB --daemon)
+pid=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["pid"])' "$status")
+cat mnt-encfs/big.bin > /dev/null
+hwm_kib=$(awk '/VmHWM/ {print $2}' "/proc/$pid/status")
+unmount mnt-encfs
+rm -rf store/rss
+
+python3 - "$results" "$out_dir" "$size_mib" "$runs" "$hwm_kib" "$rss_gib" <<'PY'
+import json, statistics, sys
+results, out_dir, size_mib, runs, hwm_kib, rss_gib = sys.argv[1:]
+rows = [json.loads(l) for l in open(results)]
+def med(system, job, key):
+    xs = [r[key] for r in rows if r["system"] == system and r["job"] == job and r[key] is not None]
+    return statistics.median(xs) if xs else float("nan")
+systems = ["encfs", "gocryptfs", "rclone-off", "rclone-full"]
+jobs = [("seqread", "bw", "seq read 1 MiB, 1 job", "GB/s"), ("seqread4", "bw", "seq read 1 MiB, 4 jobs", "GB/s"),
+        ("randread", "iops", "random read 4 KiB", "IOPS"), ("seqwrite", "bw", "seq write 1 MiB + fsync", "GB/s")]
+fmt = lambda v, unit: "failed" if v != v else (f"{v/1e9:.2f}" if unit == "GB/s" else f"{v:,.0f}")
+lines = [f"File: {size_mib} MiB, median of {runs} run(s) per cell, fresh mount per run, backing data on tmpfs.", "",
+         "| test | unit | " + " | ".join(systems) + " | encfs / gocryptfs | encfs / rclone (off) | encfs / rclone (full) |",
+         "|---|---|" + "---|" * (len(systems) + 3)]
+summary = {}
+for job, key, label, unit in jobs:
+    vals = {s: med(s, job, key) for s in systems}
+    summary[job] = vals
+    ratios = [vals["encfs"] / vals[s] if vals[s] else float("nan") for s in ("gocryptfs", "rclone-off", "rclone-full")]
+    lines.append(f"| {label} | {unit} | " + " | ".join(fmt(vals[s], unit) for s in systems) + " | " +
+                 " | ".join("—" if r != r else f"{r:.2f}×" for r in ratios) + " |")
+lat = med("encfs-20ms", "seqread", "bw")
+base = summary["seqread"]["encfs"]
+rss_mib = int(hwm_kib) / 1024
+lines += ["", f"encfs seq read with 20 ms per store request: {lat/1e9:.2f} GB/s = {lat/base:.0%} of no latency (target ≥ 50%).",
+          f"encfs peak RSS streaming a {rss_gib} GiB file with --cache-size 256MiB: {rss_mib:.0f} MiB (target ≤ 320 MiB).", "",
+          "Targets: seq read ≥ 2× gocryptfs and ≥ 4× rclone mount; seq write ≥ 2× gocryptfs; random read ≥ 1.5× gocryptfs.",
+          "\"failed\": rclone with --vfs-cache-mode off refuses files opened read-write, which is how fio opens files it writes."]
+text = "\n".join(lines)
+print(text)
+open(f"{out_dir}/mount.md", "w").write(text + "\n")
+json.dump({"size_mib": int(size_mib), "runs": int(runs), "medians": summary, "latency_20ms_seqread": lat,
+           "peak_rss_mib": rss_mib}, open(f"{out_dir}/mount.json", "w"), indent=1)
+try:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+except ImportError:
+    print("(matplotlib not installed: no plot)")
+    sys.exit(0)
+fig, axes = plt.subplots(1, 4, figsize=(14, 3.6))
+colors = ["#2a6f97", "#e09f3e", "#9e2a2b", "#540b0e"]
+for ax, (job, key, label, unit) in zip(axes, jobs):
+    vals = [0 if summary[job][s] != summary[job][s] else summary[job][s] / (1e9 if unit == "GB/s" else 1) for s in systems]
+    ax.bar(systems, vals, color=colors)
+    ax.set_title(label, fontsize=10)
+    ax.set_ylabel(unit)
+    ax.tick_params(axis="x", labelrotation=30, labelsize=8)
+fig.suptitle(f"FUSE mounts, {size_mib} MiB file, backing on tmpfs (median of {runs})", fontsize=11)
+fig.tight_layout()
+fig.savefig(f"{out_dir}/mount.png", dpi=110)
+print(f"plot: {out_dir}/mount.png")
+PY
