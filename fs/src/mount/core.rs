@@ -733,6 +733,40 @@ impl EncFs {
         Ok((self.getattr(ino)?, fh))
     }
 
+    /// For a small random read on a read-only mount: the whole segments around `offset..+size`
+    /// that are now in the cache, as `(plaintext offset, bytes)`, so the caller can hand them to
+    /// the kernel's page cache (`FUSE_NOTIFY_STORE`): the segment was fetched and decrypted
+    /// whole anyway, and nearby reads then need no round trip.
+    pub fn neighbours(&self, fh: u64, offset: u64, size: u32) -> Option<(u64, Bytes)> {
+        if self.options.read_write {
+            return None;
+        }
+        let handle = self.handle(fh).ok()?;
+        if handle.readahead.lock().expect("poisoned").window != 0 {
+            return None;
+        }
+        let source = self
+            .tree
+            .lock()
+            .expect("poisoned")
+            .node(handle.ino)
+            .ok()?
+            .source
+            .clone()?;
+        let unit = source.unit as u64;
+        let index = offset / unit;
+        if (offset + size as u64).div_ceil(unit) != index + 1 || size as u64 >= unit {
+            return None;
+        }
+        match self.cache.lookup(SegmentKey {
+            file: source.file,
+            index,
+        }) {
+            Lookup::Hit(bytes) => Some((source.plain_range(index).start, bytes)),
+            _ => None,
+        }
+    }
+
     /// Reads up to `size` bytes at `offset`.
     pub fn read(&self, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>, i32> {
         let handle = self.handle(fh)?;

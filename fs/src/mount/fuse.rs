@@ -3,6 +3,7 @@
 //! thread; fetches, decryption and staging run on the mount's runtime.
 
 use std::ffi::OsStr;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use fuser::{
@@ -20,6 +21,8 @@ pub const MAX_IO: u32 = 1 << 20;
 /// [`EncFs`] as a FUSE filesystem.
 pub struct Fuse {
     fs: EncFs,
+    /// Set once the session exists: pushes whole segments into the kernel's page cache.
+    notifier: Arc<OnceLock<fuser::Notifier>>,
     ttl: Duration,
     uid: u32,
     gid: u32,
@@ -27,9 +30,10 @@ pub struct Fuse {
 
 impl Fuse {
     /// Wraps a filesystem.
-    pub fn new(fs: EncFs) -> Self {
+    pub fn new(fs: EncFs, notifier: Arc<OnceLock<fuser::Notifier>>) -> Self {
         let options = fs.options();
         Self {
+            notifier,
             ttl: options.ttl,
             uid: options.uid,
             gid: options.gid,
@@ -215,7 +219,7 @@ impl Filesystem for Fuse {
     fn read(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         size: u32,
@@ -224,7 +228,15 @@ impl Filesystem for Fuse {
         reply: ReplyData,
     ) {
         match self.fs.read(fh.0, offset, size) {
-            Ok(data) => reply.data(&data),
+            Ok(data) => {
+                reply.data(&data);
+                // After the reply (its pages are unlocked by then): the rest of the segment.
+                if let (Some((start, segment)), Some(notifier)) =
+                    (self.fs.neighbours(fh.0, offset, size), self.notifier.get())
+                {
+                    let _ = notifier.store(ino, start, &segment);
+                }
+            }
             Err(e) => reply.error(errno(e)),
         }
     }

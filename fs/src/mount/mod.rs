@@ -53,7 +53,10 @@ impl Mount {
         let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
         config.n_threads = Some((cpus * 2).max(4));
         config.clone_fd = true;
-        let mut session = fuser::Session::new(fuse::Fuse::new(fs), mountpoint, &config)?;
+        let notifier = std::sync::Arc::new(std::sync::OnceLock::new());
+        let mut session =
+            fuser::Session::new(fuse::Fuse::new(fs, notifier.clone()), mountpoint, &config)?;
+        let _ = notifier.set(session.notifier());
         let unmounter = session.unmount_callable();
         let session = session.spawn()?;
         raise_readahead(mountpoint);
