@@ -6,7 +6,7 @@
 //! segment twice: a reader that finds a segment pending waits for it. Segments that failed
 //! authentication are remembered as bad, so every read of that range gets `EIO` without another
 //! fetch. With a disk tier, segments evicted from memory are sealed under an ephemeral key and
-//! parked on disk ([`super::scratch`]); a later miss in memory reads them back from there.
+//! parked on disk (the mount's `scratch` module); a later miss in memory reads them back from there.
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;

@@ -4,8 +4,9 @@
 //! * [`core`]: the filesystem without the kernel (inodes, listings, read and write paths);
 //! * [`cache`]: the memory-bounded segment cache with its optional sealed disk tier;
 //! * [`source`]: fetching and verifying runs of segments of one blob version;
-//! * [`write`]: dirty files, staged blocks and the atomic commit;
-//! * [`scratch`]: disk space that only ever holds data sealed under an ephemeral key;
+//! * [`write`](mod@write): dirty files, staged blocks and the atomic commit;
+//! * `scratch`: disk space that only ever holds data sealed under an ephemeral key;
+//! * `pool`: reusable read buffers that cached segments are slices of;
 //! * [`fuse`]: the fuser adapter; [`Mount`] runs a session until unmounted.
 
 pub mod cache;

@@ -1,11 +1,11 @@
-//! The write path of a read-write mount: one [`Dirty`] per file being changed.
+//! The write path of a read-write mount: one `Dirty` per file being changed.
 //!
 //! A file's new content is kept as blocks of [`WRITE_BLOCK`] plaintext bytes (whole EBF segments).
 //! A block that the writer has moved past is sealed and sent as a staged block at once, in the
-//! background, and a copy is parked in a scratch file that never holds plaintext ([`Scratch`]:
+//! background, and a copy is parked in a scratch file that never holds plaintext (`Scratch`:
 //! `cse` blocks are already ciphertext under the data key; `cpk`/`sse` blocks are sealed under the
 //! mount's ephemeral key), so a later write into that block can still be served. Staged blocks are
-//! invisible until [`Dirty::commit`] (at `flush`, `fsync` and `close`) commits the block list in one
+//! invisible until `Dirty::commit` (at `flush`, `fsync` and `close`) commits the block list in one
 //! request: the new version appears atomically, and a crash before that leaves the old one intact.
 //!
 //! Memory is bounded by a byte semaphore shared by all files (the write budget): staging waits for
