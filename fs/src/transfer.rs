@@ -30,7 +30,7 @@ use crate::store::{BlobStore, Condition, CustomerKey, Metadata, StoreError, bloc
 
 /// Metadata names (Azure requires C#-identifier names: no hyphens).
 const META_MODE: &str = "encfs_mode";
-const META_SIZE: &str = "encfs_source_size";
+pub(crate) const META_SIZE: &str = "encfs_source_size";
 const META_MTIME: &str = "encfs_source_mtime";
 const META_KEY_ID: &str = "encfs_key_id";
 /// Ranged reads in flight per blob: enough to hide a 20 ms round trip behind 8 MiB ranges.
@@ -303,10 +303,16 @@ async fn already_uploaded(
 }
 
 fn upload_metadata(item: &UploadItem, protection: &Protection) -> Metadata {
+    blob_metadata(protection, item.size, item.mtime)
+}
+
+/// The metadata every blob encfs writes carries (uploads and the mount alike): mode, plaintext
+/// size, source mtime (seconds), and the key id for `cse`.
+pub(crate) fn blob_metadata(protection: &Protection, size: u64, mtime: u64) -> Metadata {
     let mut metadata = Metadata::new();
     metadata.insert(META_MODE.into(), protection.name().into());
-    metadata.insert(META_SIZE.into(), item.size.to_string());
-    metadata.insert(META_MTIME.into(), item.mtime.to_string());
+    metadata.insert(META_SIZE.into(), size.to_string());
+    metadata.insert(META_MTIME.into(), mtime.to_string());
     if let Protection::Cse(key) = protection {
         metadata.insert(META_KEY_ID.into(), key.id().to_string());
     }

@@ -457,7 +457,7 @@ impl EncFs {
             let recorded = item
                 .properties
                 .metadata
-                .get("encfs_source_size")
+                .get(crate::transfer::META_SIZE)
                 .and_then(|s| s.parse().ok());
             seen.insert(name.to_owned(), (NodeKind::File, Some(item)));
             let size = plaintext_size(

@@ -266,10 +266,7 @@ impl BlobSource {
             }
             return Some(Ok(self.verify_owned(first, buffer, pool)));
         }
-        let data = match pinned {
-            Some(pinned) => pinned.read(range),
-            None => store.get_blocking(&self.name, Some(range), self.cpk())?,
-        };
+        let data = store.get_blocking(&self.name, Some(range), self.cpk())?;
         Some(
             data.map_err(SourceError::from)
                 .and_then(|data| self.checked(first, data, expected)),

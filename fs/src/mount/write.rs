@@ -561,14 +561,7 @@ impl Dirty {
         let mtime = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        let mut metadata = Metadata::new();
-        metadata.insert("encfs_mode".into(), ctx.protection.name().into());
-        metadata.insert("encfs_source_size".into(), self.size.to_string());
-        metadata.insert("encfs_source_mtime".into(), mtime.to_string());
-        if let Protection::Cse(key) = &ctx.protection {
-            metadata.insert("encfs_key_id".into(), key.id().to_string());
-        }
-        metadata
+        crate::transfer::blob_metadata(&ctx.protection, self.size, mtime)
     }
 
     /// After a commit: nothing dirty, the next version gets fresh keys.
