@@ -273,6 +273,16 @@ async fn conformance(store: &dyn BlobStore) {
         .stage_block("pos/mixed", &ids[1], Bytes::from_static(b"replaced"), None)
         .await
         .unwrap();
+    // Stores that serve uncommitted blocks return each as last staged; the others say no.
+    let staged = |id: &str| store.read_staged_blocking("pos/mixed", id, None);
+    if store.reads_staged() {
+        assert_eq!(staged(&ids[0]).unwrap().unwrap(), parts[0]);
+        assert_eq!(staged(&ids[3]).unwrap().unwrap(), parts[3]);
+        assert_eq!(&staged(&ids[1]).unwrap().unwrap()[..], b"replaced");
+        assert!(staged("never-staged").unwrap().is_err());
+    } else {
+        assert!(staged(&ids[0]).is_none());
+    }
     let reordered = [ids[3].clone(), ids[1].clone(), ids[0].clone()];
     store
         .commit_blocks("pos/mixed", &reordered, &Metadata::new(), &none, None)
@@ -377,6 +387,18 @@ async fn cpk_enforcement(store: &dyn BlobStore) {
             .await,
         Err(StoreError::CustomerKeyMismatch(_))
     ));
+    if store.reads_staged() {
+        let staged = |cpk| store.read_staged_blocking("staged-secret", &ids[1], cpk);
+        assert_eq!(&staged(Some(&key)).unwrap().unwrap()[..], b"abc");
+        assert!(matches!(
+            staged(Some(&other)).unwrap(),
+            Err(StoreError::CustomerKeyMismatch(_))
+        ));
+        assert!(matches!(
+            staged(None).unwrap(),
+            Err(StoreError::CustomerKeyRequired(_))
+        ));
+    }
     store
         .commit_blocks("staged-secret", &ids, &Metadata::new(), &none, Some(&key))
         .await

@@ -2,11 +2,13 @@
 //!
 //! A file's new content is kept as blocks of [`WRITE_BLOCK`] plaintext bytes (whole EBF segments).
 //! A block that the writer has moved past is sealed and sent as a staged block at once, in the
-//! background, and a copy is parked in a scratch file that never holds plaintext (`Scratch`:
+//! background. So that a later write into that block can still be served, the embedded store serves
+//! staged blocks back ([`BlobStore::reads_staged`]); for other stores (Azure keeps uncommitted
+//! blocks write-only) a copy is parked in a scratch file that never holds plaintext (`Scratch`:
 //! `cse` blocks are already ciphertext under the data key; `cpk`/`sse` blocks are sealed under the
-//! mount's ephemeral key), so a later write into that block can still be served. Staged blocks are
-//! invisible until `Dirty::commit` (at `flush`, `fsync` and `close`) commits the block list in one
-//! request: the new version appears atomically, and a crash before that leaves the old one intact.
+//! mount's ephemeral key). Staged blocks are invisible until `Dirty::commit` (at `flush`, `fsync`
+//! and `close`) commits the block list in one request: the new version appears atomically, and a
+//! crash before that leaves the old one intact.
 //!
 //! Memory is bounded by a byte semaphore shared by all files (the write budget): staging waits for
 //! room, which is the backpressure a writer feels. Unchanged blocks of an existing file are read
@@ -18,7 +20,7 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use encfs_crypto::format::{BlobCipher, HEADER_LEN, NONCE_LEN, SegmentSize, plaintext_slots_mut};
+use encfs_crypto::format::{BlobCipher, HEADER_LEN, NONCE_LEN, SegmentSize, TAG_LEN};
 use tokio::runtime::Handle;
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
@@ -67,9 +69,11 @@ enum Park {
     Seal(Vec<u8>, Record),
 }
 
-/// Where a staged block's parked copy lies.
+/// Where a staged block's copy lies.
 #[derive(Clone, Copy)]
 enum Parked {
+    /// In the store, which serves staged blocks back ([`BlobStore::reads_staged`]).
+    Store,
     /// EBF segments under the data key, as staged.
     Ebf { offset: u64, len: usize },
     /// Plaintext sealed under the ephemeral scratch key.
@@ -88,6 +92,8 @@ pub(crate) struct Dirty {
     base: Option<SharedSource>,
     /// Bytes of `base` still part of the file (a truncate cuts this; growing again gives zeros).
     base_valid: u64,
+    /// Blocks in memory. One may be shorter than its length in the file (`block_len`): the bytes
+    /// past its end are zeros. (Appending then costs no zero-filling.)
     blocks: BTreeMap<u64, Vec<u8>>,
     staged: BTreeMap<u64, Parked>,
     scratch: Option<Arc<Scratch>>,
@@ -165,8 +171,8 @@ impl Dirty {
         }
     }
 
-    /// The current plaintext of block `index` (full length `block_len`), loading it from the
-    /// parked copy or the base version when it is not in memory.
+    /// Brings block `index` into memory (at most `block_len` bytes, zeros after), from the staged
+    /// copy or the base version when it is not there yet.
     fn load(&mut self, ctx: &WriteContext, base: &dyn BaseReader, index: u64) -> Result<(), i32> {
         if self.blocks.contains_key(&index) {
             return Ok(());
@@ -184,40 +190,65 @@ impl Dirty {
                     let len = (self.base_valid - start).min(want as u64) as usize;
                     base.read_base(source, start, len)?
                 }
-                _ => Vec::new(),
+                // A new block: room for all of it, so appending never reallocates.
+                _ => Vec::with_capacity(self.block),
             },
         };
-        plain.resize(want, 0);
+        plain.truncate(want);
         self.blocks.insert(index, plain);
         Ok(())
     }
 
     fn unpark(&self, ctx: &WriteContext, index: u64, parked: Parked) -> Result<Vec<u8>, i32> {
+        if let Parked::Store = parked {
+            let fail = |e: String| eio(format!("{}: staged block {index}: {e}", self.name));
+            let staged = ctx
+                .store
+                .read_staged_blocking(&self.name, &block_id(index), ctx.protection.cpk())
+                .expect("the store reads staged blocks")
+                .map_err(|e| fail(e.to_string()))?;
+            return self
+                .open_block(ctx, index, staged.into())
+                .map_err(|e| fail(e.to_string()));
+        }
         let scratch = self
             .scratch
             .as_ref()
             .expect("parked blocks have a scratch file");
         let fail = |e: std::io::Error| eio(format!("{}: parked block {index}: {e}", self.name));
         match parked {
+            Parked::Store => unreachable!("handled above"),
             Parked::Sealed(record) => scratch.read(&record).map_err(fail),
             Parked::Ebf { offset, len } => {
-                let cipher = self.cipher.as_ref().expect("cse has a cipher");
-                let mut sealed = scratch.read_raw(offset, len).map_err(fail)?;
-                if index == 0 {
-                    sealed.drain(..HEADER_LEN);
-                }
-                let per = ctx.segment.sealed_bytes();
-                let first = index * (self.block / ctx.segment.bytes()) as u64;
-                let mut plain = Vec::with_capacity(self.block);
-                for (i, chunk) in sealed.chunks_mut(per).enumerate() {
-                    let range = cipher
-                        .open_segment_in_place(first + i as u64, false, chunk)
-                        .map_err(|e| fail(std::io::Error::other(e)))?;
-                    plain.extend_from_slice(&chunk[range]);
-                }
-                Ok(plain)
+                let sealed = scratch.read_raw(offset, len).map_err(fail)?;
+                self.open_block(ctx, index, sealed)
+                    .map_err(|e| fail(std::io::Error::other(e)))
             }
         }
+    }
+
+    /// The plaintext of staged block `index` from the bytes that were staged (for `cse`, EBF
+    /// segments under the data key, after the header for block 0).
+    fn open_block(
+        &self,
+        ctx: &WriteContext,
+        index: u64,
+        mut sealed: Vec<u8>,
+    ) -> Result<Vec<u8>, encfs_crypto::Error> {
+        let Some(cipher) = &self.cipher else {
+            return Ok(sealed);
+        };
+        if index == 0 {
+            sealed.drain(..HEADER_LEN.min(sealed.len()));
+        }
+        let per = ctx.segment.sealed_bytes();
+        let first = index * (self.block / ctx.segment.bytes()) as u64;
+        let mut plain = Vec::with_capacity(self.block);
+        for (i, chunk) in sealed.chunks_mut(per).enumerate() {
+            let range = cipher.open_segment_in_place(first + i as u64, false, chunk)?;
+            plain.extend_from_slice(&chunk[range]);
+        }
+        Ok(plain)
     }
 
     /// `EIO` when a background staging of this file failed.
@@ -239,8 +270,9 @@ impl Dirty {
         let end = offset + data.len() as u64;
         if end > self.size {
             // Bytes between the old end and `offset` read as zeros: blocks not in memory are
-            // filled on load (the base counts only up to `base_valid`), the old last block grows.
-            self.grow(end);
+            // filled on load (the base counts only up to `base_valid`), blocks in memory read as
+            // zeros past their ends.
+            self.size = end;
         }
         let mut at = offset;
         let mut rest = data;
@@ -249,10 +281,14 @@ impl Dirty {
             let within = (at % self.block as u64) as usize;
             let n = rest.len().min(self.block - within);
             self.load(ctx, base, index)?;
-            let want = self.block_len(index);
             let block = self.blocks.get_mut(&index).expect("loaded");
-            block.resize(want, 0);
-            block[within..within + n].copy_from_slice(&rest[..n]);
+            if block.len() < within {
+                block.resize(within, 0);
+            }
+            // Overwrite what the block holds, append the rest.
+            let overlap = (block.len() - within).min(n);
+            block[within..within + overlap].copy_from_slice(&rest[..overlap]);
+            block.extend_from_slice(&rest[overlap..n]);
             rest = &rest[n..];
             at += n as u64;
         }
@@ -295,7 +331,10 @@ impl Dirty {
             let within = (at % self.block as u64) as usize;
             let n = ((end - at) as usize).min(self.block - within);
             if let Some(block) = self.blocks.get(&index) {
-                out.extend_from_slice(&block[within..within + n]);
+                // What the block holds of the range, then zeros.
+                let held = block.len().clamp(within, within + n);
+                out.extend_from_slice(block.get(within..held).unwrap_or_default());
+                out.resize(out.len() + within + n - held, 0);
             } else if let Some(&parked) = self.staged.get(&index) {
                 self.reap(ctx, true);
                 self.check()?;
@@ -340,20 +379,11 @@ impl Dirty {
                 block.truncate((size % self.block as u64) as usize);
             }
         } else if size > self.size {
-            self.grow(size);
+            // The blocks in memory read as zeros past their ends.
+            self.size = size;
         }
         self.changed = true;
         Ok(())
-    }
-
-    fn grow(&mut self, size: u64) {
-        self.size = size;
-        for (&i, block) in self.blocks.iter_mut() {
-            let want = size
-                .saturating_sub(i * self.block as u64)
-                .min(self.block as u64);
-            block.resize(want as usize, 0);
-        }
     }
 
     /// Seals block `index` (full, not final) and sends it as a staged block in the background.
@@ -362,8 +392,13 @@ impl Dirty {
             .blocks
             .remove(&index)
             .expect("staging a block in memory");
-        debug_assert_eq!(plain.len(), self.block);
-        let data = self.seal(ctx, index, &plain, false)?;
+        let data = self.seal(ctx, index, &plain, self.block, false)?;
+        if ctx.store.reads_staged() {
+            // The store serves the block back until the commit: no copy of our own.
+            self.staged.insert(index, Parked::Store);
+            self.send_block(ctx, index, data, None);
+            return Ok(());
+        }
         let scratch = match &self.scratch {
             Some(scratch) => scratch.clone(),
             None => {
@@ -455,38 +490,57 @@ impl Dirty {
         }
     }
 
-    /// The bytes that go to the store for block `index`: EBF segments for `cse` (the header in
-    /// front of block 0; the last segment final when `last`), the plaintext otherwise.
-    fn seal(&self, ctx: &WriteContext, index: u64, plain: &[u8], last: bool) -> Result<Bytes, i32> {
+    /// The bytes that go to the store for block `index`, `len` plaintext bytes long (`plain`, then
+    /// zeros): EBF segments for `cse` (the header in front of block 0; the last segment final
+    /// when `last`), the plaintext otherwise.
+    fn seal(
+        &self,
+        ctx: &WriteContext,
+        index: u64,
+        plain: &[u8],
+        len: usize,
+        last: bool,
+    ) -> Result<Bytes, i32> {
+        debug_assert!(plain.len() <= len);
         let Some(cipher) = &self.cipher else {
-            return Ok(Bytes::copy_from_slice(plain));
+            let mut out = Vec::with_capacity(len);
+            out.extend_from_slice(plain);
+            out.resize(len, 0);
+            return Ok(Bytes::from(out));
         };
         let segment = ctx.segment;
         let sealed_len = if last {
-            segment.sealed_len_last(plain.len())
+            segment.sealed_len_last(len)
         } else {
-            segment.sealed_len(plain.len())
+            segment.sealed_len(len)
         };
         let header = if index == 0 { HEADER_LEN } else { 0 };
-        let mut out = vec![0u8; header + sealed_len];
+        // Laid out in one pass, with no zero-filling first: room for the nonce, the plaintext
+        // (zeros past `plain`), room for the tag; then sealed in place.
+        let mut out = Vec::with_capacity(header + sealed_len);
         if index == 0 {
-            out[..HEADER_LEN].copy_from_slice(&cipher.header().to_bytes());
+            out.extend_from_slice(&cipher.header().to_bytes());
         }
-        let body = &mut out[header..];
-        for (slot, piece) in plaintext_slots_mut(body, segment).zip(plain.chunks(segment.bytes())) {
-            slot.copy_from_slice(piece);
-        }
-        let first = index * (self.block / segment.bytes()) as u64;
-        let count = body.len().div_ceil(segment.sealed_bytes());
         let per = segment.sealed_bytes();
+        let count = sealed_len.div_ceil(per);
+        for i in 0..count {
+            let start = (i * segment.bytes()).min(len);
+            let end = (start + segment.bytes()).min(len);
+            let piece = &plain[start.min(plain.len())..end.min(plain.len())];
+            out.extend_from_slice(&[0u8; NONCE_LEN]);
+            out.extend_from_slice(piece);
+            out.resize(out.len() + (end - start - piece.len()) + TAG_LEN, 0);
+        }
+        debug_assert_eq!(out.len(), header + sealed_len);
+        let first = index * (self.block / segment.bytes()) as u64;
         use rayon::prelude::*;
-        body.par_chunks_mut(per)
+        out[header..]
+            .par_chunks_mut(per)
             .enumerate()
             .try_for_each(|(i, chunk)| {
                 cipher.seal_segment_in_place(first + i as u64, last && i + 1 == count, chunk)
             })
             .map_err(|e| eio(format!("{}: {e}", self.name)))?;
-        debug_assert!(count > 0 && body.len() >= NONCE_LEN);
         Ok(Bytes::from(out))
     }
 
@@ -509,7 +563,7 @@ impl Dirty {
             let index = 0;
             self.load(ctx, base, index)?;
             let plain = self.blocks.remove(&index).unwrap_or_default();
-            let data = self.seal(ctx, index, &plain, true)?;
+            let data = self.seal(ctx, index, &plain, self.size as usize, true)?;
             let etag = ctx
                 .runtime
                 .block_on(ctx.store.put(
@@ -534,7 +588,7 @@ impl Dirty {
         if cse || tail > 0 {
             self.load(ctx, base, full)?;
             let plain = self.blocks.remove(&full).unwrap_or_default();
-            let data = self.seal(ctx, full, &plain, true)?;
+            let data = self.seal(ctx, full, &plain, tail, true)?;
             self.send_block(ctx, full, data, None);
             ids.push(block_id(full));
         }

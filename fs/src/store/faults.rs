@@ -285,6 +285,17 @@ impl<S: BlobStore> BlobStore for RetryingStore<S> {
             result => Some(result),
         }
     }
+    fn reads_staged(&self) -> bool {
+        self.inner.reads_staged()
+    }
+    fn read_staged_blocking(
+        &self,
+        name: &str,
+        block_id: &str,
+        cpk: Option<&CustomerKey>,
+    ) -> Option<StoreResult<Bytes>> {
+        self.inner.read_staged_blocking(name, block_id, cpk)
+    }
     async fn put(
         &self,
         name: &str,

@@ -402,10 +402,12 @@ fn read_range(
 }
 
 /// Where a blob's data goes: straight into the file (plain data: staged blocks are copied
-/// file-to-file by the kernel, `copy_file_range`), or through the CPK encryptor.
+/// file-to-file by the kernel, `copy_file_range`), through the CPK encryptor, or into memory (a
+/// staged block read back).
 enum Sink<'a> {
     File(&'a mut File),
     Encrypting(&'a mut dyn Write),
+    Memory(&'a mut Vec<u8>),
 }
 
 impl Sink<'_> {
@@ -413,6 +415,10 @@ impl Sink<'_> {
         match self {
             Self::File(file) => file.write_all(bytes),
             Self::Encrypting(writer) => writer.write_all(bytes),
+            Self::Memory(out) => {
+                out.extend_from_slice(bytes);
+                Ok(())
+            }
         }
     }
 }
@@ -611,6 +617,33 @@ impl BlobStore for LocalStore {
         )
     }
 
+    fn reads_staged(&self) -> bool {
+        true
+    }
+
+    fn read_staged_blocking(
+        &self,
+        name: &str,
+        block_id: &str,
+        cpk: Option<&CustomerKey>,
+    ) -> Option<StoreResult<Bytes>> {
+        let read = || -> StoreResult<Bytes> {
+            self.check_container()?;
+            let dir = self.staging(name)?;
+            let block = dir.join(encode_name(block_id)?);
+            let mut out = Vec::new();
+            let sink = &mut Sink::Memory(&mut out);
+            match staged_ref(name, &dir, &block)? {
+                Staged::File(path, _) => copy_staged(name, &path, cpk, sink)?,
+                Staged::At(offset, len) => {
+                    copy_assembled(name, &dir.join(ASSEMBLY), offset, len, cpk, sink)?
+                }
+            };
+            Ok(out.into())
+        };
+        Some(read())
+    }
+
     async fn put(
         &self,
         name: &str,
@@ -780,19 +813,7 @@ impl BlobStore for LocalStore {
                     written += match block {
                         Staged::File(path, _) => copy_staged(&name, path, cpk.as_ref(), out)?,
                         Staged::At(offset, len) => {
-                            if cpk.is_some() {
-                                return Err(StoreError::CustomerKeyUnexpected(name.clone()));
-                            }
-                            let io = |e| StoreError::io(&assembly, e);
-                            let mut file = File::open(&assembly).map_err(io)?;
-                            file.seek(SeekFrom::Start(ASSEMBLY_RESERVE + offset))
-                                .map_err(io)?;
-                            let mut part = file.take(*len);
-                            match out {
-                                Sink::File(target) => std::io::copy(&mut part, *target),
-                                Sink::Encrypting(target) => std::io::copy(&mut part, *target),
-                            }
-                            .map_err(io)?
+                            copy_assembled(&name, &assembly, *offset, *len, cpk.as_ref(), out)?
                         }
                     };
                 }
@@ -978,6 +999,32 @@ fn staged_plain_len(path: &Path, len: u64) -> StoreResult<u64> {
     }
 }
 
+/// Appends a block staged at a position (`len` bytes at `offset` of the assembly file) to `out`.
+/// Such blocks are never under a customer key.
+fn copy_assembled(
+    name: &str,
+    assembly: &Path,
+    offset: u64,
+    len: u64,
+    cpk: Option<&CustomerKey>,
+    out: &mut Sink<'_>,
+) -> StoreResult<u64> {
+    if cpk.is_some() {
+        return Err(StoreError::CustomerKeyUnexpected(name.to_owned()));
+    }
+    let io = |e| StoreError::io(assembly, e);
+    let mut file = File::open(assembly).map_err(io)?;
+    file.seek(SeekFrom::Start(ASSEMBLY_RESERVE + offset))
+        .map_err(io)?;
+    let mut part = file.take(len);
+    match out {
+        Sink::File(target) => std::io::copy(&mut part, *target),
+        Sink::Encrypting(target) => std::io::copy(&mut part, *target),
+        Sink::Memory(target) => std::io::copy(&mut part, *target),
+    }
+    .map_err(io)
+}
+
 /// Appends a staged block's plaintext to `out`, enforcing the CPK rules on it.
 fn copy_staged(
     name: &str,
@@ -992,6 +1039,9 @@ fn copy_staged(
     match (kind[0], cpk, out) {
         // Plain into a plain blob: the kernel copies file to file (copy_file_range).
         (STAGED_PLAIN, None, Sink::File(target)) => std::io::copy(&mut file, *target).map_err(io),
+        (STAGED_PLAIN, None, Sink::Memory(out)) => {
+            file.read_to_end(out).map(|n| n as u64).map_err(io)
+        }
         (STAGED_PLAIN, None, Sink::Encrypting(_)) => unreachable!("no encryptor without a key"),
         (STAGED_PLAIN, Some(_), _) => Err(StoreError::CustomerKeyUnexpected(name.to_owned())),
         (_, None, _) => Err(StoreError::CustomerKeyRequired(name.to_owned())),

@@ -226,6 +226,24 @@ pub trait BlobStore: Send + Sync {
     ) -> Option<StoreResult<Bytes>> {
         None
     }
+
+    /// Whether [`Self::read_staged_blocking`] serves blocks staged and not yet committed (the
+    /// embedded store). Azure never serves uncommitted blocks: a writer that may need a staged
+    /// block back keeps its own copy there.
+    fn reads_staged(&self) -> bool {
+        false
+    }
+
+    /// The bytes of a block staged under `block_id` and not yet committed, read on the calling
+    /// thread. `None`: not supported ([`Self::reads_staged`] is false).
+    fn read_staged_blocking(
+        &self,
+        _name: &str,
+        _block_id: &str,
+        _cpk: Option<&CustomerKey>,
+    ) -> Option<StoreResult<Bytes>> {
+        None
+    }
 }
 
 /// A shared store is a store (lets wrappers such as [`faults::SlowStore`] wrap `Arc<dyn BlobStore>`).
@@ -318,6 +336,17 @@ impl<T: BlobStore + ?Sized> BlobStore for std::sync::Arc<T> {
         cpk: Option<&CustomerKey>,
     ) -> Option<StoreResult<Box<dyn PinnedBlob>>> {
         (**self).pin_blocking(name, cpk)
+    }
+    fn reads_staged(&self) -> bool {
+        (**self).reads_staged()
+    }
+    fn read_staged_blocking(
+        &self,
+        name: &str,
+        block_id: &str,
+        cpk: Option<&CustomerKey>,
+    ) -> Option<StoreResult<Bytes>> {
+        (**self).read_staged_blocking(name, block_id, cpk)
     }
 }
 
