@@ -11,7 +11,8 @@
 # before each run, so its own cache (and the kernel page cache of the mounted file) starts cold.
 # fio's sequential write ends with fsync (end_fsync=1): encfs commits the blob then; gocryptfs
 # and rclone write through to their backing files on tmpfs, where fsync costs nothing. encfs's
-# parked copies of staged blocks (--scratch-dir) go to tmpfs too.
+# parked copies of staged blocks (--scratch-dir; only for stores that cannot serve staged blocks
+# back, so unused on the embedded store) would go to tmpfs too.
 # Needs: fio, gocryptfs, rclone, fuse3 (apt-get install -y fio gocryptfs rclone fuse3), root.
 # Writes bench-out/mount.md (table + ratios), bench-out/mount.json, and bench-out/mount.png when
 # python3 has matplotlib.

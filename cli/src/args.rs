@@ -73,8 +73,9 @@ pub struct MountArgs {
     /// Capacity of the disk tier.
     #[arg(long, default_value = "4GiB", value_parser = crate::size::parse_size)]
     pub disk_cache_size: u64,
-    /// Where writers park copies of blocks already sent (sealed under a per-mount key; default:
-    /// the --disk-cache directory, else $TMPDIR).
+    /// Where writers park copies of blocks already sent, for stores that cannot serve uncommitted
+    /// blocks back (Azure; sealed under a per-mount key; default: the --disk-cache directory,
+    /// else $TMPDIR). The embedded store needs none.
     #[arg(long, value_name = "DIR")]
     pub scratch_dir: Option<PathBuf>,
     /// Most dirty data in flight to the store (writers wait beyond it).

@@ -63,10 +63,11 @@ pub(crate) trait BaseReader {
     fn read_base(&self, source: &SharedSource, offset: u64, len: usize) -> Result<Vec<u8>, i32>;
 }
 
-/// A parked copy to write: sealed bytes as they are, or plaintext to seal under the scratch key.
+/// How to park the staged bytes: as they are (EBF under the data key) at an offset, or (plaintext)
+/// sealed under the scratch key.
 enum Park {
-    Raw(Bytes, u64),
-    Seal(Vec<u8>, Record),
+    Raw(u64),
+    Seal(Record),
 }
 
 /// Where a staged block's copy lies.
@@ -97,7 +98,7 @@ pub(crate) struct Dirty {
     blocks: BTreeMap<u64, Vec<u8>>,
     staged: BTreeMap<u64, Parked>,
     scratch: Option<Arc<Scratch>>,
-    cipher: Option<BlobCipher>,
+    cipher: Option<Arc<BlobCipher>>,
     tasks: Vec<JoinHandle<Result<(), StoreError>>>,
     error: Option<String>,
     /// Something to commit.
@@ -120,9 +121,9 @@ impl Dirty {
     /// Content starting as the committed version `base`.
     pub fn over(ctx: &WriteContext, name: &str, base: Option<SharedSource>) -> Result<Self, i32> {
         let cipher = match &ctx.protection {
-            Protection::Cse(key) => Some(
+            Protection::Cse(key) => Some(Arc::new(
                 BlobCipher::create(key, ctx.segment).map_err(|e| eio(format!("{name}: {e}")))?,
-            ),
+            )),
             _ => None,
         };
         let size = base.as_ref().map_or(0, |b| b.plain_len);
@@ -392,11 +393,29 @@ impl Dirty {
             .blocks
             .remove(&index)
             .expect("staging a block in memory");
-        let data = self.seal(ctx, index, &plain, self.block, false)?;
+        // Sealed by the staging task, off the writer's thread (the writer goes on meanwhile).
+        let (cipher, segment, block, name) = (
+            self.cipher.clone(),
+            ctx.segment,
+            self.block,
+            self.name.clone(),
+        );
+        let data = move || {
+            seal(
+                cipher.as_deref(),
+                segment,
+                block,
+                &name,
+                index,
+                &plain,
+                block,
+                false,
+            )
+        };
         if ctx.store.reads_staged() {
             // The store serves the block back until the commit: no copy of our own.
             self.staged.insert(index, Parked::Store);
-            self.send_block(ctx, index, data, None);
+            self.send_block(ctx, index, self.block, data, None);
             return Ok(());
         }
         let scratch = match &self.scratch {
@@ -412,31 +431,32 @@ impl Dirty {
         };
         let slot =
             index * Scratch::sealed_len(self.block + HEADER_LEN + self.block / 64 + 28 * 8) as u64;
-        // The parked copy is written by the staging task, off the writer's thread; whoever
-        // needs it back first waits for the tasks (`reap`).
+        // The parked copy is written by the staging task too; whoever needs it back first waits
+        // for the tasks (`reap`).
         let (parked, park) = if self.cipher.is_some() {
-            let parked = Parked::Ebf {
-                offset: slot,
-                len: data.len(),
-            };
-            (parked, Park::Raw(data.clone(), slot))
+            let header = if index == 0 { HEADER_LEN } else { 0 };
+            let len = header + ctx.segment.sealed_len(self.block);
+            (Parked::Ebf { offset: slot, len }, Park::Raw(slot))
         } else {
-            let record = scratch.reserve(slot, plain.len());
-            (Parked::Sealed(record), Park::Seal(plain, record))
+            let record = scratch.reserve(slot, self.block);
+            (Parked::Sealed(record), Park::Seal(record))
         };
         self.staged.insert(index, parked);
-        self.send_block(ctx, index, data, Some((scratch, park)));
+        self.send_block(ctx, index, self.block, data, Some((scratch, park)));
         Ok(())
     }
 
+    /// Stages block `index` (about `bytes` long) in the background: `data` makes its bytes (on a
+    /// blocking thread), then they go to the store, and to the scratch file when `park` says so.
     fn send_block(
         &mut self,
         ctx: &WriteContext,
         index: u64,
-        data: Bytes,
+        bytes: usize,
+        data: impl FnOnce() -> Result<Bytes, String> + Send + 'static,
         park: Option<(Arc<Scratch>, Park)>,
     ) {
-        let permits = ctx.permits(data.len());
+        let permits = ctx.permits(bytes);
         let offset = self.blob_offset(ctx, index);
         let budget = ctx.budget.clone();
         // Backpressure: wait here, in the writer's thread, until the budget has room.
@@ -450,10 +470,19 @@ impl Dirty {
             ctx.protection.cpk().cloned(),
         );
         self.tasks.push(ctx.runtime.spawn(async move {
+            let failed = |source: std::io::Error| StoreError::Io {
+                path: format!("{name} (block {index})"),
+                source,
+            };
+            let data = tokio::task::spawn_blocking(data)
+                .await
+                .map_err(|join| failed(std::io::Error::other(join.to_string())))?
+                .map_err(|e| failed(std::io::Error::other(e)))?;
             let parking = park.map(|(scratch, park)| {
+                let data = data.clone();
                 tokio::task::spawn_blocking(move || match park {
-                    Park::Raw(sealed, offset) => scratch.write_raw(offset, &sealed),
-                    Park::Seal(plain, record) => scratch.write_reserved(&record, &plain),
+                    Park::Raw(offset) => scratch.write_raw(offset, &data),
+                    Park::Seal(record) => scratch.write_reserved(&record, &data),
                 })
             });
             let result = store
@@ -490,58 +519,25 @@ impl Dirty {
         }
     }
 
-    /// The bytes that go to the store for block `index`, `len` plaintext bytes long (`plain`, then
-    /// zeros): EBF segments for `cse` (the header in front of block 0; the last segment final
-    /// when `last`), the plaintext otherwise.
-    fn seal(
+    /// [`seal`] of the last block, on this thread.
+    fn seal_now(
         &self,
         ctx: &WriteContext,
         index: u64,
         plain: &[u8],
         len: usize,
-        last: bool,
     ) -> Result<Bytes, i32> {
-        debug_assert!(plain.len() <= len);
-        let Some(cipher) = &self.cipher else {
-            let mut out = Vec::with_capacity(len);
-            out.extend_from_slice(plain);
-            out.resize(len, 0);
-            return Ok(Bytes::from(out));
-        };
-        let segment = ctx.segment;
-        let sealed_len = if last {
-            segment.sealed_len_last(len)
-        } else {
-            segment.sealed_len(len)
-        };
-        let header = if index == 0 { HEADER_LEN } else { 0 };
-        // Laid out in one pass, with no zero-filling first: room for the nonce, the plaintext
-        // (zeros past `plain`), room for the tag; then sealed in place.
-        let mut out = Vec::with_capacity(header + sealed_len);
-        if index == 0 {
-            out.extend_from_slice(&cipher.header().to_bytes());
-        }
-        let per = segment.sealed_bytes();
-        let count = sealed_len.div_ceil(per);
-        for i in 0..count {
-            let start = (i * segment.bytes()).min(len);
-            let end = (start + segment.bytes()).min(len);
-            let piece = &plain[start.min(plain.len())..end.min(plain.len())];
-            out.extend_from_slice(&[0u8; NONCE_LEN]);
-            out.extend_from_slice(piece);
-            out.resize(out.len() + (end - start - piece.len()) + TAG_LEN, 0);
-        }
-        debug_assert_eq!(out.len(), header + sealed_len);
-        let first = index * (self.block / segment.bytes()) as u64;
-        use rayon::prelude::*;
-        out[header..]
-            .par_chunks_mut(per)
-            .enumerate()
-            .try_for_each(|(i, chunk)| {
-                cipher.seal_segment_in_place(first + i as u64, last && i + 1 == count, chunk)
-            })
-            .map_err(|e| eio(format!("{}: {e}", self.name)))?;
-        Ok(Bytes::from(out))
+        seal(
+            self.cipher.as_deref(),
+            ctx.segment,
+            self.block,
+            &self.name,
+            index,
+            plain,
+            len,
+            true,
+        )
+        .map_err(eio)
     }
 
     /// Sends everything not yet sent and commits the block list: the new version becomes visible
@@ -563,7 +559,7 @@ impl Dirty {
             let index = 0;
             self.load(ctx, base, index)?;
             let plain = self.blocks.remove(&index).unwrap_or_default();
-            let data = self.seal(ctx, index, &plain, self.size as usize, true)?;
+            let data = self.seal_now(ctx, index, &plain, self.size as usize)?;
             let etag = ctx
                 .runtime
                 .block_on(ctx.store.put(
@@ -588,8 +584,8 @@ impl Dirty {
         if cse || tail > 0 {
             self.load(ctx, base, full)?;
             let plain = self.blocks.remove(&full).unwrap_or_default();
-            let data = self.seal(ctx, full, &plain, tail, true)?;
-            self.send_block(ctx, full, data, None);
+            let data = self.seal_now(ctx, full, &plain, tail)?;
+            self.send_block(ctx, full, data.len(), move || Ok(data), None);
             ids.push(block_id(full));
         }
         self.reap(ctx, true);
@@ -625,7 +621,7 @@ impl Dirty {
         self.scratch = None;
         self.changed = false;
         if let Protection::Cse(key) = &ctx.protection {
-            self.cipher = BlobCipher::create(key, ctx.segment).ok();
+            self.cipher = BlobCipher::create(key, ctx.segment).ok().map(Arc::new);
         }
     }
 
@@ -644,4 +640,60 @@ impl Dirty {
         self.staged.clear();
         self.changed = false;
     }
+}
+
+/// The bytes that go to the store for block `index` of a file (`block` plaintext bytes per block),
+/// `len` plaintext bytes long (`plain`, then zeros): EBF segments for `cse` (the header in front of
+/// block 0; the last segment final when `last`), the plaintext otherwise.
+#[allow(clippy::too_many_arguments)]
+fn seal(
+    cipher: Option<&BlobCipher>,
+    segment: SegmentSize,
+    block: usize,
+    name: &str,
+    index: u64,
+    plain: &[u8],
+    len: usize,
+    last: bool,
+) -> Result<Bytes, String> {
+    debug_assert!(plain.len() <= len);
+    let Some(cipher) = cipher else {
+        let mut out = Vec::with_capacity(len);
+        out.extend_from_slice(plain);
+        out.resize(len, 0);
+        return Ok(Bytes::from(out));
+    };
+    let sealed_len = if last {
+        segment.sealed_len_last(len)
+    } else {
+        segment.sealed_len(len)
+    };
+    let header = if index == 0 { HEADER_LEN } else { 0 };
+    // Laid out in one pass, with no zero-filling first: room for the nonce, the plaintext (zeros
+    // past `plain`), room for the tag; then sealed in place.
+    let mut out = Vec::with_capacity(header + sealed_len);
+    if index == 0 {
+        out.extend_from_slice(&cipher.header().to_bytes());
+    }
+    let per = segment.sealed_bytes();
+    let count = sealed_len.div_ceil(per);
+    for i in 0..count {
+        let start = (i * segment.bytes()).min(len);
+        let end = (start + segment.bytes()).min(len);
+        let piece = &plain[start.min(plain.len())..end.min(plain.len())];
+        out.extend_from_slice(&[0u8; NONCE_LEN]);
+        out.extend_from_slice(piece);
+        out.resize(out.len() + (end - start - piece.len()) + TAG_LEN, 0);
+    }
+    debug_assert_eq!(out.len(), header + sealed_len);
+    let first = index * (block / segment.bytes()) as u64;
+    use rayon::prelude::*;
+    out[header..]
+        .par_chunks_mut(per)
+        .enumerate()
+        .try_for_each(|(i, chunk)| {
+            cipher.seal_segment_in_place(first + i as u64, last && i + 1 == count, chunk)
+        })
+        .map_err(|e| format!("{name}: {e}"))?;
+    Ok(Bytes::from(out))
 }
