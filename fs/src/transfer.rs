@@ -13,7 +13,7 @@
 
 use std::collections::VecDeque;
 use std::fs::{self, File};
-use std::io::Read;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::UNIX_EPOCH;
@@ -241,6 +241,44 @@ pub async fn upload(
         // about them concurrently rather than one request at a time.
         tasks.spawn(async move {
             let _permit = permit;
+            if item.size as usize <= block && !options.dry_run {
+                let memory = budget
+                    .clone()
+                    .acquire_many_owned(permits(item.size as usize + 4096) as u32)
+                    .await
+                    .expect("semaphore open");
+                let (store_, item_, protection_) =
+                    (store.clone(), item.clone(), protection.clone());
+                let segment = options.segment_size;
+                let small = tokio::task::spawn_blocking(move || {
+                    upload_small_blocking(&*store_, &item_, &protection_, segment)
+                })
+                .await
+                .expect("upload task panicked")?;
+                let skipped = match small {
+                    SmallUpload::Unsupported => None,
+                    SmallUpload::Skipped => Some(true),
+                    SmallUpload::Uploaded => Some(false),
+                    SmallUpload::Sealed(data) => {
+                        let metadata = upload_metadata(&item, &protection);
+                        store
+                            .put(
+                                &item.blob,
+                                data,
+                                &metadata,
+                                &Condition::None,
+                                protection.cpk(),
+                            )
+                            .await?;
+                        Some(false)
+                    }
+                };
+                drop(memory);
+                if let Some(skipped) = skipped {
+                    progress(item.size);
+                    return Ok((item, skipped));
+                }
+            }
             if already_uploaded(store.as_ref(), &item, &protection).await? {
                 progress(item.size);
                 return Ok((item, true));
@@ -285,7 +323,21 @@ async fn already_uploaded(
     item: &UploadItem,
     protection: &Protection,
 ) -> Result<bool, TransferError> {
-    match store.properties(&item.blob, protection.cpk()).await {
+    same_upload(
+        store.properties(&item.blob, protection.cpk()).await,
+        item,
+        protection,
+    )
+}
+
+/// Whether the blob (its properties, or the error asking for them) is this item already uploaded
+/// in this mode.
+fn same_upload(
+    properties: Result<crate::store::BlobProperties, StoreError>,
+    item: &UploadItem,
+    protection: &Protection,
+) -> Result<bool, TransferError> {
+    match properties {
         Ok(props) => Ok(
             props.metadata.get(META_SIZE) == Some(&item.size.to_string())
                 && props.metadata.get(META_MTIME) == Some(&item.mtime.to_string())
@@ -319,13 +371,14 @@ pub(crate) fn blob_metadata(protection: &Protection, size: u64, mtime: u64) -> M
     metadata
 }
 
-/// Reads `len` bytes of a file from `offset` into the buffer layout the mode needs: plaintext
-/// slots of sealed segments for `cse`, plain bytes otherwise.
+/// Reads the next `len` bytes of a file into the buffer layout the mode needs: plaintext slots of
+/// sealed segments for `cse`, plain bytes otherwise; after `front` bytes left for a header.
 fn read_chunk(
     file: &mut File,
     path: &Path,
     len: usize,
     sealed_len: Option<(SegmentSize, usize)>,
+    front: usize,
 ) -> Result<Vec<u8>, TransferError> {
     let short = || TransferError::Local {
         path: path.display().to_string(),
@@ -333,17 +386,111 @@ fn read_chunk(
     };
     match sealed_len {
         None => {
-            let mut buf = vec![0u8; len];
-            file.read_exact(&mut buf).map_err(|_| short())?;
+            let mut buf = vec![0u8; front + len];
+            file.read_exact(&mut buf[front..]).map_err(|_| short())?;
             Ok(buf)
         }
         Some((segment, sealed)) => {
-            let mut buf = vec![0u8; sealed];
-            for slot in plaintext_slots_mut(&mut buf, segment) {
+            let mut buf = vec![0u8; front + sealed];
+            for slot in plaintext_slots_mut(&mut buf[front..], segment) {
                 file.read_exact(slot).map_err(|_| short())?;
             }
             Ok(buf)
         }
+    }
+}
+
+/// Chunk `index` (`len` bytes, the file's last when `last`) read from `file` and, for `cse`,
+/// sealed (the header in front of chunk 0; the sealer is used up by the last chunk).
+fn read_and_seal(
+    file: &mut File,
+    path: &Path,
+    index: usize,
+    len: usize,
+    last: bool,
+    sealed_len: Option<(SegmentSize, usize)>,
+    sealer: &mut Option<Sealer>,
+) -> Result<Bytes, TransferError> {
+    let header = match sealer.as_ref() {
+        Some(sealer) if index == 0 => Some(sealer.header_bytes()),
+        _ => None,
+    };
+    let front = header.map_or(0, |h| h.len());
+    let mut buf = read_chunk(file, path, len, sealed_len, front)?;
+    if sealer.is_none() {
+        return Ok(Bytes::from(buf));
+    }
+    let crypto = |source| TransferError::Crypto {
+        blob: path.display().to_string(),
+        source,
+    };
+    if last {
+        let sealer = sealer.take().expect("sealer");
+        sealer
+            .seal_last_in_place(&mut buf[front..])
+            .map_err(crypto)?;
+    } else {
+        let sealer = sealer.as_mut().expect("sealer");
+        sealer
+            .seal_segments_in_place(&mut buf[front..])
+            .map_err(crypto)?;
+    }
+    if let Some(header) = header {
+        buf[..front].copy_from_slice(&header);
+    }
+    Ok(Bytes::from(buf))
+}
+
+/// What [`upload_small_blocking`] did.
+enum SmallUpload {
+    /// The store does not work on the calling thread: nothing was done.
+    Unsupported,
+    Skipped,
+    Uploaded,
+    /// Sealed, but the store's blocking put declined (a transient error): put it the async way.
+    Sealed(Bytes),
+}
+
+/// A file of one chunk on a store that works on the calling thread (the embedded store): skip
+/// check, read, seal and put on one blocking thread, with no hand-offs.
+fn upload_small_blocking(
+    store: &dyn BlobStore,
+    item: &UploadItem,
+    protection: &Protection,
+    segment: SegmentSize,
+) -> Result<SmallUpload, TransferError> {
+    let Some(properties) = store.properties_blocking(&item.blob, protection.cpk()) else {
+        return Ok(SmallUpload::Unsupported);
+    };
+    if same_upload(properties, item, protection)? {
+        return Ok(SmallUpload::Skipped);
+    }
+    let mut sealer = match protection {
+        Protection::Cse(key) => {
+            Some(
+                Sealer::new(key, segment).map_err(|source| TransferError::Crypto {
+                    blob: item.blob.clone(),
+                    source,
+                })?,
+            )
+        }
+        _ => None,
+    };
+    let len = item.size as usize;
+    let sealed_len = sealer.as_ref().map(|s| (segment, s.sealed_len_last(len)));
+    let mut file = File::open(&item.path).map_err(local_error(&item.path))?;
+    let data = read_and_seal(&mut file, &item.path, 0, len, true, sealed_len, &mut sealer)?;
+    let metadata = upload_metadata(item, protection);
+    let put = store.put_blocking(
+        &item.blob,
+        data.clone(),
+        &metadata,
+        &Condition::None,
+        protection.cpk(),
+    );
+    match put {
+        Some(result) => result.map(|_| SmallUpload::Uploaded).map_err(Into::into),
+        None => Ok(SmallUpload::Sealed(data)),
     }
 }
 
@@ -398,31 +545,16 @@ async fn upload_file(
         // Read and seal off the async threads; the sealer moves in and back out.
         let (returned_file, returned_sealer, data) =
             tokio::task::spawn_blocking(move || -> Result<_, TransferError> {
-                let mut buf = read_chunk(&mut owned_file, &path, len, sealed_len)?;
-                if let Some(sealer) = owned_sealer.as_mut() {
-                    let crypto = |source| TransferError::Crypto {
-                        blob: path.display().to_string(),
-                        source,
-                    };
-                    let mut out = Vec::with_capacity(buf.len() + HEADER_LEN);
-                    if index == 0 {
-                        out.extend_from_slice(&sealer.header_bytes());
-                    }
-                    if last {
-                        owned_sealer
-                            .take()
-                            .expect("sealer")
-                            .seal_last_in_place(&mut buf)
-                            .map_err(crypto)?;
-                    } else {
-                        sealer.seal_segments_in_place(&mut buf).map_err(crypto)?;
-                    }
-                    if index == 0 {
-                        out.extend_from_slice(&buf);
-                        buf = out;
-                    }
-                }
-                Ok((owned_file, owned_sealer, Bytes::from(buf)))
+                let data = read_and_seal(
+                    &mut owned_file,
+                    &path,
+                    index,
+                    len,
+                    last,
+                    sealed_len,
+                    &mut owned_sealer,
+                )?;
+                Ok((owned_file, owned_sealer, data))
             })
             .await
             .expect("read task panicked")?;
@@ -608,17 +740,26 @@ async fn download_blob(
     budget: &Arc<Semaphore>,
     progress: &Progress,
 ) -> Result<(), TransferError> {
-    let dir = target.parent().unwrap_or(Path::new("."));
-    fs::create_dir_all(dir).map_err(local_error(dir))?;
-    let file_name = target
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let temp = tempfile::Builder::new()
-        .prefix(&format!(".{file_name}."))
-        .suffix(".encfs-partial")
-        .tempfile_in(dir)
-        .map_err(local_error(dir))?;
+    if blob_len <= options.block_size as u64 {
+        // A small blob from a store that reads on the calling thread (the embedded store): the
+        // whole file on one blocking thread, with no hand-offs between fetch, open and write.
+        let (store, name_, target_, protection_) = (
+            store.clone(),
+            name.to_owned(),
+            target.to_owned(),
+            protection.clone(),
+        );
+        let done = tokio::task::spawn_blocking(move || {
+            download_small_blocking(&*store, &name_, blob_len, &target_, &protection_)
+        })
+        .await
+        .expect("download task panicked")?;
+        if let Some(n) = done {
+            progress(n);
+            return Ok(());
+        }
+    }
+    let temp = partial_file(target)?;
     let cpk = protection.cpk().cloned();
     let crypto = |source| TransferError::Crypto {
         blob: name.to_owned(),
@@ -747,12 +888,80 @@ async fn download_blob(
     if written != expected {
         return Err(TransferError::SizeMismatch(name.to_owned()));
     }
+    finish(temp, target)
+}
+
+/// The temporary file a download goes to, beside `target` (hidden, `.encfs-partial`).
+fn partial_file(target: &Path) -> Result<tempfile::NamedTempFile, TransferError> {
+    let dir = target.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(dir).map_err(local_error(dir))?;
+    let file_name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    tempfile::Builder::new()
+        .prefix(&format!(".{file_name}."))
+        .suffix(".encfs-partial")
+        .tempfile_in(dir)
+        .map_err(local_error(dir))
+}
+
+/// Makes a verified download durable and gives it its name.
+fn finish(temp: tempfile::NamedTempFile, target: &Path) -> Result<(), TransferError> {
     temp.as_file().sync_all().map_err(local_error(target))?;
     temp.persist(target).map_err(|e| TransferError::Local {
         path: target.display().to_string(),
         source: e.error,
     })?;
     Ok(())
+}
+
+/// [`download_blob`] of a whole small blob on the calling thread, for stores that read on it
+/// ([`BlobStore::get_blocking`]). `Ok(None)`: the store does not; nothing was done. Returns the
+/// plaintext bytes written.
+fn download_small_blocking(
+    store: &dyn BlobStore,
+    name: &str,
+    blob_len: u64,
+    target: &Path,
+    protection: &Protection,
+) -> Result<Option<u64>, TransferError> {
+    let Some(data) = store.get_blocking(name, None, protection.cpk()) else {
+        return Ok(None);
+    };
+    let data = data?;
+    if data.len() as u64 != blob_len {
+        return Err(TransferError::SizeMismatch(name.to_owned()));
+    }
+    let temp = partial_file(target)?;
+    let mut file = temp.as_file();
+    let written = match protection {
+        Protection::Cse(key) => {
+            let crypto = |source| TransferError::Crypto {
+                blob: name.to_owned(),
+                source,
+            };
+            let opener = Opener::new(key, &data, blob_len).map_err(crypto)?;
+            let mut sealed = Vec::from(data);
+            let body = &mut sealed[HEADER_LEN.min(blob_len as usize)..];
+            opener.open_segments_in_place(0, body).map_err(crypto)?;
+            let mut n = 0u64;
+            for plain in plaintext_slots(body, opener.segment_size()) {
+                file.write_all(plain).map_err(local_error(target))?;
+                n += plain.len() as u64;
+            }
+            if n != opener.plaintext_len() {
+                return Err(TransferError::SizeMismatch(name.to_owned()));
+            }
+            n
+        }
+        _ => {
+            file.write_all(&data).map_err(local_error(target))?;
+            data.len() as u64
+        }
+    };
+    finish(temp, target)?;
+    Ok(Some(written))
 }
 
 #[cfg(test)]

@@ -295,6 +295,39 @@ async fn conformance(store: &dyn BlobStore) {
         expected.len() as u64
     );
 
+    // The calling-thread variants, where a store offers them, behave as the async calls.
+    if let Some(properties) = store.properties_blocking("pos/mixed", None) {
+        assert_eq!(properties.unwrap().size, expected.len() as u64);
+        let put = |condition: &Condition| {
+            store
+                .put_blocking(
+                    "blocking/put",
+                    Bytes::from_static(b"xyz"),
+                    &Metadata::new(),
+                    condition,
+                    None,
+                )
+                .expect("offered with properties_blocking")
+        };
+        let etag = put(&none).unwrap();
+        assert_eq!(
+            store.properties("blocking/put", None).await.unwrap().etag,
+            etag
+        );
+        assert_eq!(
+            &store.get("blocking/put", None, None).await.unwrap()[..],
+            b"xyz"
+        );
+        assert!(matches!(
+            put(&Condition::IfMatch("\"0xBAD\"".into())),
+            Err(StoreError::ConditionNotMet(_))
+        ));
+        assert!(matches!(
+            store.properties_blocking("blocking/none", None).unwrap(),
+            Err(StoreError::BlobNotFound(_))
+        ));
+    }
+
     // Deletes.
     assert!(matches!(
         store

@@ -285,6 +285,32 @@ impl<S: BlobStore> BlobStore for RetryingStore<S> {
             result => Some(result),
         }
     }
+    fn properties_blocking(
+        &self,
+        name: &str,
+        cpk: Option<&CustomerKey>,
+    ) -> Option<StoreResult<BlobProperties>> {
+        match self.inner.properties_blocking(name, cpk)? {
+            Err(error) if error.is_transient() => None,
+            result => Some(result),
+        }
+    }
+    fn put_blocking(
+        &self,
+        name: &str,
+        data: Bytes,
+        metadata: &Metadata,
+        condition: &Condition,
+        cpk: Option<&CustomerKey>,
+    ) -> Option<StoreResult<String>> {
+        match self
+            .inner
+            .put_blocking(name, data, metadata, condition, cpk)?
+        {
+            Err(error) if error.is_transient() => None,
+            result => Some(result),
+        }
+    }
     fn reads_staged(&self) -> bool {
         self.inner.reads_staged()
     }

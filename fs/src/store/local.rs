@@ -138,6 +138,33 @@ impl LocalStore {
         sync_dir(&self.blobs())
     }
 
+    /// [`BlobStore::put`] on the calling thread.
+    fn put_now(
+        &self,
+        name: &str,
+        data: Bytes,
+        metadata: &Metadata,
+        condition: &Condition,
+        cpk: Option<&CustomerKey>,
+    ) -> StoreResult<String> {
+        let target = self.blob_path(name)?;
+        if let Some(existing) = read_header(name, &target).ok().map(|(h, _)| h) {
+            // Azure refuses to overwrite a CPK blob without its key.
+            if existing.cpk_sha256.is_some() {
+                check_cpk(name, &existing, cpk)?;
+            }
+        }
+        let size = data.len() as u64;
+        let mut write = |out: &mut Sink<'_>| {
+            out.write_all(&data)
+                .map_err(|e| StoreError::io(&target, e))?;
+            Ok(size)
+        };
+        let (temp, etag) = write_blob_file(self, &mut write, metadata, cpk, size)?;
+        self.publish(name, temp, condition)?;
+        Ok(etag)
+    }
+
     fn lock(&self) -> StoreResult<File> {
         let path = self.inner.container.join("lock");
         let file = OpenOptions::new()
@@ -330,6 +357,17 @@ fn check_cpk(name: &str, header: &BlobHeader, cpk: Option<&CustomerKey>) -> Stor
 
 fn cpk_data_key(cpk: &CustomerKey) -> DataKey {
     DataKey::from_bytes(*cpk.dangerous_bytes())
+}
+
+/// Properties of the blob file at `path`, enforcing the CPK rules.
+fn properties_at(
+    name: &str,
+    path: &Path,
+    cpk: Option<&CustomerKey>,
+) -> StoreResult<BlobProperties> {
+    let (header, _) = read_header(name, path)?;
+    check_cpk(name, &header, cpk)?;
+    Ok(properties_of(&header))
 }
 
 fn properties_of(header: &BlobHeader) -> BlobProperties {
@@ -660,25 +698,21 @@ impl BlobStore for LocalStore {
             condition.clone(),
             cpk.cloned(),
         );
-        blocking(move || {
-            let target = store.blob_path(&name)?;
-            if let Some(existing) = read_header(&name, &target).ok().map(|(h, _)| h) {
-                // Azure refuses to overwrite a CPK blob without its key.
-                if existing.cpk_sha256.is_some() {
-                    check_cpk(&name, &existing, cpk.as_ref())?;
-                }
-            }
-            let size = data.len() as u64;
-            let mut write = |out: &mut Sink<'_>| {
-                out.write_all(&data)
-                    .map_err(|e| StoreError::io(&target, e))?;
-                Ok(size)
-            };
-            let (temp, etag) = write_blob_file(&store, &mut write, &metadata, cpk.as_ref(), size)?;
-            store.publish(&name, temp, &condition)?;
-            Ok(etag)
-        })
-        .await
+        blocking(move || store.put_now(&name, data, &metadata, &condition, cpk.as_ref())).await
+    }
+
+    fn put_blocking(
+        &self,
+        name: &str,
+        data: Bytes,
+        metadata: &Metadata,
+        condition: &Condition,
+        cpk: Option<&CustomerKey>,
+    ) -> Option<StoreResult<String>> {
+        Some(
+            self.check_container()
+                .and_then(|()| self.put_now(name, data, metadata, condition, cpk)),
+        )
     }
 
     async fn stage_block(
@@ -834,12 +868,19 @@ impl BlobStore for LocalStore {
     ) -> StoreResult<BlobProperties> {
         self.check_container()?;
         let (path, name, cpk) = (self.blob_path(name)?, name.to_owned(), cpk.cloned());
-        blocking(move || {
-            let (header, _) = read_header(&name, &path)?;
-            check_cpk(&name, &header, cpk.as_ref())?;
-            Ok(properties_of(&header))
-        })
-        .await
+        blocking(move || properties_at(&name, &path, cpk.as_ref())).await
+    }
+
+    fn properties_blocking(
+        &self,
+        name: &str,
+        cpk: Option<&CustomerKey>,
+    ) -> Option<StoreResult<BlobProperties>> {
+        Some(
+            self.check_container()
+                .and_then(|()| self.blob_path(name))
+                .and_then(|path| properties_at(name, &path, cpk)),
+        )
     }
 
     async fn list(&self, options: &ListOptions<'_>) -> StoreResult<Listing> {

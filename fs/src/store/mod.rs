@@ -227,6 +227,28 @@ pub trait BlobStore: Send + Sync {
         None
     }
 
+    /// [`Self::properties`] done on the calling thread (the embedded store). `None`: not supported.
+    fn properties_blocking(
+        &self,
+        _name: &str,
+        _cpk: Option<&CustomerKey>,
+    ) -> Option<StoreResult<BlobProperties>> {
+        None
+    }
+
+    /// [`Self::put`] done on the calling thread (the embedded store): an upload of a small file
+    /// then costs no thread hand-offs. `None`: not supported (nothing was written).
+    fn put_blocking(
+        &self,
+        _name: &str,
+        _data: Bytes,
+        _metadata: &Metadata,
+        _condition: &Condition,
+        _cpk: Option<&CustomerKey>,
+    ) -> Option<StoreResult<String>> {
+        None
+    }
+
     /// Whether [`Self::read_staged_blocking`] serves blocks staged and not yet committed (the
     /// embedded store). Azure never serves uncommitted blocks: a writer that may need a staged
     /// block back keeps its own copy there.
@@ -336,6 +358,23 @@ impl<T: BlobStore + ?Sized> BlobStore for std::sync::Arc<T> {
         cpk: Option<&CustomerKey>,
     ) -> Option<StoreResult<Box<dyn PinnedBlob>>> {
         (**self).pin_blocking(name, cpk)
+    }
+    fn properties_blocking(
+        &self,
+        name: &str,
+        cpk: Option<&CustomerKey>,
+    ) -> Option<StoreResult<BlobProperties>> {
+        (**self).properties_blocking(name, cpk)
+    }
+    fn put_blocking(
+        &self,
+        name: &str,
+        data: Bytes,
+        metadata: &Metadata,
+        condition: &Condition,
+        cpk: Option<&CustomerKey>,
+    ) -> Option<StoreResult<String>> {
+        (**self).put_blocking(name, data, metadata, condition, cpk)
     }
     fn reads_staged(&self) -> bool {
         (**self).reads_staged()
