@@ -74,9 +74,9 @@ mount_system() {  # system [rw] -> prints the mount point
 
 results=$out_dir/mount.jsonl
 : > "$results"
-run_job() {  # system job
-  local system=$1 job=$2 mnt file
-  for run in $(seq "$runs"); do
+run_once() {  # system job run (run 0: a warm-up, not recorded)
+  local system=$1 job=$2 run=$3 mnt file
+  {
     mnt=$(mount_system "$system$([[ $job == seqwrite ]] && echo -rw)")
     file=$mnt/f.bin
     [[ $job == seqwrite ]] && file=$mnt/w.bin && rm -f "$file"
@@ -85,7 +85,7 @@ run_job() {  # system job
       echo "   $system $job failed: $(tail -1 fio.err)" >&2
       echo '{}' > fio.json
     fi
-    python3 - "$system" "$job" "$run" >> "$results" <<'PY'
+    [[ $run == 0 ]] || python3 - "$system" "$job" "$run" >> "$results" <<'PY'
 import json, sys
 jobs = json.load(open("fio.json")).get("jobs")
 side = "write" if sys.argv[2] == "seqwrite" else "read"
@@ -95,20 +95,29 @@ print(json.dumps({"system": sys.argv[1], "job": sys.argv[2], "run": int(sys.argv
 PY
     [[ $job == seqwrite ]] && rm -f "$file"
     unmount "$mnt"
-    # Let the unmounted daemon finish exiting (rclone's VFS cache clean-up takes a while) before
-    # the next run starts: every first run of a cell measured slow without this.
+    # Let the unmounted daemon finish exiting (rclone takes up to 2 s) before the next run.
     sleep 2
-  done
+  }
 }
+# Runs are interleaved, and the order of the systems rotates from run to run, so no system always
+# runs first after another job (the first run of a cell measured slow, whichever system it was).
+systems=(encfs gocryptfs rclone-off rclone-full)
+run_once encfs seqread 0
 for job in seqread seqread4 randread seqwrite; do
-  for system in encfs gocryptfs rclone-off rclone-full; do
-    echo "== $system $job" >&2
-    run_job "$system" "$job"
+  for run in $(seq "$runs"); do
+    for k in 0 1 2 3; do
+      system=${systems[$(((k + run - 1) % 4))]}
+      echo "== $system $job run $run" >&2
+      run_once "$system" "$job" "$run"
+    done
   done
 done
-run_job encfs-20ms seqread
-run_job encfs-warm seqread
-run_job tmpfs-plain seqread
+for run in $(seq "$runs"); do
+  for system in encfs-20ms encfs-warm tmpfs-plain; do
+    echo "== $system seqread run $run" >&2
+    run_once "$system" seqread "$run"
+  done
+done
 
 # --- peak RSS of encfs streaming a large file ------------------------------------------------
 truncate -s "${rss_gib}G" plain-rss.bin
