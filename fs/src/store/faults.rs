@@ -243,6 +243,15 @@ impl<S: BlobStore> RetryingStore<S> {
     }
 }
 
+/// A calling-thread call's result, or `None` after a transient failure: the caller then takes the
+/// async path, which retries with backoff.
+fn unless_transient<T>(result: Option<StoreResult<T>>) -> Option<StoreResult<T>> {
+    match result? {
+        Err(error) if error.is_transient() => None,
+        result => Some(result),
+    }
+}
+
 #[async_trait]
 impl<S: BlobStore> BlobStore for RetryingStore<S> {
     fn location(&self) -> String {
@@ -267,10 +276,7 @@ impl<S: BlobStore> BlobStore for RetryingStore<S> {
         name: &str,
         cpk: Option<&CustomerKey>,
     ) -> Option<StoreResult<Box<dyn super::PinnedBlob>>> {
-        match self.inner.pin_blocking(name, cpk)? {
-            Err(error) if error.is_transient() => None,
-            result => Some(result),
-        }
+        unless_transient(self.inner.pin_blocking(name, cpk))
     }
     fn get_blocking(
         &self,
@@ -278,22 +284,14 @@ impl<S: BlobStore> BlobStore for RetryingStore<S> {
         range: Option<Range<u64>>,
         cpk: Option<&CustomerKey>,
     ) -> Option<StoreResult<Bytes>> {
-        // A transient failure falls back to the async path, which retries with backoff.
-        // (Pinned reads are not offered: they would bypass the retries.)
-        match self.inner.get_blocking(name, range, cpk)? {
-            Err(error) if error.is_transient() => None,
-            result => Some(result),
-        }
+        unless_transient(self.inner.get_blocking(name, range, cpk))
     }
     fn properties_blocking(
         &self,
         name: &str,
         cpk: Option<&CustomerKey>,
     ) -> Option<StoreResult<BlobProperties>> {
-        match self.inner.properties_blocking(name, cpk)? {
-            Err(error) if error.is_transient() => None,
-            result => Some(result),
-        }
+        unless_transient(self.inner.properties_blocking(name, cpk))
     }
     fn put_blocking(
         &self,
@@ -303,13 +301,10 @@ impl<S: BlobStore> BlobStore for RetryingStore<S> {
         condition: &Condition,
         cpk: Option<&CustomerKey>,
     ) -> Option<StoreResult<String>> {
-        match self
-            .inner
-            .put_blocking(name, data, metadata, condition, cpk)?
-        {
-            Err(error) if error.is_transient() => None,
-            result => Some(result),
-        }
+        unless_transient(
+            self.inner
+                .put_blocking(name, data, metadata, condition, cpk),
+        )
     }
     fn reads_staged(&self) -> bool {
         self.inner.reads_staged()
