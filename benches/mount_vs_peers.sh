@@ -100,7 +100,7 @@ PY
   }
 }
 # Runs are interleaved, and the order of the systems rotates from run to run, so no system always
-# runs first after another job (the first run of a cell measured slow, whichever system it was).
+# runs first after another job (run back to back, encfs's first run of a cell was often slow).
 systems=(encfs gocryptfs rclone-off rclone-full)
 run_once encfs seqread 0
 for job in seqread seqread4 randread seqwrite; do
