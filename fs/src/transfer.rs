@@ -441,6 +441,23 @@ fn read_and_seal(
     Ok(Bytes::from(buf))
 }
 
+/// A fresh EBF sealer for `item` in `cse` mode; `None` in the other modes.
+fn sealer_for(
+    item: &UploadItem,
+    protection: &Protection,
+    segment: SegmentSize,
+) -> Result<Option<Sealer>, TransferError> {
+    let Protection::Cse(key) = protection else {
+        return Ok(None);
+    };
+    Sealer::new(key, segment)
+        .map(Some)
+        .map_err(|source| TransferError::Crypto {
+            blob: item.blob.clone(),
+            source,
+        })
+}
+
 /// What [`upload_small_blocking`] did.
 enum SmallUpload {
     /// The store does not work on the calling thread: nothing was done.
@@ -465,17 +482,7 @@ fn upload_small_blocking(
     if same_upload(properties, item, protection)? {
         return Ok(SmallUpload::Skipped);
     }
-    let mut sealer = match protection {
-        Protection::Cse(key) => {
-            Some(
-                Sealer::new(key, segment).map_err(|source| TransferError::Crypto {
-                    blob: item.blob.clone(),
-                    source,
-                })?,
-            )
-        }
-        _ => None,
-    };
+    let mut sealer = sealer_for(item, protection, segment)?;
     let len = item.size as usize;
     let sealed_len = sealer.as_ref().map(|s| (segment, s.sealed_len_last(len)));
     let mut file = File::open(&item.path).map_err(local_error(&item.path))?;
@@ -505,17 +512,7 @@ async fn upload_file(
 ) -> Result<(), TransferError> {
     let metadata = upload_metadata(item, protection);
     let segment = options.segment_size;
-    let mut sealer = match protection {
-        Protection::Cse(key) => {
-            Some(
-                Sealer::new(key, segment).map_err(|source| TransferError::Crypto {
-                    blob: item.blob.clone(),
-                    source,
-                })?,
-            )
-        }
-        _ => None,
-    };
+    let mut sealer = sealer_for(item, protection, segment)?;
     let mut file = File::open(&item.path).map_err(local_error(&item.path))?;
     let chunks = (item.size as usize).div_ceil(block).max(1);
     let cpk = protection.cpk();
@@ -856,14 +853,11 @@ async fn download_blob(
                         .open_segments_in_place(first, &mut sealed)
                         .map_err(|source| TransferError::Crypto { blob: name, source })?;
                     let segment = opener.segment_size();
-                    let mut at = first * segment.bytes() as u64;
+                    let at = first * segment.bytes() as u64;
                     let file = file.lock().expect("poisoned");
-                    for plain in plaintext_slots(&sealed, segment) {
-                        file.write_all_at(plain, at).map_err(local_error(&target))?;
-                        at += plain.len() as u64;
-                    }
+                    let n = write_plaintext_at(&file, &sealed, segment, at, &target)?;
                     drop(permit);
-                    Ok(at - first * segment.bytes() as u64)
+                    Ok(n)
                 })
                 .await
                 .expect("decrypt task panicked")
@@ -889,6 +883,24 @@ async fn download_blob(
         return Err(TransferError::SizeMismatch(name.to_owned()));
     }
     finish(temp, target)
+}
+
+/// Writes the plaintext of opened segments (`sealed`, opened in place) at offset `at` of `file`;
+/// returns the bytes written.
+fn write_plaintext_at(
+    file: &File,
+    sealed: &[u8],
+    segment: SegmentSize,
+    mut at: u64,
+    target: &Path,
+) -> Result<u64, TransferError> {
+    use std::os::unix::fs::FileExt;
+    let start = at;
+    for plain in plaintext_slots(sealed, segment) {
+        file.write_all_at(plain, at).map_err(local_error(target))?;
+        at += plain.len() as u64;
+    }
+    Ok(at - start)
 }
 
 /// The temporary file a download goes to, beside `target` (hidden, `.encfs-partial`).
@@ -945,11 +957,7 @@ fn download_small_blocking(
             let mut sealed = Vec::from(data);
             let body = &mut sealed[HEADER_LEN.min(blob_len as usize)..];
             opener.open_segments_in_place(0, body).map_err(crypto)?;
-            let mut n = 0u64;
-            for plain in plaintext_slots(body, opener.segment_size()) {
-                file.write_all(plain).map_err(local_error(target))?;
-                n += plain.len() as u64;
-            }
+            let n = write_plaintext_at(file, body, opener.segment_size(), 0, target)?;
             if n != opener.plaintext_len() {
                 return Err(TransferError::SizeMismatch(name.to_owned()));
             }

@@ -201,31 +201,29 @@ impl Dirty {
     }
 
     fn unpark(&self, ctx: &WriteContext, index: u64, parked: Parked) -> Result<Vec<u8>, i32> {
-        if let Parked::Store = parked {
-            let fail = |e: String| eio(format!("{}: staged block {index}: {e}", self.name));
-            let staged = ctx
+        let fail = |e: String| eio(format!("{}: staged block {index}: {e}", self.name));
+        let scratch = || {
+            self.scratch
+                .as_ref()
+                .expect("parked blocks have a scratch file")
+        };
+        // The bytes as staged (EBF under the data key for `cse`), or the plaintext itself.
+        let staged = match parked {
+            Parked::Store => ctx
                 .store
                 .read_staged_blocking(&self.name, &block_id(index), ctx.protection.cpk())
                 .expect("the store reads staged blocks")
-                .map_err(|e| fail(e.to_string()))?;
-            return self
-                .open_block(ctx, index, staged.into())
-                .map_err(|e| fail(e.to_string()));
-        }
-        let scratch = self
-            .scratch
-            .as_ref()
-            .expect("parked blocks have a scratch file");
-        let fail = |e: std::io::Error| eio(format!("{}: parked block {index}: {e}", self.name));
-        match parked {
-            Parked::Store => unreachable!("handled above"),
-            Parked::Sealed(record) => scratch.read(&record).map_err(fail),
-            Parked::Ebf { offset, len } => {
-                let sealed = scratch.read_raw(offset, len).map_err(fail)?;
-                self.open_block(ctx, index, sealed)
-                    .map_err(|e| fail(std::io::Error::other(e)))
+                .map(Vec::from)
+                .map_err(|e| fail(e.to_string()))?,
+            Parked::Ebf { offset, len } => scratch()
+                .read_raw(offset, len)
+                .map_err(|e| fail(e.to_string()))?,
+            Parked::Sealed(record) => {
+                return scratch().read(&record).map_err(|e| fail(e.to_string()));
             }
-        }
+        };
+        self.open_block(ctx, index, staged)
+            .map_err(|e| fail(e.to_string()))
     }
 
     /// The plaintext of staged block `index` from the bytes that were staged (for `cse`, EBF
