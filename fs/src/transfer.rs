@@ -16,6 +16,7 @@ use std::fs::{self, File};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::UNIX_EPOCH;
 
 use bytes::Bytes;
@@ -26,7 +27,10 @@ use encfs_crypto::format::{
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use crate::store::{BlobStore, Condition, CustomerKey, Metadata, StoreError, block_id, list_all};
+use crate::store::{
+    BlobItem, BlobProperties, BlobStore, Condition, CustomerKey, Metadata, StoreError, block_id,
+    list_all,
+};
 
 /// Metadata names (Azure requires C#-identifier names: no hyphens).
 const META_MODE: &str = "encfs_mode";
@@ -201,7 +205,10 @@ fn item(path: &Path, blob: String, meta: &fs::Metadata) -> UploadItem {
     }
 }
 
-/// Uploads `items` to `store`.
+/// Uploads `items` to `store`. Small files (one block or less) go to a few threads of their own
+/// when the store works on the calling thread (the embedded store): each thread takes the next
+/// file and checks, reads, seals and puts it with no hand-off between threads. Large files, and
+/// small ones the store cannot take that way, go through the runtime, many at once.
 pub async fn upload(
     store: Arc<dyn BlobStore>,
     items: Vec<UploadItem>,
@@ -213,21 +220,104 @@ pub async fn upload(
         return Err(StoreError::ContainerNotFound(store.location()).into());
     }
     let block = round_to_segments(options.block_size, options.segment_size);
+    let (small, large): (Vec<UploadItem>, Vec<UploadItem>) = items
+        .into_iter()
+        .partition(|item| item.size as usize <= block && !options.dry_run);
+    let threads = small_file_threads(&options, small.len());
+    let stop = Arc::new(AtomicBool::new(false));
+    let on_threads = {
+        let (store, protection, progress, stop) = (
+            store.clone(),
+            protection.clone(),
+            progress.clone(),
+            stop.clone(),
+        );
+        let segment = options.segment_size;
+        // For a put the blocking call declined (a transient error): the async call retries.
+        let runtime = tokio::runtime::Handle::current();
+        tokio::task::spawn_blocking(move || {
+            on_threads(small, threads, &stop, |item| {
+                let skipped = match upload_small_blocking(&*store, item, &protection, segment)? {
+                    SmallUpload::Unsupported => return Ok(None),
+                    SmallUpload::Skipped => true,
+                    SmallUpload::Uploaded => false,
+                    SmallUpload::Sealed(data) => {
+                        let metadata = upload_metadata(item, &protection);
+                        let put = store.put(
+                            &item.blob,
+                            data,
+                            &metadata,
+                            &Condition::None,
+                            protection.cpk(),
+                        );
+                        runtime.block_on(put)?;
+                        false
+                    }
+                };
+                progress(item.size);
+                Ok(Some((item.clone(), skipped)))
+            })
+        })
+    };
+    let mut summary = Summary::default();
+    let large = upload_on_runtime(
+        &store,
+        large,
+        &protection,
+        &options,
+        &progress,
+        &mut summary,
+    );
+    let large = large.await;
+    if large.is_err() {
+        stop.store(true, Ordering::Relaxed);
+    }
+    let small = on_threads.await.expect("upload threads panicked");
+    large?;
+    let (done, declined) = small?;
+    for (item, skipped) in done {
+        summary.record(item, skipped);
+    }
+    upload_on_runtime(
+        &store,
+        declined,
+        &protection,
+        &options,
+        &progress,
+        &mut summary,
+    )
+    .await?;
+    summary.blobs.sort();
+    Ok(summary)
+}
+
+impl Summary {
+    fn record(&mut self, item: UploadItem, skipped: bool) {
+        if skipped {
+            self.skipped += 1;
+        } else {
+            self.files += 1;
+            self.bytes += item.size;
+            self.blobs.push(item.blob);
+        }
+    }
+}
+
+/// Uploads `items` through the runtime, `concurrent_files` at once; records them in `summary`.
+async fn upload_on_runtime(
+    store: &Arc<dyn BlobStore>,
+    items: Vec<UploadItem>,
+    protection: &Protection,
+    options: &TransferOptions,
+    progress: &Progress,
+    summary: &mut Summary,
+) -> Result<(), TransferError> {
+    let block = round_to_segments(options.block_size, options.segment_size);
     let budget = Arc::new(Semaphore::new(permits(
         options.memory_budget.max(2 * block),
     )));
     let files = Arc::new(Semaphore::new(options.concurrent_files.max(1)));
     let mut tasks = JoinSet::new();
-    let mut summary = Summary::default();
-    let record = |summary: &mut Summary, (item, skipped): (UploadItem, bool)| {
-        if skipped {
-            summary.skipped += 1;
-        } else {
-            summary.files += 1;
-            summary.bytes += item.size;
-            summary.blobs.push(item.blob);
-        }
-    };
     for item in items {
         let permit = files.clone().acquire_owned().await.expect("semaphore open");
         let (store, protection, budget, progress, options) = (
@@ -241,44 +331,6 @@ pub async fn upload(
         // about them concurrently rather than one request at a time.
         tasks.spawn(async move {
             let _permit = permit;
-            if item.size as usize <= block && !options.dry_run {
-                let memory = budget
-                    .clone()
-                    .acquire_many_owned(permits(item.size as usize + 4096) as u32)
-                    .await
-                    .expect("semaphore open");
-                let (store_, item_, protection_) =
-                    (store.clone(), item.clone(), protection.clone());
-                let segment = options.segment_size;
-                let small = tokio::task::spawn_blocking(move || {
-                    upload_small_blocking(&*store_, &item_, &protection_, segment)
-                })
-                .await
-                .expect("upload task panicked")?;
-                let skipped = match small {
-                    SmallUpload::Unsupported => None,
-                    SmallUpload::Skipped => Some(true),
-                    SmallUpload::Uploaded => Some(false),
-                    SmallUpload::Sealed(data) => {
-                        let metadata = upload_metadata(&item, &protection);
-                        store
-                            .put(
-                                &item.blob,
-                                data,
-                                &metadata,
-                                &Condition::None,
-                                protection.cpk(),
-                            )
-                            .await?;
-                        Some(false)
-                    }
-                };
-                drop(memory);
-                if let Some(skipped) = skipped {
-                    progress(item.size);
-                    return Ok((item, skipped));
-                }
-            }
             if already_uploaded(store.as_ref(), &item, &protection).await? {
                 progress(item.size);
                 return Ok((item, true));
@@ -299,14 +351,15 @@ pub async fn upload(
         });
         // Surface failures early instead of after every file was tried.
         while let Some(done) = tasks.try_join_next() {
-            record(&mut summary, done.expect("upload task panicked")?);
+            let (item, skipped) = done.expect("upload task panicked")?;
+            summary.record(item, skipped);
         }
     }
     while let Some(done) = tasks.join_next().await {
-        record(&mut summary, done.expect("upload task panicked")?);
+        let (item, skipped) = done.expect("upload task panicked")?;
+        summary.record(item, skipped);
     }
-    summary.blobs.sort();
-    Ok(summary)
+    Ok(())
 }
 
 /// Semaphore permits are MiB so budgets above 4 GiB fit.
@@ -599,8 +652,8 @@ async fn upload_file(
     Ok(())
 }
 
-/// Downloads every blob under `prefix` into `destination` (a directory), or the one blob named
-/// exactly `prefix` into `destination` when `single` is set.
+/// Downloads every blob under `prefix` into `destination` (a directory), each to the path its
+/// name has below `prefix`.
 pub async fn download(
     store: Arc<dyn BlobStore>,
     prefix: &str,
@@ -610,11 +663,33 @@ pub async fn download(
     progress: Progress,
 ) -> Result<Summary, TransferError> {
     let listing = list_all(store.as_ref(), prefix, None).await?;
+    download_listed(
+        store,
+        listing.blobs,
+        prefix,
+        destination,
+        protection,
+        options,
+        progress,
+    )
+    .await
+}
+
+/// [`download`] of `blobs`, listed already under `prefix` (by [`list_all`]).
+pub async fn download_listed(
+    store: Arc<dyn BlobStore>,
+    blobs: Vec<BlobItem>,
+    prefix: &str,
+    destination: &Path,
+    protection: Protection,
+    options: TransferOptions,
+    progress: Progress,
+) -> Result<Summary, TransferError> {
+    // Absolute once, so no temporary file asks for the working directory again.
+    let destination = std::path::absolute(destination).map_err(local_error(destination))?;
     let mut summary = Summary::default();
-    let files = Arc::new(Semaphore::new(options.concurrent_files.max(1)));
-    let budget = Arc::new(Semaphore::new(permits(options.memory_budget)));
-    let mut tasks = JoinSet::new();
-    for blob in listing.blobs {
+    let mut fetches = Vec::with_capacity(blobs.len());
+    for blob in blobs {
         let relative = blob
             .name
             .strip_prefix(prefix)
@@ -625,7 +700,7 @@ pub async fn download(
         } else {
             relative
         };
-        let target = safe_join(destination, relative).ok_or_else(|| TransferError::Local {
+        let target = safe_join(&destination, relative).ok_or_else(|| TransferError::Local {
             path: blob.name.clone(),
             source: std::io::Error::new(
                 std::io::ErrorKind::InvalidInput,
@@ -633,45 +708,16 @@ pub async fn download(
             ),
         })?;
         summary.files += 1;
-        // Plaintext bytes where the uploader recorded them (cse blobs are larger than their data).
-        summary.bytes += blob
-            .properties
-            .metadata
-            .get(META_SIZE)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(blob.properties.size);
+        summary.bytes += plaintext_size(&blob.properties);
         summary.blobs.push(blob.name.clone());
-        if options.dry_run {
-            continue;
-        }
-        let permit = files.clone().acquire_owned().await.expect("semaphore open");
-        let (store, protection, options, budget, progress) = (
-            store.clone(),
-            protection.clone(),
-            options.clone(),
-            budget.clone(),
-            progress.clone(),
-        );
-        tasks.spawn(async move {
-            let _permit = permit;
-            download_blob(
-                &store,
-                &blob.name,
-                blob.properties.size,
-                &target,
-                &protection,
-                &options,
-                &budget,
-                &progress,
-            )
-            .await
+        fetches.push(Fetch {
+            name: blob.name,
+            size: blob.properties.size,
+            target,
         });
-        while let Some(done) = tasks.try_join_next() {
-            done.expect("download task panicked")?;
-        }
     }
-    while let Some(done) = tasks.join_next().await {
-        done.expect("download task panicked")?;
+    if !options.dry_run {
+        fetch_all(store, fetches, protection, options, progress).await?;
     }
     Ok(summary)
 }
@@ -686,31 +732,209 @@ pub async fn download_one(
     progress: Progress,
 ) -> Result<Summary, TransferError> {
     let properties = store.properties(name, protection.cpk()).await?;
-    let budget = Arc::new(Semaphore::new(permits(options.memory_budget)));
     if !options.dry_run {
-        download_blob(
-            &store,
-            name,
-            properties.size,
-            target,
-            &protection,
-            &options,
-            &budget,
-            &progress,
-        )
-        .await?;
+        let fetch = Fetch {
+            name: name.to_owned(),
+            size: properties.size,
+            target: std::path::absolute(target).map_err(local_error(target))?,
+        };
+        fetch_all(store, vec![fetch], protection, options, progress).await?;
     }
-    let bytes = properties
-        .metadata
-        .get(META_SIZE)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(properties.size);
+    let bytes = plaintext_size(&properties);
     Ok(Summary {
         files: 1,
         skipped: 0,
         bytes,
         blobs: vec![name.to_owned()],
     })
+}
+
+/// The bytes a blob downloads to: the source size its uploader recorded (cse blobs are larger
+/// than their data), else its size.
+pub fn plaintext_size(properties: &BlobProperties) -> u64 {
+    properties
+        .metadata
+        .get(META_SIZE)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(properties.size)
+}
+
+/// One blob to download and the file it becomes.
+struct Fetch {
+    name: String,
+    /// The blob's size in the store.
+    size: u64,
+    /// Absolute path of the output file.
+    target: PathBuf,
+}
+
+/// Downloads `fetches`. Each output directory is created once. Small blobs (one block or less)
+/// go to a few threads of their own when the store reads on the calling thread (the embedded
+/// store): each thread takes the next file and fetches, opens, writes and renames it with no
+/// hand-off between threads. Large blobs, and small ones the store cannot read that way, are
+/// fetched in ranges on the runtime, many files at once.
+async fn fetch_all(
+    store: Arc<dyn BlobStore>,
+    fetches: Vec<Fetch>,
+    protection: Protection,
+    options: TransferOptions,
+    progress: Progress,
+) -> Result<(), TransferError> {
+    let dirs: std::collections::BTreeSet<&Path> =
+        fetches.iter().filter_map(|f| f.target.parent()).collect();
+    for dir in dirs {
+        fs::create_dir_all(dir).map_err(local_error(dir))?;
+    }
+    let (small, large): (Vec<Fetch>, Vec<Fetch>) = fetches
+        .into_iter()
+        .partition(|f| f.size <= options.block_size as u64);
+    let threads = small_file_threads(&options, small.len());
+    let stop = Arc::new(AtomicBool::new(false));
+    let on_threads = {
+        let (store, protection, progress, stop) = (
+            store.clone(),
+            protection.clone(),
+            progress.clone(),
+            stop.clone(),
+        );
+        tokio::task::spawn_blocking(move || {
+            on_threads(small, threads, &stop, |fetch| {
+                let (name, size, target) = (&fetch.name, fetch.size, &fetch.target);
+                let done = download_small_blocking(&*store, name, size, target, &protection)?;
+                Ok(done.map(|n| progress(n)))
+            })
+        })
+    };
+    let fetch_async = |fetches: Vec<Fetch>| {
+        fetch_on_runtime(
+            store.clone(),
+            fetches,
+            protection.clone(),
+            options.clone(),
+            progress.clone(),
+        )
+    };
+    let large = fetch_async(large).await;
+    if large.is_err() {
+        stop.store(true, Ordering::Relaxed);
+    }
+    // The small-file threads stop (at their next file) before this returns.
+    let small = on_threads.await.expect("download threads panicked");
+    large?;
+    fetch_async(small?.1).await
+}
+
+/// Threads for the small files of a transfer: enough to keep every core busy and to overlap
+/// each file's fsync, no more than the files in flight allow, each holding one block at most.
+fn small_file_threads(options: &TransferOptions, files: usize) -> usize {
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let by_memory = options.memory_budget / (options.block_size + HEADER_LEN).max(1);
+    std::env::var("XT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2 * cores)
+        .min(options.concurrent_files)
+        .min(by_memory)
+        .min(files)
+        .max(1)
+}
+
+/// Runs `work` on every item, on up to `threads` scoped threads that each take the next item in
+/// turn, and returns what it gave (`Some`) and the items it declined (`None`: the store cannot do
+/// it this way). The first error, or `stop` set, ends the run; the first error is returned. Items
+/// not reached by then are in neither list: set `stop` only when the transfer fails anyway.
+fn on_threads<T: Send + Sync, R: Send>(
+    items: Vec<T>,
+    threads: usize,
+    stop: &AtomicBool,
+    work: impl Fn(&T) -> Result<Option<R>, TransferError> + Sync,
+) -> Result<(Vec<R>, Vec<T>), TransferError> {
+    let next = AtomicUsize::new(0);
+    let failure = std::sync::Mutex::new(None);
+    let mut done = Vec::new();
+    let mut declined = Vec::new();
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads.min(items.len()))
+            .map(|_| {
+                scope.spawn(|| {
+                    let (mut done, mut declined) = (Vec::new(), Vec::new());
+                    while !stop.load(Ordering::Relaxed) {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(item) = items.get(i) else { break };
+                        match work(item) {
+                            Ok(Some(result)) => done.push(result),
+                            Ok(None) => declined.push(i),
+                            Err(error) => {
+                                stop.store(true, Ordering::Relaxed);
+                                failure.lock().expect("poisoned").get_or_insert(error);
+                            }
+                        }
+                    }
+                    (done, declined)
+                })
+            })
+            .collect();
+        for worker in workers {
+            let (d, i) = worker.join().expect("transfer thread panicked");
+            done.extend(d);
+            declined.extend(i);
+        }
+    });
+    if let Some(error) = failure.into_inner().expect("poisoned") {
+        return Err(error);
+    }
+    declined.sort_unstable();
+    let mut items: Vec<Option<T>> = items.into_iter().map(Some).collect();
+    let declined = declined
+        .into_iter()
+        .filter_map(|i| items[i].take())
+        .collect();
+    Ok((done, declined))
+}
+
+/// Downloads `fetches` on the runtime, `concurrent_files` at once, each in ranges.
+async fn fetch_on_runtime(
+    store: Arc<dyn BlobStore>,
+    fetches: Vec<Fetch>,
+    protection: Protection,
+    options: TransferOptions,
+    progress: Progress,
+) -> Result<(), TransferError> {
+    let files = Arc::new(Semaphore::new(options.concurrent_files.max(1)));
+    let budget = Arc::new(Semaphore::new(permits(options.memory_budget)));
+    let mut tasks = JoinSet::new();
+    for fetch in fetches {
+        let permit = files.clone().acquire_owned().await.expect("semaphore open");
+        let (store, protection, options, budget, progress) = (
+            store.clone(),
+            protection.clone(),
+            options.clone(),
+            budget.clone(),
+            progress.clone(),
+        );
+        tasks.spawn(async move {
+            let _permit = permit;
+            download_blob(
+                &store,
+                &fetch.name,
+                fetch.size,
+                &fetch.target,
+                &protection,
+                &options,
+                &budget,
+                &progress,
+            )
+            .await
+        });
+        // Surface failures early instead of after every file was tried.
+        while let Some(done) = tasks.try_join_next() {
+            done.expect("download task panicked")?;
+        }
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.expect("download task panicked")?;
+    }
+    Ok(())
 }
 
 /// `base/relative` unless `relative` tries to leave `base` (`..`, absolute paths).
@@ -737,25 +961,6 @@ async fn download_blob(
     budget: &Arc<Semaphore>,
     progress: &Progress,
 ) -> Result<(), TransferError> {
-    if blob_len <= options.block_size as u64 {
-        // A small blob from a store that reads on the calling thread (the embedded store): the
-        // whole file on one blocking thread, with no hand-offs between fetch, open and write.
-        let (store, name_, target_, protection_) = (
-            store.clone(),
-            name.to_owned(),
-            target.to_owned(),
-            protection.clone(),
-        );
-        let done = tokio::task::spawn_blocking(move || {
-            download_small_blocking(&*store, &name_, blob_len, &target_, &protection_)
-        })
-        .await
-        .expect("download task panicked")?;
-        if let Some(n) = done {
-            progress(n);
-            return Ok(());
-        }
-    }
     let temp = partial_file(target)?;
     let cpk = protection.cpk().cloned();
     let crypto = |source| TransferError::Crypto {
@@ -903,10 +1108,10 @@ fn write_plaintext_at(
     Ok(at - start)
 }
 
-/// The temporary file a download goes to, beside `target` (hidden, `.encfs-partial`).
+/// The temporary file a download goes to, beside `target` (hidden, `.encfs-partial`); its
+/// directory exists already.
 fn partial_file(target: &Path) -> Result<tempfile::NamedTempFile, TransferError> {
     let dir = target.parent().unwrap_or(Path::new("."));
-    fs::create_dir_all(dir).map_err(local_error(dir))?;
     let file_name = target
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -975,6 +1180,36 @@ fn download_small_blocking(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn threads_do_every_item_once_and_hand_back_the_declined_in_order() {
+        let stop = AtomicBool::new(false);
+        let items: Vec<u32> = (0..1000).collect();
+        let (mut done, declined) =
+            on_threads(items, 4, &stop, |&i| Ok((i % 7 != 0).then_some(i * 2))).unwrap();
+        done.sort_unstable();
+        let expected: Vec<u32> = (0..1000).filter(|i| i % 7 != 0).map(|i| i * 2).collect();
+        assert_eq!(done, expected);
+        assert_eq!(declined, (0..1000).step_by(7).collect::<Vec<u32>>());
+    }
+
+    #[test]
+    fn threads_stop_at_the_first_error_or_when_told() {
+        let stop = AtomicBool::new(false);
+        let tried = AtomicUsize::new(0);
+        let result = on_threads((0..10_000).collect(), 3, &stop, |&i: &u32| {
+            tried.fetch_add(1, Ordering::Relaxed);
+            if i == 10 {
+                return Err(TransferError::SizeMismatch(format!("item {i}")));
+            }
+            Ok(Some(()))
+        });
+        assert!(matches!(result, Err(TransferError::SizeMismatch(name)) if name == "item 10"));
+        assert!(tried.load(Ordering::Relaxed) < 10_000);
+        let told = AtomicBool::new(true);
+        let (done, declined) = on_threads(vec![1, 2, 3], 2, &told, |_| Ok(Some(()))).unwrap();
+        assert!(done.is_empty() && declined.is_empty());
+    }
 
     #[test]
     fn safe_join_refuses_escapes() {

@@ -214,14 +214,25 @@ pub async fn download(args: &DownloadArgs, auth: &AzureAuth) -> Result<()> {
             .properties(&path, cpk_of(&resolved.protection))
             .await
             .is_ok();
-    let total = if single {
-        0
+    let listing = if single {
+        Vec::new()
     } else {
+        if !store
+            .container_exists()
+            .await
+            .with_context(|| format!("cannot reach {}", store.location()))?
+        {
+            bail!("container not found: {}", store.location());
+        }
         list_all(store.as_ref(), &resolved.location.prefix, None)
             .await
-            .map(|l| l.blobs.iter().map(|b| b.properties.size).sum())
-            .unwrap_or(0)
+            .with_context(|| format!("download from {} failed", store.location()))?
+            .blobs
     };
+    let total = listing
+        .iter()
+        .map(|b| transfer::plaintext_size(&b.properties))
+        .sum();
     let bar = progress_bar(total, "download");
     let tick = bar.clone();
     let progress = Arc::new(move |n| tick.inc(n));
@@ -241,15 +252,9 @@ pub async fn download(args: &DownloadArgs, auth: &AzureAuth) -> Result<()> {
         )
         .await
     } else {
-        if !store
-            .container_exists()
-            .await
-            .with_context(|| format!("cannot reach {}", store.location()))?
-        {
-            bail!("container not found: {}", store.location());
-        }
-        transfer::download(
+        transfer::download_listed(
             store.clone(),
+            listing,
             &resolved.location.prefix,
             &destination,
             resolved.protection.clone(),

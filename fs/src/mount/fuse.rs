@@ -236,6 +236,7 @@ impl Filesystem for Fuse {
                 {
                     let _ = notifier.store(ino, start, &segment);
                 }
+                self.fs.recycle(data);
             }
             Err(e) => reply.error(errno(e)),
         }

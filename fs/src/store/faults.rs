@@ -67,19 +67,43 @@ impl<S: BlobStore> FaultyStore<S> {
         }
     }
 
-    async fn gate(&self, what: &str) -> StoreResult<()> {
+    /// The fault this request draws, if any: how long it hangs first and the error it gets.
+    fn draw(&self, what: &str) -> Option<(Duration, StoreError)> {
         let roll = self.rng.next();
         if roll < self.plan.fail_fraction {
-            return Err(StoreError::Injected(what.to_owned()));
+            return Some((Duration::ZERO, StoreError::Injected(what.to_owned())));
         }
         if roll < self.plan.fail_fraction + self.plan.timeout_fraction {
-            tokio::time::sleep(self.plan.timeout).await;
-            return Err(StoreError::Network {
+            let error = StoreError::Network {
                 url: what.to_owned(),
                 message: "injected timeout".into(),
-            });
+            };
+            return Some((self.plan.timeout, error));
         }
-        Ok(())
+        None
+    }
+
+    async fn gate(&self, what: &str) -> StoreResult<()> {
+        match self.draw(what) {
+            None => Ok(()),
+            Some((hang, error)) => {
+                if !hang.is_zero() {
+                    tokio::time::sleep(hang).await;
+                }
+                Err(error)
+            }
+        }
+    }
+
+    /// [`Self::gate`] for a calling-thread request.
+    fn gate_blocking(&self, what: &str) -> StoreResult<()> {
+        match self.draw(what) {
+            None => Ok(()),
+            Some((hang, error)) => {
+                std::thread::sleep(hang);
+                Err(error)
+            }
+        }
     }
 }
 
@@ -120,9 +144,12 @@ impl<S: BlobStore> SlowStore<S> {
 }
 
 /// Implements [`BlobStore`] for a wrapper by running `$before` (an async gate taking the blob name
-/// and byte count) and then forwarding to `self.inner`.
+/// and byte count) and then forwarding to `self.inner`. With `$blocking` (a gate taking the blob
+/// name), the small calling-thread calls (`properties_blocking`, `put_blocking`) are gated and
+/// forwarded too; the rest of the calling-thread calls are not forwarded, so callers take the
+/// async path through the gate.
 macro_rules! forward_store {
-    ($wrapper:ident, $before:ident) => {
+    ($wrapper:ident, $before:ident $(, $blocking:ident)?) => {
         #[async_trait]
         impl<S: BlobStore> BlobStore for $wrapper<S> {
             fn location(&self) -> String {
@@ -209,6 +236,32 @@ macro_rules! forward_store {
                 self.$before(name, 0).await?;
                 self.inner.delete(name, condition).await
             }
+            $(
+            fn properties_blocking(
+                &self,
+                name: &str,
+                cpk: Option<&CustomerKey>,
+            ) -> Option<StoreResult<BlobProperties>> {
+                if let Err(error) = self.$blocking(name) {
+                    return Some(Err(error));
+                }
+                self.inner.properties_blocking(name, cpk)
+            }
+            fn put_blocking(
+                &self,
+                name: &str,
+                data: Bytes,
+                metadata: &Metadata,
+                condition: &Condition,
+                cpk: Option<&CustomerKey>,
+            ) -> Option<StoreResult<String>> {
+                if let Err(error) = self.$blocking(name) {
+                    return Some(Err(error));
+                }
+                self.inner
+                    .put_blocking(name, data, metadata, condition, cpk)
+            }
+            )?
         }
     };
 }
@@ -226,7 +279,7 @@ impl<S: BlobStore> SlowStore<S> {
     }
 }
 
-forward_store!(FaultyStore, before);
+forward_store!(FaultyStore, before, gate_blocking);
 forward_store!(SlowStore, before);
 
 /// Retries every call of the inner store on transient errors ([`with_retries`]): how transfers use

@@ -314,30 +314,71 @@ fn read_header(name: &str, path: &Path) -> StoreResult<(BlobHeader, File)> {
         }
         Err(e) => return Err(StoreError::io(path, e)),
     };
-    let corrupt = |message: &str| StoreError::Corrupt {
-        path: path.display().to_string(),
-        message: message.to_owned(),
-    };
-    let mut prefix = [0u8; 12];
+    let corrupt = |message: &str| corrupt(path, message);
+    let mut prefix = [0u8; PREFIX_LEN];
     file.read_exact(&mut prefix)
         .map_err(|_| corrupt("too short for a blob header"))?;
+    let mut json = vec![0u8; metadata_len(&prefix, path)?];
+    file.read_exact(&mut json)
+        .map_err(|_| corrupt("truncated metadata"))?;
+    Ok((parse_metadata(&json, path)?, file))
+}
+
+/// Bytes before a blob file's metadata: magic and the metadata's length.
+const PREFIX_LEN: usize = 12;
+
+fn corrupt(path: &Path, message: &str) -> StoreError {
+    StoreError::Corrupt {
+        path: path.display().to_string(),
+        message: message.to_owned(),
+    }
+}
+
+/// The metadata length a blob file's prefix gives.
+fn metadata_len(prefix: &[u8; PREFIX_LEN], path: &Path) -> StoreResult<usize> {
     if &prefix[..8] != MAGIC {
-        return Err(corrupt("bad magic"));
+        return Err(corrupt(path, "bad magic"));
     }
     let len = u32::from_be_bytes(prefix[8..].try_into().expect("4 bytes")) as usize;
     if len > 1 << 20 {
-        return Err(corrupt("metadata too large"));
+        return Err(corrupt(path, "metadata too large"));
     }
-    let mut json = vec![0u8; len];
-    file.read_exact(&mut json)
-        .map_err(|_| corrupt("truncated metadata"))?;
-    let header = serde_json::from_slice(&json).map_err(|e| corrupt(&format!("metadata: {e}")))?;
-    Ok((header, file))
+    Ok(len)
+}
+
+fn parse_metadata(json: &[u8], path: &Path) -> StoreResult<BlobHeader> {
+    serde_json::from_slice(json).map_err(|e| corrupt(path, &format!("metadata: {e}")))
+}
+
+/// A whole blob file in one read (a small blob in a handful of system calls): its header and
+/// its data.
+fn read_whole(name: &str, path: &Path) -> StoreResult<(BlobHeader, Bytes)> {
+    let bytes = match fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(StoreError::BlobNotFound(name.to_owned()));
+        }
+        Err(e) => return Err(StoreError::io(path, e)),
+    };
+    let prefix = bytes
+        .first_chunk::<PREFIX_LEN>()
+        .ok_or_else(|| corrupt(path, "too short for a blob header"))?;
+    let data_start = PREFIX_LEN + metadata_len(prefix, path)?;
+    let json = bytes
+        .get(PREFIX_LEN..data_start)
+        .ok_or_else(|| corrupt(path, "truncated metadata"))?;
+    let header = parse_metadata(json, path)?;
+    let data_end = data_start as u64 + header.size;
+    if (bytes.len() as u64) < data_end {
+        return Err(corrupt(path, "blob file shorter than its header says"));
+    }
+    let data = Bytes::from(bytes).slice(data_start..data_end as usize);
+    Ok((header, data))
 }
 
 fn write_header(file: &mut File, header: &BlobHeader, path: &Path) -> StoreResult<()> {
     let json = serde_json::to_vec(header).expect("serializable");
-    let mut out = Vec::with_capacity(12 + json.len());
+    let mut out = Vec::with_capacity(PREFIX_LEN + json.len());
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&(json.len() as u32).to_be_bytes());
     out.extend_from_slice(&json);
@@ -386,6 +427,11 @@ fn read_range(
     range: Option<Range<u64>>,
     cpk: Option<&CustomerKey>,
 ) -> StoreResult<Bytes> {
+    if range.is_none() && cpk.is_none() {
+        let (header, data) = read_whole(name, path)?;
+        check_cpk(name, &header, None)?;
+        return Ok(data);
+    }
     let (header, mut file) = read_header(name, path)?;
     check_cpk(name, &header, cpk)?;
     let range = range.unwrap_or(0..header.size);
@@ -407,10 +453,7 @@ fn read_range(
             .read_to_end(&mut out)
             .map_err(io)?;
         if out.len() != len {
-            return Err(StoreError::Corrupt {
-                path: path.display().to_string(),
-                message: "blob file shorter than its header says".into(),
-            });
+            return Err(corrupt(path, "blob file shorter than its header says"));
         }
         return Ok(out.into());
     };
@@ -418,10 +461,7 @@ fn read_range(
     let total = file.metadata().map_err(io)?.len() - data_start;
     let mut ebf_header = [0u8; HEADER_LEN];
     file.read_exact(&mut ebf_header).map_err(io)?;
-    let corrupt = |e: encfs_crypto::Error| StoreError::Corrupt {
-        path: path.display().to_string(),
-        message: e.to_string(),
-    };
+    let corrupt = |e: encfs_crypto::Error| corrupt(path, &e.to_string());
     let opener = Opener::new(&cpk_data_key(cpk), &ebf_header, total).map_err(corrupt)?;
     let segments = opener.segments_for(start, end - start);
     let sealed_range = opener.sealed_range(segments.start, segments.end - segments.start);
@@ -496,10 +536,7 @@ fn write_blob_file(
             }
         };
         if written != size {
-            return Err(StoreError::Corrupt {
-                path: path.display().to_string(),
-                message: "short write".into(),
-            });
+            return Err(corrupt(&path, "short write"));
         }
         Ok(())
     })?;
@@ -559,10 +596,10 @@ impl super::PinnedBlob for PinnedFile {
                 return Err(StoreError::io(&self.path, error));
             }
             if n == 0 {
-                return Err(StoreError::Corrupt {
-                    path: self.path.display().to_string(),
-                    message: "blob file shorter than its header says".into(),
-                });
+                return Err(corrupt(
+                    &self.path,
+                    "blob file shorter than its header says",
+                ));
             }
             done += n as usize;
         }
@@ -958,10 +995,7 @@ fn staged_ref(name: &str, dir: &Path, block: &Path) -> StoreResult<Staged> {
     let mut fields = text.split(' ').map(str::parse::<u64>);
     match (fields.next(), fields.next()) {
         (Some(Ok(offset)), Some(Ok(len))) => Ok(Staged::At(offset, len)),
-        _ => Err(StoreError::Corrupt {
-            path: marker.display().to_string(),
-            message: "bad staged-block marker".into(),
-        }),
+        _ => Err(corrupt(&marker, "bad staged-block marker")),
     }
 }
 
@@ -993,13 +1027,13 @@ fn commit_assembly(
         cpk_sha256: None,
     };
     let json = serde_json::to_vec(&header).expect("serializable");
-    if 12 + json.len() as u64 > ASSEMBLY_RESERVE {
+    if PREFIX_LEN as u64 + json.len() as u64 > ASSEMBLY_RESERVE {
         return Ok(None);
     }
     // The JSON is padded with spaces to fill the reserved region, so the data starts right after.
     let mut head = Vec::with_capacity(ASSEMBLY_RESERVE as usize);
     head.extend_from_slice(MAGIC);
-    head.extend_from_slice(&((ASSEMBLY_RESERVE - 12) as u32).to_be_bytes());
+    head.extend_from_slice(&((ASSEMBLY_RESERVE - PREFIX_LEN as u64) as u32).to_be_bytes());
     head.extend_from_slice(&json);
     head.resize(ASSEMBLY_RESERVE as usize, b' ');
     let path = dir.join(ASSEMBLY);
@@ -1025,18 +1059,10 @@ fn staged_plain_len(path: &Path, len: u64) -> StoreResult<u64> {
         .map_err(|e| StoreError::io(path, e))?;
     match kind[0] {
         STAGED_PLAIN => Ok(len - 1),
-        STAGED_CPK => {
-            SegmentSize::DEFAULT
-                .plaintext_len(len - 1)
-                .map_err(|e| StoreError::Corrupt {
-                    path: path.display().to_string(),
-                    message: e.to_string(),
-                })
-        }
-        _ => Err(StoreError::Corrupt {
-            path: path.display().to_string(),
-            message: "unknown staged block kind".into(),
-        }),
+        STAGED_CPK => SegmentSize::DEFAULT
+            .plaintext_len(len - 1)
+            .map_err(|e| corrupt(path, &e.to_string())),
+        _ => Err(corrupt(path, "unknown staged block kind")),
     }
 }
 
