@@ -115,6 +115,10 @@ for what in big small; do
   case_run "rclone_download_azurite_$what" $bytes rclone copy "azc:rc-$what" "dl-az-rc-$what"
 done
 
+# Azurite is done: stop it, so its background work (it persists its blob index after the small-file
+# cells) does not compete with the cells below.
+kill $azurite_pid 2>/dev/null && wait $azurite_pid 2>/dev/null || true
+
 # Latency-injected store (20 ms per request) vs none, the big file, local backend.
 export ENCFS_DANGEROUS_INJECT_LATENCY_MS=20
 case_run encfs_upload_local_big_20ms $big_bytes "$encfs" upload big "$work/enc-slow" --key k.key --create-container

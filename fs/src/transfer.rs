@@ -10,6 +10,10 @@
 //! Download: each blob is fetched in ranges (several in flight), verified segment by segment
 //! (`cse`), written to a temporary file beside the destination and renamed only once everything
 //! verified; a tampered, truncated or wrong-key blob fails with its name and leaves no file.
+//!
+//! Small files on a store that works on the calling thread (the embedded store) skip the runtime
+//! both ways: a few threads of the transfer's own each take the next file and do all of it
+//! (`on_threads`), with no hand-off between threads per file.
 
 use std::collections::VecDeque;
 use std::fs::{self, File};
@@ -824,10 +828,11 @@ async fn fetch_all(
     fetch_async(small?.1).await
 }
 
-/// Threads for the small files of a transfer: enough to keep every core busy and to overlap
-/// each file's fsync, no more than the files in flight allow, each holding one block at most.
+/// Threads for the small files of a transfer: two per crypto thread (the rayon pool's size, all
+/// cores unless `--threads` says otherwise), to overlap each file's fsync and system calls; no more
+/// than the files in flight allow, each holding one block at most.
 fn small_file_threads(options: &TransferOptions, files: usize) -> usize {
-    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let cores = rayon::current_num_threads();
     let by_memory = options.memory_budget / (options.block_size + HEADER_LEN).max(1);
     std::env::var("XT")
         .ok()

@@ -767,11 +767,6 @@ impl EncFs {
         }
     }
 
-    /// Takes back a buffer [`Self::read`] returned, once replied with, for later reads.
-    pub fn recycle(&self, buffer: Vec<u8>) {
-        self.pool.give(buffer);
-    }
-
     /// Reads up to `size` bytes at `offset`.
     pub fn read(&self, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>, i32> {
         let handle = self.handle(fh)?;
@@ -837,8 +832,7 @@ impl EncFs {
         first: u64,
         last: u64,
     ) -> Result<Vec<u8>, i32> {
-        // A pooled buffer: the FUSE adapter hands it back after the reply (`recycle`).
-        let mut out = self.pool.take((end - offset) as usize);
+        let mut out = Vec::with_capacity((end - offset) as usize);
         for index in first..=last {
             let bytes = self.segment(source, index)?;
             let seg = source.plain_range(index);

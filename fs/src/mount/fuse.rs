@@ -236,7 +236,6 @@ impl Filesystem for Fuse {
                 {
                     let _ = notifier.store(ino, start, &segment);
                 }
-                self.fs.recycle(data);
             }
             Err(e) => reply.error(errno(e)),
         }

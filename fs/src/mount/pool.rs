@@ -2,16 +2,15 @@
 //! times a second; handing them back to the allocator made it return and re-fault pages (huge
 //! pages, zeroed on every fault), which measured as half of the CPU time of random reads. Cached
 //! segments are [`Bytes`] slices of a pooled buffer; when the last slice goes, the buffer comes
-//! back here. A request takes the smallest free buffer that fits with at most half again to
-//! spare, so runs of varying length (prefetch chunks cut short, replies) still reuse buffers.
+//! back here.
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 
 /// Free buffers by capacity, and their total bytes.
-type FreeLists = (BTreeMap<usize, Vec<Vec<u8>>>, usize);
+type FreeLists = (HashMap<usize, Vec<Vec<u8>>>, usize);
 
 /// Free buffers by capacity, up to a byte limit.
 pub(crate) struct BufferPool {
@@ -23,32 +22,23 @@ impl BufferPool {
     /// A pool keeping at most `limit` bytes of free buffers.
     pub fn new(limit: usize) -> Arc<Self> {
         Arc::new(Self {
-            free: Mutex::new((BTreeMap::new(), 0)),
+            free: Mutex::new((HashMap::new(), 0)),
             limit,
         })
     }
 
-    /// An empty buffer with capacity for `len` bytes: a free one of up to half again that size,
-    /// else a new one of exactly `len`.
+    /// An empty buffer with capacity for exactly `len` bytes (reused when one is free).
     pub fn take(&self, len: usize) -> Vec<u8> {
         let mut free = self.free.lock().expect("poisoned");
-        let (lists, bytes) = &mut *free;
-        let fit = lists
-            .range_mut(len..=len.saturating_add(len / 2))
-            .find_map(|(&capacity, list)| list.pop().map(|buffer| (capacity, buffer)));
-        if let Some((capacity, buffer)) = fit {
-            *bytes -= capacity;
-            if lists.get(&capacity).is_some_and(Vec::is_empty) {
-                lists.remove(&capacity);
-            }
+        if let Some(buffer) = free.0.get_mut(&len).and_then(Vec::pop) {
+            free.1 -= len;
             return buffer;
         }
         drop(free);
         Vec::with_capacity(len)
     }
 
-    /// Keeps `buffer` for reuse (emptied), unless the pool is full.
-    pub fn give(&self, mut buffer: Vec<u8>) {
+    fn give(&self, mut buffer: Vec<u8>) {
         let capacity = buffer.capacity();
         let mut free = self.free.lock().expect("poisoned");
         if free.1 + capacity <= self.limit {
@@ -105,19 +95,6 @@ mod tests {
         let again = pool.take(1000);
         assert_eq!(again.as_ptr(), address);
         assert!(again.is_empty());
-    }
-
-    #[test]
-    fn a_request_reuses_a_buffer_up_to_half_again_its_size() {
-        let pool = BufferPool::new(1 << 20);
-        pool.give(Vec::with_capacity(1000));
-        pool.give(Vec::with_capacity(4000));
-        let fits = pool.take(800);
-        assert_eq!(fits.capacity(), 1000);
-        // 4000 is more than half again 2000: a new buffer.
-        assert_eq!(pool.take(2000).capacity(), 2000);
-        assert_eq!(pool.take(3000).capacity(), 4000);
-        assert_eq!(pool.free.lock().unwrap().1, 0);
     }
 
     #[test]
