@@ -227,40 +227,31 @@ pub async fn upload(
     let (small, large): (Vec<UploadItem>, Vec<UploadItem>) = items
         .into_iter()
         .partition(|item| item.size as usize <= block && !options.dry_run);
-    let threads = small_file_threads(&options, small.len());
-    let stop = Arc::new(AtomicBool::new(false));
-    let on_threads = {
-        let (store, protection, progress, stop) = (
-            store.clone(),
-            protection.clone(),
-            progress.clone(),
-            stop.clone(),
-        );
+    let threads = {
+        let (store, protection, progress) = (store.clone(), protection.clone(), progress.clone());
         let segment = options.segment_size;
         // For a put the blocking call declined (a transient error): the async call retries.
         let runtime = tokio::runtime::Handle::current();
-        tokio::task::spawn_blocking(move || {
-            on_threads(small, threads, &stop, |item| {
-                let skipped = match upload_small_blocking(&*store, item, &protection, segment)? {
-                    SmallUpload::Unsupported => return Ok(None),
-                    SmallUpload::Skipped => true,
-                    SmallUpload::Uploaded => false,
-                    SmallUpload::Sealed(data) => {
-                        let metadata = upload_metadata(item, &protection);
-                        let put = store.put(
-                            &item.blob,
-                            data,
-                            &metadata,
-                            &Condition::None,
-                            protection.cpk(),
-                        );
-                        runtime.block_on(put)?;
-                        false
-                    }
-                };
-                progress(item.size);
-                Ok(Some((item.clone(), skipped)))
-            })
+        SmallFileThreads::start(small, &options, move |item| {
+            let skipped = match upload_small_blocking(&*store, item, &protection, segment)? {
+                SmallUpload::Unsupported => return Ok(None),
+                SmallUpload::Skipped => true,
+                SmallUpload::Uploaded => false,
+                SmallUpload::Sealed(data) => {
+                    let metadata = upload_metadata(item, &protection);
+                    let put = store.put(
+                        &item.blob,
+                        data,
+                        &metadata,
+                        &Condition::None,
+                        protection.cpk(),
+                    );
+                    runtime.block_on(put)?;
+                    false
+                }
+            };
+            progress(item.size);
+            Ok(Some((item.clone(), skipped)))
         })
     };
     let mut summary = Summary::default();
@@ -272,13 +263,7 @@ pub async fn upload(
         &progress,
         &mut summary,
     );
-    let large = large.await;
-    if large.is_err() {
-        stop.store(true, Ordering::Relaxed);
-    }
-    let small = on_threads.await.expect("upload threads panicked");
-    large?;
-    let (done, declined) = small?;
+    let (done, declined) = threads.finish(large.await).await?;
     for (item, skipped) in done {
         summary.record(item, skipped);
     }
@@ -792,21 +777,12 @@ async fn fetch_all(
     let (small, large): (Vec<Fetch>, Vec<Fetch>) = fetches
         .into_iter()
         .partition(|f| f.size <= options.block_size as u64);
-    let threads = small_file_threads(&options, small.len());
-    let stop = Arc::new(AtomicBool::new(false));
-    let on_threads = {
-        let (store, protection, progress, stop) = (
-            store.clone(),
-            protection.clone(),
-            progress.clone(),
-            stop.clone(),
-        );
-        tokio::task::spawn_blocking(move || {
-            on_threads(small, threads, &stop, |fetch| {
-                let (name, size, target) = (&fetch.name, fetch.size, &fetch.target);
-                let done = download_small_blocking(&*store, name, size, target, &protection)?;
-                Ok(done.map(|n| progress(n)))
-            })
+    let threads = {
+        let (store, protection, progress) = (store.clone(), protection.clone(), progress.clone());
+        SmallFileThreads::start(small, &options, move |fetch| {
+            let (name, size, target) = (&fetch.name, fetch.size, &fetch.target);
+            let done = download_small_blocking(&*store, name, size, target, &protection)?;
+            Ok(done.map(|n| progress(n)))
         })
     };
     let fetch_async = |fetches: Vec<Fetch>| {
@@ -819,13 +795,46 @@ async fn fetch_all(
         )
     };
     let large = fetch_async(large).await;
-    if large.is_err() {
-        stop.store(true, Ordering::Relaxed);
+    let (_, declined) = threads.finish(large).await?;
+    fetch_async(declined).await
+}
+
+/// The small files of a transfer, being done by [`on_threads`] on the blocking pool while the
+/// runtime does the rest.
+struct SmallFileThreads<T, R> {
+    stop: Arc<AtomicBool>,
+    run: tokio::task::JoinHandle<Result<Outcomes<R, T>, TransferError>>,
+}
+
+/// What [`on_threads`] gave back: the results of the items done, and the items handed back.
+type Outcomes<R, T> = (Vec<R>, Vec<T>);
+
+impl<T: Send + Sync + 'static, R: Send + 'static> SmallFileThreads<T, R> {
+    fn start(
+        items: Vec<T>,
+        options: &TransferOptions,
+        work: impl Fn(&T) -> Result<Option<R>, TransferError> + Send + Sync + 'static,
+    ) -> Self {
+        let threads = small_file_threads(options, items.len());
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let run = tokio::task::spawn_blocking(move || on_threads(items, threads, &flag, work));
+        Self { stop, run }
     }
-    // The small-file threads stop (at their next file) before this returns.
-    let small = on_threads.await.expect("download threads panicked");
-    large?;
-    fetch_async(small?.1).await
+
+    /// Waits for the threads once the rest of the transfer gave `rest` (stopping them at their
+    /// next file if it failed); returns their results and the files they handed back.
+    async fn finish<X>(
+        self,
+        rest: Result<X, TransferError>,
+    ) -> Result<Outcomes<R, T>, TransferError> {
+        if rest.is_err() {
+            self.stop.store(true, Ordering::Relaxed);
+        }
+        let done = self.run.await.expect("transfer threads panicked");
+        rest?;
+        done
+    }
 }
 
 /// Threads for the small files of a transfer: two per crypto thread (the rayon pool's size, all
@@ -853,7 +862,7 @@ fn on_threads<T: Send + Sync, R: Send>(
     threads: usize,
     stop: &AtomicBool,
     work: impl Fn(&T) -> Result<Option<R>, TransferError> + Sync,
-) -> Result<(Vec<R>, Vec<T>), TransferError> {
+) -> Result<Outcomes<R, T>, TransferError> {
     let next = AtomicUsize::new(0);
     let failure = std::sync::Mutex::new(None);
     let mut done = Vec::new();
