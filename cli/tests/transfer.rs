@@ -276,6 +276,18 @@ fn bad_addresses_and_missing_containers_are_clear_errors() {
     fs::write(sb.path("f"), b"x").unwrap();
     let error = sb.fails(&["upload", "f", "s3://bucket/x", "--key", "k.key"]);
     assert!(error.contains("s3://bucket/x"), "{error}");
+    // An Azure container name the service would refuse fails before any request.
+    let error = sb.fails(&[
+        "upload",
+        "f",
+        "http://127.0.0.1:9/devstoreaccount1/Data_1",
+        "--key",
+        "k.key",
+    ]);
+    assert!(
+        error.contains("container name 'Data_1' is invalid"),
+        "{error}"
+    );
     let error = sb.fails(&[
         "download",
         &sb.path("nowhere").display().to_string(),

@@ -159,7 +159,7 @@ pub async fn upload(args: &UploadArgs, auth: &AzureAuth) -> Result<()> {
     let exists = store
         .container_exists()
         .await
-        .with_context(|| format!("cannot reach {}", store.location()))?;
+        .with_context(|| format!("cannot check container {}", store.location()))?;
     if !exists && args.create_container && !args.transfer.dry_run {
         store
             .create_container()
@@ -220,7 +220,7 @@ pub async fn download(args: &DownloadArgs, auth: &AzureAuth) -> Result<()> {
         if !store
             .container_exists()
             .await
-            .with_context(|| format!("cannot reach {}", store.location()))?
+            .with_context(|| format!("cannot check container {}", store.location()))?
         {
             bail!("container not found: {}", store.location());
         }

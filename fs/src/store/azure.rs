@@ -199,6 +199,12 @@ impl ContainerUrl {
             .first()
             .ok_or_else(|| bad("no container in the URL"))?
             .to_string();
+        if !valid_container_name(&container) {
+            return Err(bad(&format!(
+                "container name '{container}' is invalid: Azure wants 3-63 lowercase letters, \
+                 digits and single hyphens, starting and ending with a letter or digit"
+            )));
+        }
         Ok(Self {
             endpoint,
             account,
@@ -206,6 +212,20 @@ impl ContainerUrl {
             sas: parsed.query().filter(|q| !q.is_empty()).map(str::to_owned),
         })
     }
+}
+
+/// Azure's rule for container names (checked here so a bad name fails before any request, rather
+/// than as an HTTP 400 from the service): 3-63 characters of lowercase letters, digits and single
+/// hyphens, starting and ending with a letter or digit; or one of the special `$root`, `$web`,
+/// `$logs` containers.
+fn valid_container_name(name: &str) -> bool {
+    let alnum = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
+    matches!(name, "$root" | "$web" | "$logs")
+        || ((3..=63).contains(&name.len())
+            && name.chars().all(|c| alnum(c) || c == '-')
+            && name.starts_with(alnum)
+            && name.ends_with(alnum)
+            && !name.contains("--"))
 }
 
 #[derive(Debug)]
@@ -944,13 +964,27 @@ mod tests {
             ),
             ("https://acct.blob.core.windows.net", "acct", "data")
         );
-        let azurite = ContainerUrl::parse("http://127.0.0.1:10000/devstoreaccount1/c1").unwrap();
+        let azurite = ContainerUrl::parse("http://127.0.0.1:10000/devstoreaccount1/cn1").unwrap();
         assert_eq!(azurite.endpoint, "http://127.0.0.1:10000/devstoreaccount1");
-        assert_eq!(azurite.container, "c1");
-        let sas = ContainerUrl::parse("https://a.blob.core.windows.net/c?sv=1&sig=x").unwrap();
+        assert_eq!(azurite.container, "cn1");
+        let sas = ContainerUrl::parse("https://a.blob.core.windows.net/cnt?sv=1&sig=x").unwrap();
         assert_eq!(sas.sas.as_deref(), Some("sv=1&sig=x"));
         assert!(ContainerUrl::parse("ftp://x/y").is_err());
         assert!(ContainerUrl::parse("https://a.blob.core.windows.net/").is_err());
+        for bad in ["cOLD1", "s1", "-ab", "ab-", "a--b", "a_b", &"a".repeat(64)] {
+            let error = ContainerUrl::parse(&format!("http://127.0.0.1:10000/dev/{bad}"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                error.contains(&format!("container name '{bad}' is invalid")),
+                "{error}"
+            );
+        }
+        for good in ["abc", "a-b-c", "0data", "$web", &"a".repeat(63)] {
+            assert!(
+                ContainerUrl::parse(&format!("https://a.blob.core.windows.net/{good}")).is_ok()
+            );
+        }
     }
 
     #[test]

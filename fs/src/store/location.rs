@@ -133,11 +133,11 @@ mod tests {
 
     #[test]
     fn azure_urls_split_container_and_prefix() {
-        let location = open_store("http://127.0.0.1:10000/devstoreaccount1/c1/a/b").unwrap();
+        let location = open_store("http://127.0.0.1:10000/devstoreaccount1/cn1/a/b").unwrap();
         assert_eq!(location.prefix, "a/b/");
         assert_eq!(
             location.store.location(),
-            "http://127.0.0.1:10000/devstoreaccount1/c1"
+            "http://127.0.0.1:10000/devstoreaccount1/cn1"
         );
     }
 }
