@@ -843,10 +843,7 @@ impl<T: Send + Sync + 'static, R: Send + 'static> SmallFileThreads<T, R> {
 fn small_file_threads(options: &TransferOptions, files: usize) -> usize {
     let cores = rayon::current_num_threads();
     let by_memory = options.memory_budget / (options.block_size + HEADER_LEN).max(1);
-    std::env::var("XT")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(2 * cores)
+    (2 * cores)
         .min(options.concurrent_files)
         .min(by_memory)
         .min(files)

@@ -84,26 +84,22 @@ impl<S: BlobStore> FaultyStore<S> {
     }
 
     async fn gate(&self, what: &str) -> StoreResult<()> {
-        match self.draw(what) {
-            None => Ok(()),
-            Some((hang, error)) => {
-                if !hang.is_zero() {
-                    tokio::time::sleep(hang).await;
-                }
-                Err(error)
-            }
+        let Some((hang, error)) = self.draw(what) else {
+            return Ok(());
+        };
+        if !hang.is_zero() {
+            tokio::time::sleep(hang).await;
         }
+        Err(error)
     }
 
     /// [`Self::gate`] for a calling-thread request.
     fn gate_blocking(&self, what: &str) -> StoreResult<()> {
-        match self.draw(what) {
-            None => Ok(()),
-            Some((hang, error)) => {
-                std::thread::sleep(hang);
-                Err(error)
-            }
-        }
+        let Some((hang, error)) = self.draw(what) else {
+            return Ok(());
+        };
+        std::thread::sleep(hang);
+        Err(error)
     }
 }
 
