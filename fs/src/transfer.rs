@@ -32,7 +32,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use crate::store::{
-    BlobItem, BlobProperties, BlobStore, Condition, CustomerKey, Metadata, StoreError, block_id,
+    BlobItem, BlobProperties, BlobStore, BlockIds, Condition, CustomerKey, Metadata, StoreError,
     list_all,
 };
 
@@ -557,6 +557,8 @@ async fn upload_file(
     let mut sealer = sealer_for(item, protection, segment)?;
     let mut file = File::open(&item.path).map_err(local_error(&item.path))?;
     let chunks = (item.size as usize).div_ceil(block).max(1);
+    // Ids of this upload's own: a concurrent writer of the same blob never shares a block.
+    let block_ids = BlockIds::new();
     let cpk = protection.cpk();
     let mut staged = JoinSet::new();
     let mut ids = Vec::with_capacity(chunks);
@@ -607,7 +609,7 @@ async fn upload_file(
             drop(permit);
             return Ok(());
         }
-        let id = block_id(index as u64);
+        let id = block_ids.id(index as u64);
         ids.push(id.clone());
         let (store, blob, cpk, progress) = (
             store.clone(),

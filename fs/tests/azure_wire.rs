@@ -7,9 +7,15 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use encfs_fs::store::azure::{AzureStore, Credentials};
-use encfs_fs::store::{BlobStore, Condition, CustomerKey, Metadata, StoreError, block_id};
+use encfs_fs::store::{BlobStore, BlockIds, Condition, CustomerKey, Metadata, StoreError};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
+
+/// Ids of one writer's version, shared by every block a test stages.
+fn block_id(index: u64) -> String {
+    static IDS: std::sync::LazyLock<BlockIds> = std::sync::LazyLock::new(BlockIds::new);
+    IDS.id(index)
+}
 
 #[derive(Debug, Clone)]
 struct Recorded {

@@ -8,9 +8,15 @@ use encfs_fs::store::azure::AzureStore;
 use encfs_fs::store::faults::{FaultPlan, FaultyStore, RetryingStore, SlowStore};
 use encfs_fs::store::local::LocalStore;
 use encfs_fs::store::{
-    BlobStore, Condition, CustomerKey, ListOptions, Metadata, StoreError, StoreResult, block_id,
+    BlobStore, BlockIds, Condition, CustomerKey, ListOptions, Metadata, StoreError, StoreResult,
     list_all,
 };
+
+/// Ids of one writer's version, shared by every block a test stages.
+fn block_id(index: u64) -> String {
+    static IDS: std::sync::LazyLock<BlockIds> = std::sync::LazyLock::new(BlockIds::new);
+    IDS.id(index)
+}
 
 fn meta(pairs: &[(&str, &str)]) -> Metadata {
     pairs

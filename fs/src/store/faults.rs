@@ -232,6 +232,10 @@ macro_rules! forward_store {
                 self.$before(name, 0).await?;
                 self.inner.delete(name, condition).await
             }
+            async fn discard_staged(&self, name: &str, block_ids: &[String]) -> StoreResult<()> {
+                self.$before(name, 0).await?;
+                self.inner.discard_staged(name, block_ids).await
+            }
             $(
             fn properties_blocking(
                 &self,
@@ -431,6 +435,9 @@ impl<S: BlobStore> BlobStore for RetryingStore<S> {
     }
     async fn delete(&self, name: &str, condition: &Condition) -> StoreResult<()> {
         with_retries(self.attempts, || self.inner.delete(name, condition)).await
+    }
+    async fn discard_staged(&self, name: &str, block_ids: &[String]) -> StoreResult<()> {
+        with_retries(self.attempts, || self.inner.discard_staged(name, block_ids)).await
     }
 }
 

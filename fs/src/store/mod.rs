@@ -205,6 +205,13 @@ pub trait BlobStore: Send + Sync {
     /// Deletes a blob.
     async fn delete(&self, name: &str, condition: &Condition) -> StoreResult<()>;
 
+    /// Drops blocks staged under `block_ids` and never committed: a writer gave up (the file was
+    /// unlinked, its commit failed for lack of space), and its staging should not hold the disk.
+    /// Blocks of other writers are untouched. Required of every store and wrapper, so that no
+    /// wrapper silently keeps a writer's staging alive. Azure has no such call (the service drops
+    /// uncommitted blocks at the blob's next commit, or after a week): it does nothing there.
+    async fn discard_staged(&self, name: &str, block_ids: &[String]) -> StoreResult<()>;
+
     /// One version of a blob held open for reads on the calling thread (the embedded store): the
     /// mount reads every segment of a file through it without reopening anything. `None`: not
     /// supported, use [`Self::get`].
@@ -344,6 +351,9 @@ impl<T: BlobStore + ?Sized> BlobStore for std::sync::Arc<T> {
     async fn delete(&self, name: &str, condition: &Condition) -> StoreResult<()> {
         (**self).delete(name, condition).await
     }
+    async fn discard_staged(&self, name: &str, block_ids: &[String]) -> StoreResult<()> {
+        (**self).discard_staged(name, block_ids).await
+    }
     fn get_blocking(
         &self,
         name: &str,
@@ -433,9 +443,51 @@ pub async fn list_all(
     }
 }
 
-/// A block id for block number `index` of a blob: fixed width, as Azure requires.
-pub fn block_id(index: u64) -> String {
-    BASE64.encode(format!("encfs-block-{index:012}"))
+/// The block ids of one version of a blob under construction.
+///
+/// Every writer (an upload of one file, one version of a file in the mount) draws its own random
+/// 64-bit version tag, so two writers of the same blob never stage under the same id: a commit
+/// names only its own blocks, and a late block of one writer can never stand in for another's.
+/// Ids are fixed width (Azure requires all ids of a blob to be the same length): the base64 of
+/// `"{tag:016x}-{index:015}"`, 32 bytes, 44 characters. The tag is also the staging group by which
+/// the embedded store keeps one assembly file per version ([`staging_group`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlockIds {
+    tag: u64,
+}
+
+impl BlockIds {
+    /// A fresh version tag from the OS RNG.
+    pub fn new() -> Self {
+        let mut random = [0u8; 8];
+        aws_lc_rs::rand::fill(&mut random).expect("OS RNG");
+        Self {
+            tag: u64::from_le_bytes(random),
+        }
+    }
+
+    /// The id of block number `index` (below 10^15).
+    pub fn id(&self, index: u64) -> String {
+        BASE64.encode(format!("{:016x}-{index:015}", self.tag))
+    }
+}
+
+impl Default for BlockIds {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The version tag (16 hex digits) of an id made by [`BlockIds`], or `None` for an id of another
+/// shape (a client other than encfs): the embedded store groups staged blocks by it.
+pub fn staging_group(block_id: &str) -> Option<String> {
+    let raw = BASE64.decode(block_id).ok()?;
+    let text = std::str::from_utf8(&raw).ok()?;
+    let (tag, index) = text.split_once('-')?;
+    (tag.len() == 16
+        && tag.bytes().all(|b| b.is_ascii_hexdigit())
+        && index.bytes().all(|b| b.is_ascii_digit()))
+    .then(|| tag.to_ascii_lowercase())
 }
 
 /// Applies prefix, delimiter, marker and page size to a sorted list of names: the listing
@@ -528,6 +580,18 @@ mod tests {
         let key = CustomerKey::new([1; 32]);
         assert_eq!(key.sha256_base64().len(), 44);
         assert!(!format!("{key:?}").contains(&*key.key_base64()));
-        assert_eq!(block_id(1).len(), block_id(999_999).len());
+        let ids = BlockIds::new();
+        assert_eq!(ids.id(1).len(), ids.id(999_999_999).len());
+        assert_eq!(ids.id(0).len(), 44);
+        assert_ne!(
+            ids.id(0),
+            BlockIds::new().id(0),
+            "each version has its own ids"
+        );
+        let group = staging_group(&ids.id(7)).expect("an encfs id");
+        assert_eq!(staging_group(&ids.id(8)), Some(group.clone()));
+        assert_ne!(staging_group(&BlockIds::new().id(7)), Some(group));
+        assert_eq!(staging_group(&BASE64.encode("someone-else")), None);
+        assert_eq!(staging_group("not base64!"), None);
     }
 }
