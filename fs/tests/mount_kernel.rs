@@ -18,11 +18,11 @@ use encfs_crypto::format::{HEADER_LEN, SEGMENT_OVERHEAD, SegmentSize};
 use encfs_fs::mount::{EncFs, Mount, MountOptions};
 use encfs_fs::store::faults::{FaultPlan, FaultyStore};
 use encfs_fs::store::local::LocalStore;
+use encfs_fs::store::protection::Protection;
 use encfs_fs::store::{
     BlobProperties, BlobStore, Condition, CustomerKey, ListOptions, Listing, Metadata, StoreError,
     StoreResult,
 };
-use encfs_fs::transfer::Protection;
 
 fn require_fuse() {
     assert!(

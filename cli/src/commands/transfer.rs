@@ -1,16 +1,16 @@
-//! `encfs upload`, `download`, `ls` and `rm`: glue between arguments and `encfs_fs::transfer`.
+//! `encfs upload`, `download`, `ls` and `rm`: glue between arguments and `encfs_transfer`.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use encfs_crypto::format::SegmentSize;
-use encfs_fs::store::azure::{ContainerUrl, Credentials, parse_connection_string};
-use encfs_fs::store::faults::SlowStore;
-use encfs_fs::store::{
+use encfs_store::azure::{ContainerUrl, Credentials, parse_connection_string};
+use encfs_store::faults::SlowStore;
+use encfs_store::{
     BlobStore, Condition, CustomerKey, StoreError, StoreLocation, list_all, open_store_with,
 };
-use encfs_fs::transfer::{self, Protection, Summary, TransferOptions};
+use encfs_transfer::{self as transfer, Protection, Summary, TransferOptions};
 
 use super::datastore;
 use super::keys::load_data_key;

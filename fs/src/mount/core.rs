@@ -20,8 +20,8 @@ use super::pool::BufferPool;
 use super::source::{BlobSource, SharedSource, SourceError};
 use super::write::{BaseReader, Dirty, WriteContext};
 use crate::store::faults::RetryingStore;
+use crate::store::protection::Protection;
 use crate::store::{BlobStore, BlockIds, Condition, StoreError, list_all};
-use crate::transfer::Protection;
 
 /// The root directory's inode number.
 pub const ROOT: u64 = 1;
@@ -476,7 +476,7 @@ impl EncFs {
             let recorded = item
                 .properties
                 .metadata
-                .get(crate::transfer::META_SIZE)
+                .get(crate::store::protection::META_SIZE)
                 .and_then(|s| s.parse().ok());
             seen.insert(name.to_owned(), (NodeKind::File, Some(item)));
             let size = plaintext_size(

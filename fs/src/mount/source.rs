@@ -14,8 +14,8 @@ use encfs_crypto::format::{HEADER_LEN, Opener, plaintext_slots};
 use rayon::prelude::*;
 
 use super::pool::BufferPool;
+use crate::store::protection::Protection;
 use crate::store::{BlobStore, CustomerKey, PinnedBlob, StoreError};
-use crate::transfer::Protection;
 
 /// Plaintext bytes per cache unit for blobs the store returns as plaintext (`cpk`, `sse`).
 pub const PLAIN_UNIT: usize = 64 << 10;

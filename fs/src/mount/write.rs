@@ -40,8 +40,8 @@ use tokio::task::JoinHandle;
 
 use super::scratch::{Record, Scratch};
 use super::source::SharedSource;
+use crate::store::protection::Protection;
 use crate::store::{BlobStore, BlockIds, Condition, Metadata, StoreError};
-use crate::transfer::Protection;
 
 /// Default plaintext bytes per staged block.
 pub const WRITE_BLOCK: usize = 4 << 20;
@@ -749,7 +749,7 @@ impl Dirty {
         let mtime = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        crate::transfer::blob_metadata(&ctx.protection, self.size, mtime)
+        crate::store::protection::blob_metadata(&ctx.protection, self.size, mtime)
     }
 
     /// After a commit: nothing dirty; the next version gets fresh keys and block ids. If no

@@ -8,9 +8,9 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use encfs_fs::store::azure::{AzureStore, Credentials, DEV_ACCOUNT, DEV_KEY};
-use encfs_fs::store::local::LocalStore;
-use encfs_fs::store::{BlobStore, BlockIds, Condition, Metadata, StoreError};
+use encfs_store::azure::{AzureStore, Credentials, DEV_ACCOUNT, DEV_KEY};
+use encfs_store::local::LocalStore;
+use encfs_store::{BlobStore, BlockIds, Condition, Metadata, StoreError};
 
 const BLOCK: usize = 64 << 10;
 const BLOCKS: usize = 4;
@@ -191,7 +191,7 @@ async fn embedded_store_collects_dead_writers_only() {
     std::fs::write(dir.path().join("container/tmp/dead.partial"), b"x").unwrap();
     let collector = LocalStore::new(dir.path().join("container"));
     let recent = collector
-        .collect_leftovers(encfs_fs::store::local::LEFTOVER_GRACE)
+        .collect_leftovers(encfs_store::local::LEFTOVER_GRACE)
         .unwrap();
     assert_eq!(
         recent.files, 0,

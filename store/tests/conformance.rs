@@ -4,10 +4,10 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use encfs_fs::store::azure::AzureStore;
-use encfs_fs::store::faults::{FaultPlan, FaultyStore, RetryingStore, SlowStore};
-use encfs_fs::store::local::LocalStore;
-use encfs_fs::store::{
+use encfs_store::azure::AzureStore;
+use encfs_store::faults::{FaultPlan, FaultyStore, RetryingStore, SlowStore};
+use encfs_store::local::LocalStore;
+use encfs_store::{
     BlobStore, BlockIds, Condition, CustomerKey, ListOptions, Metadata, StoreError, StoreResult,
     list_all,
 };
@@ -563,9 +563,9 @@ fn azurite_container(tag: &str) -> AzureStore {
             .map(|b| format!("{b:02x}"))
             .collect::<String>()
     );
-    let credentials = encfs_fs::store::azure::Credentials::shared_key(
-        encfs_fs::store::azure::DEV_ACCOUNT,
-        encfs_fs::store::azure::DEV_KEY,
+    let credentials = encfs_store::azure::Credentials::shared_key(
+        encfs_store::azure::DEV_ACCOUNT,
+        encfs_store::azure::DEV_KEY,
     )
     .unwrap();
     AzureStore::new(&format!("{}/{name}", azurite()), Some(credentials)).unwrap()
@@ -595,11 +595,9 @@ async fn azurite_through_latency_and_fault_wrappers() {
 
 #[tokio::test]
 async fn azurite_wrong_key_is_an_auth_error_naming_the_url() {
-    let credentials = encfs_fs::store::azure::Credentials::shared_key(
-        encfs_fs::store::azure::DEV_ACCOUNT,
-        "AAAA",
-    )
-    .unwrap();
+    let credentials =
+        encfs_store::azure::Credentials::shared_key(encfs_store::azure::DEV_ACCOUNT, "AAAA")
+            .unwrap();
     let store = AzureStore::new(&format!("{}/nokey", azurite()), Some(credentials)).unwrap();
     let error = store.create_container().await.unwrap_err();
     assert!(matches!(error, StoreError::Auth { .. }), "{error}");

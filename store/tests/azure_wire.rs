@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use encfs_fs::store::azure::{AzureStore, Credentials};
-use encfs_fs::store::{BlobStore, BlockIds, Condition, CustomerKey, Metadata, StoreError};
+use encfs_store::azure::{AzureStore, Credentials};
+use encfs_store::{BlobStore, BlockIds, Condition, CustomerKey, Metadata, StoreError};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 

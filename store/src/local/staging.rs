@@ -7,7 +7,7 @@
 //! staging/<name>/.lease-<group>          held (shared flock) by the live writer of that version
 //! ```
 //!
-//! Every writer draws its own block ids ([`crate::store::BlockIds`]): the version tag in the id is
+//! Every writer draws its own block ids ([`crate::BlockIds`]): the version tag in the id is
 //! its *group*, so two writers of one blob never share an assembly file, a marker or a block file,
 //! and a commit touches only the blocks it names. A marker records the inode of the assembly file
 //! its data went into: if that file was lost (a commit consumed it, a collector removed it) and a
@@ -28,7 +28,7 @@ use std::time::{Duration, SystemTime};
 
 use percent_encoding::percent_decode_str;
 
-use crate::store::{StoreError, StoreResult, staging_group};
+use crate::{StoreError, StoreResult, staging_group};
 
 /// How long a writer's leftovers must have been untouched before they are collected, on top of
 /// nobody holding their lease: long enough that a writer between creating its lease and locking
@@ -224,7 +224,7 @@ pub(super) fn collect(container: &Path, older_than: Duration) -> StoreResult<Col
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::BlockIds;
+    use crate::BlockIds;
 
     #[test]
     fn files_belong_to_their_group() {

@@ -14,6 +14,7 @@
 //! Small files on a store that works on the calling thread (the embedded store) skip the runtime
 //! both ways: a few threads of the transfer's own each take the next file and do all of it
 //! (`on_threads`), with no hand-off between threads per file.
+#![forbid(unsafe_code)]
 
 use std::collections::VecDeque;
 use std::fs::{self, File};
@@ -24,54 +25,23 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::UNIX_EPOCH;
 
 use bytes::Bytes;
-use encfs_crypto::DataKey;
 use encfs_crypto::format::{
     HEADER_LEN, Opener, Sealer, SegmentSize, plaintext_slots, plaintext_slots_mut,
 };
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
+use encfs_store as store;
+
 use crate::store::{
-    BlobItem, BlobProperties, BlobStore, BlockIds, Condition, CustomerKey, Metadata, StoreError,
-    list_all,
+    BlobItem, BlobProperties, BlobStore, BlockIds, Condition, Metadata, StoreError, list_all,
 };
 
-/// Metadata names (Azure requires C#-identifier names: no hyphens).
-const META_MODE: &str = "encfs_mode";
-pub(crate) const META_SIZE: &str = "encfs_source_size";
-const META_MTIME: &str = "encfs_source_mtime";
-const META_KEY_ID: &str = "encfs_key_id";
+pub use crate::store::protection::Protection;
+use crate::store::protection::{META_MODE, META_MTIME, META_SIZE, blob_metadata};
+
 /// Ranged reads in flight per blob: enough to hide a 20 ms round trip behind 8 MiB ranges.
 const RANGES_IN_FLIGHT: usize = 8;
-
-/// How blob contents are protected.
-#[derive(Clone)]
-pub enum Protection {
-    /// Client-side encryption: EBF under the DEK; the store sees only ciphertext.
-    Cse(Arc<DataKey>),
-    /// Azure customer-provided key: plaintext sent with the key; the service encrypts.
-    Cpk(CustomerKey),
-    /// The store's default server-side encryption.
-    Sse,
-}
-
-impl Protection {
-    /// `cse`, `cpk` or `sse`.
-    pub fn name(&self) -> &'static str {
-        match self {
-            Self::Cse(_) => "cse",
-            Self::Cpk(_) => "cpk",
-            Self::Sse => "sse",
-        }
-    }
-
-    pub(crate) fn cpk(&self) -> Option<&CustomerKey> {
-        match self {
-            Self::Cpk(key) => Some(key),
-            _ => None,
-        }
-    }
-}
 
 /// Tuning of a transfer.
 #[derive(Debug, Clone)]
@@ -398,19 +368,6 @@ fn same_upload(
 
 fn upload_metadata(item: &UploadItem, protection: &Protection) -> Metadata {
     blob_metadata(protection, item.size, item.mtime)
-}
-
-/// The metadata every blob encfs writes carries (uploads and the mount alike): mode, plaintext
-/// size, source mtime (seconds), and the key id for `cse`.
-pub(crate) fn blob_metadata(protection: &Protection, size: u64, mtime: u64) -> Metadata {
-    let mut metadata = Metadata::new();
-    metadata.insert(META_MODE.into(), protection.name().into());
-    metadata.insert(META_SIZE.into(), size.to_string());
-    metadata.insert(META_MTIME.into(), mtime.to_string());
-    if let Protection::Cse(key) = protection {
-        metadata.insert(META_KEY_ID.into(), key.id().to_string());
-    }
-    metadata
 }
 
 /// Reads the next `len` bytes of a file into the buffer layout the mode needs: plaintext slots of

@@ -6,12 +6,14 @@
 //! metadata, hierarchical listing, deletes, etag conditions, and container create/exists. The
 //! protection mode travels with each request as an optional [`CustomerKey`] (Azure CPK); client-side
 //! encryption (EBF) happens above the store, which then only ever sees ciphertext.
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 pub mod azure;
 mod error;
 pub mod faults;
 pub mod local;
 mod location;
+pub mod protection;
 
 use std::collections::BTreeMap;
 use std::ops::Range;
