@@ -125,7 +125,7 @@ pub(super) fn remove_blocks(leases: &Leases, dir: &Path, blocks: &[(String, Stri
     let _ = fs::remove_dir(dir);
 }
 
-/// What [`collect`] removed.
+/// What [`LocalStore::collect_leftovers`](super::LocalStore::collect_leftovers) removed.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Collected {
     /// Files removed.
