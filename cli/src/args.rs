@@ -81,6 +81,10 @@ pub struct MountArgs {
     /// Most dirty data in flight to the store (writers wait beyond it).
     #[arg(long, default_value = "128MiB", value_parser = crate::size::parse_size)]
     pub write_budget: u64,
+    /// Longest a request that commits (flush, fsync, close, truncate) may take, in seconds; also
+    /// how long SIGINT/SIGTERM waits for open files to close before it aborts the mount.
+    #[arg(long, default_value_t = 60, value_name = "SECONDS")]
+    pub request_timeout: u64,
     /// Detach: return once the mount is ready, serve in the background.
     #[arg(long)]
     pub daemon: bool,

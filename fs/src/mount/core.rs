@@ -886,7 +886,7 @@ impl EncFs {
                     );
                     return Err(libc::EIO);
                 }
-                Lookup::Pending(pending) => pending.wait(Duration::from_secs(120)),
+                Lookup::Pending(pending) => pending.wait(self.options.request_timeout),
                 Lookup::Miss => {
                     let claimed = self.cache.claim(source.file, std::iter::once(index));
                     if claimed.is_empty() {
