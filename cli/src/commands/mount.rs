@@ -155,7 +155,7 @@ fn serve(args: &MountArgs, auth: &AzureAuth) -> Result<()> {
             loop {
                 match encfs_fs::mount::unmount(&target) {
                     Ok(()) => return,
-                    Err(error) if attempt % 20 == 0 => eprintln!(
+                    Err(error) if attempt.is_multiple_of(20) => eprintln!(
                         "encfs: unmount of {} refused ({error}): files are open; retrying for \
                          up to {} s (a second signal aborts now)",
                         target.display(),
