@@ -494,41 +494,46 @@ pub fn staging_group(block_id: &str) -> Option<String> {
 
 /// Applies prefix, delimiter, marker and page size to a sorted list of names: the listing
 /// semantics shared by backends that hold names locally.
+///
+/// Each name stands for one entry: itself, or with a delimiter, the prefix it falls under
+/// (`prefix + segment + delimiter`). Entries never decrease in name order (a name's entry is a
+/// prefix of it, ending at its first delimiter), so a page is the next `max_results` distinct
+/// entries and its marker is the last of them: the next page starts after every name whose entry
+/// is at or before it. A prefix is thus listed once, whatever the page size, and every page
+/// advances.
 pub(crate) fn paginate<T>(
     items: Vec<(String, T)>,
     options: &ListOptions<'_>,
 ) -> (Vec<(String, T)>, Vec<String>, Option<String>) {
     let max = options.max_results.unwrap_or(5000).max(1) as usize;
+    let delimiter = options.delimiter.filter(|d| !d.is_empty());
     let mut blobs = Vec::new();
     let mut prefixes: Vec<String> = Vec::new();
-    let mut next_marker = None;
+    // The entry emitted last (a blob name or a prefix) and how many were emitted.
+    let mut last: Option<String> = None;
+    let mut emitted = 0;
     for (name, item) in items {
-        if !name.starts_with(options.prefix) || options.marker.is_some_and(|m| name.as_str() <= m) {
+        let Some(rest) = name.strip_prefix(options.prefix) else {
+            continue;
+        };
+        let group = delimiter
+            .and_then(|d| rest.find(d).map(|at| at + d.len()))
+            .map(|end| format!("{}{}", options.prefix, &rest[..end]));
+        let entry = group.as_deref().unwrap_or(&name);
+        if options.marker.is_some_and(|m| entry <= m) || last.as_deref() == Some(entry) {
             continue;
         }
-        if blobs.len() + prefixes.len() == max {
-            next_marker = blobs
-                .last()
-                .map(|(n, _): &(String, T)| n.clone())
-                .max(prefixes.last().cloned());
-            break;
+        if emitted == max {
+            return (blobs, prefixes, last);
         }
-        let rest = &name[options.prefix.len()..];
-        match options
-            .delimiter
-            .filter(|d| !d.is_empty())
-            .and_then(|d| rest.find(d).map(|at| at + d.len()))
-        {
-            Some(end) => {
-                let prefix = format!("{}{}", options.prefix, &rest[..end]);
-                if prefixes.last() != Some(&prefix) {
-                    prefixes.push(prefix);
-                }
-            }
+        emitted += 1;
+        last = Some(entry.to_owned());
+        match group {
+            Some(prefix) => prefixes.push(prefix),
             None => blobs.push((name, item)),
         }
     }
-    (blobs, prefixes, next_marker)
+    (blobs, prefixes, None)
 }
 
 #[cfg(test)]
@@ -575,6 +580,95 @@ mod tests {
         };
         let (page, _, _) = paginate(all, &options);
         assert_eq!(page[0].0, "a/b/3");
+    }
+
+    /// Every page of a listing, following the markers (at most one page per name, plus one).
+    fn all_pages(
+        items: &[(String, ())],
+        prefix: &str,
+        delimiter: Option<&str>,
+        max_results: u32,
+    ) -> Vec<(Vec<String>, Vec<String>)> {
+        let mut pages = Vec::new();
+        let mut marker: Option<String> = None;
+        for _ in 0..=items.len() {
+            let options = ListOptions {
+                prefix,
+                delimiter,
+                marker: marker.as_deref(),
+                max_results: Some(max_results),
+            };
+            let (blobs, prefixes, next) = paginate(items.to_vec(), &options);
+            pages.push((blobs.into_iter().map(|(n, _)| n).collect(), prefixes));
+            match next {
+                Some(next) => marker = Some(next),
+                None => return pages,
+            }
+        }
+        panic!("the listing did not end after {} pages", pages.len());
+    }
+
+    #[test]
+    fn a_run_of_names_under_one_prefix_is_listed_once_and_pages_advance() {
+        let all = names(&["a/1", "a/2", "a/3", "b", "c/1", "c/2"]);
+        for max in [1, 2] {
+            let pages = all_pages(&all, "", Some("/"), max);
+            let prefixes: Vec<String> = pages.iter().flat_map(|p| p.1.clone()).collect();
+            let blobs: Vec<String> = pages.iter().flat_map(|p| p.0.clone()).collect();
+            assert_eq!(prefixes, ["a/", "c/"], "page size {max}");
+            assert_eq!(blobs, ["b"], "page size {max}");
+        }
+    }
+
+    /// The listing a model computes: the distinct entries (blob names, or the prefix a name
+    /// falls under) of the names starting with `prefix`, in order.
+    fn model_listing(
+        names: &std::collections::BTreeSet<String>,
+        prefix: &str,
+        delimiter: Option<&str>,
+    ) -> Vec<(String, bool)> {
+        let mut entries = std::collections::BTreeSet::new();
+        for name in names.iter().filter(|n| n.starts_with(prefix)) {
+            let rest = &name[prefix.len()..];
+            match delimiter.and_then(|d| rest.find(d).map(|at| (at, d))) {
+                Some((at, d)) => entries.insert((format!("{prefix}{}{d}", &rest[..at]), true)),
+                None => entries.insert((name.clone(), false)),
+            };
+        }
+        entries.into_iter().collect()
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn pages_concatenated_are_the_whole_listing(
+            names in proptest::collection::btree_set("[ab/]{0,6}", 0..40),
+            prefix in proptest::sample::select(vec!["", "a", "a/", "b/", "ab"]),
+            delimiter in proptest::sample::select(vec![None, Some("/"), Some("ab"), Some("")]),
+            max in 1u32..8,
+        ) {
+            let items: Vec<(String, ())> = names.iter().map(|n| (n.clone(), ())).collect();
+            let expected = model_listing(&names, prefix, delimiter.filter(|d| !d.is_empty()));
+            let pages = all_pages(&items, prefix, delimiter, max);
+            let mut got = Vec::new();
+            for (i, (blobs, prefixes)) in pages.iter().enumerate() {
+                let len = blobs.len() + prefixes.len();
+                // Full pages but the last, and the last is empty only when everything is.
+                proptest::prop_assert!(len <= max as usize);
+                if i + 1 < pages.len() {
+                    proptest::prop_assert_eq!(len, max as usize);
+                } else {
+                    proptest::prop_assert!(len > 0 || expected.is_empty());
+                }
+                let mut page: Vec<(String, bool)> = blobs.iter().map(|b| (b.clone(), false)).collect();
+                page.extend(prefixes.iter().map(|p| (p.clone(), true)));
+                page.sort();
+                got.extend(page);
+            }
+            proptest::prop_assert_eq!(&got, &expected);
+            // And one page of everything is the same listing.
+            let whole = all_pages(&items, prefix, delimiter, 5000);
+            proptest::prop_assert_eq!(whole.len(), 1);
+        }
     }
 
     #[test]

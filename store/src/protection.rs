@@ -51,16 +51,27 @@ impl Protection {
 }
 
 /// The metadata every blob encfs writes carries (uploads and the mount alike): mode, plaintext
-/// size, source mtime (seconds), and the key id for `cse`.
+/// size, source mtime (seconds), and the key's id for `cse` and `cpk` ([`key_id`]).
 pub fn blob_metadata(protection: &Protection, size: u64, mtime: u64) -> Metadata {
     let mut metadata = Metadata::new();
     metadata.insert(META_MODE.into(), protection.name().into());
     metadata.insert(META_SIZE.into(), size.to_string());
     metadata.insert(META_MTIME.into(), mtime.to_string());
-    if let Protection::Cse(key) = protection {
-        metadata.insert(META_KEY_ID.into(), key.id().to_string());
+    if let Some(id) = key_id(protection) {
+        metadata.insert(META_KEY_ID.into(), id);
     }
     metadata
+}
+
+/// What `encfs_key_id` records: the DEK's id for `cse`; for `cpk`, `sha256:` and the base64
+/// SHA-256 of the customer key (the digest Azure itself keeps and returns with the blob, so it
+/// tells nothing the service does not); nothing for `sse`.
+pub fn key_id(protection: &Protection) -> Option<String> {
+    match protection {
+        Protection::Cse(key) => Some(key.id().to_string()),
+        Protection::Cpk(key) => Some(format!("sha256:{}", key.sha256_base64())),
+        Protection::Sse => None,
+    }
 }
 
 #[cfg(test)]

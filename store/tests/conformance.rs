@@ -226,6 +226,7 @@ async fn conformance(store: &dyn BlobStore) {
         }
     }
     assert_eq!(names, ["l/a/1", "l/a/2", "l/a/b/3", "l/c"]);
+    delimiter_pages(store).await;
     let all = list_all(store, "", None).await.unwrap();
     assert_eq!(
         all.blobs
@@ -454,6 +455,60 @@ async fn cpk_enforcement(store: &dyn BlobStore) {
         store.get("staged-secret", None, Some(&key)).await.unwrap(),
         Bytes::from_static(b"abcabc")
     );
+}
+
+/// A delimiter listing paged 1 and 2 entries at a time: a page boundary inside a run of names
+/// under one prefix lists that prefix once, and every page advances.
+async fn delimiter_pages(store: &dyn BlobStore) {
+    let names = [
+        "p/x/1", "p/x/2", "p/x/3", "p/y", "p/z/1", "p/z/2", "p/z/3/4",
+    ];
+    for name in names {
+        let data = Bytes::from_static(b"x");
+        store
+            .put(name, data, &Metadata::new(), &Condition::None, None)
+            .await
+            .unwrap();
+    }
+    for max_results in [1, 2] {
+        let (mut blobs, mut prefixes) = (Vec::new(), Vec::new());
+        let mut marker: Option<String> = None;
+        for page_number in 0.. {
+            assert!(
+                page_number < 10,
+                "page size {max_results}: the listing never ends"
+            );
+            let page = store
+                .list(&ListOptions {
+                    prefix: "p/",
+                    delimiter: Some("/"),
+                    marker: marker.as_deref(),
+                    max_results: Some(max_results),
+                })
+                .await
+                .unwrap();
+            let entries = page.blobs.len() + page.prefixes.len();
+            assert!(entries <= max_results as usize, "page size {max_results}");
+            blobs.extend(page.blobs.into_iter().map(|b| b.name));
+            prefixes.extend(page.prefixes);
+            match page.next_marker {
+                Some(next) if !next.is_empty() => {
+                    assert_ne!(
+                        marker.as_ref(),
+                        Some(&next),
+                        "page size {max_results}: stuck"
+                    );
+                    marker = Some(next);
+                }
+                _ => break,
+            }
+        }
+        assert_eq!(blobs, ["p/y"], "page size {max_results}");
+        assert_eq!(prefixes, ["p/x/", "p/z/"], "page size {max_results}");
+    }
+    for name in names {
+        store.delete(name, &Condition::None).await.unwrap();
+    }
 }
 
 fn local() -> (tempfile::TempDir, LocalStore) {

@@ -38,7 +38,9 @@ use crate::store::{
 };
 
 pub use crate::store::protection::Protection;
-use crate::store::protection::{META_MODE, META_MTIME, META_SIZE, blob_metadata};
+use crate::store::protection::{
+    META_KEY_ID, META_MODE, META_MTIME, META_SIZE, blob_metadata, key_id,
+};
 
 /// Ranged reads in flight per blob: enough to hide a 20 ms round trip behind 8 MiB ranges.
 const RANGES_IN_FLIGHT: usize = 8;
@@ -290,9 +292,20 @@ async fn upload_on_runtime(
         // about them concurrently rather than one request at a time.
         tasks.spawn(async move {
             let _permit = permit;
-            if already_uploaded(store.as_ref(), &item, &protection).await? {
-                progress(item.size);
-                return Ok((item, true));
+            match already_uploaded(store.as_ref(), &item, &protection).await? {
+                Existing::Same => {
+                    progress(item.size);
+                    return Ok((item, true));
+                }
+                // The store refuses to overwrite a blob under another customer key (or without
+                // one): the old version goes first.
+                Existing::UnderOtherCustomerKey if !options.dry_run => {
+                    match store.delete(&item.blob, &Condition::None).await {
+                        Ok(()) | Err(StoreError::BlobNotFound(_)) => {}
+                        Err(error) => return Err(error.into()),
+                    }
+                }
+                _ => {}
             }
             if !options.dry_run {
                 upload_file(
@@ -330,11 +343,24 @@ fn round_to_segments(bytes: usize, segment: SegmentSize) -> usize {
     bytes.max(segment.bytes()).div_ceil(segment.bytes()) * segment.bytes()
 }
 
+/// What the store holds under an upload's blob name.
+#[derive(Debug, PartialEq, Eq)]
+enum Existing {
+    /// Nothing, or another version (source, mode or key): to be uploaded.
+    Different,
+    /// A blob under another customer-provided key, or under one while this upload has none: to
+    /// be deleted first, as stores refuse to overwrite it (so a kill between the delete and the
+    /// commit leaves no blob until the upload is run again).
+    UnderOtherCustomerKey,
+    /// This file already uploaded in this mode under this key: skipped.
+    Same,
+}
+
 async fn already_uploaded(
     store: &dyn BlobStore,
     item: &UploadItem,
     protection: &Protection,
-) -> Result<bool, TransferError> {
+) -> Result<Existing, TransferError> {
     same_upload(
         store.properties(&item.blob, protection.cpk()).await,
         item,
@@ -348,22 +374,34 @@ fn same_upload(
     properties: Result<crate::store::BlobProperties, StoreError>,
     item: &UploadItem,
     protection: &Protection,
-) -> Result<bool, TransferError> {
-    match properties {
+) -> Result<Existing, TransferError> {
+    let same = match properties {
+        // Same source (size, mtime), same mode, and the same key: a blob sealed (cse) or
+        // encrypted by the service (cpk) under another key is replaced, so a key rotation
+        // re-uploads everything. A blob with no key id recorded (written before key ids were
+        // recorded for cpk) counts as another key.
         Ok(props) => Ok(
             props.metadata.get(META_SIZE) == Some(&item.size.to_string())
                 && props.metadata.get(META_MTIME) == Some(&item.mtime.to_string())
-                && props.metadata.get(META_MODE).map(String::as_str) == Some(protection.name()),
+                && props.metadata.get(META_MODE).map(String::as_str) == Some(protection.name())
+                && props.metadata.get(META_KEY_ID) == key_id(protection).as_ref(),
         ),
         Err(StoreError::BlobNotFound(_)) => Ok(false),
-        // Exists under another key or mode: it will be replaced (the put reports any refusal).
-        Err(
-            StoreError::CustomerKeyRequired(_)
-            | StoreError::CustomerKeyMismatch(_)
-            | StoreError::CustomerKeyUnexpected(_),
-        ) => Ok(false),
+        // Under another customer key, or under one while this upload has none.
+        Err(StoreError::CustomerKeyRequired(_) | StoreError::CustomerKeyMismatch(_)) => {
+            return Ok(Existing::UnderOtherCustomerKey);
+        }
+        // A blob without a customer key, and this upload has one: the put replaces it.
+        Err(StoreError::CustomerKeyUnexpected(_)) => Ok(false),
         Err(error) => Err(error.into()),
-    }
+    };
+    same.map(|same| {
+        if same {
+            Existing::Same
+        } else {
+            Existing::Different
+        }
+    })
 }
 
 fn upload_metadata(item: &UploadItem, protection: &Protection) -> Metadata {
@@ -459,7 +497,8 @@ fn sealer_for(
 
 /// What [`upload_small_blocking`] did.
 enum SmallUpload {
-    /// The store does not work on the calling thread: nothing was done.
+    /// The store does not work on the calling thread, or the file needs the async path (an old
+    /// version to delete first): nothing was done.
     Unsupported,
     Skipped,
     Uploaded,
@@ -478,8 +517,11 @@ fn upload_small_blocking(
     let Some(properties) = store.properties_blocking(&item.blob, protection.cpk()) else {
         return Ok(SmallUpload::Unsupported);
     };
-    if same_upload(properties, item, protection)? {
-        return Ok(SmallUpload::Skipped);
+    match same_upload(properties, item, protection)? {
+        Existing::Same => return Ok(SmallUpload::Skipped),
+        // The old version must be deleted first: the async path does that.
+        Existing::UnderOtherCustomerKey => return Ok(SmallUpload::Unsupported),
+        Existing::Different => {}
     }
     let mut sealer = sealer_for(item, protection, segment)?;
     let len = item.size as usize;
@@ -732,6 +774,8 @@ async fn fetch_all(
         fetches.iter().filter_map(|f| f.target.parent()).collect();
     for dir in dirs {
         fs::create_dir_all(dir).map_err(local_error(dir))?;
+        // Leftovers of killed downloads into this directory (never a live download's).
+        collect_partials(dir)?;
     }
     let (small, large): (Vec<Fetch>, Vec<Fetch>) = fetches
         .into_iter()
@@ -1078,19 +1122,82 @@ fn write_plaintext_at(
     Ok(at - start)
 }
 
+/// The suffix of a download's temporary file (`.NAME.XXXXXX.encfs-partial`).
+const PARTIAL_SUFFIX: &str = ".encfs-partial";
+
 /// The temporary file a download goes to, beside `target` (hidden, `.encfs-partial`); its
-/// directory exists already.
+/// directory exists already. The file is locked (`flock`, exclusive) from its creation until it
+/// is closed, after its rename: [`collect_partials`] removes only partials whose lock it can take,
+/// so never a live download's.
 fn partial_file(target: &Path) -> Result<tempfile::NamedTempFile, TransferError> {
     let dir = target.parent().unwrap_or(Path::new("."));
     let file_name = target
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    tempfile::Builder::new()
-        .prefix(&format!(".{file_name}."))
-        .suffix(".encfs-partial")
-        .tempfile_in(dir)
-        .map_err(local_error(dir))
+    loop {
+        let temp = tempfile::Builder::new()
+            .prefix(&format!(".{file_name}."))
+            .suffix(PARTIAL_SUFFIX)
+            .tempfile_in(dir)
+            .map_err(local_error(dir))?;
+        temp.as_file().lock().map_err(local_error(temp.path()))?;
+        // A collector may have taken the lock between the creation and ours, and removed the
+        // file: then start again. Once this holds, no collector removes it (they need the lock).
+        if same_file(temp.path(), temp.as_file()) {
+            return Ok(temp);
+        }
+    }
+}
+
+/// Whether `path` still names the open `file`.
+fn same_file(path: &Path, file: &File) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (fs::symlink_metadata(path), file.metadata()) {
+        (Ok(named), Ok(open)) => (named.dev(), named.ino()) == (open.dev(), open.ino()),
+        _ => false,
+    }
+}
+
+/// Removes from `dir` the `.encfs-partial` files of downloads that were killed before their
+/// rename (`kill -9`, a crash, a power cut): those whose lock can be taken. A live download holds
+/// its partial's lock until the file is renamed and closed, so its partial is never touched.
+/// Returns how many were removed; what cannot be opened, locked or removed is left alone.
+fn collect_partials(dir: &Path) -> Result<usize, TransferError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(error) => return Err(local_error(dir)(error)),
+    };
+    let mut removed = 0;
+    for entry in entries {
+        let entry = entry.map_err(local_error(dir))?;
+        let name = entry.file_name();
+        let is_partial = name
+            .to_str()
+            .is_some_and(|n| n.starts_with('.') && n.ends_with(PARTIAL_SUFFIX));
+        if !is_partial || !entry.file_type().is_ok_and(|t| t.is_file()) {
+            continue;
+        }
+        let path = entry.path();
+        let Ok(file) = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(&path)
+        else {
+            continue;
+        };
+        // Held: a live download's. Not lockable at all: not ours to judge.
+        if file.try_lock().is_err() {
+            continue;
+        }
+        // Still the file at that name (not renamed away by a download that just finished)?
+        if same_file(&path, &file) && fs::remove_file(&path).is_ok() {
+            removed += 1;
+        }
+    }
+    Ok(removed)
 }
 
 /// Makes a verified download durable and gives it its name.
@@ -1150,6 +1257,8 @@ fn download_small_blocking(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::CustomerKey;
+    use encfs_crypto::DataKey;
 
     #[test]
     fn threads_do_every_item_once_and_hand_back_the_declined_in_order() {
@@ -1179,6 +1288,83 @@ mod tests {
         let told = AtomicBool::new(true);
         let (done, declined) = on_threads(vec![1, 2, 3], 2, &told, |_| Ok(Some(()))).unwrap();
         assert!(done.is_empty() && declined.is_empty());
+    }
+
+    #[test]
+    fn the_skip_check_compares_mode_and_key() {
+        let item = UploadItem {
+            path: PathBuf::from("f"),
+            blob: "f".into(),
+            size: 10,
+            mtime: 99,
+        };
+        let cse = |key| Protection::Cse(Arc::new(key));
+        let (a, b) = (DataKey::generate().unwrap(), DataKey::generate().unwrap());
+        let a_again = DataKey::from_bytes(*a.dangerous_bytes());
+        let cpk = |byte| Protection::Cpk(CustomerKey::new([byte; 32]));
+        let written_with = |protection: &Protection| {
+            Ok(BlobProperties {
+                size: 64,
+                etag: "e".into(),
+                last_modified: UNIX_EPOCH,
+                metadata: blob_metadata(protection, item.size, item.mtime),
+            })
+        };
+        let same = |written: &Protection, now: &Protection| {
+            same_upload(written_with(written), &item, now).unwrap() == Existing::Same
+        };
+        assert!(same(&cse(a), &cse(a_again)));
+        let a = DataKey::from_bytes(*b.dangerous_bytes());
+        assert!(!same(&cse(a), &cse(DataKey::generate().unwrap())));
+        assert!(same(&cpk(1), &cpk(1)));
+        assert!(!same(&cpk(1), &cpk(2)));
+        assert!(same(&Protection::Sse, &Protection::Sse));
+        assert!(!same(&Protection::Sse, &cpk(1)));
+        assert!(!same(&cse(b), &Protection::Sse));
+        // A cpk blob from before key ids were recorded for cpk: uploaded again.
+        let mut old = written_with(&cpk(1)).unwrap();
+        old.metadata.remove(META_KEY_ID);
+        assert_eq!(
+            same_upload(Ok(old), &item, &cpk(1)).unwrap(),
+            Existing::Different
+        );
+        // Under another customer key (the store will not describe it): deleted, then uploaded.
+        let refused = Err(StoreError::CustomerKeyMismatch("f".into()));
+        assert_eq!(
+            same_upload(refused, &item, &cpk(2)).unwrap(),
+            Existing::UnderOtherCustomerKey
+        );
+    }
+
+    #[test]
+    fn only_partials_nobody_holds_are_collected() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("f.csv");
+        // A live download's partial: locked while open.
+        let live = partial_file(&target).unwrap();
+        // A killed download's: the file is there, nobody holds it.
+        let dead = dir.path().join(".f.csv.abc123.encfs-partial");
+        fs::write(&dead, b"half").unwrap();
+        // Not partials, or not plain files: left alone.
+        fs::write(dir.path().join("f.csv"), b"done").unwrap();
+        fs::write(dir.path().join("x.encfs-partial"), b"visible name").unwrap();
+        std::os::unix::fs::symlink(&target, dir.path().join(".l.1.encfs-partial")).unwrap();
+        assert_eq!(collect_partials(dir.path()).unwrap(), 1);
+        assert!(!dead.exists());
+        assert!(live.path().exists());
+        assert!(dir.path().join("x.encfs-partial").exists());
+        assert!(
+            dir.path()
+                .join(".l.1.encfs-partial")
+                .symlink_metadata()
+                .is_ok()
+        );
+        // Once its download is over (here: dropped), nothing of it is left to collect.
+        let path = live.path().to_owned();
+        drop(live);
+        assert!(!path.exists());
+        assert_eq!(collect_partials(dir.path()).unwrap(), 0);
+        assert_eq!(collect_partials(&dir.path().join("missing")).unwrap(), 0);
     }
 
     #[test]

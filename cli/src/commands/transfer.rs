@@ -208,12 +208,19 @@ pub async fn download(args: &DownloadArgs, auth: &AzureAuth) -> Result<()> {
     let resolved = resolve(&args.transfer, url, auth)?;
     let store = resolved.location.store.clone();
     let path = resolved.location.path.clone();
-    // A blob named exactly by the address is one file; otherwise the address is a prefix.
+    // A blob named exactly by the address is one file; otherwise the address is a prefix. A blob
+    // the store refuses to describe with this customer key (or without one) is that one file too,
+    // so that the download fails saying so rather than finding nothing under the prefix.
     let single = !path.is_empty()
-        && store
-            .properties(&path, cpk_of(&resolved.protection))
-            .await
-            .is_ok();
+        && match store.properties(&path, cpk_of(&resolved.protection)).await {
+            Ok(_) => true,
+            Err(
+                StoreError::CustomerKeyMismatch(_)
+                | StoreError::CustomerKeyRequired(_)
+                | StoreError::CustomerKeyUnexpected(_),
+            ) => true,
+            Err(_) => false,
+        };
     let listing = if single {
         Vec::new()
     } else {
