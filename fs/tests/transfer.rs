@@ -11,7 +11,7 @@ use encfs_crypto::DataKey;
 use encfs_fs::store::azure::{AzureStore, Credentials, DEV_ACCOUNT, DEV_KEY};
 use encfs_fs::store::faults::{FaultPlan, FaultyStore, RetryingStore};
 use encfs_fs::store::local::LocalStore;
-use encfs_fs::store::{BlobStore, Condition, CustomerKey, Metadata, list_all};
+use encfs_fs::store::{BlobStore, Condition, CustomerKey, Metadata, RetryPolicy, list_all};
 use encfs_fs::transfer::{
     Progress, Protection, TransferError, TransferOptions, download, plan_upload, upload,
 };
@@ -100,7 +100,7 @@ async fn round_trip(store: Arc<dyn BlobStore>, protection: Protection) {
     // The store never holds plaintext in cse mode.
     if let Protection::Cse(_) = protection {
         let blob = store
-            .get("data/small/nested/deep.csv", None, None)
+            .get("data/small/nested/deep.csv", None, None, None)
             .await
             .unwrap();
         assert!(!blob.windows(3).any(|w| w == b"a,b"));
@@ -204,8 +204,12 @@ async fn faulty_store_with_retries_still_round_trips() {
         seed: 3,
     };
     let store = LocalStore::new(dir.path().join("c"));
-    let wrapped: Arc<dyn BlobStore> =
-        Arc::new(RetryingStore::new(FaultyStore::new(store, plan), 10));
+    let wrapped: Arc<dyn BlobStore> = Arc::new(RetryingStore::new(
+        FaultyStore::new(store, plan),
+        RetryPolicy::default()
+            .with_attempts(10)
+            .with_first_delay(Duration::from_millis(5)),
+    ));
     round_trip(wrapped, cse()).await;
 }
 
@@ -265,7 +269,11 @@ async fn tampered_truncated_and_wrong_key_downloads_fail_and_leave_nothing() {
     .unwrap();
 
     // Tamper with one byte of one segment of large.bin (through the store, as an attacker would).
-    let mut blob = store.get("large.bin", None, None).await.unwrap().to_vec();
+    let mut blob = store
+        .get("large.bin", None, None, None)
+        .await
+        .unwrap()
+        .to_vec();
     blob[500_000] ^= 1;
     store
         .put(
