@@ -14,7 +14,7 @@ use bytes::Bytes;
 use encfs_crypto::DataKey;
 use encfs_crypto::format::{HEADER_LEN, SEGMENT_OVERHEAD, SegmentSize};
 use encfs_fs::mount::{EncFs, Mount, MountOptions};
-use encfs_fs::store::faults::{FaultPlan, FaultyStore, RetryingStore};
+use encfs_fs::store::faults::{FaultPlan, FaultyStore, RetryingStore, SlowStore};
 use encfs_fs::store::local::LocalStore;
 use encfs_fs::store::{
     BlobProperties, BlobStore, Condition, CustomerKey, ListOptions, Listing, Metadata, RetryPolicy,
@@ -509,6 +509,69 @@ fn a_hanging_store_fails_reads_at_the_deadline() {
         elapsed < deadline + std::time::Duration::from_secs(3),
         "{elapsed:?}"
     );
+}
+
+/// An `sse` blob (no per-blob authentication) overwritten while a handle reads it: reads after the
+/// overwrite are `EIO` through a store that reads remotely (every ranged read carries the etag the
+/// handle opened), or the old version's bytes where the store pins the version open (the
+/// embedded store) — never the new version's bytes after the old one's.
+#[test]
+fn an_overwritten_blob_is_never_read_as_a_mix_of_two_versions() {
+    let mut env = env();
+    env.protection = Protection::Sse;
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (old, new) = (pattern(8 << 20, 1), pattern(8 << 20, 2));
+    let put = |data: &[u8]| {
+        runtime
+            .block_on(env.store.put(
+                "f.bin",
+                Bytes::copy_from_slice(data),
+                &Metadata::new(),
+                &Condition::None,
+                None,
+            ))
+            .unwrap();
+    };
+    for remote in [true, false] {
+        put(&old);
+        let store: Arc<dyn BlobStore> = if remote {
+            // No calling-thread calls: every read is a ranged `get` as on Azure.
+            Arc::new(SlowStore::new(
+                env.store.clone(),
+                std::time::Duration::ZERO,
+                std::time::Duration::ZERO,
+                None,
+            ))
+        } else {
+            env.store.clone()
+        };
+        let mount = env.mount_with(store, false);
+        let file = File::open(env.path("f.bin")).unwrap();
+        let mut head = vec![0u8; 64 << 10];
+        file.read_exact_at(&mut head, 0).unwrap();
+        assert!(head == old[..64 << 10]);
+        put(&new);
+        let mut tail = vec![0u8; 64 << 10];
+        let at = 7 << 20;
+        match file.read_exact_at(&mut tail, at as u64) {
+            Ok(()) => {
+                assert!(!remote, "a remote read of a changed blob must fail");
+                assert!(
+                    tail == old[at..at + (64 << 10)],
+                    "the pinned version's bytes"
+                );
+            }
+            Err(error) => {
+                assert!(
+                    remote,
+                    "the pinned embedded version stays readable: {error}"
+                );
+                assert_eq!(error.raw_os_error(), Some(libc::EIO));
+            }
+        }
+        drop(file);
+        mount.unmount().unwrap();
+    }
 }
 
 #[test]
