@@ -191,7 +191,7 @@ mod tests {
         let policy = RetryPolicy::default().with_deadline(Duration::from_millis(300));
         let start = Instant::now();
         let result: StoreResult<()> = policy
-            .run("dir/blob", || std::future::pending::<StoreResult<()>>())
+            .run("dir/blob", std::future::pending::<StoreResult<()>>)
             .await;
         let error = result.unwrap_err();
         assert!(start.elapsed() < Duration::from_secs(2));
