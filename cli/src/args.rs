@@ -1,6 +1,7 @@
 //! Command-line grammar (clap derive). Verb names follow the reference system where it has them.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -12,7 +13,7 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "N")]
     pub threads: Option<usize>,
     #[command(flatten)]
-    pub azure: AzureAuth,
+    pub access: StoreAccess,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -130,19 +131,36 @@ pub struct DatastoreSelection {
     pub config: Option<PathBuf>,
 }
 
-/// Azure credentials given on the command line (otherwise: a SAS in the URL, then the
-/// AZURE_STORAGE_* environment variables, then a managed identity if ENCFS_MANAGED_IDENTITY=1).
-#[derive(Args, Debug, Default)]
-pub struct AzureAuth {
-    /// Azure Storage connection string (e.g. `UseDevelopmentStorage=true`).
-    #[arg(long, value_name = "STRING", global = true)]
+/// How stores are reached: Azure credentials from files (otherwise: a SAS in the URL, then the
+/// AZURE_STORAGE_* environment variables, then a managed identity if ENCFS_MANAGED_IDENTITY=1),
+/// and the deadline of each store request. Secrets are never accepted as values on the command
+/// line, where every user of the machine can read them (`ps`, /proc/PID/cmdline).
+#[derive(Args, Debug)]
+pub struct StoreAccess {
+    /// File holding an Azure Storage connection string (or set AZURE_STORAGE_CONNECTION_STRING).
+    #[arg(long, value_name = "FILE", global = true)]
+    pub connection_string_file: Option<PathBuf>,
+    /// File holding the storage account key; the account comes from the URL (or set
+    /// AZURE_STORAGE_ACCOUNT and AZURE_STORAGE_KEY).
+    #[arg(long, value_name = "FILE", global = true)]
+    pub account_key_file: Option<PathBuf>,
+    /// File holding a SAS token, the query string (or set AZURE_STORAGE_SAS_TOKEN).
+    #[arg(long, value_name = "FILE", global = true)]
+    pub sas_token_file: Option<PathBuf>,
+    /// Refused: a secret on the command line. Use --connection-string-file.
+    #[arg(long, value_name = "STRING", global = true, hide = true)]
     pub connection_string: Option<String>,
-    /// Storage account key (the account comes from the URL).
-    #[arg(long, value_name = "KEY", global = true)]
+    /// Refused: a secret on the command line. Use --account-key-file.
+    #[arg(long, value_name = "KEY", global = true, hide = true)]
     pub account_key: Option<String>,
-    /// SAS token (query string).
-    #[arg(long, value_name = "TOKEN", global = true)]
+    /// Refused: a secret on the command line. Use --sas-token-file.
+    #[arg(long, value_name = "TOKEN", global = true, hide = true)]
     pub sas_token: Option<String>,
+    /// The most one store request may take, retries and waits included (e.g. 60s, 500ms, 2m);
+    /// past it the request fails (EIO in a mount) naming the blob.
+    #[arg(long, value_name = "DURATION", global = true, default_value = "60s",
+          value_parser = crate::duration::parse_duration)]
+    pub request_timeout: Duration,
 }
 
 #[derive(Args, Debug)]

@@ -7,6 +7,7 @@
 
 mod args;
 mod commands;
+mod duration;
 mod output;
 mod pipeline;
 mod size;
@@ -21,7 +22,9 @@ pub fn run() -> ExitCode {
     match commands::dispatch(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("encfs: error: {error:#}");
+            // Redacted: an address or a transport error in the chain may carry a SAS.
+            let message = encfs_store::redact::redact(&format!("{error:#}"));
+            eprintln!("encfs: error: {message}");
             ExitCode::FAILURE
         }
     }

@@ -349,16 +349,18 @@ fn azurite_round_trip_with_a_connection_string() {
     same_tree(&sb.path("data"), &sb.path("out"));
     assert!(sb.ok(&["ls", &container]).contains("big.bin"));
 
-    // Credentials from flags instead of the environment.
+    // Credentials from a file instead of the environment.
     let flags = Sandbox::new();
     let dev_key =
         "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+    fs::write(flags.path("account.key"), format!("{dev_key}\n")).unwrap();
+    fs::write(flags.path("wrong.key"), "d3Jvbmc=").unwrap();
     assert!(
         flags
-            .ok(&["ls", &container, "--account-key", dev_key])
+            .ok(&["ls", &container, "--account-key-file", "account.key"])
             .contains("big.bin")
     );
-    let error = flags.fails(&["ls", &container, "--account-key", "d3Jvbmc="]);
+    let error = flags.fails(&["ls", &container, "--account-key-file", "wrong.key"]);
     assert!(error.contains("access denied"), "{error}");
     let error = flags.fails(&["ls", &container]);
     assert!(

@@ -24,6 +24,9 @@ pub const KEY_ID_LEN: usize = 16;
 
 /// HKDF label for key ids; changing it changes every key id.
 const KEY_ID_INFO: &[u8] = b"encfs/v1/key-id";
+/// HKDF label for the Azure customer-provided key derived from a DEK ([`DataKey::customer_key`]);
+/// changing it makes every `cpk` blob unreadable.
+const CUSTOMER_KEY_INFO: &[u8] = b"encfs/v1/cpk-key";
 
 /// A 256-bit data encryption key. Zeroized on drop.
 #[derive(Clone, Zeroize, ZeroizeOnDrop, PartialEq, Eq)]
@@ -56,6 +59,19 @@ impl DataKey {
         &self.0
     }
 
+    /// The Azure customer-provided key (`cpk` mode) for this DEK: HKDF-SHA-256 of the DEK with
+    /// its own label, never the DEK itself. CPK sends its key to the service in every request, so
+    /// sending the DEK would hand the service the key of every client-side encrypted blob too; a
+    /// key has one purpose. The derivation is one-way: the service learns nothing of the DEK.
+    pub fn customer_key(&self) -> CustomerKeyBytes {
+        let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, &[]).extract(&self.0);
+        let mut key = [0u8; DATA_KEY_LEN];
+        prk.expand(&[CUSTOMER_KEY_INFO], Len(DATA_KEY_LEN))
+            .and_then(|okm| okm.fill(&mut key))
+            .expect("HKDF-SHA-256 can always produce 32 bytes");
+        CustomerKeyBytes(key)
+    }
+
     /// The key's public identifier.
     pub fn id(&self) -> KeyId {
         let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, &[]).extract(&self.0);
@@ -70,6 +86,24 @@ impl DataKey {
 impl fmt::Debug for DataKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "DataKey(id={})", self.id())
+    }
+}
+
+/// An AES-256 key for Azure's customer-provided-key mode, derived from a [`DataKey`] by
+/// [`DataKey::customer_key`]. Zeroized on drop; `Debug` shows nothing of it.
+#[derive(Clone, Zeroize, ZeroizeOnDrop)]
+pub struct CustomerKeyBytes([u8; DATA_KEY_LEN]);
+
+impl CustomerKeyBytes {
+    /// The raw key bytes, for the store client that sends them (base64) to the service.
+    pub fn dangerous_bytes(&self) -> &[u8; DATA_KEY_LEN] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for CustomerKeyBytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "CustomerKeyBytes(…)")
     }
 }
 
@@ -139,6 +173,25 @@ mod tests {
         let key = DataKey::from_bytes([7; 32]);
         let sha = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &[7; 32]);
         assert_ne!(&sha.as_ref()[..16], &key.id().0);
+    }
+
+    /// Expected value computed independently (Python `hmac`: HKDF-Extract with an all-zero salt,
+    /// then one HKDF-Expand block with info `encfs/v1/cpk-key`).
+    #[test]
+    fn customer_key_is_derived_not_the_dek() {
+        let key = DataKey::from_bytes([7; 32]);
+        let cpk = key.customer_key();
+        assert_ne!(cpk.dangerous_bytes(), key.dangerous_bytes());
+        let hex: String = cpk
+            .dangerous_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(
+            hex,
+            "90a967fd45049abbac6e2fe58f733ba24139e8af6cc33a4053b37f3074ecc194"
+        );
+        assert!(!format!("{cpk:?}").contains("90a9"));
     }
 
     #[test]

@@ -22,7 +22,7 @@ mod keys;
 pub mod legacy_cse;
 
 pub use error::{Error, Result};
-pub use keys::{DataKey, KEY_ID_LEN, KeyId};
+pub use keys::{CustomerKeyBytes, DataKey, KEY_ID_LEN, KeyId};
 
 /// Small entry points for the fuzz targets in `fuzz/`; not a stable API.
 #[doc(hidden)]

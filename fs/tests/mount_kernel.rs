@@ -16,12 +16,12 @@ use bytes::Bytes;
 use encfs_crypto::DataKey;
 use encfs_crypto::format::{HEADER_LEN, SEGMENT_OVERHEAD, SegmentSize};
 use encfs_fs::mount::{EncFs, Mount, MountOptions};
-use encfs_fs::store::faults::{FaultPlan, FaultyStore};
+use encfs_fs::store::faults::{FaultPlan, FaultyStore, RetryingStore, SlowStore};
 use encfs_fs::store::local::LocalStore;
 use encfs_fs::store::protection::Protection;
 use encfs_fs::store::{
-    BlobProperties, BlobStore, Condition, CustomerKey, ListOptions, Listing, Metadata, StoreError,
-    StoreResult,
+    BlobProperties, BlobStore, Condition, CustomerKey, ListOptions, Listing, Metadata, RetryPolicy,
+    StoreError, StoreResult,
 };
 
 fn require_fuse() {
@@ -321,7 +321,11 @@ fn flaky_store_reads_retry() {
         timeout: std::time::Duration::ZERO,
         seed: 42,
     };
-    let flaky: Arc<dyn BlobStore> = Arc::new(FaultyStore::new(env.store.clone(), plan));
+    // The mount has no retry loop of its own: the one retry layer goes over the store.
+    let flaky: Arc<dyn BlobStore> = Arc::new(RetryingStore::new(
+        FaultyStore::new(env.store.clone(), plan),
+        RetryPolicy::default().with_first_delay(std::time::Duration::from_millis(5)),
+    ));
     let mount = env.mount_with(flaky, false);
     for _ in 0..3 {
         assert!(fs::read(env.path("f.bin")).unwrap() == data);
@@ -348,8 +352,9 @@ impl BlobStore for WritesFail {
         name: &str,
         range: Option<Range<u64>>,
         cpk: Option<&CustomerKey>,
+        if_match: Option<&str>,
     ) -> StoreResult<Bytes> {
-        self.0.get(name, range, cpk).await
+        self.0.get(name, range, cpk, if_match).await
     }
     async fn put(
         &self,
@@ -395,6 +400,185 @@ impl BlobStore for WritesFail {
     }
     async fn discard_staged(&self, name: &str, ids: &[String]) -> StoreResult<()> {
         self.0.discard_staged(name, ids).await
+    }
+}
+
+/// Reads hang (a store that accepts requests and never answers) once `hang` is set.
+struct ReadsHang {
+    inner: Arc<dyn BlobStore>,
+    hang: Arc<std::sync::atomic::AtomicBool>,
+}
+
+#[async_trait]
+impl BlobStore for ReadsHang {
+    fn location(&self) -> String {
+        self.inner.location()
+    }
+    async fn create_container(&self) -> StoreResult<bool> {
+        self.inner.create_container().await
+    }
+    async fn container_exists(&self) -> StoreResult<bool> {
+        self.inner.container_exists().await
+    }
+    async fn get(
+        &self,
+        name: &str,
+        range: Option<Range<u64>>,
+        cpk: Option<&CustomerKey>,
+        if_match: Option<&str>,
+    ) -> StoreResult<Bytes> {
+        if self.hang.load(std::sync::atomic::Ordering::Relaxed) {
+            std::future::pending::<()>().await;
+        }
+        self.inner.get(name, range, cpk, if_match).await
+    }
+    async fn put(
+        &self,
+        name: &str,
+        data: Bytes,
+        metadata: &Metadata,
+        condition: &Condition,
+        cpk: Option<&CustomerKey>,
+    ) -> StoreResult<String> {
+        self.inner.put(name, data, metadata, condition, cpk).await
+    }
+    async fn stage_block(
+        &self,
+        name: &str,
+        block_id: &str,
+        data: Bytes,
+        cpk: Option<&CustomerKey>,
+    ) -> StoreResult<()> {
+        self.inner.stage_block(name, block_id, data, cpk).await
+    }
+    async fn commit_blocks(
+        &self,
+        name: &str,
+        block_ids: &[String],
+        metadata: &Metadata,
+        condition: &Condition,
+        cpk: Option<&CustomerKey>,
+    ) -> StoreResult<String> {
+        self.inner
+            .commit_blocks(name, block_ids, metadata, condition, cpk)
+            .await
+    }
+    async fn properties(
+        &self,
+        name: &str,
+        cpk: Option<&CustomerKey>,
+    ) -> StoreResult<BlobProperties> {
+        self.inner.properties(name, cpk).await
+    }
+    async fn list(&self, options: &ListOptions<'_>) -> StoreResult<Listing> {
+        self.inner.list(options).await
+    }
+    async fn delete(&self, name: &str, condition: &Condition) -> StoreResult<()> {
+        self.inner.delete(name, condition).await
+    }
+    async fn discard_staged(&self, name: &str, ids: &[String]) -> StoreResult<()> {
+        self.inner.discard_staged(name, ids).await
+    }
+}
+
+/// A store that stops answering: a read through the mount fails with `EIO` at the request
+/// deadline instead of blocking its caller (once: nested retry loops, up to half an hour).
+#[test]
+fn a_hanging_store_fails_reads_at_the_deadline() {
+    let env = env();
+    {
+        let mount = env.mount(true);
+        fs::write(env.path("f.bin"), pattern(3 << 20, 4)).unwrap();
+        mount.unmount().unwrap();
+    }
+    let hang = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let deadline = std::time::Duration::from_secs(2);
+    let store: Arc<dyn BlobStore> = Arc::new(RetryingStore::new(
+        ReadsHang {
+            inner: env.store.clone(),
+            hang: hang.clone(),
+        },
+        RetryPolicy::default().with_deadline(deadline),
+    ));
+    let mount = env.mount_with(store, false);
+    hang.store(true, std::sync::atomic::Ordering::Relaxed);
+    let path = env.path("f.bin");
+    let (done, finished) = std::sync::mpsc::channel();
+    let start = std::time::Instant::now();
+    std::thread::spawn(move || {
+        let _ = done.send(fs::read(path).map(|data| data.len()));
+    });
+    let result = finished.recv_timeout(std::time::Duration::from_secs(30));
+    let elapsed = start.elapsed();
+    mount.unmount().unwrap();
+    let result = result.expect("the read was still blocked after 30 s");
+    assert_eq!(result.unwrap_err().raw_os_error(), Some(libc::EIO));
+    assert!(
+        elapsed < deadline + std::time::Duration::from_secs(3),
+        "{elapsed:?}"
+    );
+}
+
+/// An `sse` blob (no per-blob authentication) overwritten while a handle reads it: reads after the
+/// overwrite are `EIO` through a store that reads remotely (every ranged read carries the etag the
+/// handle opened), or the old version's bytes where the store pins the version open (the
+/// embedded store) — never the new version's bytes after the old one's.
+#[test]
+fn an_overwritten_blob_is_never_read_as_a_mix_of_two_versions() {
+    let mut env = env();
+    env.protection = Protection::Sse;
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (old, new) = (pattern(8 << 20, 1), pattern(8 << 20, 2));
+    let put = |data: &[u8]| {
+        runtime
+            .block_on(env.store.put(
+                "f.bin",
+                Bytes::copy_from_slice(data),
+                &Metadata::new(),
+                &Condition::None,
+                None,
+            ))
+            .unwrap();
+    };
+    for remote in [true, false] {
+        put(&old);
+        let store: Arc<dyn BlobStore> = if remote {
+            // No calling-thread calls: every read is a ranged `get` as on Azure.
+            Arc::new(SlowStore::new(
+                env.store.clone(),
+                std::time::Duration::ZERO,
+                std::time::Duration::ZERO,
+                None,
+            ))
+        } else {
+            env.store.clone()
+        };
+        let mount = env.mount_with(store, false);
+        let file = File::open(env.path("f.bin")).unwrap();
+        let mut head = vec![0u8; 64 << 10];
+        file.read_exact_at(&mut head, 0).unwrap();
+        assert!(head == old[..64 << 10]);
+        put(&new);
+        let mut tail = vec![0u8; 64 << 10];
+        let at = 7 << 20;
+        match file.read_exact_at(&mut tail, at as u64) {
+            Ok(()) => {
+                assert!(!remote, "a remote read of a changed blob must fail");
+                assert!(
+                    tail == old[at..at + (64 << 10)],
+                    "the pinned version's bytes"
+                );
+            }
+            Err(error) => {
+                assert!(
+                    remote,
+                    "the pinned embedded version stays readable: {error}"
+                );
+                assert_eq!(error.raw_os_error(), Some(libc::EIO));
+            }
+        }
+        drop(file);
+        mount.unmount().unwrap();
     }
 }
 
@@ -521,8 +705,9 @@ impl BlobStore for Switched {
         name: &str,
         range: Option<Range<u64>>,
         cpk: Option<&CustomerKey>,
+        version: Option<&str>,
     ) -> StoreResult<Bytes> {
-        self.inner.get(name, range, cpk).await
+        self.inner.get(name, range, cpk, version).await
     }
     async fn put(
         &self,

@@ -9,8 +9,15 @@
 //! `AZURE_STORAGE_CONNECTION_STRING` (including `UseDevelopmentStorage=true`);
 //! `AZURE_STORAGE_ACCOUNT` + `AZURE_STORAGE_KEY`; `AZURE_STORAGE_SAS_TOKEN`; a managed identity
 //! when `ENCFS_MANAGED_IDENTITY=1` (IMDS shape, resource `https://storage.azure.com/`).
-//! Requests that fail with 408, 429, 500, 502, 503, 504 or a connection error are retried with
-//! exponential backoff and jitter, honouring `Retry-After`.
+//! Secrets never travel over plain `http://` except to a loopback host (Azurite): a client with
+//! an account key, a SAS or a token, or a request with a customer-provided key, to any other
+//! `http://` host is refused. They never appear in messages either: every URL or transport error
+//! in an error goes through [`super::redact::redact`], and `Debug` shows no secret.
+//!
+//! Each call makes **one** attempt. Failures with 408, 429, 500, 502, 503, 504 or a connection
+//! error are transient ([`StoreError::is_transient`]) and carry the service's `Retry-After`;
+//! retrying is [`super::faults::RetryingStore`]'s job alone ([`super::retry`]), which
+//! [`super::open_store`] puts over this client, so no two retry loops ever nest.
 
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -22,10 +29,11 @@ use aws_lc_rs::hmac;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
-use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use reqwest::{Method, StatusCode};
 use zeroize::Zeroizing;
 
+use super::redact::redact;
 use super::{
     BlobItem, BlobProperties, BlobStore, Condition, CustomerKey, ListOptions, Listing, Metadata,
     StoreError, StoreResult,
@@ -38,8 +46,6 @@ pub const DEV_ACCOUNT: &str = "devstoreaccount1";
 /// Azurite's well-known development key (public, documented by Microsoft).
 pub const DEV_KEY: &str =
     "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
-/// Attempts per request, the first included.
-const MAX_ATTEMPTS: u32 = 5;
 /// Path characters left as they are: unreserved plus `/` between name segments.
 const PATH_ESCAPES: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'-')
@@ -150,8 +156,8 @@ pub fn parse_connection_string(text: &str) -> StoreResult<(Credentials, Option<S
 }
 
 /// Where a container lives: `https://ACCOUNT.blob.core.windows.net/CONTAINER` or the path-style
-/// `http://HOST:PORT/ACCOUNT/CONTAINER` of Azurite.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// `http://HOST:PORT/ACCOUNT/CONTAINER` of Azurite. `Debug` does not show the SAS.
+#[derive(Clone, PartialEq, Eq)]
 pub struct ContainerUrl {
     /// Scheme, host and port, plus `/ACCOUNT` for path-style endpoints.
     pub endpoint: String,
@@ -163,10 +169,21 @@ pub struct ContainerUrl {
     pub sas: Option<String>,
 }
 
+impl std::fmt::Debug for ContainerUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ContainerUrl")
+            .field("endpoint", &self.endpoint)
+            .field("account", &self.account)
+            .field("container", &self.container)
+            .field("sas", &self.sas.as_ref().map(|_| super::redact::REDACTED))
+            .finish()
+    }
+}
+
 impl ContainerUrl {
     /// Parses a container URL (a trailing `/prefix` is not part of it: see [`super::StoreLocation`]).
     pub fn parse(url: &str) -> StoreResult<Self> {
-        let bad = |why: &str| StoreError::Config(format!("{url}: {why}"));
+        let bad = |why: &str| StoreError::Config(format!("{}: {why}", redact(url)));
         let parsed = reqwest::Url::parse(url).map_err(|e| bad(&e.to_string()))?;
         if !matches!(parsed.scheme(), "http" | "https") {
             return Err(bad("expected an http(s) URL"));
@@ -240,7 +257,21 @@ pub struct AzureStore {
     url: ContainerUrl,
     credentials: Credentials,
     token: Mutex<Option<CachedToken>>,
-    retry_base: Duration,
+    /// The endpoint is plain `http://` to a host that is not loopback: no secret may go there.
+    insecure_remote: bool,
+}
+
+/// Whether `url`'s host is this machine (127.0.0.0/8, `::1`, `localhost`): the only hosts plain
+/// `http://` may carry a secret to (Azurite runs there).
+pub fn is_loopback(url: &reqwest::Url) -> bool {
+    let Some(host) = url.host_str() else {
+        return false;
+    };
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    match bare.parse::<std::net::IpAddr>() {
+        Ok(ip) => ip.is_loopback(),
+        Err(_) => host.eq_ignore_ascii_case("localhost"),
+    }
 }
 
 impl std::fmt::Debug for AzureStore {
@@ -296,6 +327,18 @@ impl AzureStore {
             (None, Some(credentials)) => credentials,
             (None, None) => credentials_from_env()?.map_or(Credentials::Anonymous, |(c, _)| c),
         };
+        let endpoint = reqwest::Url::parse(&url.endpoint)
+            .map_err(|e| StoreError::Config(format!("{}: {e}", url.endpoint)))?;
+        let insecure_remote = endpoint.scheme() == "http" && !is_loopback(&endpoint);
+        let secret = match &credentials {
+            Credentials::SharedKey { .. } => Some("an account key"),
+            Credentials::Sas(_) => Some("a SAS token"),
+            Credentials::ManagedIdentity { .. } => Some("a managed-identity token"),
+            Credentials::Anonymous => None,
+        };
+        if let (true, Some(secret)) = (insecure_remote, secret) {
+            return Err(plain_http_refused(&url.endpoint, secret));
+        }
         let http = reqwest::Client::builder()
             .pool_max_idle_per_host(64)
             .connect_timeout(Duration::from_secs(10))
@@ -307,14 +350,8 @@ impl AzureStore {
             url,
             credentials,
             token: Mutex::new(None),
-            retry_base: Duration::from_millis(200),
+            insecure_remote,
         })
-    }
-
-    /// Shortens the first retry delay (tests use milliseconds).
-    pub fn with_retry_base(mut self, base: Duration) -> Self {
-        self.retry_base = base;
-        self
     }
 
     fn blob_path(&self, name: Option<&str>) -> String {
@@ -369,13 +406,13 @@ impl AzureStore {
             request = request.header("X-IDENTITY-HEADER", header);
         }
         let failed = |message: String| StoreError::Auth {
-            url: endpoint.to_owned(),
+            url: redact(endpoint),
             message,
         };
         let response = request
             .send()
             .await
-            .map_err(|e| failed(format!("managed identity endpoint: {e}")))?;
+            .map_err(|e| failed(format!("managed identity endpoint: {}", error_chain(&e))))?;
         if !response.status().is_success() {
             return Err(failed(format!(
                 "managed identity endpoint answered {}",
@@ -385,7 +422,7 @@ impl AzureStore {
         let text = response
             .text()
             .await
-            .map_err(|e| failed(format!("token response: {e}")))?;
+            .map_err(|e| failed(format!("token response: {}", error_chain(&e))))?;
         let body: serde_json::Value =
             serde_json::from_str(&text).map_err(|e| failed(format!("token response: {e}")))?;
         let token = body["access_token"]
@@ -404,8 +441,10 @@ impl AzureStore {
         Ok(token)
     }
 
-    /// Sends one request with auth, retries and error mapping. `name` is the blob (None: the
-    /// container); `query` is unencoded; `headers` are extra (x-ms-*, If-*).
+    /// Sends one request (one attempt: see the module comment) with auth and error mapping.
+    /// `name` is the blob (None: the container); `query` is unencoded, and both the URL and the
+    /// signature are built from it, each value encoded exactly once; `headers` are extra
+    /// (x-ms-*, If-*).
     async fn send(
         &self,
         method: Method,
@@ -415,6 +454,12 @@ impl AzureStore {
         body: Bytes,
         cpk: Option<&CustomerKey>,
     ) -> StoreResult<reqwest::Response> {
+        if cpk.is_some() && self.insecure_remote {
+            return Err(plain_http_refused(
+                &self.url.endpoint,
+                "a customer-provided key",
+            ));
+        }
         let path = self.blob_path(name);
         let origin = reqwest::Url::parse(&self.url.endpoint)
             .map(|u| u.origin().ascii_serialization())
@@ -432,89 +477,72 @@ impl AzureStore {
             format!("{origin}{path}?{}", query_string.join("&"))
         };
         let display = self.display_url(name);
-        let mut all_headers: Vec<(String, String)> = headers.to_vec();
-        all_headers.push(("x-ms-version".into(), API_VERSION.into()));
+        let mut headers: Vec<(String, String)> = headers.to_vec();
+        headers.push(("x-ms-version".into(), API_VERSION.into()));
         if let Some(cpk) = cpk {
-            all_headers.push(("x-ms-encryption-key".into(), cpk.key_base64().to_string()));
-            all_headers.push(("x-ms-encryption-key-sha256".into(), cpk.sha256_base64()));
-            all_headers.push(("x-ms-encryption-algorithm".into(), "AES256".into()));
+            headers.push(("x-ms-encryption-key".into(), cpk.key_base64().to_string()));
+            headers.push(("x-ms-encryption-key-sha256".into(), cpk.sha256_base64()));
+            headers.push(("x-ms-encryption-algorithm".into(), "AES256".into()));
         }
-        let mut delay = self.retry_base;
-        for attempt in 1..=MAX_ATTEMPTS {
-            let mut attempt_headers = all_headers.clone();
-            attempt_headers.push((
-                "x-ms-date".into(),
-                httpdate::fmt_http_date(SystemTime::now()),
-            ));
-            let mut request = self.http.request(method.clone(), &url);
-            match &self.credentials {
-                Credentials::SharedKey { account, key } => {
-                    let signature = sign(
-                        &method,
-                        &path,
-                        account,
-                        query,
-                        &attempt_headers,
-                        body.len(),
-                        key,
-                    );
-                    attempt_headers.push((
-                        "Authorization".into(),
-                        format!("SharedKey {account}:{signature}"),
-                    ));
-                }
-                Credentials::ManagedIdentity {
-                    endpoint,
-                    identity_header,
-                } => {
-                    let token = self
-                        .bearer_token(endpoint, identity_header.as_deref())
-                        .await?;
-                    attempt_headers
-                        .push(("Authorization".into(), format!("Bearer {}", token.as_str())));
-                }
-                Credentials::Sas(_) | Credentials::Anonymous => {}
+        headers.push((
+            "x-ms-date".into(),
+            httpdate::fmt_http_date(SystemTime::now()),
+        ));
+        let mut request = self.http.request(method.clone(), &url);
+        match &self.credentials {
+            Credentials::SharedKey { account, key } => {
+                let signature = sign(&method, &path, account, query, &headers, body.len(), key);
+                headers.push((
+                    "Authorization".into(),
+                    format!("SharedKey {account}:{signature}"),
+                ));
             }
-            for (header, value) in &attempt_headers {
-                request = request.header(header.as_str(), value.as_str());
+            Credentials::ManagedIdentity {
+                endpoint,
+                identity_header,
+            } => {
+                let token = self
+                    .bearer_token(endpoint, identity_header.as_deref())
+                    .await?;
+                headers.push(("Authorization".into(), format!("Bearer {}", token.as_str())));
             }
-            if !body.is_empty() || method == Method::PUT {
-                request = request
-                    .header("Content-Length", body.len().to_string())
-                    .body(body.clone());
-            }
-            let retry_after = match request.send().await {
-                Ok(response) if response.status().is_success() => return Ok(response),
-                Ok(response) => {
-                    let error = map_status(&method, &display, name, &response, cpk.is_some());
-                    if !error.is_transient() || attempt == MAX_ATTEMPTS {
-                        return Err(error);
-                    }
-                    response
-                        .headers()
-                        .get("retry-after")
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|v| v.parse::<u64>().ok())
-                        .map(Duration::from_secs)
-                }
-                Err(error) => {
-                    if attempt == MAX_ATTEMPTS {
-                        return Err(StoreError::Network {
-                            url: display,
-                            message: error_chain(&error),
-                        });
-                    }
-                    None
-                }
-            };
-            let jitter = 0.5 + jitter_fraction();
-            tokio::time::sleep(retry_after.unwrap_or(delay.mul_f64(jitter))).await;
-            delay = (delay * 2).min(Duration::from_secs(10));
+            Credentials::Sas(_) | Credentials::Anonymous => {}
         }
-        unreachable!("the loop returns on its last attempt")
+        for (header, value) in &headers {
+            request = request.header(header.as_str(), value.as_str());
+        }
+        if !body.is_empty() || method == Method::PUT {
+            request = request
+                .header("Content-Length", body.len().to_string())
+                .body(body);
+        }
+        match request.send().await {
+            Ok(response) if response.status().is_success() => Ok(response),
+            Ok(response) => Err(map_status(
+                &method,
+                &display,
+                name,
+                &response,
+                cpk.is_some(),
+            )),
+            Err(error) => Err(StoreError::Network {
+                url: display,
+                message: error_chain(&error),
+            }),
+        }
     }
 }
 
+fn plain_http_refused(endpoint: &str, secret: &str) -> StoreError {
+    StoreError::Config(format!(
+        "{}: refusing to send {secret} over plain http:// to a host that is not this machine; \
+         use https:// (plain http is allowed only to loopback: 127.0.0.0/8, ::1, localhost)",
+        redact(endpoint)
+    ))
+}
+
+/// The text of a transport error and its sources, redacted (reqwest's text names the full URL,
+/// SAS included).
 fn error_chain(error: &dyn std::error::Error) -> String {
     let mut message = error.to_string();
     let mut source = error.source();
@@ -523,13 +551,7 @@ fn error_chain(error: &dyn std::error::Error) -> String {
         message.push_str(&inner.to_string());
         source = inner.source();
     }
-    message
-}
-
-fn jitter_fraction() -> f64 {
-    let mut byte = [0u8; 2];
-    let _ = aws_lc_rs::rand::fill(&mut byte);
-    f64::from(u16::from_le_bytes(byte)) / 65536.0
+    redact(&message)
 }
 
 fn map_status(
@@ -582,6 +604,12 @@ fn map_status(
             url: url.to_owned(),
             status: status.as_u16(),
             code,
+            retry_after: response
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map(Duration::from_secs),
         },
     }
 }
@@ -613,12 +641,15 @@ fn sign(
         .map(|(h, v)| (h.to_ascii_lowercase(), v.trim()))
         .collect();
     canonical_headers.sort();
+    // The canonical query holds the values as the service decodes them from the URL: exactly
+    // the unencoded values the URL was built from (decoding them again would turn a name's
+    // literal `%41` into `A` and the signature into a 403).
     let mut params: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for (k, v) in query {
         params
             .entry(k.to_ascii_lowercase())
             .or_default()
-            .push(percent_decode_str(v).decode_utf8_lossy().into_owned());
+            .push((*v).to_owned());
     }
     let mut to_sign = format!(
         "{method}\n\n\n{length}\n\n{}\n\n\n{}\n{}\n\n\n",
@@ -638,10 +669,19 @@ fn sign(
     BASE64.encode(tag.as_ref())
 }
 
+/// An etag as `If-Match` wants it: quoted (listings give it bare, headers quoted).
+fn quoted(etag: &str) -> String {
+    if etag.starts_with('"') || etag.starts_with("W/") {
+        etag.to_owned()
+    } else {
+        format!("\"{etag}\"")
+    }
+}
+
 fn condition_headers(condition: &Condition) -> Vec<(String, String)> {
     match condition {
         Condition::None => vec![],
-        Condition::IfMatch(etag) => vec![("If-Match".into(), etag.clone())],
+        Condition::IfMatch(etag) => vec![("If-Match".into(), quoted(etag))],
         Condition::IfNotExists => vec![("If-None-Match".into(), "*".into())],
     }
 }
@@ -709,8 +749,12 @@ impl BlobStore for AzureStore {
         name: &str,
         range: Option<Range<u64>>,
         cpk: Option<&CustomerKey>,
+        if_match: Option<&str>,
     ) -> StoreResult<Bytes> {
         let mut headers = vec![];
+        if let Some(etag) = if_match {
+            headers.push(("If-Match".to_owned(), quoted(etag)));
+        }
         if let Some(range) = &range {
             if range.start >= range.end {
                 return Ok(Bytes::new());
@@ -727,6 +771,9 @@ impl BlobStore for AzureStore {
             Ok(response) => response,
             // A range that starts at or past the end: nothing to read.
             Err(StoreError::Http { status: 416, .. }) => return Ok(Bytes::new()),
+            Err(StoreError::ConditionNotMet(_)) if if_match.is_some() => {
+                return Err(StoreError::Changed(name.to_owned()));
+            }
             Err(error) => return Err(error),
         };
         response.bytes().await.map_err(|e| StoreError::Network {

@@ -49,6 +49,8 @@ pub enum StoreError {
         status: u16,
         /// The service's error code (`x-ms-error-code`), if any.
         code: String,
+        /// How long the service asked to wait before a retry (`Retry-After`), if it said.
+        retry_after: Option<std::time::Duration>,
     },
     /// The service could not be reached (after retries).
     #[error("cannot reach {url}: {message}")]
@@ -77,6 +79,19 @@ pub enum StoreError {
         /// The error.
         source: std::io::Error,
     },
+    /// The blob is no longer the version being read (a ranged read pinned to an etag, after an
+    /// overwrite): reading on would mix two versions.
+    #[error("blob {0} changed while it was being read (it was overwritten); open it again")]
+    Changed(String),
+    /// A call did not finish within its deadline ([`super::RetryPolicy::deadline`]), retries
+    /// included.
+    #[error("{what}: no answer from the store within {after:?} (--request-timeout)")]
+    Timeout {
+        /// The blob (or container call) concerned.
+        what: String,
+        /// The deadline.
+        after: std::time::Duration,
+    },
     /// Injected by the fault wrapper (tests and benchmarks only).
     #[error("injected fault on {0}")]
     Injected(String),
@@ -89,6 +104,14 @@ impl StoreError {
             Self::Network { .. } | Self::Injected(_) => true,
             Self::Http { status, .. } => matches!(status, 408 | 429 | 500 | 502 | 503 | 504),
             _ => false,
+        }
+    }
+
+    /// How long the service asked to wait before retrying, when it said (`Retry-After`).
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            Self::Http { retry_after, .. } => *retry_after,
+            _ => None,
         }
     }
 

@@ -3,6 +3,7 @@
 //! [`FaultyStore`] fails a seeded fraction of requests (as a transient error, or by hanging until
 //! a timeout), and [`SlowStore`] adds a per-request delay with jitter and an optional bandwidth
 //! cap. Both wrap any [`BlobStore`], so the same conformance suite runs through them.
+//! [`RetryingStore`], the one retry layer, runs any store's calls under a [`RetryPolicy`].
 
 use std::ops::Range;
 use std::sync::Mutex;
@@ -12,8 +13,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use super::{
-    BlobProperties, BlobStore, Condition, CustomerKey, ListOptions, Listing, Metadata, StoreError,
-    StoreResult,
+    BlobProperties, BlobStore, Condition, CustomerKey, ListOptions, Listing, Metadata, RetryPolicy,
+    StoreError, StoreResult,
 };
 
 /// A small seeded generator (xorshift): reproducible fault patterns without a `rand` dependency.
@@ -164,10 +165,11 @@ macro_rules! forward_store {
                 name: &str,
                 range: Option<Range<u64>>,
                 cpk: Option<&CustomerKey>,
+                if_match: Option<&str>,
             ) -> StoreResult<Bytes> {
                 let len = range.as_ref().map_or(0, |r| (r.end - r.start) as usize);
                 self.$before(name, len).await?;
-                self.inner.get(name, range, cpk).await
+                self.inner.get(name, range, cpk, if_match).await
             }
             async fn put(
                 &self,
@@ -282,17 +284,18 @@ impl<S: BlobStore> SlowStore<S> {
 forward_store!(FaultyStore, before, gate_blocking);
 forward_store!(SlowStore, before);
 
-/// Retries every call of the inner store on transient errors ([`with_retries`]): how transfers use
-/// a store, and how the conformance suite runs through [`FaultyStore`].
+/// Runs every call of the inner store under one [`RetryPolicy`] (attempts, backoff, capped
+/// `Retry-After`, an overall deadline per call): the only retry layer. [`super::open_store`] puts
+/// it over Azure; the conformance suite runs it over [`FaultyStore`].
 pub struct RetryingStore<S> {
     inner: S,
-    attempts: u32,
+    policy: RetryPolicy,
 }
 
 impl<S: BlobStore> RetryingStore<S> {
-    /// Wraps `inner`, trying each call up to `attempts` times.
-    pub fn new(inner: S, attempts: u32) -> Self {
-        Self { inner, attempts }
+    /// Wraps `inner`, retrying its calls under `policy`.
+    pub fn new(inner: S, policy: RetryPolicy) -> Self {
+        Self { inner, policy }
     }
 }
 
@@ -311,18 +314,25 @@ impl<S: BlobStore> BlobStore for RetryingStore<S> {
         self.inner.location()
     }
     async fn create_container(&self) -> StoreResult<bool> {
-        with_retries(self.attempts, || self.inner.create_container()).await
+        self.policy
+            .run("create_container", || self.inner.create_container())
+            .await
     }
     async fn container_exists(&self) -> StoreResult<bool> {
-        with_retries(self.attempts, || self.inner.container_exists()).await
+        self.policy
+            .run("container_exists", || self.inner.container_exists())
+            .await
     }
     async fn get(
         &self,
         name: &str,
         range: Option<Range<u64>>,
         cpk: Option<&CustomerKey>,
+        if_match: Option<&str>,
     ) -> StoreResult<Bytes> {
-        with_retries(self.attempts, || self.inner.get(name, range.clone(), cpk)).await
+        self.policy
+            .run(name, || self.inner.get(name, range.clone(), cpk, if_match))
+            .await
     }
     fn pin_blocking(
         &self,
@@ -336,8 +346,9 @@ impl<S: BlobStore> BlobStore for RetryingStore<S> {
         name: &str,
         range: Option<Range<u64>>,
         cpk: Option<&CustomerKey>,
+        if_match: Option<&str>,
     ) -> Option<StoreResult<Bytes>> {
-        unless_transient(self.inner.get_blocking(name, range, cpk))
+        unless_transient(self.inner.get_blocking(name, range, cpk, if_match))
     }
     fn properties_blocking(
         &self,
@@ -378,10 +389,11 @@ impl<S: BlobStore> BlobStore for RetryingStore<S> {
         condition: &Condition,
         cpk: Option<&CustomerKey>,
     ) -> StoreResult<String> {
-        with_retries(self.attempts, || {
-            self.inner.put(name, data.clone(), metadata, condition, cpk)
-        })
-        .await
+        self.policy
+            .run(name, || {
+                self.inner.put(name, data.clone(), metadata, condition, cpk)
+            })
+            .await
     }
     async fn stage_block(
         &self,
@@ -390,10 +402,11 @@ impl<S: BlobStore> BlobStore for RetryingStore<S> {
         data: Bytes,
         cpk: Option<&CustomerKey>,
     ) -> StoreResult<()> {
-        with_retries(self.attempts, || {
-            self.inner.stage_block(name, block_id, data.clone(), cpk)
-        })
-        .await
+        self.policy
+            .run(name, || {
+                self.inner.stage_block(name, block_id, data.clone(), cpk)
+            })
+            .await
     }
     async fn stage_block_at(
         &self,
@@ -403,11 +416,12 @@ impl<S: BlobStore> BlobStore for RetryingStore<S> {
         data: Bytes,
         cpk: Option<&CustomerKey>,
     ) -> StoreResult<()> {
-        with_retries(self.attempts, || {
-            self.inner
-                .stage_block_at(name, block_id, offset, data.clone(), cpk)
-        })
-        .await
+        self.policy
+            .run(name, || {
+                self.inner
+                    .stage_block_at(name, block_id, offset, data.clone(), cpk)
+            })
+            .await
     }
     async fn commit_blocks(
         &self,
@@ -417,49 +431,35 @@ impl<S: BlobStore> BlobStore for RetryingStore<S> {
         condition: &Condition,
         cpk: Option<&CustomerKey>,
     ) -> StoreResult<String> {
-        with_retries(self.attempts, || {
-            self.inner
-                .commit_blocks(name, block_ids, metadata, condition, cpk)
-        })
-        .await
+        self.policy
+            .run(name, || {
+                self.inner
+                    .commit_blocks(name, block_ids, metadata, condition, cpk)
+            })
+            .await
     }
     async fn properties(
         &self,
         name: &str,
         cpk: Option<&CustomerKey>,
     ) -> StoreResult<BlobProperties> {
-        with_retries(self.attempts, || self.inner.properties(name, cpk)).await
+        self.policy
+            .run(name, || self.inner.properties(name, cpk))
+            .await
     }
     async fn list(&self, options: &ListOptions<'_>) -> StoreResult<Listing> {
-        with_retries(self.attempts, || self.inner.list(options)).await
+        self.policy.run("list", || self.inner.list(options)).await
     }
     async fn delete(&self, name: &str, condition: &Condition) -> StoreResult<()> {
-        with_retries(self.attempts, || self.inner.delete(name, condition)).await
+        self.policy
+            .run(name, || self.inner.delete(name, condition))
+            .await
     }
     async fn discard_staged(&self, name: &str, block_ids: &[String]) -> StoreResult<()> {
-        with_retries(self.attempts, || self.inner.discard_staged(name, block_ids)).await
+        self.policy
+            .run(name, || self.inner.discard_staged(name, block_ids))
+            .await
     }
-}
-
-/// Retries transient failures of `op` with exponential backoff and jitter (used above the fault
-/// wrapper in tests, and by transfers over any store).
-pub async fn with_retries<T, F, Fut>(attempts: u32, mut op: F) -> StoreResult<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = StoreResult<T>>,
-{
-    let rng = Seeded::new(0xbac0ff);
-    let mut delay = Duration::from_millis(5);
-    for attempt in 1.. {
-        match op().await {
-            Err(error) if error.is_transient() && attempt < attempts => {
-                tokio::time::sleep(delay.mul_f64(0.5 + rng.next())).await;
-                delay = (delay * 2).min(Duration::from_secs(2));
-            }
-            result => return result,
-        }
-    }
-    unreachable!("the loop returns")
 }
 
 #[cfg(test)]

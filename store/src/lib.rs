@@ -14,6 +14,8 @@ pub mod faults;
 pub mod local;
 mod location;
 pub mod protection;
+pub mod redact;
+pub mod retry;
 
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -27,6 +29,7 @@ use zeroize::Zeroizing;
 
 pub use error::{StoreError, StoreResult};
 pub use location::{StoreLocation, open_store, open_store_with};
+pub use retry::RetryPolicy;
 
 /// User metadata of a blob (`x-ms-meta-*` on Azure): lower-case ASCII names.
 pub type Metadata = BTreeMap<String, String>;
@@ -47,6 +50,13 @@ impl CustomerKey {
             key: Zeroizing::new(key),
             sha256: digest.as_ref().try_into().expect("32 bytes"),
         }
+    }
+
+    /// The customer key encfs sends for a data key: never the DEK itself (a key has one
+    /// purpose), but [`encfs_crypto::DataKey::customer_key`], derived under its own HKDF label.
+    /// Every code path that turns a key file or a datastore's key into a CPK key goes through here.
+    pub fn from_data_key(key: &encfs_crypto::DataKey) -> Self {
+        Self::new(*key.customer_key().dangerous_bytes())
     }
 
     /// The key bytes (sent base64-encoded in `x-ms-encryption-key`).
@@ -142,11 +152,14 @@ pub trait BlobStore: Send + Sync {
     async fn container_exists(&self) -> StoreResult<bool>;
 
     /// Reads `range` of a blob (`None`: the whole blob). A range past the end is clamped.
+    /// With `if_match`, only that version of the blob (`If-Match` on Azure): a blob overwritten
+    /// since fails with [`StoreError::Changed`], so ranged reads of one version never mix two.
     async fn get(
         &self,
         name: &str,
         range: Option<Range<u64>>,
         cpk: Option<&CustomerKey>,
+        if_match: Option<&str>,
     ) -> StoreResult<Bytes>;
 
     /// Writes a whole blob in one request; returns the new etag.
@@ -232,6 +245,7 @@ pub trait BlobStore: Send + Sync {
         _name: &str,
         _range: Option<Range<u64>>,
         _cpk: Option<&CustomerKey>,
+        _if_match: Option<&str>,
     ) -> Option<StoreResult<Bytes>> {
         None
     }
@@ -294,8 +308,9 @@ impl<T: BlobStore + ?Sized> BlobStore for std::sync::Arc<T> {
         name: &str,
         range: Option<Range<u64>>,
         cpk: Option<&CustomerKey>,
+        if_match: Option<&str>,
     ) -> StoreResult<Bytes> {
-        (**self).get(name, range, cpk).await
+        (**self).get(name, range, cpk, if_match).await
     }
     async fn put(
         &self,
@@ -361,8 +376,9 @@ impl<T: BlobStore + ?Sized> BlobStore for std::sync::Arc<T> {
         name: &str,
         range: Option<Range<u64>>,
         cpk: Option<&CustomerKey>,
+        if_match: Option<&str>,
     ) -> Option<StoreResult<Bytes>> {
-        (**self).get_blocking(name, range, cpk)
+        (**self).get_blocking(name, range, cpk, if_match)
     }
     fn pin_blocking(
         &self,

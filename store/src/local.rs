@@ -457,20 +457,33 @@ fn properties_of(header: &BlobHeader) -> BlobProperties {
     }
 }
 
-/// Reads `range` of the data that follows the header (plain or CPK-encrypted).
+/// The version check of a read pinned to an etag (`If-Match`): header and data come from one
+/// open file, so a matching header means the bytes read are that version's.
+fn check_version(name: &str, header: &BlobHeader, if_match: Option<&str>) -> StoreResult<()> {
+    match if_match {
+        Some(etag) if etag != header.etag => Err(StoreError::Changed(name.to_owned())),
+        _ => Ok(()),
+    }
+}
+
+/// Reads `range` of the data that follows the header (plain or CPK-encrypted); with `if_match`,
+/// only from that version.
 fn read_range(
     name: &str,
     path: &Path,
     range: Option<Range<u64>>,
     cpk: Option<&CustomerKey>,
+    if_match: Option<&str>,
 ) -> StoreResult<Bytes> {
     if range.is_none() && cpk.is_none() {
         let (header, data) = read_whole(name, path)?;
         check_cpk(name, &header, None)?;
+        check_version(name, &header, if_match)?;
         return Ok(data);
     }
     let (header, mut file) = read_header(name, path)?;
     check_cpk(name, &header, cpk)?;
+    check_version(name, &header, if_match)?;
     let range = range.unwrap_or(0..header.size);
     let (start, end) = (range.start.min(header.size), range.end.min(header.size));
     if start >= end {
@@ -682,10 +695,12 @@ impl BlobStore for LocalStore {
         name: &str,
         range: Option<Range<u64>>,
         cpk: Option<&CustomerKey>,
+        if_match: Option<&str>,
     ) -> StoreResult<Bytes> {
         self.check_container()?;
         let (path, name, cpk) = (self.blob_path(name)?, name.to_owned(), cpk.cloned());
-        blocking(move || read_range(&name, &path, range, cpk.as_ref())).await
+        let if_match = if_match.map(str::to_owned);
+        blocking(move || read_range(&name, &path, range, cpk.as_ref(), if_match.as_deref())).await
     }
 
     fn pin_blocking(
@@ -721,11 +736,12 @@ impl BlobStore for LocalStore {
         name: &str,
         range: Option<Range<u64>>,
         cpk: Option<&CustomerKey>,
+        if_match: Option<&str>,
     ) -> Option<StoreResult<Bytes>> {
         Some(
             self.check_container()
                 .and_then(|()| self.blob_path(name))
-                .and_then(|path| read_range(name, &path, range, cpk)),
+                .and_then(|path| read_range(name, &path, range, cpk, if_match)),
         )
     }
 

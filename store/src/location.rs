@@ -4,14 +4,19 @@
 //!   existing container directory on the path (one holding `blobs/`), the rest is a prefix; when
 //!   none exists yet, the whole path is the container (created by `upload`).
 //! * `https://ACCOUNT.blob.core.windows.net/CONTAINER[/prefix]` or an Azurite URL
-//!   `http://127.0.0.1:10000/ACCOUNT/CONTAINER[/prefix]` — Azure Blob Storage.
+//!   `http://127.0.0.1:10000/ACCOUNT/CONTAINER[/prefix]` — Azure Blob Storage, behind the one
+//!   retry layer ([`RetryingStore`] with the caller's [`RetryPolicy`]).
+//!
+//! Messages name an address only through [`redact`]: a SAS in the query never reaches them.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::azure::{AzureStore, ContainerUrl, Credentials};
+use super::faults::RetryingStore;
 use super::local::LocalStore;
-use super::{BlobStore, StoreError, StoreResult};
+use super::redact::redact;
+use super::{BlobStore, RetryPolicy, StoreError, StoreResult};
 
 /// A store plus the blob-name prefix the address pointed into.
 pub struct StoreLocation {
@@ -31,20 +36,23 @@ fn with_slash(prefix: String) -> String {
     }
 }
 
-/// Opens the store an address names (credentials for Azure from the URL or the environment).
+/// Opens the store an address names (credentials for Azure from the URL or the environment;
+/// the default [`RetryPolicy`]).
 pub fn open_store(address: &str) -> StoreResult<StoreLocation> {
-    open_store_with(address, None)
+    open_store_with(address, None, RetryPolicy::default())
 }
 
-/// As [`open_store`], with explicit Azure credentials (a SAS in the URL still wins).
+/// As [`open_store`], with explicit Azure credentials (a SAS in the URL still wins) and the retry
+/// policy of every call (the embedded store has no transient failures to retry).
 pub fn open_store_with(
     address: &str,
     credentials: Option<Credentials>,
+    retry: RetryPolicy,
 ) -> StoreResult<StoreLocation> {
     if address.starts_with("http://") || address.starts_with("https://") {
         let url = ContainerUrl::parse(address)?;
         let parsed = reqwest::Url::parse(address)
-            .map_err(|e| StoreError::Config(format!("{address}: {e}")))?;
+            .map_err(|e| StoreError::Config(format!("{}: {e}", redact(address))))?;
         let segments: Vec<String> = parsed
             .path_segments()
             .map(|s| {
@@ -67,8 +75,9 @@ pub fn open_store_with(
         if let Some(sas) = &url.sas {
             container_url = format!("{container_url}?{sas}");
         }
+        let azure = AzureStore::new(&container_url, credentials)?;
         return Ok(StoreLocation {
-            store: Arc::new(AzureStore::new(&container_url, credentials)?),
+            store: Arc::new(RetryingStore::new(azure, retry)),
             prefix,
             path,
         });
@@ -77,12 +86,14 @@ pub fn open_store_with(
         Some(rest) if rest.starts_with('/') => PathBuf::from(rest),
         Some(_) => {
             return Err(StoreError::Config(format!(
-                "{address}: file URLs must be absolute (file:///path)"
+                "{}: file URLs must be absolute (file:///path)",
+                redact(address)
             )));
         }
         None if address.contains("://") => {
             return Err(StoreError::Config(format!(
-                "{address}: unknown store scheme (use a path, file:///, http:// or https://)"
+                "{}: unknown store scheme (use a path, file:///, http:// or https://)",
+                redact(address)
             )));
         }
         None => PathBuf::from(address),

@@ -74,7 +74,7 @@ async fn two_writers(store: Arc<dyn BlobStore>, rounds: usize) {
             first.is_ok() || second.is_ok(),
             "round {round}: one commit wins"
         );
-        let blob = store.get(&name, None, None).await.unwrap();
+        let blob = store.get(&name, None, None, None).await.unwrap();
         let whole_a = blob == a && first.is_ok();
         let whole_b = blob == b && second.is_ok();
         assert!(
@@ -110,14 +110,14 @@ async fn late_writer(store: Arc<dyn BlobStore>) {
             .unwrap();
         list.push(id);
         assert!(
-            store.get(&name, None, None).await.unwrap() == a,
+            store.get(&name, None, None, None).await.unwrap() == a,
             "a late block never lands in the published blob"
         );
     }
     let late = store
         .commit_blocks(&name, &list, &Metadata::new(), &Condition::None, None)
         .await;
-    let blob = store.get(&name, None, None).await.unwrap();
+    let blob = store.get(&name, None, None, None).await.unwrap();
     match late {
         Ok(_) => assert!(blob == b, "the late commit publishes its own bytes whole"),
         Err(StoreError::InvalidBlockList(_)) => assert!(blob == a),
@@ -212,7 +212,7 @@ async fn embedded_store_collects_dead_writers_only() {
         )
         .await
         .unwrap();
-    assert_eq!(store.get("f", None, None).await.unwrap(), block);
+    assert_eq!(store.get("f", None, None, None).await.unwrap(), block);
     assert_eq!(
         std::fs::read_dir(dir.path().join("container/staging"))
             .unwrap()

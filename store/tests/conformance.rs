@@ -8,8 +8,8 @@ use encfs_store::azure::AzureStore;
 use encfs_store::faults::{FaultPlan, FaultyStore, RetryingStore, SlowStore};
 use encfs_store::local::LocalStore;
 use encfs_store::{
-    BlobStore, BlockIds, Condition, CustomerKey, ListOptions, Metadata, StoreError, StoreResult,
-    list_all,
+    BlobStore, BlockIds, Condition, CustomerKey, ListOptions, Metadata, RetryPolicy, StoreError,
+    StoreResult, list_all,
 };
 
 /// Ids of one writer's version, shared by every block a test stages.
@@ -38,7 +38,7 @@ async fn conformance(store: &dyn BlobStore) {
     assert!(!store.container_exists().await.unwrap());
     assert!(
         matches!(
-            store.get("x", None, None).await,
+            store.get("x", None, None, None).await,
             Err(StoreError::ContainerNotFound(_))
         ),
         "missing container"
@@ -60,26 +60,29 @@ async fn conformance(store: &dyn BlobStore) {
         .await
         .unwrap();
     assert_eq!(
-        store.get("dir/file one.bin", None, None).await.unwrap(),
+        store
+            .get("dir/file one.bin", None, None, None)
+            .await
+            .unwrap(),
         data
     );
     assert_eq!(
         store
-            .get("dir/file one.bin", Some(10..20), None)
+            .get("dir/file one.bin", Some(10..20), None, None)
             .await
             .unwrap(),
         data.slice(10..20)
     );
     assert_eq!(
         store
-            .get("dir/file one.bin", Some(99_990..200_000), None)
+            .get("dir/file one.bin", Some(99_990..200_000), None, None)
             .await
             .unwrap(),
         data.slice(99_990..)
     );
     assert!(
         store
-            .get("dir/file one.bin", Some(100_000..100_010), None)
+            .get("dir/file one.bin", Some(100_000..100_010), None, None)
             .await
             .unwrap()
             .is_empty()
@@ -92,7 +95,7 @@ async fn conformance(store: &dyn BlobStore) {
         Some("test")
     );
     assert!(
-        matches!(store.get("nope", None, None).await, Err(StoreError::BlobNotFound(n)) if n == "nope")
+        matches!(store.get("nope", None, None, None).await, Err(StoreError::BlobNotFound(n)) if n == "nope")
     );
     assert!(matches!(
         store.properties("nope", None).await,
@@ -122,7 +125,10 @@ async fn conformance(store: &dyn BlobStore) {
     let etag2 = cond(Condition::IfMatch(etag.clone())).await.unwrap();
     assert_ne!(etag2, etag);
     assert_eq!(
-        store.get("dir/file one.bin", None, None).await.unwrap(),
+        store
+            .get("dir/file one.bin", None, None, None)
+            .await
+            .unwrap(),
         Bytes::from_static(b"v2")
     );
     store
@@ -145,7 +151,7 @@ async fn conformance(store: &dyn BlobStore) {
             .unwrap();
     }
     assert!(matches!(
-        store.get("big/blob", None, None).await,
+        store.get("big/blob", None, None, None).await,
         Err(StoreError::BlobNotFound(_))
     ));
     assert!(
@@ -160,7 +166,7 @@ async fn conformance(store: &dyn BlobStore) {
         .commit_blocks("big/blob", &ids, &meta(&[("encfs", "1")]), &none, None)
         .await
         .unwrap();
-    let committed = store.get("big/blob", None, None).await.unwrap();
+    let committed = store.get("big/blob", None, None, None).await.unwrap();
     assert_eq!(committed.len(), 15_000);
     assert_eq!(
         (committed[0], committed[5000], committed[14_999]),
@@ -259,7 +265,7 @@ async fn conformance(store: &dyn BlobStore) {
             .unwrap();
     }
     assert!(matches!(
-        store.get("pos/tiled", None, None).await,
+        store.get("pos/tiled", None, None, None).await,
         Err(StoreError::BlobNotFound(_))
     ));
     store
@@ -267,12 +273,12 @@ async fn conformance(store: &dyn BlobStore) {
         .await
         .unwrap();
     assert_eq!(
-        store.get("pos/tiled", None, None).await.unwrap(),
+        store.get("pos/tiled", None, None, None).await.unwrap(),
         parts.concat()
     );
     assert_eq!(
         store
-            .get("pos/tiled", Some(2990..3010), None)
+            .get("pos/tiled", Some(2990..3010), None, None)
             .await
             .unwrap(),
         [vec![1u8; 10], vec![2u8; 10]].concat()
@@ -303,7 +309,10 @@ async fn conformance(store: &dyn BlobStore) {
         .await
         .unwrap();
     let expected = [&parts[3][..], b"replaced", &parts[0][..]].concat();
-    assert_eq!(store.get("pos/mixed", None, None).await.unwrap(), expected);
+    assert_eq!(
+        store.get("pos/mixed", None, None, None).await.unwrap(),
+        expected
+    );
     assert_eq!(
         store.properties("pos/mixed", None).await.unwrap().size,
         expected.len() as u64
@@ -330,7 +339,7 @@ async fn conformance(store: &dyn BlobStore) {
             etag
         );
         assert_eq!(
-            &store.get("blocking/put", None, None).await.unwrap()[..],
+            &store.get("blocking/put", None, None, None).await.unwrap()[..],
             b"xyz"
         );
         assert!(matches!(
@@ -352,7 +361,7 @@ async fn conformance(store: &dyn BlobStore) {
     ));
     store.delete("l/c", &none).await.unwrap();
     assert!(matches!(
-        store.get("l/c", None, None).await,
+        store.get("l/c", None, None, None).await,
         Err(StoreError::BlobNotFound(_))
     ));
     assert!(matches!(
@@ -372,20 +381,23 @@ async fn cpk_enforcement(store: &dyn BlobStore) {
         .put("secret", data.clone(), &Metadata::new(), &none, Some(&key))
         .await
         .unwrap();
-    assert_eq!(store.get("secret", None, Some(&key)).await.unwrap(), data);
+    assert_eq!(
+        store.get("secret", None, Some(&key), None).await.unwrap(),
+        data
+    );
     assert_eq!(
         store
-            .get("secret", Some(70_000..70_010), Some(&key))
+            .get("secret", Some(70_000..70_010), Some(&key), None)
             .await
             .unwrap(),
         data.slice(70_000..70_010)
     );
     assert!(matches!(
-        store.get("secret", None, None).await,
+        store.get("secret", None, None, None).await,
         Err(StoreError::CustomerKeyRequired(_))
     ));
     assert!(matches!(
-        store.get("secret", None, Some(&other)).await,
+        store.get("secret", None, Some(&other), None).await,
         Err(StoreError::CustomerKeyMismatch(_))
     ));
     assert!(matches!(
@@ -419,7 +431,7 @@ async fn cpk_enforcement(store: &dyn BlobStore) {
         .await
         .unwrap();
     assert!(matches!(
-        store.get("plain", None, Some(&key)).await,
+        store.get("plain", None, Some(&key), None).await,
         Err(StoreError::CustomerKeyUnexpected(_))
     ));
     let ids = vec![block_id(0), block_id(1)];
@@ -452,7 +464,10 @@ async fn cpk_enforcement(store: &dyn BlobStore) {
         .await
         .unwrap();
     assert_eq!(
-        store.get("staged-secret", None, Some(&key)).await.unwrap(),
+        store
+            .get("staged-secret", None, Some(&key), None)
+            .await
+            .unwrap(),
         Bytes::from_static(b"abcabc")
     );
 }
@@ -571,7 +586,11 @@ async fn fault_wrapper_with_retries() {
         timeout: Duration::from_millis(20),
         seed: 42,
     };
-    conformance(&RetryingStore::new(FaultyStore::new(store, plan), 12)).await;
+    conformance(&RetryingStore::new(
+        FaultyStore::new(store, plan),
+        quick_retries(12),
+    ))
+    .await;
 }
 
 #[tokio::test]
@@ -645,7 +664,11 @@ async fn azurite_through_latency_and_fault_wrappers() {
         Duration::ZERO,
         None,
     );
-    conformance(&RetryingStore::new(FaultyStore::new(slow, plan), 12)).await;
+    conformance(&RetryingStore::new(
+        FaultyStore::new(slow, plan),
+        quick_retries(12),
+    ))
+    .await;
 }
 
 #[tokio::test]
@@ -657,4 +680,193 @@ async fn azurite_wrong_key_is_an_auth_error_naming_the_url() {
     let error = store.create_container().await.unwrap_err();
     assert!(matches!(error, StoreError::Auth { .. }), "{error}");
     assert!(error.to_string().contains("/nokey"), "{error}");
+}
+
+/// The retry policy with millisecond backoff (faults are injected by the dozen).
+fn quick_retries(attempts: u32) -> RetryPolicy {
+    RetryPolicy::default()
+        .with_attempts(attempts)
+        .with_first_delay(Duration::from_millis(5))
+}
+
+/// Names that percent-encoding and SharedKey signing get wrong if anything is encoded or decoded
+/// once too often: a literal `%41` (which is not `A`), spaces, `+` (which is not a space), `&`,
+/// `=`, `?`, `#` and non-ASCII.
+const ODD_NAMES: [&str; 5] = [
+    "odd%41/file %41.txt",
+    "odd%41/a+b c.txt",
+    "odd%41/ünïcödé – 名前.csv",
+    "odd%41/q?x=1&y=2#frag",
+    "odd%2F/slash%2Fencoded",
+];
+
+async fn odd_names(store: &dyn BlobStore) {
+    let _ = store.create_container().await;
+    for (i, name) in ODD_NAMES.iter().enumerate() {
+        let data = Bytes::from(format!("content {i}"));
+        store
+            .put(name, data.clone(), &Metadata::new(), &Condition::None, None)
+            .await
+            .unwrap_or_else(|e| panic!("put {name}: {e}"));
+        assert_eq!(
+            store.get(name, None, None, None).await.unwrap(),
+            data,
+            "{name}"
+        );
+        assert_eq!(
+            store.properties(name, None).await.unwrap().size,
+            data.len() as u64
+        );
+        store
+            .stage_block(name, &block_id(0), data.clone(), None)
+            .await
+            .unwrap_or_else(|e| panic!("stage {name}: {e}"));
+        store
+            .commit_blocks(
+                name,
+                &[block_id(0)],
+                &Metadata::new(),
+                &Condition::None,
+                None,
+            )
+            .await
+            .unwrap_or_else(|e| panic!("commit {name}: {e}"));
+    }
+    // Prefixes with the same characters: the listing query carries them.
+    for prefix in [
+        "odd%41/",
+        "odd%41/a+b",
+        "odd%41/ünï",
+        "odd%41/q?x=1&",
+        "odd%41/file %4",
+    ] {
+        let listing = list_all(store, prefix, None)
+            .await
+            .unwrap_or_else(|e| panic!("list {prefix}: {e}"));
+        let expected: Vec<&str> = {
+            let mut names: Vec<&str> = ODD_NAMES
+                .iter()
+                .copied()
+                .filter(|n| n.starts_with(prefix))
+                .collect();
+            names.sort();
+            names
+        };
+        let listed: Vec<&str> = listing.blobs.iter().map(|b| b.name.as_str()).collect();
+        assert_eq!(listed, expected, "prefix {prefix}");
+    }
+    let listing = list_all(store, "odd%41/", Some("/")).await.unwrap();
+    assert_eq!(listing.blobs.len(), 4);
+    let listing = list_all(store, "", Some("/")).await.unwrap();
+    assert!(
+        listing.prefixes.contains(&"odd%41/".to_owned()),
+        "{listing:?}"
+    );
+    for name in ODD_NAMES {
+        store.delete(name, &Condition::None).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn embedded_store_odd_names() {
+    let (_dir, store) = local();
+    odd_names(&store).await;
+}
+
+#[tokio::test]
+async fn azurite_odd_names_sign_what_is_sent() {
+    odd_names(&azurite_container("names")).await;
+}
+
+/// Ranged reads pinned to one version: an overwrite between two of them is an error, never the
+/// new version's bytes after the old one's.
+async fn pinned_reads(store: &dyn BlobStore) {
+    let _ = store.create_container().await;
+    let name = "pinned/blob";
+    let old = Bytes::from(vec![b'o'; 200_000]);
+    let new = Bytes::from(vec![b'n'; 200_000]);
+    let etag = store
+        .put(name, old.clone(), &Metadata::new(), &Condition::None, None)
+        .await
+        .unwrap();
+    let first = store
+        .get(name, Some(0..100_000), None, Some(&etag))
+        .await
+        .unwrap();
+    assert_eq!(first, old.slice(0..100_000));
+    // The etag a listing gives works as well (Azure lists it unquoted).
+    let listed = list_all(store, "pinned/", None).await.unwrap().blobs[0]
+        .properties
+        .etag
+        .clone();
+    store
+        .get(name, Some(0..10), None, Some(&listed))
+        .await
+        .unwrap();
+    store
+        .put(name, new.clone(), &Metadata::new(), &Condition::None, None)
+        .await
+        .unwrap();
+    let second = store
+        .get(name, Some(100_000..200_000), None, Some(&etag))
+        .await;
+    assert!(
+        matches!(&second, Err(StoreError::Changed(n)) if n == name),
+        "{second:?}"
+    );
+    let whole = store.get(name, None, None, Some(&etag)).await;
+    assert!(matches!(whole, Err(StoreError::Changed(_))), "{whole:?}");
+    if let Some(blocking) = store.get_blocking(name, Some(0..10), None, Some(&etag)) {
+        assert!(
+            matches!(blocking, Err(StoreError::Changed(_))),
+            "{blocking:?}"
+        );
+    }
+    let current = store.properties(name, None).await.unwrap().etag;
+    assert_eq!(
+        store
+            .get(name, Some(100_000..200_000), None, Some(&current))
+            .await
+            .unwrap(),
+        new.slice(100_000..200_000)
+    );
+    store.delete(name, &Condition::None).await.unwrap();
+}
+
+#[tokio::test]
+async fn embedded_store_pins_read_versions() {
+    let (_dir, store) = local();
+    pinned_reads(&store).await;
+    let key = CustomerKey::new([9; 32]);
+    store.create_container().await.unwrap();
+    let etag = store
+        .put(
+            "c",
+            Bytes::from_static(b"one"),
+            &Metadata::new(),
+            &Condition::None,
+            Some(&key),
+        )
+        .await
+        .unwrap();
+    store
+        .put(
+            "c",
+            Bytes::from_static(b"two"),
+            &Metadata::new(),
+            &Condition::None,
+            Some(&key),
+        )
+        .await
+        .unwrap();
+    let stale = store.get("c", Some(0..2), Some(&key), Some(&etag)).await;
+    assert!(
+        matches!(stale, Err(StoreError::Changed(_))),
+        "cpk reads too: {stale:?}"
+    );
+}
+
+#[tokio::test]
+async fn azurite_pins_read_versions() {
+    pinned_reads(&azurite_container("pinned")).await;
 }

@@ -703,6 +703,7 @@ pub async fn download_listed(
         fetches.push(Fetch {
             name: blob.name,
             size: blob.properties.size,
+            etag: blob.properties.etag,
             target,
         });
     }
@@ -726,6 +727,7 @@ pub async fn download_one(
         let fetch = Fetch {
             name: name.to_owned(),
             size: properties.size,
+            etag: properties.etag.clone(),
             target: std::path::absolute(target).map_err(local_error(target))?,
         };
         fetch_all(store, vec![fetch], protection, options, progress).await?;
@@ -754,6 +756,9 @@ struct Fetch {
     name: String,
     /// The blob's size in the store.
     size: u64,
+    /// The version listed: every read of the blob names it, so a blob overwritten during the
+    /// download fails it ([`StoreError::Changed`], naming the blob) instead of mixing versions.
+    etag: String,
     /// Absolute path of the output file.
     target: PathBuf,
 }
@@ -784,7 +789,8 @@ async fn fetch_all(
         let (store, protection, progress) = (store.clone(), protection.clone(), progress.clone());
         SmallFileThreads::start(small, &options, move |fetch| {
             let (name, size, target) = (&fetch.name, fetch.size, &fetch.target);
-            let done = download_small_blocking(&*store, name, size, target, &protection)?;
+            let done =
+                download_small_blocking(&*store, name, size, &fetch.etag, target, &protection)?;
             Ok(done.map(|n| progress(n)))
         })
     };
@@ -932,6 +938,7 @@ async fn fetch_on_runtime(
                 &store,
                 &fetch.name,
                 fetch.size,
+                &fetch.etag,
                 &fetch.target,
                 &protection,
                 &options,
@@ -969,6 +976,7 @@ async fn download_blob(
     store: &Arc<dyn BlobStore>,
     name: &str,
     blob_len: u64,
+    version: &str,
     target: &Path,
     protection: &Protection,
     options: &TransferOptions,
@@ -977,6 +985,7 @@ async fn download_blob(
 ) -> Result<(), TransferError> {
     let temp = partial_file(target)?;
     let cpk = protection.cpk().cloned();
+    let version = (!version.is_empty()).then_some(version);
     let crypto = |source| TransferError::Crypto {
         blob: name.to_owned(),
         source,
@@ -992,7 +1001,7 @@ async fn download_blob(
             } else {
                 0..HEADER_LEN as u64
             };
-            let head = store.get(name, Some(range), None).await?;
+            let head = store.get(name, Some(range), None, version).await?;
             let opener = Opener::new(key, &head, blob_len).map_err(crypto)?;
             if small {
                 prefetched = Some(head);
@@ -1038,13 +1047,14 @@ async fn download_blob(
                 .acquire_many_owned(permits((range.end - range.start) as usize) as u32)
                 .await
                 .expect("semaphore open");
-            let (store, name, cpk, opener, file, target) = (
+            let (store, name, cpk, opener, file, target, version) = (
                 store.clone(),
                 name.to_owned(),
                 cpk.clone(),
                 opener.clone(),
                 file.clone(),
                 target.to_owned(),
+                version.map(str::to_owned),
             );
             let prefetched = prefetched.clone();
             in_flight.push_back(tokio::spawn(async move {
@@ -1053,7 +1063,11 @@ async fn download_blob(
                     Some(whole) if whole.len() as u64 >= range.end => {
                         whole.slice(range.start as usize..range.end as usize)
                     }
-                    _ => store.get(&name, Some(range.clone()), cpk.as_ref()).await?,
+                    _ => {
+                        store
+                            .get(&name, Some(range.clone()), cpk.as_ref(), version.as_deref())
+                            .await?
+                    }
                 };
                 if data.len() as u64 != expected {
                     return Err(TransferError::SizeMismatch(name));
@@ -1217,10 +1231,12 @@ fn download_small_blocking(
     store: &dyn BlobStore,
     name: &str,
     blob_len: u64,
+    version: &str,
     target: &Path,
     protection: &Protection,
 ) -> Result<Option<u64>, TransferError> {
-    let Some(data) = store.get_blocking(name, None, protection.cpk()) else {
+    let version = (!version.is_empty()).then_some(version);
+    let Some(data) = store.get_blocking(name, None, protection.cpk(), version) else {
         return Ok(None);
     };
     let data = data?;

@@ -9,7 +9,7 @@ use anyhow::{Context, Result, bail};
 use encfs_crypto::{DataKey, key_file};
 use serde::{Deserialize, Serialize};
 
-use crate::args::{AzureAuth, DatastoreCommand, Mode};
+use crate::args::{DatastoreCommand, Mode, StoreAccess};
 
 /// One datastore entry.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -81,7 +81,7 @@ fn save(path: &Path, config: &Config) -> Result<()> {
     Ok(())
 }
 
-pub async fn run(command: DatastoreCommand, auth: &AzureAuth) -> Result<()> {
+pub async fn run(command: DatastoreCommand, access: &StoreAccess) -> Result<()> {
     match command {
         DatastoreCommand::Add {
             name,
@@ -101,7 +101,7 @@ pub async fn run(command: DatastoreCommand, auth: &AzureAuth) -> Result<()> {
             {
                 bail!("datastore names use letters, digits, '-' and '_' only");
             }
-            let location = super::transfer::open(&store, auth)?;
+            let location = super::transfer::open(&store, access)?;
             let created = location.store.create_container().await.with_context(|| {
                 format!(
                     "cannot create the container at {}",
@@ -140,7 +140,7 @@ pub async fn run(command: DatastoreCommand, auth: &AzureAuth) -> Result<()> {
                     "{}\t{:?}\t{}\t{}",
                     datastore.name,
                     datastore.mode,
-                    datastore.store,
+                    encfs_store::redact::redact(&datastore.store),
                     datastore.key.display()
                 );
             }

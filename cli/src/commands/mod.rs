@@ -1,5 +1,6 @@
 //! One module per group of verbs; [`dispatch`] routes parsed arguments to them.
 
+mod credentials;
 mod crypt;
 mod datastore;
 mod keys;
@@ -33,12 +34,12 @@ pub fn dispatch(cli: Cli) -> Result<()> {
         Command::Decrypt(args) => crypt::decrypt(&args),
         Command::Inspect(args) => crypt::inspect(&args),
         Command::Convert(args) => crypt::convert(&args),
-        Command::Upload(args) => runtime()?.block_on(transfer::upload(&args, &cli.azure)),
-        Command::Download(args) => runtime()?.block_on(transfer::download(&args, &cli.azure)),
-        Command::Ls(args) => runtime()?.block_on(transfer::ls(&args, &cli.azure)),
-        Command::Rm(args) => runtime()?.block_on(transfer::rm(&args, &cli.azure)),
-        Command::Datastore(command) => runtime()?.block_on(datastore::run(command, &cli.azure)),
-        Command::Mount(args) => mount::mount(&args, &cli.azure),
+        Command::Upload(args) => runtime()?.block_on(transfer::upload(&args, &cli.access)),
+        Command::Download(args) => runtime()?.block_on(transfer::download(&args, &cli.access)),
+        Command::Ls(args) => runtime()?.block_on(transfer::ls(&args, &cli.access)),
+        Command::Rm(args) => runtime()?.block_on(transfer::rm(&args, &cli.access)),
+        Command::Datastore(command) => runtime()?.block_on(datastore::run(command, &cli.access)),
+        Command::Mount(args) => mount::mount(&args, &cli.access),
         Command::Unmount(args) => mount::unmount(&args),
     }
 }

@@ -2,20 +2,22 @@
 //!
 //! The mount runs in the foreground until SIGINT or SIGTERM (or an outside unmount), then
 //! unmounts cleanly; `--daemon` re-runs the same command detached and returns once it is ready.
+//! A re-run never carries a secret on its command line ([`super::credentials::child_command`]).
 //! Like the reference system's launchers, it writes a status file when ready and an error file
 //! when it fails, so a launcher can wait for either.
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use encfs_crypto::format::SegmentSize;
 use encfs_fs::mount::{EncFs, Mount, MountOptions};
 
-use super::transfer::locate;
-use crate::args::{AzureAuth, MountArgs, UnmountArgs};
+use super::credentials::child_command;
+use super::transfer::{address_of, locate};
+use crate::args::{MountArgs, StoreAccess, UnmountArgs};
 
 /// How long `--daemon` waits for the detached mount to report.
 const DAEMON_WAIT: Duration = Duration::from_secs(120);
@@ -33,37 +35,53 @@ fn write_json(path: &Path, value: &serde_json::Value) -> Result<()> {
 const ALLOCATOR_PURGE_DELAY: (&str, &str) = ("MIMALLOC_PURGE_DELAY", "250");
 
 /// Runs `encfs mount`.
-pub fn mount(args: &MountArgs, auth: &AzureAuth) -> Result<()> {
-    if args.daemon {
-        return daemonize(args);
-    }
-    if std::env::var_os(ALLOCATOR_PURGE_DELAY.0).is_none() {
-        // Start over with the allocator setting in the environment (replaces this process).
-        use std::os::unix::process::CommandExt;
-        let exe = std::env::current_exe().context("cannot find the encfs executable")?;
-        let error = Command::new(exe)
-            .args(std::env::args_os().skip(1))
-            .env(ALLOCATOR_PURGE_DELAY.0, ALLOCATOR_PURGE_DELAY.1)
-            .exec();
-        eprintln!("encfs: warning: cannot re-run with allocator settings: {error}");
-    }
-    let result = serve(args, auth);
+pub fn mount(args: &MountArgs, access: &StoreAccess) -> Result<()> {
+    let result = start(args, access);
     if let (Err(error), Some(path)) = (&result, &args.error_file) {
+        let message = encfs_store::redact::redact(&format!("{error:#}"));
         let _ = write_json(
             path,
-            &serde_json::json!({"state": "error", "message": format!("{error:#}")}),
+            &serde_json::json!({"state": "error", "message": message}),
         );
     }
     result
 }
 
-fn serve(args: &MountArgs, auth: &AzureAuth) -> Result<()> {
-    let (url, mountpoint) = match (&args.datastore.datastore, args.paths.as_slice()) {
+fn start(args: &MountArgs, access: &StoreAccess) -> Result<()> {
+    let (url, mountpoint) = url_and_mountpoint(args)?;
+    if args.daemon {
+        return daemonize(args, access, url);
+    }
+    if std::env::var_os(ALLOCATOR_PURGE_DELAY.0).is_none() {
+        // Start over with the allocator setting in the environment (replaces this process; the
+        // new image's command line holds no secret either).
+        use std::os::unix::process::CommandExt;
+        let exe = std::env::current_exe().context("cannot find the encfs executable")?;
+        let (address, ..) = address_of(&args.datastore, url, args.mode, args.key.as_deref())?;
+        let error = child_command(&exe, std::env::args_os().skip(1), access, &address)?
+            .env(ALLOCATOR_PURGE_DELAY.0, ALLOCATOR_PURGE_DELAY.1)
+            .exec();
+        eprintln!("encfs: warning: cannot re-run with allocator settings: {error}");
+    }
+    serve(args, access, url, mountpoint)
+}
+
+/// The store URL (none with `--datastore`) and the mount point of the command line.
+fn url_and_mountpoint(args: &MountArgs) -> Result<(Option<&str>, PathBuf)> {
+    Ok(match (&args.datastore.datastore, args.paths.as_slice()) {
         (Some(_), [mountpoint]) => (None, PathBuf::from(mountpoint)),
         (None, [url, mountpoint]) => (Some(url.as_str()), PathBuf::from(mountpoint)),
         (Some(_), _) => bail!("with --datastore, give only the mount point"),
         (None, _) => bail!("usage: encfs mount URL MOUNTPOINT --key FILE"),
-    };
+    })
+}
+
+fn serve(
+    args: &MountArgs,
+    access: &StoreAccess,
+    url: Option<&str>,
+    mountpoint: PathBuf,
+) -> Result<()> {
     let meta = std::fs::metadata(&mountpoint)
         .with_context(|| format!("mount point {}", mountpoint.display()))?;
     anyhow::ensure!(
@@ -72,7 +90,7 @@ fn serve(args: &MountArgs, auth: &AzureAuth) -> Result<()> {
         mountpoint.display()
     );
     let (location, protection) =
-        locate(&args.datastore, url, args.mode, args.key.as_deref(), auth)?;
+        locate(&args.datastore, url, args.mode, args.key.as_deref(), access)?;
     let address = location.store.location();
     let options = MountOptions {
         read_write: args.read_write,
@@ -200,7 +218,8 @@ fn serve(args: &MountArgs, auth: &AzureAuth) -> Result<()> {
 }
 
 /// Re-runs this command without `--daemon`, detached, and waits for its status or error file.
-fn daemonize(args: &MountArgs) -> Result<()> {
+fn daemonize(args: &MountArgs, access: &StoreAccess, url: Option<&str>) -> Result<()> {
+    let (address, ..) = address_of(&args.datastore, url, args.mode, args.key.as_deref())?;
     let dir = tempfile::tempdir().context("cannot make a temporary directory")?;
     let status = args
         .status_file
@@ -212,17 +231,17 @@ fn daemonize(args: &MountArgs) -> Result<()> {
         .unwrap_or_else(|| dir.path().join("error.json"));
     let _ = std::fs::remove_file(&status);
     let _ = std::fs::remove_file(&error);
-    let mut command_line: Vec<String> = std::env::args()
+    let mut command_line: Vec<std::ffi::OsString> = std::env::args_os()
         .skip(1)
         .filter(|a| a != "--daemon")
         .collect();
     if args.status_file.is_none() {
         command_line.push("--status-file".into());
-        command_line.push(status.display().to_string());
+        command_line.push(status.clone().into());
     }
     if args.error_file.is_none() {
         command_line.push("--error-file".into());
-        command_line.push(error.display().to_string());
+        command_line.push(error.clone().into());
     }
     let exe = std::env::current_exe().context("cannot find the encfs executable")?;
     let log = std::env::var_os("ENCFS_LOG_FILE").map(PathBuf::from);
@@ -237,8 +256,7 @@ fn daemonize(args: &MountArgs) -> Result<()> {
         None => Stdio::null(),
     };
     use std::os::unix::process::CommandExt;
-    let mut child = Command::new(exe)
-        .args(&command_line)
+    let mut child = child_command(&exe, command_line, access, &address)?
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(stderr)

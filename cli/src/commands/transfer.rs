@@ -5,18 +5,19 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use encfs_crypto::format::SegmentSize;
-use encfs_store::azure::{ContainerUrl, Credentials, parse_connection_string};
 use encfs_store::faults::SlowStore;
+use encfs_store::redact::redact;
 use encfs_store::{
-    BlobStore, Condition, CustomerKey, StoreError, StoreLocation, list_all, open_store_with,
+    BlobStore, Condition, CustomerKey, RetryPolicy, StoreError, StoreLocation, list_all,
+    open_store_with,
 };
 use encfs_transfer::{self as transfer, Protection, Summary, TransferOptions};
 
-use super::datastore;
 use super::keys::load_data_key;
+use super::{credentials, datastore};
 use crate::args::{
-    AzureAuth, DatastoreSelection, DownloadArgs, LsArgs, Mode, OutputFormat, RmArgs, TransferArgs,
-    UploadArgs,
+    DatastoreSelection, DownloadArgs, LsArgs, Mode, OutputFormat, RmArgs, StoreAccess,
+    TransferArgs, UploadArgs,
 };
 use crate::output::progress_bar;
 
@@ -32,40 +33,29 @@ fn protection(mode: Mode, key: Option<&Path>) -> Result<Protection> {
         || key.with_context(|| format!("--mode {mode:?} needs --key FILE").to_lowercase());
     Ok(match mode {
         Mode::Cse => Protection::Cse(Arc::new(load_data_key(key_path()?)?)),
-        Mode::Cpk => Protection::Cpk(CustomerKey::new(
-            *load_data_key(key_path()?)?.dangerous_bytes(),
-        )),
+        // Never the DEK itself: the service sees the CPK key in every request.
+        Mode::Cpk => Protection::Cpk(CustomerKey::from_data_key(&load_data_key(key_path()?)?)),
         Mode::Sse => Protection::Sse,
     })
 }
 
-/// Opens a store address with any credentials given on the command line.
-pub fn open(address: &str, auth: &AzureAuth) -> Result<StoreLocation> {
-    let credentials = if let Some(text) = &auth.connection_string {
-        Some(parse_connection_string(text)?.0)
-    } else if let Some(key) = &auth.account_key {
-        let account = ContainerUrl::parse(address)
-            .with_context(|| format!("--account-key needs an Azure URL, not {address}"))?
-            .account;
-        Some(Credentials::shared_key(&account, key)?)
-    } else {
-        auth.sas_token
-            .as_ref()
-            .map(|sas| Credentials::Sas(sas.trim_start_matches('?').to_owned().into()))
-    };
-    open_store_with(address, credentials)
-        .with_context(|| format!("invalid store address {address}"))
+/// Opens a store address with any credentials given in files, under the retry policy with the
+/// `--request-timeout` deadline.
+pub fn open(address: &str, access: &StoreAccess) -> Result<StoreLocation> {
+    let credentials = credentials::from_files(access, address)?;
+    let retry = RetryPolicy::default().with_deadline(access.request_timeout);
+    open_store_with(address, credentials, retry)
+        .with_context(|| format!("invalid store address {}", redact(address)))
 }
 
-/// The store, prefix and protection named by a URL or a datastore, plus `--mode` / `--key`.
-pub(super) fn locate(
+/// The store address a URL or a datastore names (with its `--subdirectory`), its mode and key.
+pub(super) fn address_of(
     selection: &DatastoreSelection,
     url: Option<&str>,
     mode: Option<Mode>,
     key: Option<&Path>,
-    auth: &AzureAuth,
-) -> Result<(StoreLocation, Protection)> {
-    let (address, mode, key) = match &selection.datastore {
+) -> Result<(String, Mode, Option<PathBuf>)> {
+    Ok(match &selection.datastore {
         Some(name) => {
             let entry = datastore::find(selection.config.as_deref(), name)?;
             let mut address = entry.store.trim_end_matches('/').to_owned();
@@ -86,8 +76,19 @@ pub(super) fn locate(
                 key.map(Path::to_owned),
             )
         }
-    };
-    let mut location = open(&address, auth)?;
+    })
+}
+
+/// The store, prefix and protection named by a URL or a datastore, plus `--mode` / `--key`.
+pub(super) fn locate(
+    selection: &DatastoreSelection,
+    url: Option<&str>,
+    mode: Option<Mode>,
+    key: Option<&Path>,
+    access: &StoreAccess,
+) -> Result<(StoreLocation, Protection)> {
+    let (address, mode, key) = address_of(selection, url, mode, key)?;
+    let mut location = open(&address, access)?;
     // Benchmarks only: emulate a distant store on top of any backend.
     if let Some(ms) = std::env::var("ENCFS_DANGEROUS_INJECT_LATENCY_MS")
         .ok()
@@ -99,9 +100,9 @@ pub(super) fn locate(
     Ok((location, protection(mode, key.as_deref())?))
 }
 
-fn resolve(args: &TransferArgs, url: Option<&str>, auth: &AzureAuth) -> Result<Resolved> {
+fn resolve(args: &TransferArgs, url: Option<&str>, access: &StoreAccess) -> Result<Resolved> {
     let (location, protection) =
-        locate(&args.datastore, url, args.mode, args.key.as_deref(), auth)?;
+        locate(&args.datastore, url, args.mode, args.key.as_deref(), access)?;
     let options = TransferOptions {
         block_size: usize::try_from(args.block_size).context("--block-size too large")?,
         memory_budget: usize::try_from(args.memory_budget).context("--memory-budget too large")?,
@@ -151,8 +152,8 @@ fn report(
     }
 }
 
-pub async fn upload(args: &UploadArgs, auth: &AzureAuth) -> Result<()> {
-    let resolved = resolve(&args.transfer, args.destination.as_deref(), auth)?;
+pub async fn upload(args: &UploadArgs, access: &StoreAccess) -> Result<()> {
+    let resolved = resolve(&args.transfer, args.destination.as_deref(), access)?;
     let items = transfer::plan_upload(&args.source, &resolved.location.prefix)
         .with_context(|| format!("cannot read {}", args.source.display()))?;
     let store = resolved.location.store.clone();
@@ -199,13 +200,13 @@ pub async fn upload(args: &UploadArgs, auth: &AzureAuth) -> Result<()> {
     Ok(())
 }
 
-pub async fn download(args: &DownloadArgs, auth: &AzureAuth) -> Result<()> {
+pub async fn download(args: &DownloadArgs, access: &StoreAccess) -> Result<()> {
     let (url, destination) = match (args.paths.as_slice(), &args.transfer.datastore.datastore) {
         ([dest], Some(_)) => (None, PathBuf::from(dest)),
         ([src, dest], None) => (Some(src.as_str()), PathBuf::from(dest)),
         _ => bail!("usage: encfs download SRC_URL DEST, or encfs download --datastore NAME DEST"),
     };
-    let resolved = resolve(&args.transfer, url, auth)?;
+    let resolved = resolve(&args.transfer, url, access)?;
     let store = resolved.location.store.clone();
     let path = resolved.location.path.clone();
     // A blob named exactly by the address is one file; otherwise the address is a prefix. A blob
@@ -296,13 +297,13 @@ fn cpk_of(protection: &Protection) -> Option<&CustomerKey> {
     }
 }
 
-pub async fn ls(args: &LsArgs, auth: &AzureAuth) -> Result<()> {
-    let location = open(&args.url, auth)?;
+pub async fn ls(args: &LsArgs, access: &StoreAccess) -> Result<()> {
+    let location = open(&args.url, access)?;
     let store: &dyn BlobStore = location.store.as_ref();
     let delimiter = (!args.recursive).then_some("/");
     let listing = list_all(store, &location.prefix, delimiter)
         .await
-        .with_context(|| format!("cannot list {}", args.url))?;
+        .with_context(|| format!("cannot list {}", redact(&args.url)))?;
     match args.output {
         OutputFormat::Json => {
             let blobs: Vec<_> = listing
@@ -327,8 +328,8 @@ pub async fn ls(args: &LsArgs, auth: &AzureAuth) -> Result<()> {
     Ok(())
 }
 
-pub async fn rm(args: &RmArgs, auth: &AzureAuth) -> Result<()> {
-    let location = open(&args.url, auth)?;
+pub async fn rm(args: &RmArgs, access: &StoreAccess) -> Result<()> {
+    let location = open(&args.url, access)?;
     let store = location.store.as_ref();
     if !location.path.is_empty() {
         match store.delete(&location.path, &Condition::None).await {
@@ -340,18 +341,20 @@ pub async fn rm(args: &RmArgs, auth: &AzureAuth) -> Result<()> {
                     store.location()
                 )
             }
-            Err(error) => return Err(error).with_context(|| format!("cannot delete {}", args.url)),
+            Err(error) => {
+                return Err(error).with_context(|| format!("cannot delete {}", redact(&args.url)));
+            }
         }
     }
     if !args.recursive {
         bail!(
             "{} names a container; use --recursive to delete every blob in it",
-            args.url
+            redact(&args.url)
         );
     }
     let listing = list_all(store, &location.prefix, None)
         .await
-        .with_context(|| format!("cannot list {}", args.url))?;
+        .with_context(|| format!("cannot list {}", redact(&args.url)))?;
     for blob in &listing.blobs {
         store
             .delete(&blob.name, &Condition::None)

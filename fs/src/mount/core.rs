@@ -19,7 +19,6 @@ use super::cache::{BlockCache, Lookup, SegmentKey};
 use super::pool::BufferPool;
 use super::source::{BlobSource, SharedSource, SourceError};
 use super::write::{BaseReader, Dirty, WriteContext};
-use crate::store::faults::RetryingStore;
 use crate::store::protection::Protection;
 use crate::store::{BlobStore, BlockIds, Condition, StoreError, list_all};
 
@@ -34,8 +33,6 @@ const PREFETCH_CHUNK: u64 = 2 << 20;
 const SEQUENTIAL_SLACK: u64 = 8 << 20;
 /// Bytes per request when copying a blob for `rename`.
 const COPY_BLOCK: u64 = 8 << 20;
-/// Attempts per store call (on top of the Azure client's own retries).
-const STORE_ATTEMPTS: u32 = 6;
 
 /// How a mount behaves.
 #[derive(Debug, Clone)]
@@ -290,7 +287,9 @@ fn plaintext_size(
 
 impl EncFs {
     /// A filesystem over `store`, rooted at blob-name `prefix` (empty or ending in `/`).
-    /// Retries transient store errors itself.
+    /// Retries are the store's: give it a [`crate::store::faults::RetryingStore`] (as
+    /// [`crate::store::open_store`] does for Azure) for one retry policy with a deadline per call;
+    /// the mount adds no retry loop of its own.
     pub fn new(
         store: Arc<dyn BlobStore>,
         prefix: &str,
@@ -307,7 +306,6 @@ impl EncFs {
             .enable_all()
             .build()
             .map_err(|e| MountError::Io(format!("runtime: {e}")))?;
-        let store: Arc<dyn BlobStore> = Arc::new(RetryingStore::new(store, STORE_ATTEMPTS));
         // The budget covers everything the read path holds: cached segments, prefetches in
         // flight and free pooled buffers.
         let (inflight_limit, pool_limit) = Self::reserves(options.cache_size);
@@ -404,6 +402,7 @@ impl EncFs {
                     &*self.store,
                     &first.name,
                     first.properties.size,
+                    Some(&first.properties.etag),
                     &self.protection,
                     0,
                 )
@@ -598,6 +597,7 @@ impl EncFs {
                 &*self.store,
                 &name,
                 blob_len,
+                Some(&etag),
                 &self.protection,
                 file,
             ))
@@ -819,7 +819,7 @@ impl EncFs {
                     if let Ok(segments) = fetched {
                         self.keep(source.file, segments);
                     }
-                    // On failure `segment` fetches again (with retries) and reports.
+                    // On failure `segment` fetches again and reports.
                     self.cache.complete(source.file, &indices);
                 }
                 None => remote.push(indices),
@@ -1451,8 +1451,11 @@ async fn copy_blob(
     cpk: Option<&crate::store::CustomerKey>,
 ) -> Result<String, StoreError> {
     let properties = store.properties(from, cpk).await?;
+    // Every read names the version measured, so an overwrite during the copy fails it rather
+    // than copying a mix of two versions.
+    let version = Some(properties.etag.as_str());
     if properties.size <= COPY_BLOCK {
-        let data = store.get(from, None, cpk).await?;
+        let data = store.get(from, None, cpk, version).await?;
         return store
             .put(to, data, &properties.metadata, &Condition::None, cpk)
             .await;
@@ -1462,7 +1465,7 @@ async fn copy_blob(
     let mut offset = 0;
     while offset < properties.size {
         let end = (offset + COPY_BLOCK).min(properties.size);
-        let data = store.get(from, Some(offset..end), cpk).await?;
+        let data = store.get(from, Some(offset..end), cpk, version).await?;
         let id = block_ids.id(ids.len() as u64);
         store.stage_block(to, &id, data, cpk).await?;
         ids.push(id);

@@ -5,6 +5,12 @@
 //! segment is opened on its own, so a tampered segment fails alone (its range reads as `EIO`, the
 //! rest of the file stays readable). For `cpk` and `sse` blobs, which the store hands back as
 //! plaintext, the unit is a fixed [`PLAIN_UNIT`] so that the cache and the prefetcher work the same.
+//!
+//! A source is one **version**: every ranged read of it names the etag it was opened at
+//! (`If-Match` on Azure, an etag check in the embedded store), so a blob overwritten while it is
+//! read fails with [`StoreError::Changed`] (`EIO`, logged with the blob name) and never serves a
+//! mix of two versions — which `cpk` and `sse` blobs, having no per-blob authentication, would
+//! otherwise do silently.
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -64,17 +70,19 @@ pub(crate) struct BlobSource {
     /// This version held open, for stores that read on the calling thread (while the file is
     /// open: descriptors are not kept for every file ever read).
     pinned: std::sync::Mutex<Option<Arc<dyn PinnedBlob>>>,
-    /// The pinned version's etag, to re-pin only the same version.
-    pinned_etag: Option<String>,
+    /// The version every read of this source asks for (the listed etag, or the pinned one's).
+    version: Option<String>,
 }
 
 impl BlobSource {
-    /// Opens a blob version: for `cse`, fetches and checks the header together with the first
-    /// segments, which are returned so the caller can cache them.
+    /// Opens a blob version (`version`: the etag it was listed with, if known): for `cse`,
+    /// fetches and checks the header together with the first segments, which are returned so
+    /// the caller can cache them.
     pub async fn open(
         store: &dyn BlobStore,
         name: &str,
         blob_len: u64,
+        version: Option<&str>,
         protection: &Protection,
         file: u64,
     ) -> Result<(Self, Vec<Fetched>), SourceError> {
@@ -82,11 +90,23 @@ impl BlobSource {
             Some(pinned) => Some(pinned?),
             None => None,
         };
-        // A pinned version is the one served: its length wins over the listing's.
+        // A pinned version is the one served: its length and etag win over the listing's.
         let blob_len = pinned.as_ref().map_or(blob_len, |p| p.len());
-        let (mut source, fetched) =
-            Self::open_unpinned(store, name, blob_len, protection, file, pinned.as_deref()).await?;
-        source.pinned_etag = pinned.as_ref().map(|p| p.etag().to_owned());
+        let version = pinned
+            .as_ref()
+            .map(|p| p.etag().to_owned())
+            .or(version.map(str::to_owned));
+        let (mut source, fetched) = Self::open_unpinned(
+            store,
+            name,
+            blob_len,
+            version.as_deref(),
+            protection,
+            file,
+            pinned.as_deref(),
+        )
+        .await?;
+        source.version = version;
         source.pinned = std::sync::Mutex::new(pinned.map(Arc::from));
         Ok((source, fetched))
     }
@@ -98,7 +118,7 @@ impl BlobSource {
 
     /// Pins this version again when the store still has it.
     pub fn repin(&self, store: &dyn BlobStore) {
-        let Some(etag) = &self.pinned_etag else {
+        let Some(etag) = &self.version else {
             return;
         };
         let mut pinned = self.pinned.lock().expect("poisoned");
@@ -116,6 +136,7 @@ impl BlobSource {
         store: &dyn BlobStore,
         name: &str,
         blob_len: u64,
+        version: Option<&str>,
         protection: &Protection,
         file: u64,
         pinned: Option<&dyn PinnedBlob>,
@@ -125,7 +146,7 @@ impl BlobSource {
                 let first = blob_len.min(HEADER_LEN as u64 + FIRST_FETCH);
                 let head = match pinned {
                     Some(pinned) => pinned.read(0..first)?,
-                    None => store.get(name, Some(0..first), None).await?,
+                    None => store.get(name, Some(0..first), None, version).await?,
                 };
                 if (head.len() as u64) < first.min(HEADER_LEN as u64) {
                     return Err(SourceError::Short(name.to_owned()));
@@ -143,7 +164,7 @@ impl BlobSource {
                     unit,
                     kind: Kind::Cse(Box::new(opener)),
                     pinned: std::sync::Mutex::new(None),
-                    pinned_etag: None,
+                    version: None,
                 };
                 // Whole segments that came with the header.
                 let sealed = source.sealed_segments_in(head.len() as u64 - HEADER_LEN as u64);
@@ -172,7 +193,7 @@ impl BlobSource {
             unit: PLAIN_UNIT,
             kind: Kind::Plain(cpk),
             pinned: std::sync::Mutex::new(None),
-            pinned_etag: None,
+            version: None,
         }
     }
 
@@ -240,7 +261,9 @@ impl BlobSource {
     ) -> Result<Vec<Fetched>, SourceError> {
         let range = self.fetch_range(first, count);
         let expected = range.end - range.start;
-        let data = store.get(&self.name, Some(range), self.cpk()).await?;
+        let data = store
+            .get(&self.name, Some(range), self.cpk(), self.version.as_deref())
+            .await?;
         self.checked(first, data, expected)
     }
 
@@ -274,7 +297,8 @@ impl BlobSource {
         }
         let range = self.fetch_range(first, count);
         let expected = range.end - range.start;
-        let data = store.get_blocking(&self.name, Some(range), self.cpk())?;
+        let data =
+            store.get_blocking(&self.name, Some(range), self.cpk(), self.version.as_deref())?;
         Some(
             data.map_err(SourceError::from)
                 .and_then(|data| self.checked(first, data, expected)),
@@ -386,7 +410,7 @@ mod tests {
             .await
             .unwrap();
         let protection = Protection::Cse(key);
-        let (source, _) = BlobSource::open(&store, "f", len, &protection, 1)
+        let (source, _) = BlobSource::open(&store, "f", len, None, &protection, 1)
             .await
             .unwrap();
         (dir, store, source)
