@@ -82,10 +82,6 @@ pub struct MountArgs {
     /// Most dirty data in flight to the store (writers wait beyond it).
     #[arg(long, default_value = "128MiB", value_parser = crate::size::parse_size)]
     pub write_budget: u64,
-    /// Longest a request that commits (flush, fsync, close, truncate) may take, in seconds; also
-    /// how long SIGINT/SIGTERM waits for open files to close before it aborts the mount.
-    #[arg(long, default_value_t = 60, value_name = "SECONDS")]
-    pub request_timeout: u64,
     /// Detach: return once the mount is ready, serve in the background.
     #[arg(long)]
     pub daemon: bool,
@@ -157,7 +153,9 @@ pub struct StoreAccess {
     #[arg(long, value_name = "TOKEN", global = true, hide = true)]
     pub sas_token: Option<String>,
     /// The most one store request may take, retries and waits included (e.g. 60s, 500ms, 2m);
-    /// past it the request fails (EIO in a mount) naming the blob.
+    /// past it the request fails (EIO in a mount) naming the blob. A mount also bounds each
+    /// commit (flush, fsync, close, truncate) by it, and SIGINT/SIGTERM waits that long for open
+    /// files before it aborts the mount.
     #[arg(long, value_name = "DURATION", global = true, default_value = "60s",
           value_parser = crate::duration::parse_duration)]
     pub request_timeout: Duration,

@@ -287,7 +287,7 @@ fn sigterm_with_open_files_aborts_after_the_request_timeout() {
         "mnt",
         "--read-write",
         "--request-timeout",
-        "2",
+        "2s",
     ]);
     let mut held = fs::OpenOptions::new()
         .write(true)

@@ -108,7 +108,7 @@ fn serve(
         },
         uid: meta.uid(),
         gid: meta.gid(),
-        request_timeout: Duration::from_secs(args.request_timeout.max(1)),
+        request_timeout: access.request_timeout.max(Duration::from_millis(100)),
         ..MountOptions::default()
     };
     let fs = EncFs::new(location.store, &location.prefix, protection, options)
@@ -146,7 +146,7 @@ fn serve(
     // store keeps each file's previous version.
     let target = mountpoint.clone();
     let connection = encfs_fs::mount::connection_id(&mountpoint);
-    let patience = Duration::from_secs(args.request_timeout.max(1));
+    let patience = access.request_timeout.max(Duration::from_millis(100));
     let forced = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let forced_flag = forced.clone();
     std::thread::spawn(move || {
