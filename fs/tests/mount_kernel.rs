@@ -378,6 +378,15 @@ impl BlobStore for WritesFail {
     ) -> StoreResult<String> {
         Err(StoreError::Injected(name.to_owned()))
     }
+    async fn set_metadata(
+        &self,
+        name: &str,
+        _: &Metadata,
+        _: &Condition,
+        _: Option<&CustomerKey>,
+    ) -> StoreResult<String> {
+        Err(StoreError::Injected(name.to_owned()))
+    }
     async fn properties(
         &self,
         name: &str,

@@ -216,6 +216,16 @@ macro_rules! forward_store {
                     .commit_blocks(name, block_ids, metadata, condition, cpk)
                     .await
             }
+            async fn set_metadata(
+                &self,
+                name: &str,
+                metadata: &Metadata,
+                condition: &Condition,
+                cpk: Option<&CustomerKey>,
+            ) -> StoreResult<String> {
+                self.$before(name, 0).await?;
+                self.inner.set_metadata(name, metadata, condition, cpk).await
+            }
             async fn properties(
                 &self,
                 name: &str,
@@ -416,6 +426,18 @@ impl<S: BlobStore> BlobStore for RetryingStore<S> {
         with_retries(self.attempts, || {
             self.inner
                 .commit_blocks(name, block_ids, metadata, condition, cpk)
+        })
+        .await
+    }
+    async fn set_metadata(
+        &self,
+        name: &str,
+        metadata: &Metadata,
+        condition: &Condition,
+        cpk: Option<&CustomerKey>,
+    ) -> StoreResult<String> {
+        with_retries(self.attempts, || {
+            self.inner.set_metadata(name, metadata, condition, cpk)
         })
         .await
     }
