@@ -6,6 +6,7 @@
 //! FUSE filesystem with a streaming, memory-bounded block cache.
 #![deny(clippy::undocumented_unsafe_blocks)]
 
+pub mod attributes;
 pub mod mount;
 pub mod store;
 pub mod transfer;

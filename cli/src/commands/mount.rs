@@ -90,6 +90,10 @@ fn serve(args: &MountArgs, auth: &AzureAuth) -> Result<()> {
         },
         uid: meta.uid(),
         gid: meta.gid(),
+        force_uid: args.uid,
+        force_gid: args.gid,
+        umask: args.umask,
+        allow_other: args.allow_other,
         ..MountOptions::default()
     };
     let fs = EncFs::new(location.store, &location.prefix, protection, options)

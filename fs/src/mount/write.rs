@@ -103,6 +103,9 @@ pub(crate) struct Dirty {
     error: Option<String>,
     /// Something to commit.
     pub changed: bool,
+    /// Metadata the owner of this file adds to the commit (its POSIX attributes), over the
+    /// metadata every blob carries.
+    pub attributes: Metadata,
 }
 
 fn eio(message: String) -> i32 {
@@ -140,6 +143,7 @@ impl Dirty {
             tasks: Vec::new(),
             error: None,
             changed: false,
+            attributes: Metadata::new(),
         })
     }
 
@@ -609,7 +613,9 @@ impl Dirty {
         let mtime = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        crate::transfer::blob_metadata(&ctx.protection, self.size, mtime)
+        let mut metadata = crate::transfer::blob_metadata(&ctx.protection, self.size, mtime);
+        metadata.extend(self.attributes.clone());
+        metadata
     }
 
     /// After a commit: nothing dirty, the next version gets fresh keys.
