@@ -82,6 +82,20 @@ pub struct MountArgs {
     /// Most dirty data in flight to the store (writers wait beyond it).
     #[arg(long, default_value = "128MiB", value_parser = crate::size::parse_size)]
     pub write_budget: u64,
+    /// Let users other than the one who mounted use the mount (the application's user in a
+    /// clean room). Modes and owners are still checked by the kernel.
+    #[arg(long)]
+    pub allow_other: bool,
+    /// Show every file and directory as owned by this user id (recorded owners are kept, and
+    /// are what download restores). Default: recorded owner, else the mount point's owner.
+    #[arg(long, value_name = "UID")]
+    pub uid: Option<u32>,
+    /// Show every file and directory as owned by this group id (recorded groups are kept).
+    #[arg(long, value_name = "GID")]
+    pub gid: Option<u32>,
+    /// Permission bits (octal, e.g. 022) cleared from every mode shown; recorded modes are kept.
+    #[arg(long, value_name = "OCTAL", value_parser = parse_umask)]
+    pub umask: Option<u32>,
     /// Detach: return once the mount is ready, serve in the background.
     #[arg(long)]
     pub daemon: bool,
@@ -399,4 +413,13 @@ pub struct ConvertArgs {
     pub segments: SegmentArg,
     #[command(flatten)]
     pub durability: Durability,
+}
+
+/// An octal umask (`022`, `0o077`), at most `0o777`.
+fn parse_umask(text: &str) -> Result<u32, String> {
+    let digits = text.trim_start_matches("0o");
+    match u32::from_str_radix(digits, 8) {
+        Ok(mask) if mask <= 0o777 => Ok(mask),
+        _ => Err(format!("{text}: expected an octal umask such as 022")),
+    }
 }

@@ -385,6 +385,15 @@ impl BlobStore for WritesFail {
     ) -> StoreResult<String> {
         Err(StoreError::Injected(name.to_owned()))
     }
+    async fn set_metadata(
+        &self,
+        name: &str,
+        _: &Metadata,
+        _: &Condition,
+        _: Option<&CustomerKey>,
+    ) -> StoreResult<String> {
+        Err(StoreError::Injected(name.to_owned()))
+    }
     async fn properties(
         &self,
         name: &str,
@@ -475,6 +484,17 @@ impl BlobStore for ReadsHang {
     }
     async fn delete(&self, name: &str, condition: &Condition) -> StoreResult<()> {
         self.inner.delete(name, condition).await
+    }
+    async fn set_metadata(
+        &self,
+        name: &str,
+        metadata: &Metadata,
+        condition: &Condition,
+        cpk: Option<&CustomerKey>,
+    ) -> StoreResult<String> {
+        self.inner
+            .set_metadata(name, metadata, condition, cpk)
+            .await
     }
     async fn discard_staged(&self, name: &str, ids: &[String]) -> StoreResult<()> {
         self.inner.discard_staged(name, ids).await
@@ -766,6 +786,17 @@ impl BlobStore for Switched {
     }
     async fn delete(&self, name: &str, condition: &Condition) -> StoreResult<()> {
         self.inner.delete(name, condition).await
+    }
+    async fn set_metadata(
+        &self,
+        name: &str,
+        metadata: &Metadata,
+        condition: &Condition,
+        cpk: Option<&CustomerKey>,
+    ) -> StoreResult<String> {
+        self.inner
+            .set_metadata(name, metadata, condition, cpk)
+            .await
     }
     async fn discard_staged(&self, name: &str, ids: &[String]) -> StoreResult<()> {
         self.inner.discard_staged(name, ids).await

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use encfs_crypto::DataKey;
 use encfs_crypto::format::SegmentSize;
-use encfs_fs::mount::{EncFs, MountOptions, ROOT};
+use encfs_fs::mount::{Caller, CreateFlags, EncFs, MountOptions, ROOT};
 use encfs_fs::store::BlobStore;
 use encfs_fs::store::faults::SlowStore;
 use encfs_fs::store::local::LocalStore;
@@ -88,7 +88,7 @@ impl Harness {
         let fs = EncFs::new(store, "", protection.clone(), options).unwrap();
         let dir_d = match fs.lookup(ROOT, "d") {
             Ok(attr) => attr.ino,
-            Err(_) => fs.mkdir(ROOT, "d").unwrap().ino,
+            Err(_) => fs.mkdir(ROOT, "d", 0o755, Caller::default()).unwrap().ino,
         };
         Self { fs, dir_d }
     }
@@ -144,7 +144,14 @@ fn run(ops: Vec<Op>, ttl: Duration, cse: bool, parked: bool) {
             Op::Create(n) => {
                 let name = NAMES[n];
                 let (parent, leaf) = h.place(name);
-                let (_, fh) = h.fs.create(parent, &leaf).unwrap();
+                // `creat`: O_CREAT | O_TRUNC.
+                let truncate = CreateFlags {
+                    exclusive: false,
+                    truncate: true,
+                };
+                let (_, fh) =
+                    h.fs.create(parent, &leaf, 0o644, Caller::default(), truncate)
+                        .unwrap();
                 model.insert(name, Vec::new());
                 handles.push((fh, name, true));
             }
@@ -235,7 +242,7 @@ fn run(ops: Vec<Op>, ttl: Duration, cse: bool, parked: bool) {
                 }
                 let (p1, l1) = h.place(from);
                 let (p2, l2) = h.place(to);
-                h.fs.rename(p1, &l1, p2, &l2).unwrap();
+                h.fs.rename(p1, &l1, p2, &l2, false).unwrap();
                 if from != to {
                     let content = model.remove(from).unwrap();
                     model.insert(to, content);

@@ -849,6 +849,28 @@ impl BlobStore for AzureStore {
         Ok(etag_of(&response))
     }
 
+    async fn set_metadata(
+        &self,
+        name: &str,
+        metadata: &Metadata,
+        condition: &Condition,
+        cpk: Option<&CustomerKey>,
+    ) -> StoreResult<String> {
+        let mut headers = metadata_headers(metadata);
+        headers.extend(condition_headers(condition));
+        let response = self
+            .send(
+                Method::PUT,
+                Some(name),
+                &[("comp", "metadata")],
+                &headers,
+                Bytes::new(),
+                cpk,
+            )
+            .await?;
+        Ok(etag_of(&response))
+    }
+
     async fn properties(
         &self,
         name: &str,

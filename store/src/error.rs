@@ -35,6 +35,9 @@ pub enum StoreError {
         /// What the service said.
         message: String,
     },
+    /// A blob name longer than the store holds (1,024 characters, Azure's limit).
+    #[error("blob name longer than 1,024 characters: {0}")]
+    NameTooLong(String),
     /// A block list named a block that was never staged.
     #[error("{0}: commit names a block that was not staged")]
     InvalidBlockList(String),

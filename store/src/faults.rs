@@ -218,6 +218,16 @@ macro_rules! forward_store {
                     .commit_blocks(name, block_ids, metadata, condition, cpk)
                     .await
             }
+            async fn set_metadata(
+                &self,
+                name: &str,
+                metadata: &Metadata,
+                condition: &Condition,
+                cpk: Option<&CustomerKey>,
+            ) -> StoreResult<String> {
+                self.$before(name, 0).await?;
+                self.inner.set_metadata(name, metadata, condition, cpk).await
+            }
             async fn properties(
                 &self,
                 name: &str,
@@ -435,6 +445,19 @@ impl<S: BlobStore> BlobStore for RetryingStore<S> {
             .run(name, || {
                 self.inner
                     .commit_blocks(name, block_ids, metadata, condition, cpk)
+            })
+            .await
+    }
+    async fn set_metadata(
+        &self,
+        name: &str,
+        metadata: &Metadata,
+        condition: &Condition,
+        cpk: Option<&CustomerKey>,
+    ) -> StoreResult<String> {
+        self.policy
+            .run(name, || {
+                self.inner.set_metadata(name, metadata, condition, cpk)
             })
             .await
     }

@@ -8,6 +8,7 @@
 //! encryption (EBF) happens above the store, which then only ever sees ciphertext.
 #![deny(clippy::undocumented_unsafe_blocks)]
 
+pub mod attributes;
 pub mod azure;
 mod error;
 pub mod faults;
@@ -207,6 +208,17 @@ pub trait BlobStore: Send + Sync {
         cpk: Option<&CustomerKey>,
     ) -> StoreResult<String>;
 
+    /// Replaces a committed blob's user metadata without rewriting its data (Azure: Set Blob
+    /// Metadata, `comp=metadata`; the embedded store copies the data file to file). Returns the
+    /// new etag; the last-modified time changes as on Azure.
+    async fn set_metadata(
+        &self,
+        name: &str,
+        metadata: &Metadata,
+        condition: &Condition,
+        cpk: Option<&CustomerKey>,
+    ) -> StoreResult<String>;
+
     /// Size, etag, time and metadata of a blob.
     async fn properties(
         &self,
@@ -354,6 +366,15 @@ impl<T: BlobStore + ?Sized> BlobStore for std::sync::Arc<T> {
         (**self)
             .commit_blocks(name, block_ids, metadata, condition, cpk)
             .await
+    }
+    async fn set_metadata(
+        &self,
+        name: &str,
+        metadata: &Metadata,
+        condition: &Condition,
+        cpk: Option<&CustomerKey>,
+    ) -> StoreResult<String> {
+        (**self).set_metadata(name, metadata, condition, cpk).await
     }
     async fn properties(
         &self,

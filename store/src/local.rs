@@ -2,6 +2,8 @@
 //!
 //! ```text
 //! ROOT/CONTAINER/blobs/<percent-encoded name>     one file per committed blob
+//! ROOT/CONTAINER/blobs/<sha-256 of name>.long     … whose encoded name is too long for a file name
+//! ROOT/CONTAINER/names/<sha-256 of name>          the full name of such a blob
 //! ROOT/CONTAINER/staging/<name>/                 staged blocks, one group per writer (`staging`)
 //! ROOT/CONTAINER/tmp/                             files being written
 //! ROOT/CONTAINER/lock                             serializes conditional commits (flock)
@@ -11,7 +13,10 @@
 //! change together in one `rename`. Every write goes to `tmp/`, is fsynced, and is renamed into
 //! place (then the directory is fsynced): after a crash at any moment a reader sees the old blob or
 //! the new one, never a mix. Names are percent-encoded into one flat directory, so `a` and `a/b`
-//! can coexist as on Azure.
+//! can coexist as on Azure. A name whose encoding is longer than [`MAX_ENCODED_NAME`] (any name
+//! up to Azure's 1,024 characters is accepted) is stored under the SHA-256 of the name instead,
+//! and its full name is written once to `names/` before the blob first appears, so listings still
+//! return every real name, in order.
 //!
 //! **CPK emulation with enforcement**: a blob written with a customer-provided key records the
 //! key's SHA-256 and is stored encrypted at rest under that key, in the EBF format (so ranged reads
@@ -41,8 +46,15 @@ mod staging;
 pub use staging::{Collected, LEFTOVER_GRACE};
 
 const MAGIC: &[u8; 8] = b"encfsLB1";
-/// Longest encoded name that fits a file name on common Linux file systems, with room to spare.
+/// Longest encoded name kept as the file name (it fits a file name on common Linux file systems,
+/// with room to spare); longer ones are stored under their hash.
 const MAX_ENCODED_NAME: usize = 240;
+/// Longest blob name, in characters: Azure's limit, so trees move between stores.
+const MAX_NAME_CHARS: usize = 1024;
+/// File-name suffix of a blob stored under the hash of its name (encoded names never hold a `.`).
+const LONG_NAME_SUFFIX: &str = ".long";
+/// Directory of the full names of blobs stored under a hash.
+const LONG_NAMES: &str = "names";
 /// Names keep `-`, `_` and `~` readable; everything else is escaped, `/` and `.` included (so
 /// no name can become `.`, `..` or a path).
 const NAME_ESCAPES: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'~');
@@ -117,6 +129,76 @@ impl LocalStore {
         Ok(self.blobs().join(encode_name(name)?))
     }
 
+    /// For a blob stored under the hash of its name: where its full name is kept.
+    fn long_name_path(&self, file_name: &str) -> Option<PathBuf> {
+        file_name
+            .strip_suffix(LONG_NAME_SUFFIX)
+            .map(|hash| self.inner.container.join(LONG_NAMES).join(hash))
+    }
+
+    /// Records the full name of a blob stored under its hash (once; the file never changes),
+    /// before the blob file first appears.
+    fn record_long_name(&self, name: &str, target: &Path) -> StoreResult<()> {
+        let Some(path) = target
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| self.long_name_path(n))
+        else {
+            return Ok(());
+        };
+        if path.exists() {
+            return Ok(());
+        }
+        let dir = self.inner.container.join(LONG_NAMES);
+        fs::create_dir_all(&dir).map_err(|e| StoreError::io(&dir, e))?;
+        let temp = self.temp_file(|file| {
+            file.write_all(name.as_bytes())
+                .map_err(|e| StoreError::io(&path, e))
+        })?;
+        temp.persist(&path)?;
+        sync_dir(&dir)
+    }
+
+    /// The blob name a file in `blobs/` holds.
+    fn name_of_file(&self, file_name: &str) -> Option<String> {
+        match self.long_name_path(file_name) {
+            Some(path) => fs::read_to_string(path).ok(),
+            None => decode_name(file_name),
+        }
+    }
+
+    /// [`BlobStore::set_metadata`] on the calling thread: the data is copied file to file
+    /// under a new header, under the container lock.
+    fn set_metadata_now(
+        &self,
+        name: &str,
+        metadata: &Metadata,
+        condition: &Condition,
+        cpk: Option<&CustomerKey>,
+    ) -> StoreResult<String> {
+        let target = self.blob_path(name)?;
+        let _lock = self.lock()?;
+        check_condition(name, &target, condition)?;
+        let (header, mut data) = read_header(name, &target)?;
+        check_cpk(name, &header, cpk)?;
+        let etag = new_etag();
+        let header = BlobHeader {
+            etag: etag.clone(),
+            modified_unix_nanos: now_nanos(),
+            metadata: metadata.clone(),
+            ..header
+        };
+        let temp = self.temp_file(|file| {
+            write_header(file, &header, &target)?;
+            // Everything after the header: the data (EBF under the customer key for CPK).
+            std::io::copy(&mut data, file).map_err(|e| StoreError::io(&target, e))?;
+            Ok(())
+        })?;
+        temp.persist(&target)?;
+        sync_dir(&self.blobs())?;
+        Ok(etag)
+    }
+
     fn staging(&self, name: &str) -> StoreResult<PathBuf> {
         Ok(self
             .inner
@@ -166,6 +248,7 @@ impl LocalStore {
         let target = self.blob_path(name)?;
         let _lock = self.lock()?;
         check_condition(name, &target, condition)?;
+        self.record_long_name(name, &target)?;
         fs::rename(path, &target).map_err(|e| StoreError::io(&target, e))?;
         sync_dir(&self.blobs())
     }
@@ -281,15 +364,20 @@ mod tempfile_path {
     }
 }
 
+/// The file name of a blob (or block id): the name percent-encoded, or the hex SHA-256 of the
+/// name and [`LONG_NAME_SUFFIX`] when the encoding is longer than [`MAX_ENCODED_NAME`].
 fn encode_name(name: &str) -> StoreResult<String> {
     if name.is_empty() {
         return Err(StoreError::Config("empty blob name".into()));
     }
+    if name.chars().count() > MAX_NAME_CHARS {
+        return Err(StoreError::NameTooLong(name.to_owned()));
+    }
     let encoded = utf8_percent_encode(name, NAME_ESCAPES).to_string();
     if encoded.len() > MAX_ENCODED_NAME {
-        return Err(StoreError::Config(format!(
-            "blob name too long for the embedded store: {name}"
-        )));
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, name.as_bytes());
+        let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+        return Ok(format!("{hex}{LONG_NAME_SUFFIX}"));
     }
     Ok(encoded)
 }
@@ -963,6 +1051,24 @@ impl BlobStore for LocalStore {
         .await
     }
 
+    async fn set_metadata(
+        &self,
+        name: &str,
+        metadata: &Metadata,
+        condition: &Condition,
+        cpk: Option<&CustomerKey>,
+    ) -> StoreResult<String> {
+        self.check_container()?;
+        let (store, name, metadata, condition, cpk) = (
+            self.clone(),
+            name.to_owned(),
+            metadata.clone(),
+            condition.clone(),
+            cpk.cloned(),
+        );
+        blocking(move || store.set_metadata_now(&name, &metadata, &condition, cpk.as_ref())).await
+    }
+
     async fn properties(
         &self,
         name: &str,
@@ -992,7 +1098,7 @@ impl BlobStore for LocalStore {
             .map_err(|e| StoreError::io(&blobs, e))?
             .filter_map(|entry| {
                 let entry = entry.ok()?;
-                let name = decode_name(entry.file_name().to_str()?)?;
+                let name = self.name_of_file(entry.file_name().to_str()?)?;
                 Some((name, entry.path()))
             })
             .collect();
@@ -1032,6 +1138,13 @@ impl BlobStore for LocalStore {
                     return Err(StoreError::BlobNotFound(name));
                 }
                 Err(e) => return Err(StoreError::io(&target, e)),
+            }
+            if let Some(long_name) = target
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| store.long_name_path(n))
+            {
+                let _ = fs::remove_file(long_name);
             }
             let _ = fs::remove_dir_all(store.staging(&name)?);
             sync_dir(&store.blobs())
@@ -1260,6 +1373,13 @@ mod tests {
             assert_eq!(decode_name(&encoded).unwrap(), name);
         }
         assert!(encode_name("").is_err());
-        assert!(encode_name(&"x".repeat(300)).is_err());
+        let long = encode_name(&"x".repeat(300)).unwrap();
+        assert!(long.ends_with(LONG_NAME_SUFFIX) && long.len() < MAX_ENCODED_NAME);
+        assert_ne!(long, encode_name(&"x".repeat(301)).unwrap());
+        assert!(matches!(
+            encode_name(&"é".repeat(1025)),
+            Err(StoreError::NameTooLong(_))
+        ));
+        assert!(encode_name(&"é".repeat(1024)).is_ok());
     }
 }

@@ -33,6 +33,7 @@ use tokio::task::JoinSet;
 
 use encfs_store as store;
 
+use crate::store::attributes::StoredAttributes;
 use crate::store::{
     BlobItem, BlobProperties, BlobStore, BlockIds, Condition, Metadata, StoreError, list_all,
 };
@@ -41,6 +42,8 @@ pub use crate::store::protection::Protection;
 use crate::store::protection::{
     META_KEY_ID, META_MODE, META_MTIME, META_SIZE, blob_metadata, key_id,
 };
+
+mod posix;
 
 /// Ranged reads in flight per blob: enough to hide a 20 ms round trip behind 8 MiB ranges.
 const RANGES_IN_FLIGHT: usize = 8;
@@ -134,6 +137,9 @@ pub struct UploadItem {
     pub size: u64,
     /// Its mtime in nanoseconds since the epoch.
     pub mtime: u64,
+    /// Mode, owner, group, and whether it is a symbolic link (then `size` is the target's
+    /// length); recorded in the blob's metadata. The mtime is `mtime` above.
+    pub attributes: StoredAttributes,
 }
 
 /// The files under `source` (a file or a directory, walked recursively) and their blob names
@@ -155,10 +161,11 @@ pub fn plan_upload(source: &Path, prefix: &str) -> Result<Vec<UploadItem>, Trans
             let entry = entry.map_err(local_error(&dir))?;
             let path = entry.path();
             let name = entry.file_name().to_string_lossy().into_owned();
-            let meta = fs::metadata(&path).map_err(local_error(&path))?;
+            // Links are carried as links (as `rsync -a` does), not followed.
+            let meta = fs::symlink_metadata(&path).map_err(local_error(&path))?;
             if meta.is_dir() {
                 stack.push((path, format!("{relative}{name}/")));
-            } else if meta.is_file() {
+            } else if meta.is_file() || meta.file_type().is_symlink() {
                 items.push(item(&path, format!("{prefix}{relative}{name}"), &meta));
             }
         }
@@ -178,6 +185,10 @@ fn item(path: &Path, blob: String, meta: &fs::Metadata) -> UploadItem {
         blob,
         size: meta.len(),
         mtime,
+        attributes: StoredAttributes {
+            mtime: None,
+            ..StoredAttributes::of_local(meta)
+        },
     }
 }
 
@@ -194,6 +205,19 @@ pub async fn upload(
 ) -> Result<Summary, TransferError> {
     if !store.container_exists().await? {
         return Err(StoreError::ContainerNotFound(store.location()).into());
+    }
+    let (links, items): (Vec<UploadItem>, Vec<UploadItem>) =
+        items.into_iter().partition(|item| item.attributes.symlink);
+    let mut link_summary = Summary::default();
+    if !options.dry_run {
+        posix::upload_links(
+            &*store,
+            links,
+            &protection,
+            options.segment_size,
+            &mut link_summary,
+        )
+        .await?;
     }
     let block = round_to_segments(options.block_size, options.segment_size);
     let (small, large): (Vec<UploadItem>, Vec<UploadItem>) = items
@@ -226,7 +250,7 @@ pub async fn upload(
             Ok(Some((item.clone(), skipped)))
         })
     };
-    let mut summary = Summary::default();
+    let mut summary = link_summary;
     let large = upload_on_runtime(
         &store,
         large,
@@ -405,7 +429,9 @@ fn same_upload(
 }
 
 fn upload_metadata(item: &UploadItem, protection: &Protection) -> Metadata {
-    blob_metadata(protection, item.size, item.mtime)
+    let mut metadata = blob_metadata(protection, item.size, item.mtime);
+    item.attributes.write_into(&mut metadata);
+    metadata
 }
 
 /// Reads the next `len` bytes of a file into the buffer layout the mode needs: plaintext slots of
@@ -679,6 +705,8 @@ pub async fn download_listed(
     let destination = std::path::absolute(destination).map_err(local_error(destination))?;
     let mut summary = Summary::default();
     let mut fetches = Vec::with_capacity(blobs.len());
+    let mut links = Vec::new();
+    let mut restores = Vec::new();
     for blob in blobs {
         let relative = blob
             .name
@@ -700,6 +728,14 @@ pub async fn download_listed(
         summary.files += 1;
         summary.bytes += plaintext_size(&blob.properties);
         summary.blobs.push(blob.name.clone());
+        if posix::is_link(&blob) {
+            links.push((blob, target));
+            continue;
+        }
+        restores.push((
+            target.clone(),
+            StoredAttributes::from_metadata(&blob.properties.metadata),
+        ));
         fetches.push(Fetch {
             name: blob.name,
             size: blob.properties.size,
@@ -708,7 +744,20 @@ pub async fn download_listed(
         });
     }
     if !options.dry_run {
-        fetch_all(store, fetches, protection, options, progress).await?;
+        fetch_all(
+            store.clone(),
+            fetches,
+            protection.clone(),
+            options,
+            progress,
+        )
+        .await?;
+        for (target, attributes) in &restores {
+            posix::restore_attributes(target, attributes)?;
+        }
+        for (blob, target) in &links {
+            posix::download_link(&*store, blob, target, &protection).await?;
+        }
     }
     Ok(summary)
 }
@@ -723,14 +772,23 @@ pub async fn download_one(
     progress: Progress,
 ) -> Result<Summary, TransferError> {
     let properties = store.properties(name, protection.cpk()).await?;
-    if !options.dry_run {
+    let attributes = StoredAttributes::from_metadata(&properties.metadata);
+    if !options.dry_run && attributes.symlink {
+        let blob = BlobItem {
+            name: name.to_owned(),
+            properties: properties.clone(),
+        };
+        posix::download_link(&*store, &blob, target, &protection).await?;
+    } else if !options.dry_run {
+        let absolute = std::path::absolute(target).map_err(local_error(target))?;
         let fetch = Fetch {
             name: name.to_owned(),
             size: properties.size,
             etag: properties.etag.clone(),
-            target: std::path::absolute(target).map_err(local_error(target))?,
+            target: absolute.clone(),
         };
         fetch_all(store, vec![fetch], protection, options, progress).await?;
+        posix::restore_attributes(&absolute, &attributes)?;
     }
     let bytes = plaintext_size(&properties);
     Ok(Summary {
@@ -1313,6 +1371,7 @@ mod tests {
             blob: "f".into(),
             size: 10,
             mtime: 99,
+            attributes: StoredAttributes::default(),
         };
         let cse = |key| Protection::Cse(Arc::new(key));
         let (a, b) = (DataKey::generate().unwrap(), DataKey::generate().unwrap());

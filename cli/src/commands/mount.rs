@@ -109,6 +109,10 @@ fn serve(
         uid: meta.uid(),
         gid: meta.gid(),
         request_timeout: access.request_timeout.max(Duration::from_millis(100)),
+        force_uid: args.uid,
+        force_gid: args.gid,
+        umask: args.umask,
+        allow_other: args.allow_other,
         ..MountOptions::default()
     };
     let fs = EncFs::new(location.store, &location.prefix, protection, options)

@@ -19,8 +19,9 @@ use super::cache::{BlockCache, Lookup, SegmentKey};
 use super::pool::BufferPool;
 use super::source::{BlobSource, SharedSource, SourceError};
 use super::write::{BaseReader, Dirty, WriteContext};
+use crate::store::attributes::StoredAttributes;
 use crate::store::protection::Protection;
-use crate::store::{BlobStore, BlockIds, Condition, StoreError, list_all};
+use crate::store::{BlobStore, BlockIds, Condition, Metadata, StoreError, list_all};
 
 /// The root directory's inode number.
 pub const ROOT: u64 = 1;
@@ -33,6 +34,18 @@ const PREFETCH_CHUNK: u64 = 2 << 20;
 const SEQUENTIAL_SLACK: u64 = 8 << 20;
 /// Bytes per request when copying a blob for `rename`.
 const COPY_BLOCK: u64 = 8 << 20;
+/// Longest blob name, in characters (Azure's limit; the embedded store keeps the same one), so a
+/// tree written through the mount can move between stores.
+pub const MAX_BLOB_NAME_CHARS: usize = 1024;
+/// Longest name of one path component, in bytes (`NAME_MAX`).
+pub const MAX_NAME_BYTES: usize = 255;
+/// Longest symbolic-link target, in bytes (`PATH_MAX`).
+const MAX_SYMLINK_TARGET: usize = 4095;
+/// `link`: a blob store has one name per blob. POSIX's errno for a file system that does not
+/// support links.
+pub const UNSUPPORTED_LINK: i32 = libc::EPERM;
+/// `mknod` / `mkfifo` of anything but a regular file: nothing a blob can hold.
+pub const UNSUPPORTED_NODE: i32 = libc::EPERM;
 
 /// How a mount behaves.
 #[derive(Debug, Clone)]
@@ -56,13 +69,22 @@ pub struct MountOptions {
     pub write_block: usize,
     /// How long the kernel may cache attributes and entries, and this mount its listings.
     pub ttl: Duration,
-    /// Owner reported for every file.
+    /// Owner of entries that record none (the root, uploads without attributes).
     pub uid: u32,
-    /// Group reported for every file.
+    /// Group of entries that record none.
     pub gid: u32,
     /// How long one request that commits (`flush`, `fsync`, `close`, `truncate`) may take
     /// before it fails; what it staged is kept for the next attempt.
     pub request_timeout: Duration,
+    /// Owner shown for every entry whatever it records (`--uid`): presents the tree to the user
+    /// an application runs as. Recorded owners are kept and still written.
+    pub force_uid: Option<u32>,
+    /// Group shown for every entry (`--gid`).
+    pub force_gid: Option<u32>,
+    /// Permission bits cleared from every mode shown (`--umask`); recorded modes are kept.
+    pub umask: Option<u32>,
+    /// Let users other than the one who mounted use the mount (`--allow-other`).
+    pub allow_other: bool,
 }
 
 impl Default for MountOptions {
@@ -80,6 +102,10 @@ impl Default for MountOptions {
             uid: 0,
             gid: 0,
             request_timeout: Duration::from_secs(60),
+            force_uid: None,
+            force_gid: None,
+            umask: None,
+            allow_other: false,
         }
     }
 }
@@ -98,13 +124,15 @@ pub enum MountError {
     Io(String),
 }
 
-/// File or directory.
+/// File, directory or symbolic link.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NodeKind {
     /// A blob.
     File,
     /// A prefix.
     Dir,
+    /// A blob marked as a link (`encfs_symlink`); its content is the target.
+    Symlink,
 }
 
 /// What `stat` shows.
@@ -112,14 +140,57 @@ pub enum NodeKind {
 pub struct Attr {
     /// Inode number.
     pub ino: u64,
-    /// Plaintext length.
+    /// Plaintext length (of the target, for a link).
     pub size: u64,
-    /// File or directory.
+    /// File, directory or link.
     pub kind: NodeKind,
     /// Last write.
     pub mtime: SystemTime,
-    /// Permission bits.
+    /// Last access (as set by `utimes`; the mount runs `noatime`).
+    pub atime: SystemTime,
+    /// Last change of content or attributes.
+    pub ctime: SystemTime,
+    /// Permission bits (`0o7777` at most).
     pub perm: u16,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+}
+
+/// What `setattr` changes (`chmod`, `chown`, `truncate`, `utimes`); `None`: unchanged.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AttrChanges {
+    /// New permission bits.
+    pub mode: Option<u32>,
+    /// New owner.
+    pub uid: Option<u32>,
+    /// New group.
+    pub gid: Option<u32>,
+    /// New length.
+    pub size: Option<u64>,
+    /// New access time.
+    pub atime: Option<SystemTime>,
+    /// New modification time.
+    pub mtime: Option<SystemTime>,
+}
+
+/// Who asks: the caller's ids, for the owner of what it creates.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Caller {
+    /// User id.
+    pub uid: u32,
+    /// Group id.
+    pub gid: u32,
+}
+
+/// How `create` was called (`open(2)` flags that matter here).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CreateFlags {
+    /// `O_EXCL`: fail with `EEXIST` if the name exists, in this mount or only in the store.
+    pub exclusive: bool,
+    /// `O_TRUNC`: empty an existing file.
+    pub truncate: bool,
 }
 
 struct Node {
@@ -132,6 +203,10 @@ struct Node {
     blob_len: u64,
     etag: Option<String>,
     mtime: SystemTime,
+    atime: SystemTime,
+    ctime: SystemTime,
+    /// Mode, owner and group as recorded (or set in this mount); `mtime` above is the time.
+    attributes: StoredAttributes,
     children: BTreeMap<String, u64>,
     listed: Option<Instant>,
     /// Exists only in this mount so far (made by `mkdir`, or created and not yet committed).
@@ -154,6 +229,9 @@ impl Node {
             blob_len: 0,
             etag: None,
             mtime: SystemTime::now(),
+            atime: SystemTime::now(),
+            ctime: SystemTime::now(),
+            attributes: StoredAttributes::default(),
             children: BTreeMap::new(),
             listed: None,
             local: false,
@@ -163,6 +241,25 @@ impl Node {
             readers: 0,
             removed: false,
         }
+    }
+
+    /// Whether a blob holds it (a file or a link), as opposed to a prefix.
+    fn is_blob(&self) -> bool {
+        self.kind != NodeKind::Dir
+    }
+
+    /// Takes mode, owner, group, mtime and kind from a listed or probed blob.
+    fn take_blob(&mut self, properties: &crate::store::BlobProperties) {
+        let attributes = StoredAttributes::from_metadata(&properties.metadata);
+        self.mtime = attributes.mtime.unwrap_or(properties.last_modified);
+        self.atime = self.mtime;
+        self.ctime = properties.last_modified.max(self.mtime);
+        self.kind = if attributes.symlink {
+            NodeKind::Symlink
+        } else {
+            NodeKind::File
+        };
+        self.attributes = attributes;
     }
 }
 
@@ -239,6 +336,8 @@ fn log_eio(message: impl std::fmt::Display) -> i32 {
 pub(crate) fn errno_of(error: &StoreError) -> i32 {
     match error {
         StoreError::BlobNotFound(_) => libc::ENOENT,
+        StoreError::NameTooLong(_) => libc::ENAMETOOLONG,
+        StoreError::ConditionNotMet(_) => libc::EEXIST,
         StoreError::Auth { .. }
         | StoreError::CustomerKeyMismatch(_)
         | StoreError::CustomerKeyRequired(_)
@@ -421,16 +520,35 @@ impl EncFs {
 
     fn attr_of(&self, ino: u64, node: &Node) -> Attr {
         let write = if self.options.read_write { 0o200 } else { 0 };
-        let (size, perm) = match node.kind {
+        let (size, default) = match node.kind {
             NodeKind::Dir => (0, 0o555 | write),
             NodeKind::File => (node.size, 0o444 | write),
+            NodeKind::Symlink => (node.size, 0o777),
         };
+        let mut perm = node.attributes.mode.unwrap_or(default);
+        if let Some(umask) = self.options.umask
+            && node.kind != NodeKind::Symlink
+        {
+            perm &= !umask;
+        }
         Attr {
             ino,
             size,
             kind: node.kind,
             mtime: node.mtime,
-            perm,
+            atime: node.atime,
+            ctime: node.ctime,
+            perm: (perm & 0o7777) as u16,
+            uid: self
+                .options
+                .force_uid
+                .or(node.attributes.uid)
+                .unwrap_or(self.options.uid),
+            gid: self
+                .options
+                .force_gid
+                .or(node.attributes.gid)
+                .unwrap_or(self.options.gid),
         }
     }
 
@@ -477,7 +595,7 @@ impl EncFs {
                 .metadata
                 .get(crate::store::protection::META_SIZE)
                 .and_then(|s| s.parse().ok());
-            seen.insert(name.to_owned(), (NodeKind::File, Some(item)));
+            seen.insert(name.to_owned(), ());
             let size = plaintext_size(
                 &self.protection,
                 item.properties.size,
@@ -488,7 +606,7 @@ impl EncFs {
             match existing {
                 Some(ino) => {
                     let node = tree.node_mut(ino)?;
-                    if node.dirty.is_some() || node.kind != NodeKind::File {
+                    if node.dirty.is_some() || !node.is_blob() {
                         continue;
                     }
                     if node.etag.as_deref() != Some(item.properties.etag.as_str()) {
@@ -496,10 +614,10 @@ impl EncFs {
                             self.cache.forget_file(old.file);
                         }
                         node.etag = Some(item.properties.etag.clone());
+                        node.take_blob(&item.properties);
                     }
                     node.size = size;
                     node.blob_len = item.properties.size;
-                    node.mtime = item.properties.last_modified;
                     node.local = false;
                 }
                 None => {
@@ -508,7 +626,7 @@ impl EncFs {
                     node.size = size;
                     node.blob_len = item.properties.size;
                     node.etag = Some(item.properties.etag.clone());
-                    node.mtime = item.properties.last_modified;
+                    node.take_blob(&item.properties);
                     tree.add(node);
                 }
             }
@@ -518,7 +636,7 @@ impl EncFs {
             if name.is_empty() {
                 continue;
             }
-            seen.insert(name.to_owned(), (NodeKind::Dir, None));
+            seen.insert(name.to_owned(), ());
             match tree.node(dir)?.children.get(name).copied() {
                 Some(ino) => tree.node_mut(ino)?.local = false,
                 None => {
@@ -724,32 +842,312 @@ impl EncFs {
         Ok(self.tree.lock().expect("poisoned").node(ino)?.dirty.clone())
     }
 
-    /// Creates and opens a new empty file.
-    pub fn create(&self, parent: u64, name: &str) -> Result<(Attr, u64), i32> {
+    /// Creates and opens a file (`open` with `O_CREAT`). The mount's listing may be older than
+    /// the store (another mount or an upload made the name since), so a name this mount does not
+    /// know is looked up in the store first: with `O_EXCL` an existing name is `EEXIST`, without
+    /// it the existing file is opened (and emptied only with `O_TRUNC`).
+    pub fn create(
+        &self,
+        parent: u64,
+        name: &str,
+        mode: u32,
+        caller: Caller,
+        flags: CreateFlags,
+    ) -> Result<(Attr, u64), i32> {
         if !self.options.read_write {
             return Err(libc::EROFS);
         }
         check_name(name)?;
         self.refresh(parent)?;
-        let ino = {
-            let mut tree = self.tree.lock().expect("poisoned");
-            let dir = tree.node(parent)?;
-            if dir.kind != NodeKind::Dir {
-                return Err(libc::ENOTDIR);
+        let existing = self.child_or_probe(parent, name)?;
+        if let Some(existing) = existing {
+            if flags.exclusive {
+                return Err(libc::EEXIST);
             }
-            if let Some(&existing) = dir.children.get(name) {
-                drop(tree);
-                let fh = self.open(existing, true, true)?;
-                return Ok((self.getattr(existing)?, fh));
-            }
-            let path = join(&dir.path, name);
-            let mut node = Node::new(parent, name, path, NodeKind::File);
-            node.local = true;
-            tree.add(node)
-        };
+            let fh = self.open(existing, true, flags.truncate)?;
+            return Ok((self.getattr(existing)?, fh));
+        }
+        let ino = self.add_local(parent, name, NodeKind::File, mode, caller)?;
         self.start_writing(ino, true)?;
         let fh = self.new_handle(ino, true);
         Ok((self.getattr(ino)?, fh))
+    }
+
+    /// A new entry made in this mount, owned by `caller` (group: the directory's when it is
+    /// set-group-id, as on Linux), with `mode`'s permission bits.
+    fn add_local(
+        &self,
+        parent: u64,
+        name: &str,
+        kind: NodeKind,
+        mode: u32,
+        caller: Caller,
+    ) -> Result<u64, i32> {
+        let mut tree = self.tree.lock().expect("poisoned");
+        let dir = tree.node(parent)?;
+        if dir.kind != NodeKind::Dir {
+            return Err(libc::ENOTDIR);
+        }
+        if dir.children.contains_key(name) {
+            return Err(libc::EEXIST);
+        }
+        let path = join(&dir.path, name);
+        self.check_path(&path)?;
+        let parent_attr = self.attr_of(parent, dir);
+        let mut mode = mode & 0o7777;
+        let mut gid = caller.gid;
+        if parent_attr.perm & 0o2000 != 0 {
+            gid = parent_attr.gid;
+            if kind == NodeKind::Dir {
+                mode |= 0o2000;
+            }
+        }
+        let mut node = Node::new(parent, name, path, kind);
+        node.local = true;
+        node.attributes = StoredAttributes {
+            mode: Some(mode),
+            uid: Some(caller.uid),
+            gid: Some(gid),
+            mtime: None,
+            symlink: kind == NodeKind::Symlink,
+        };
+        if kind == NodeKind::Dir {
+            node.listed = Some(Instant::now());
+        }
+        let ino = tree.add(node);
+        touch(tree.node_mut(parent)?);
+        Ok(ino)
+    }
+
+    /// The child `name` of `parent`, asking the store when this mount does not know it.
+    fn child_or_probe(&self, parent: u64, name: &str) -> Result<Option<u64>, i32> {
+        let path = {
+            let tree = self.tree.lock().expect("poisoned");
+            let dir = tree.node(parent)?;
+            if let Some(&ino) = dir.children.get(name) {
+                return Ok(Some(ino));
+            }
+            join(&dir.path, name)
+        };
+        if path.chars().count() > MAX_BLOB_NAME_CHARS {
+            return Ok(None);
+        }
+        let blob = self.blob_name(&path);
+        let found = match self
+            .runtime
+            .block_on(self.store.properties(&blob, self.protection.cpk()))
+        {
+            Ok(properties) => Some(Some(properties)),
+            Err(StoreError::BlobNotFound(_)) => None,
+            Err(e) => return Err(store_errno(&e)),
+        };
+        let found = match found {
+            Some(found) => found,
+            None => {
+                let dir_prefix = format!("{blob}/");
+                let page = self
+                    .runtime
+                    .block_on(self.store.list(&crate::store::ListOptions {
+                        prefix: &dir_prefix,
+                        max_results: Some(1),
+                        ..Default::default()
+                    }))
+                    .map_err(|e| store_errno(&e))?;
+                if page.blobs.is_empty() && page.prefixes.is_empty() {
+                    return Ok(None);
+                }
+                None
+            }
+        };
+        let mut tree = self.tree.lock().expect("poisoned");
+        if let Some(&ino) = tree.node(parent)?.children.get(name) {
+            return Ok(Some(ino));
+        }
+        let node = match found {
+            Some(properties) => {
+                let mut node = Node::new(parent, name, path, NodeKind::File);
+                let recorded = properties
+                    .metadata
+                    .get(crate::store::protection::META_SIZE)
+                    .and_then(|s| s.parse().ok());
+                node.size = plaintext_size(
+                    &self.protection,
+                    properties.size,
+                    recorded,
+                    self.options.segment_size,
+                );
+                node.blob_len = properties.size;
+                node.etag = Some(properties.etag.clone());
+                node.take_blob(&properties);
+                node
+            }
+            None => Node::new(parent, name, path, NodeKind::Dir),
+        };
+        Ok(Some(tree.add(node)))
+    }
+
+    /// `ENAMETOOLONG` for a path whose blob name would exceed what blob stores hold.
+    fn check_path(&self, path: &str) -> Result<(), i32> {
+        if self.blob_name(path).chars().count() > MAX_BLOB_NAME_CHARS {
+            return Err(libc::ENAMETOOLONG);
+        }
+        Ok(())
+    }
+
+    /// Makes a symbolic link: a small blob marked `encfs_symlink`, its content the target
+    /// (sealed like any content).
+    pub fn symlink(
+        &self,
+        parent: u64,
+        name: &str,
+        target: &str,
+        caller: Caller,
+    ) -> Result<Attr, i32> {
+        if !self.options.read_write {
+            return Err(libc::EROFS);
+        }
+        check_name(name)?;
+        if target.is_empty() {
+            return Err(libc::ENOENT);
+        }
+        if target.len() > MAX_SYMLINK_TARGET {
+            return Err(libc::ENAMETOOLONG);
+        }
+        self.refresh(parent)?;
+        if self.child_or_probe(parent, name)?.is_some() {
+            return Err(libc::EEXIST);
+        }
+        let ino = self.add_local(parent, name, NodeKind::Symlink, 0o777, caller)?;
+        let result = (|| {
+            self.start_writing(ino, true)?;
+            let dirty = self.dirty_of(ino)?.ok_or(libc::EIO)?;
+            dirty
+                .lock()
+                .expect("poisoned")
+                .write(&self.writes, self, 0, target.as_bytes())?;
+            self.tree.lock().expect("poisoned").node_mut(ino)?.size = target.len() as u64;
+            let committed = self.commit(ino);
+            let mut tree = self.tree.lock().expect("poisoned");
+            let node = tree.node_mut(ino)?;
+            node.writers -= 1;
+            node.dirty = None;
+            committed
+        })();
+        if let Err(e) = result {
+            let mut tree = self.tree.lock().expect("poisoned");
+            if let Ok(dir) = tree.node_mut(parent) {
+                dir.children.remove(name);
+            }
+            if let Some(node) = tree.nodes.get_mut(&ino) {
+                node.removed = true;
+            }
+            return Err(e);
+        }
+        self.getattr(ino)
+    }
+
+    /// The target of a symbolic link.
+    pub fn readlink(&self, ino: u64) -> Result<Vec<u8>, i32> {
+        if self.tree.lock().expect("poisoned").node(ino)?.kind != NodeKind::Symlink {
+            return Err(libc::EINVAL);
+        }
+        let source = self.source(ino)?;
+        if source.plain_len == 0 {
+            return Ok(Vec::new());
+        }
+        self.read_range(&source, 0, source.plain_len)
+    }
+
+    /// `chmod`, `chown`, `truncate`, `utimes`. Mode, owner, group and mtime are written to the
+    /// blob's metadata: at the commit of a file being written, at once (a metadata-only call,
+    /// no data rewritten) otherwise. A directory keeps them in this mount only (a blob store
+    /// has no directories).
+    pub fn setattr(&self, ino: u64, changes: AttrChanges) -> Result<Attr, i32> {
+        let metadata_change = changes.mode.is_some()
+            || changes.uid.is_some()
+            || changes.gid.is_some()
+            || changes.mtime.is_some()
+            || changes.atime.is_some();
+        if !self.options.read_write && (metadata_change || changes.size.is_some()) {
+            return Err(libc::EROFS);
+        }
+        if let Some(size) = changes.size {
+            self.set_size(ino, size)?;
+        }
+        if !metadata_change {
+            return self.getattr(ino);
+        }
+        let now = SystemTime::now();
+        let dirty = self.dirty_of(ino)?;
+        let (blob, etag, attributes) = {
+            let mut tree = self.tree.lock().expect("poisoned");
+            let shown = self.attr_of(ino, tree.node(ino)?);
+            let node = tree.node_mut(ino)?;
+            let attributes = &mut node.attributes;
+            if let Some(mode) = changes.mode {
+                attributes.mode = Some(mode & 0o7777);
+            }
+            if changes.uid.is_some() || changes.gid.is_some() {
+                attributes.uid = Some(changes.uid.unwrap_or(shown.uid));
+                attributes.gid = Some(changes.gid.unwrap_or(shown.gid));
+                // Linux clears set-user-id and set-group-id on a chown of a non-directory.
+                if node.kind == NodeKind::File
+                    && let Some(mode) = attributes.mode.as_mut()
+                {
+                    *mode &= !0o6000;
+                }
+            }
+            if let Some(mtime) = changes.mtime {
+                node.mtime = mtime;
+            }
+            if let Some(atime) = changes.atime {
+                node.atime = atime;
+            }
+            node.ctime = now;
+            (
+                self.blob_name(&node.path),
+                node.etag.clone(),
+                node.attributes,
+            )
+        };
+        let pending = dirty
+            .as_ref()
+            .is_some_and(|d| d.lock().expect("poisoned").changed);
+        if let (Some(etag), false) = (etag, pending) {
+            // Committed and not being rewritten: change the metadata alone.
+            let mtime = self.tree.lock().expect("poisoned").node(ino)?.mtime;
+            let new_etag = self
+                .runtime
+                .block_on(async {
+                    let cpk = self.protection.cpk();
+                    let properties = self.store.properties(&blob, cpk).await?;
+                    let mut metadata = properties.metadata;
+                    StoredAttributes {
+                        mtime: Some(mtime),
+                        ..attributes
+                    }
+                    .write_into(&mut metadata);
+                    self.store
+                        .set_metadata(&blob, &metadata, &Condition::IfMatch(etag), cpk)
+                        .await
+                })
+                .map_err(|e| store_errno(&e))?;
+            self.tree.lock().expect("poisoned").node_mut(ino)?.etag = Some(new_etag);
+        }
+        self.getattr(ino)
+    }
+
+    /// Metadata of a file's next commit: its mode, owner, group and mtime.
+    fn commit_attributes(&self, ino: u64) -> Result<Metadata, i32> {
+        let tree = self.tree.lock().expect("poisoned");
+        let node = tree.node(ino)?;
+        let mut metadata = Metadata::new();
+        StoredAttributes {
+            mtime: Some(node.mtime),
+            ..node.attributes
+        }
+        .write_into(&mut metadata);
+        Ok(metadata)
     }
 
     /// For a small random read on a read-only mount: the whole segments around `offset..+size`
@@ -999,7 +1397,7 @@ impl EncFs {
         let mut tree = self.tree.lock().expect("poisoned");
         let node = tree.node_mut(handle.ino)?;
         node.size = node.size.max(size);
-        node.mtime = SystemTime::now();
+        touch(node);
         Ok(data.len() as u32)
     }
 
@@ -1013,6 +1411,7 @@ impl EncFs {
         if !dirty.changed {
             return Ok(());
         }
+        dirty.attributes = self.commit_attributes(ino)?;
         let etag = dirty.commit(&self.writes, self)?;
         let size = dirty.size;
         let blob_len = match &self.protection {
@@ -1028,7 +1427,6 @@ impl EncFs {
             node.etag = Some(etag);
             node.size = size;
             node.blob_len = blob_len;
-            node.mtime = SystemTime::now();
             node.local = false;
         }
         // Later writes through still-open handles build on the version just committed.
@@ -1123,7 +1521,10 @@ impl EncFs {
                     .lock()
                     .expect("poisoned")
                     .truncate(&self.writes, self, size)?;
-                self.tree.lock().expect("poisoned").node_mut(ino)?.size = size;
+                let mut tree = self.tree.lock().expect("poisoned");
+                let node = tree.node_mut(ino)?;
+                node.size = size;
+                touch(node);
             }
             None => {
                 // Nobody has it open for writing: change and commit right away.
@@ -1134,7 +1535,12 @@ impl EncFs {
                         .lock()
                         .expect("poisoned")
                         .truncate(&self.writes, self, size)?;
-                    self.tree.lock().expect("poisoned").node_mut(ino)?.size = size;
+                    {
+                        let mut tree = self.tree.lock().expect("poisoned");
+                        let node = tree.node_mut(ino)?;
+                        node.size = size;
+                        touch(node);
+                    }
                     self.commit(ino)
                 })();
                 let finished = {
@@ -1183,7 +1589,9 @@ impl EncFs {
         }
         let (dirty, source) = {
             let mut tree = self.tree.lock().expect("poisoned");
-            tree.node_mut(parent)?.children.remove(name);
+            let dir = tree.node_mut(parent)?;
+            dir.children.remove(name);
+            touch(dir);
             let node = tree.node_mut(ino)?;
             node.removed = true;
             (node.dirty.take(), node.source.take())
@@ -1198,25 +1606,17 @@ impl EncFs {
     }
 
     /// Makes a directory (kept in this mount until a file is written into it).
-    pub fn mkdir(&self, parent: u64, name: &str) -> Result<Attr, i32> {
+    pub fn mkdir(&self, parent: u64, name: &str, mode: u32, caller: Caller) -> Result<Attr, i32> {
         if !self.options.read_write {
             return Err(libc::EROFS);
         }
         check_name(name)?;
         self.refresh(parent)?;
-        let mut tree = self.tree.lock().expect("poisoned");
-        let dir = tree.node(parent)?;
-        if dir.kind != NodeKind::Dir {
-            return Err(libc::ENOTDIR);
-        }
-        if dir.children.contains_key(name) {
+        if self.child_or_probe(parent, name)?.is_some() {
             return Err(libc::EEXIST);
         }
-        let mut node = Node::new(parent, name, join(&dir.path, name), NodeKind::Dir);
-        node.local = true;
-        node.listed = Some(Instant::now());
-        let ino = tree.add(node);
-        Ok(self.attr_of(ino, tree.node(ino)?))
+        let ino = self.add_local(parent, name, NodeKind::Dir, mode, caller)?;
+        self.getattr(ino)
     }
 
     /// Removes an empty directory.
@@ -1238,9 +1638,16 @@ impl EncFs {
             return Err(libc::ENOTEMPTY);
         }
         let mut tree = self.tree.lock().expect("poisoned");
-        tree.node_mut(parent)?.children.remove(name);
+        let dir = tree.node_mut(parent)?;
+        dir.children.remove(name);
+        touch(dir);
         tree.node_mut(ino)?.removed = true;
         Ok(())
+    }
+
+    /// The name of an entry in its directory.
+    fn getattr_name(&self, ino: u64) -> Result<String, i32> {
+        Ok(self.tree.lock().expect("poisoned").node(ino)?.name.clone())
     }
 
     fn expire(&self, dir: u64) {
@@ -1251,12 +1658,14 @@ impl EncFs {
 
     /// Renames a file (the blob is copied, then the old one deleted) or an empty directory.
     /// A non-empty directory gives `EXDEV`, on which `mv` falls back to copying.
+    /// With `no_replace` (`RENAME_NOREPLACE`), an existing target is `EEXIST`.
     pub fn rename(
         &self,
         parent: u64,
         name: &str,
         new_parent: u64,
         new_name: &str,
+        no_replace: bool,
     ) -> Result<(), i32> {
         if !self.options.read_write {
             return Err(libc::EROFS);
@@ -1264,36 +1673,52 @@ impl EncFs {
         check_name(new_name)?;
         self.refresh(parent)?;
         self.refresh(new_parent)?;
-        let (ino, kind, target) = {
-            let tree = self.tree.lock().expect("poisoned");
-            let ino = *tree.node(parent)?.children.get(name).ok_or(libc::ENOENT)?;
-            let target = tree.node(new_parent)?.children.get(new_name).copied();
-            (ino, tree.node(ino)?.kind, target)
-        };
+        let ino = *self
+            .tree
+            .lock()
+            .expect("poisoned")
+            .node(parent)?
+            .children
+            .get(name)
+            .ok_or(libc::ENOENT)?;
+        let target = self.child_or_probe(new_parent, new_name)?;
+        let kind = self.tree.lock().expect("poisoned").node(ino)?.kind;
         if target == Some(ino) {
             return Ok(());
+        }
+        if no_replace && target.is_some() {
+            return Err(libc::EEXIST);
+        }
+        let new_path = {
+            let tree = self.tree.lock().expect("poisoned");
+            join(&tree.node(new_parent)?.path, new_name)
+        };
+        self.check_path(&new_path)?;
+        if let Some(target) = target {
+            let target_kind = self.getattr(target)?.kind;
+            match (kind == NodeKind::Dir, target_kind == NodeKind::Dir) {
+                (false, true) => return Err(libc::EISDIR),
+                (true, false) => return Err(libc::ENOTDIR),
+                (true, true) => {
+                    self.expire(target);
+                    if !self.readdir(target)?.is_empty() {
+                        return Err(libc::ENOTEMPTY);
+                    }
+                }
+                (false, false) => {}
+            }
         }
         if kind == NodeKind::Dir {
             self.expire(ino);
             if !self.readdir(ino)?.is_empty() {
                 return Err(libc::EXDEV);
             }
-        }
-        if let Some(target) = target {
-            let target_kind = self.getattr(target)?.kind;
-            match (kind, target_kind) {
-                (NodeKind::File, NodeKind::Dir) => return Err(libc::EISDIR),
-                (NodeKind::Dir, NodeKind::File) => return Err(libc::ENOTDIR),
-                (NodeKind::Dir, NodeKind::Dir) => self.rmdir(new_parent, new_name)?,
-                (NodeKind::File, NodeKind::File) => {}
+            if let Some(target) = target {
+                self.rmdir(new_parent, &self.getattr_name(target)?)?;
             }
         }
-        let new_path = {
-            let tree = self.tree.lock().expect("poisoned");
-            join(&tree.node(new_parent)?.path, new_name)
-        };
         let mut renamed_dirty = None;
-        if kind == NodeKind::File {
+        if kind != NodeKind::Dir {
             self.commit(ino)?;
             let (old_blob, has_blob) = {
                 let tree = self.tree.lock().expect("poisoned");
@@ -1331,14 +1756,17 @@ impl EncFs {
         if let Some(old) = target.and_then(|t| tree.nodes.get_mut(&t)) {
             old.removed = true;
         }
-        tree.node_mut(parent)?.children.remove(name);
+        let dir = tree.node_mut(parent)?;
+        dir.children.remove(name);
+        touch(dir);
         let node = tree.node_mut(ino)?;
         node.parent = new_parent;
         node.name = new_name.to_owned();
         node.path = new_path;
-        tree.node_mut(new_parent)?
-            .children
-            .insert(new_name.to_owned(), ino);
+        node.ctime = SystemTime::now();
+        let dir = tree.node_mut(new_parent)?;
+        dir.children.insert(new_name.to_owned(), ino);
+        touch(dir);
         drop(tree);
         // Open writers continue on the blob under its new name (committed just above).
         if let Some((dirty, new_blob)) = renamed_dirty {
@@ -1425,6 +1853,13 @@ fn runs(indices: &[u64]) -> Vec<(u64, u64)> {
     out
 }
 
+/// A write or a change of a directory's entries: new mtime and ctime.
+fn touch(node: &mut Node) {
+    let now = SystemTime::now();
+    node.mtime = now;
+    node.ctime = now;
+}
+
 fn join(dir: &str, name: &str) -> String {
     if dir.is_empty() {
         name.to_owned()
@@ -1437,7 +1872,7 @@ fn check_name(name: &str) -> Result<(), i32> {
     if name.is_empty() || name == "." || name == ".." || name.contains('/') {
         return Err(libc::EINVAL);
     }
-    if name.len() > 255 {
+    if name.len() > MAX_NAME_BYTES {
         return Err(libc::ENAMETOOLONG);
     }
     Ok(())

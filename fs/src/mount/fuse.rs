@@ -3,8 +3,9 @@
 //! thread; fetches, decryption and staging run on the mount's runtime.
 
 use std::ffi::OsStr;
+use std::path::Path;
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
@@ -13,7 +14,7 @@ use fuser::{
     WriteFlags,
 };
 
-use super::core::{Attr, EncFs, NodeKind};
+use super::core::{Attr, AttrChanges, Caller, CreateFlags, EncFs, NodeKind};
 
 /// Largest read and write the kernel sends in one request.
 pub const MAX_IO: u32 = 1 << 20;
@@ -24,8 +25,6 @@ pub struct Fuse {
     /// Set once the session exists: pushes whole segments into the kernel's page cache.
     notifier: Arc<OnceLock<fuser::Notifier>>,
     ttl: Duration,
-    uid: u32,
-    gid: u32,
 }
 
 impl Fuse {
@@ -35,8 +34,6 @@ impl Fuse {
         Self {
             notifier,
             ttl: options.ttl,
-            uid: options.uid,
-            gid: options.gid,
             fs,
         }
     }
@@ -46,18 +43,15 @@ impl Fuse {
             ino: INodeNo(attr.ino),
             size: attr.size,
             blocks: attr.size.div_ceil(512),
-            atime: attr.mtime,
+            atime: attr.atime,
             mtime: attr.mtime,
-            ctime: attr.mtime,
+            ctime: attr.ctime,
             crtime: attr.mtime,
-            kind: match attr.kind {
-                NodeKind::File => FileType::RegularFile,
-                NodeKind::Dir => FileType::Directory,
-            },
+            kind: file_type(attr.kind),
             perm: attr.perm,
             nlink: if attr.kind == NodeKind::Dir { 2 } else { 1 },
-            uid: self.uid,
-            gid: self.gid,
+            uid: attr.uid,
+            gid: attr.gid,
             rdev: 0,
             blksize: MAX_IO,
             flags: 0,
@@ -81,6 +75,28 @@ fn process_of(req: &Request) -> u32 {
 
 fn errno(code: i32) -> Errno {
     Errno::from_i32(code)
+}
+
+fn file_type(kind: NodeKind) -> FileType {
+    match kind {
+        NodeKind::File => FileType::RegularFile,
+        NodeKind::Dir => FileType::Directory,
+        NodeKind::Symlink => FileType::Symlink,
+    }
+}
+
+fn caller(req: &Request) -> Caller {
+    Caller {
+        uid: req.uid(),
+        gid: req.gid(),
+    }
+}
+
+fn time(value: TimeOrNow) -> SystemTime {
+    match value {
+        TimeOrNow::SpecificTime(time) => time,
+        TimeOrNow::Now => SystemTime::now(),
+    }
 }
 
 fn name(name: &OsStr) -> Result<&str, Errno> {
@@ -115,12 +131,12 @@ impl Filesystem for Fuse {
         &self,
         _req: &Request,
         ino: INodeNo,
-        _mode: Option<u32>,
-        _uid: Option<u32>,
-        _gid: Option<u32>,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
         size: Option<u64>,
-        _atime: Option<TimeOrNow>,
-        _mtime: Option<TimeOrNow>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
         _ctime: Option<std::time::SystemTime>,
         _fh: Option<FileHandle>,
         _crtime: Option<std::time::SystemTime>,
@@ -129,12 +145,15 @@ impl Filesystem for Fuse {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        // Mode, owner and times are not stored (documented); only the size changes anything.
-        let result = match size {
-            Some(size) => self.fs.set_size(ino.0, size),
-            None => self.fs.getattr(ino.0),
+        let changes = AttrChanges {
+            mode,
+            uid,
+            gid,
+            size,
+            atime: atime.map(time),
+            mtime: mtime.map(time),
         };
-        match result {
+        match self.fs.setattr(ino.0, changes) {
             Ok(attr) => reply.attr(&self.ttl, &self.attr(&attr)),
             Err(e) => reply.error(errno(e)),
         }
@@ -142,14 +161,17 @@ impl Filesystem for Fuse {
 
     fn mkdir(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name_: &OsStr,
-        _mode: u32,
+        mode: u32,
         _umask: u32,
         reply: ReplyEntry,
     ) {
-        match name(name_).and_then(|n| self.fs.mkdir(parent.0, n).map_err(errno)) {
+        // The kernel applied the umask already (no FUSE_DONT_MASK).
+        let made =
+            name(name_).and_then(|n| self.fs.mkdir(parent.0, n, mode, caller(req)).map_err(errno));
+        match made {
             Ok(attr) => reply.entry(&self.ttl, &self.attr(&attr), Generation(0)),
             Err(e) => reply.error(e),
         }
@@ -179,14 +201,15 @@ impl Filesystem for Fuse {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        if !flags.is_empty() {
-            // RENAME_EXCHANGE / RENAME_NOREPLACE are not supported.
+        let no_replace = flags.contains(RenameFlags::RENAME_NOREPLACE);
+        if !(flags - RenameFlags::RENAME_NOREPLACE).is_empty() {
+            // RENAME_EXCHANGE and RENAME_WHITEOUT cannot be done on a blob store.
             return reply.error(Errno::EINVAL);
         }
         let result = name(name_).and_then(|from| {
             let to = name(new_name)?;
             self.fs
-                .rename(parent.0, from, new_parent.0, to)
+                .rename(parent.0, from, new_parent.0, to, no_replace)
                 .map_err(errno)
         });
         match result {
@@ -303,6 +326,75 @@ impl Filesystem for Fuse {
         }
     }
 
+    fn symlink(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        link_name: &OsStr,
+        target: &Path,
+        reply: ReplyEntry,
+    ) {
+        let made = name(link_name).and_then(|n| {
+            let target = target.to_str().ok_or(Errno::EINVAL)?;
+            self.fs
+                .symlink(parent.0, n, target, caller(req))
+                .map_err(errno)
+        });
+        match made {
+            Ok(attr) => reply.entry(&self.ttl, &self.attr(&attr), Generation(0)),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        match self.fs.readlink(ino.0) {
+            Ok(target) => reply.data(&target),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    /// Hard links: a blob store has one name per blob (see the table in `docs/architecture.md`).
+    fn link(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _new_parent: INodeNo,
+        _new_name: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        reply.error(errno(super::core::UNSUPPORTED_LINK));
+    }
+
+    /// Regular files only (`mknod` with `S_IFREG` is `creat`); FIFOs, sockets and device nodes
+    /// cannot be stored.
+    fn mknod(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name_: &OsStr,
+        mode: u32,
+        _umask: u32,
+        _rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        if mode & libc::S_IFMT != libc::S_IFREG {
+            return reply.error(errno(super::core::UNSUPPORTED_NODE));
+        }
+        let flags = CreateFlags {
+            exclusive: true,
+            truncate: false,
+        };
+        let made = name(name_).and_then(|n| {
+            self.fs
+                .create(parent.0, n, mode, caller(req), flags)
+                .map_err(errno)
+        });
+        match made.and_then(|(attr, fh)| self.fs.release(fh).map(|()| attr).map_err(errno)) {
+            Ok(attr) => reply.entry(&self.ttl, &self.attr(&attr), Generation(0)),
+            Err(e) => reply.error(e),
+        }
+    }
+
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         match self.fs.getattr(ino.0) {
             Ok(attr) if attr.kind == NodeKind::Dir => {
@@ -336,11 +428,7 @@ impl Filesystem for Fuse {
             .enumerate()
             .skip(offset as usize)
         {
-            let kind = match kind {
-                NodeKind::File => FileType::RegularFile,
-                NodeKind::Dir => FileType::Directory,
-            };
-            if reply.add(INodeNo(child), (i + 1) as u64, kind, &entry) {
+            if reply.add(INodeNo(child), (i + 1) as u64, file_type(kind), &entry) {
                 break;
             }
         }
@@ -369,12 +457,21 @@ impl Filesystem for Fuse {
         req: &Request,
         parent: INodeNo,
         name_: &OsStr,
-        _mode: u32,
+        mode: u32,
         _umask: u32,
-        _flags: i32,
+        flags: i32,
         reply: ReplyCreate,
     ) {
-        match name(name_).and_then(|n| self.fs.create(parent.0, n).map_err(errno)) {
+        let flags = CreateFlags {
+            exclusive: flags & libc::O_EXCL != 0,
+            truncate: flags & libc::O_TRUNC != 0,
+        };
+        let created = name(name_).and_then(|n| {
+            self.fs
+                .create(parent.0, n, mode, caller(req), flags)
+                .map_err(errno)
+        });
+        match created {
             Ok((attr, fh)) => {
                 self.fs.set_owner(fh, process_of(req));
                 reply.created(

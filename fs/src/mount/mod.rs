@@ -19,7 +19,9 @@ pub mod write;
 
 use std::path::{Path, PathBuf};
 
-pub use self::core::{Attr, EncFs, MountError, MountOptions, NodeKind, ROOT};
+pub use self::core::{
+    Attr, AttrChanges, Caller, CreateFlags, EncFs, MountError, MountOptions, NodeKind, ROOT,
+};
 
 /// A running mount: the FUSE session on its own threads.
 pub struct Mount {
@@ -36,7 +38,13 @@ impl Mount {
             disable_huge_pages();
         }
         let read_write = fs.options().read_write;
+        let allow_other = fs.options().allow_other;
         let mut config = fuser::Config::default();
+        if allow_other {
+            // Users other than the one who mounted (the application's user in a clean room);
+            // `default_permissions` keeps the kernel checking modes and owners for them.
+            config.acl = fuser::SessionACL::All;
+        }
         config.mount_options = vec![
             fuser::MountOption::FSName(format!("encfs:{source_name}")),
             fuser::MountOption::Subtype("encfs".into()),

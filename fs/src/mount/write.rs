@@ -183,6 +183,9 @@ pub(crate) struct Dirty {
     failure: Option<Failure>,
     /// Something to commit.
     pub changed: bool,
+    /// Metadata the owner of this file adds to the commit (its POSIX attributes), over the
+    /// metadata every blob carries.
+    pub attributes: Metadata,
 }
 
 fn eio(message: String) -> i32 {
@@ -217,6 +220,7 @@ impl Dirty {
             tasks: Vec::new(),
             failure: None,
             changed: false,
+            attributes: Metadata::new(),
         };
         dirty.fit(ctx, size)?;
         dirty.size = size;
@@ -749,7 +753,10 @@ impl Dirty {
         let mtime = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        crate::store::protection::blob_metadata(&ctx.protection, self.size, mtime)
+        let mut metadata =
+            crate::store::protection::blob_metadata(&ctx.protection, self.size, mtime);
+        metadata.extend(self.attributes.clone());
+        metadata
     }
 
     /// After a commit: nothing dirty; the next version gets fresh keys and block ids. If no
