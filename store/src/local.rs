@@ -1002,10 +1002,7 @@ impl BlobStore for LocalStore {
         self.check_container()?;
         let dir = self.staging(name)?;
         // (encoded file name, group) of each block named, for the clean-up after the commit.
-        let blocks: Vec<(String, String)> = block_ids
-            .iter()
-            .map(|id| encode_name(id).map(|e| (e, staging::group_of(id))))
-            .collect::<StoreResult<_>>()?;
+        let blocks = named_blocks(block_ids)?;
         let block_ids = block_ids.to_vec();
         let (store, name, metadata, condition, cpk) = (
             self.clone(),
@@ -1155,10 +1152,7 @@ impl BlobStore for LocalStore {
     async fn discard_staged(&self, name: &str, block_ids: &[String]) -> StoreResult<()> {
         self.check_container()?;
         let dir = self.staging(name)?;
-        let blocks: Vec<(String, String)> = block_ids
-            .iter()
-            .map(|id| encode_name(id).map(|e| (e, staging::group_of(id))))
-            .collect::<StoreResult<_>>()?;
+        let blocks = named_blocks(block_ids)?;
         let store = self.clone();
         blocking(move || {
             staging::remove_blocks(&store.inner.leases, &dir, &blocks);
@@ -1166,6 +1160,14 @@ impl BlobStore for LocalStore {
         })
         .await
     }
+}
+
+/// The encoded file name and the staging group of each block id.
+fn named_blocks(block_ids: &[String]) -> StoreResult<Vec<(String, String)>> {
+    block_ids
+        .iter()
+        .map(|id| encode_name(id).map(|e| (e, staging::group_of(id))))
+        .collect()
 }
 
 /// A block named in a commit: its own file (and length), or a range of its version's assembly
