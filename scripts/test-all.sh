@@ -21,6 +21,8 @@ fi
 python3 -c 'import cryptography' 2>/dev/null || python3 -m pip install -q cryptography
 # azure-storage-blob mints the SAS that the rclone peer needs for Azurite in the benchmarks.
 python3 -c 'import azure.storage.blob' 2>/dev/null || python3 -m pip install -q azure-storage-blob
+# matplotlib draws the mount benchmark's plot (benches/mount_vs_peers.sh).
+python3 -c 'import matplotlib' 2>/dev/null || python3 -m pip install -q matplotlib
 
 azurite_dir=$PWD/target/azurite
 if [[ ! -x $azurite_dir/node_modules/.bin/azurite-blob ]]; then

@@ -23,7 +23,7 @@ pub fn run() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             // Redacted: an address or a transport error in the chain may carry a SAS.
-            let message = encfs_fs::store::redact::redact(&format!("{error:#}"));
+            let message = encfs_store::redact::redact(&format!("{error:#}"));
             eprintln!("encfs: error: {message}");
             ExitCode::FAILURE
         }

@@ -271,3 +271,53 @@ fn kill_during_a_rewrite_keeps_the_previous_version() {
     assert_eq!(after.len(), big.len());
     assert!(after == big);
 }
+
+/// SIGTERM while a file is held open: the clean unmount is refused, so after --request-timeout
+/// the mount aborts its FUSE connection (the holder gets ENOTCONN instead of hanging) and exits
+/// non-zero, saying why; the mount point is gone and the store still holds the old version.
+#[test]
+fn sigterm_with_open_files_aborts_after_the_request_timeout() {
+    let env = Env::new();
+    let big = dataset(&env);
+    env.ok(&["datastore", "add", "--name", "in", "--store", "store/in"]);
+    env.ok(&["upload", "--datastore", "in", "src"]);
+    let mut child = env.mount(&[
+        "--datastore",
+        "in",
+        "mnt",
+        "--read-write",
+        "--request-timeout",
+        "2",
+    ]);
+    let mut held = fs::OpenOptions::new()
+        .write(true)
+        .open(env.path("mnt/big.bin"))
+        .unwrap();
+    held.write_all(b"never committed").unwrap();
+    let started = Instant::now();
+    signal(&child, "TERM");
+    let code = loop {
+        if let Some(code) = child.try_wait().unwrap() {
+            break code;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "mount did not stop after SIGTERM with an open file"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "it waited first"
+    );
+    assert!(!code.success());
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(stderr.contains("aborted with files still open"), "{stderr}");
+    assert!(!env.mounted());
+    // The holder is not stuck: its next call fails at once.
+    assert!(held.sync_all().is_err());
+    drop(held);
+    env.ok(&["download", "--datastore", "in", "out"]);
+    assert!(fs::read(env.path("out/big.bin")).unwrap() == big);
+}

@@ -381,6 +381,20 @@ fn azurite_round_trip_with_a_connection_string() {
     );
 }
 
+/// Bytes in the store's files outside `blobs/` (staged blocks, writes in progress) last written
+/// at or after `since`: what a running upload has staged so far.
+fn staged_since(store: &Path, since: std::time::SystemTime) -> u64 {
+    // File times come from a coarse clock (a few ms): allow for it.
+    let since = since - std::time::Duration::from_millis(10);
+    walk_files(store)
+        .iter()
+        .filter(|p| !p.strip_prefix(store).unwrap().starts_with("blobs"))
+        .filter_map(|p| fs::metadata(p).ok())
+        .filter(|m| m.modified().is_ok_and(|t| t >= since))
+        .map(|m| m.len())
+        .sum()
+}
+
 #[test]
 fn kill_dash_nine_mid_upload_leaves_the_old_blob_or_the_new_one() {
     let sb = Sandbox::new();
@@ -400,8 +414,16 @@ fn kill_dash_nine_mid_upload_leaves_the_old_blob_or_the_new_one() {
         "k.key",
         "--create-container",
     ]);
-    let mut saw_new = false;
-    for round in 0..10u64 {
+    let download = || {
+        let _ = fs::remove_file(sb.path("got"));
+        sb.ok(&["download", &format!("{store}/f"), "got", "--key", "k.key"]);
+        fs::read(sb.path("got")).unwrap()
+    };
+    // Rounds killed while the new version was being staged (so the kill really interrupted a
+    // replacement), and rounds whose upload got to its commit before the kill.
+    let (mut interrupted, mut completed) = (0, 0);
+    for round in 0..8u64 {
+        let started = std::time::SystemTime::now();
         let mut child = Command::new(env!("CARGO_BIN_EXE_encfs"))
             .args([
                 "upload",
@@ -417,22 +439,267 @@ fn kill_dash_nine_mid_upload_leaves_the_old_blob_or_the_new_one() {
             .current_dir(sb.dir.path())
             .spawn()
             .unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(15 * round));
+        // Wait until this upload has staged something (or ended by itself), then kill it a
+        // little later each round.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let mut staging = false;
+        while std::time::Instant::now() < deadline && child.try_wait().unwrap().is_none() {
+            if staged_since(&sb.path("store/c"), started) > 0 {
+                staging = true;
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20 * round));
         let _ = child.kill(); // SIGKILL
         let _ = child.wait();
-        let _ = fs::remove_file(sb.path("got"));
-        sb.ok(&["download", &format!("{store}/f"), "got", "--key", "k.key"]);
-        let got = fs::read(sb.path("got")).unwrap();
+        let got = download();
         assert!(
             got == old || got == new,
             "round {round}: a mix of old and new ({} bytes)",
             got.len()
         );
-        saw_new |= got == new;
-        if saw_new {
+        if got == new {
+            completed += 1;
             // Put the old version back so later rounds interrupt a real replacement again.
             sb.ok(&["rm", &format!("{store}/f")]);
             sb.ok(&["upload", "v1/f", &store, "--key", "k.key"]);
+        } else if staging {
+            interrupted += 1;
         }
     }
+    assert!(
+        interrupted > 0,
+        "no round was killed mid-upload ({completed} of 8 completed first): the test proved nothing"
+    );
+    // After all those kills, an upload left to finish publishes the new version whole.
+    sb.ok(&[
+        "upload",
+        "v2/f",
+        &store,
+        "--key",
+        "k.key",
+        "--block-size",
+        "1MiB",
+    ]);
+    assert!(
+        download() == new,
+        "the completed upload did not publish the new version"
+    );
+}
+
+/// The `.encfs-partial` files below `root`.
+fn partials(root: &Path) -> Vec<PathBuf> {
+    walk_files(root)
+        .into_iter()
+        .filter(|p| p.display().to_string().ends_with(".encfs-partial"))
+        .collect()
+}
+
+/// Starts `encfs ARGS` in the sandbox with its environment and `extra` variables.
+fn spawn(sb: &Sandbox, args: &[&str], extra: &[(&str, &str)]) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_encfs"))
+        .args(args)
+        .current_dir(sb.dir.path())
+        .envs(sb.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .envs(extra.iter().copied())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Polls until `root` holds a partial download (panics after 30 s).
+fn wait_for_partial(root: &Path, child: &mut std::process::Child) -> PathBuf {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        if let Some(partial) = partials(root).pop() {
+            return partial;
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the download ended before it wrote a partial file"
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no partial file appeared"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+}
+
+#[test]
+fn a_killed_downloads_partial_is_collected_by_the_next_download_and_a_live_one_is_kept() {
+    let sb = Sandbox::new();
+    dataset(&sb.path("data"));
+    sb.ok(&["key", "generate", "--out", "k.key"]);
+    let store = sb.path("store/c").display().to_string();
+    let args = ["--key", "k.key", "--create-container"];
+    sb.ok(&[&["upload", "data", &store][..], &args].concat());
+    // Slow store requests, so that the download of big.bin is still running when we look.
+    let slow = [("ENCFS_DANGEROUS_INJECT_LATENCY_MS", "150")];
+    let big = format!("{store}/big.bin");
+    let download_big = [
+        "download",
+        &big,
+        "out/big.bin",
+        "--key",
+        "k.key",
+        "--block-size",
+        "1MiB",
+    ];
+
+    // kill -9 midway: the partial stays behind ...
+    fs::create_dir_all(sb.path("out")).unwrap();
+    let mut child = spawn(&sb, &download_big, &slow);
+    let left = wait_for_partial(&sb.path("out"), &mut child);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(left.exists());
+    assert!(!sb.path("out/big.bin").exists());
+    // ... until the next download into that directory, which removes it and succeeds.
+    sb.ok(&["download", &store, "out", "--key", "k.key"]);
+    assert_eq!(partials(&sb.path("out")), Vec::<PathBuf>::new());
+    same_tree(&sb.path("data"), &sb.path("out"));
+
+    // A live download's partial survives a concurrent download into the same directory.
+    fs::remove_file(sb.path("out/big.bin")).unwrap();
+    let mut live = spawn(&sb, &download_big, &slow);
+    let partial = wait_for_partial(&sb.path("out"), &mut live);
+    let notes = format!("{store}/sub/deeper/notes.txt");
+    sb.ok(&["download", &notes, "out/notes.txt", "--key", "k.key"]);
+    assert!(
+        partial.exists(),
+        "a concurrent download removed a live download's partial file"
+    );
+    let output = live.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "the live download failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        fs::read(sb.path("out/big.bin")).unwrap() == fs::read(sb.path("data/big.bin")).unwrap()
+    );
+    assert_eq!(
+        fs::read(sb.path("out/notes.txt")).unwrap(),
+        b"confidential notes"
+    );
+    assert_eq!(partials(&sb.path("out")), Vec::<PathBuf>::new());
+}
+
+/// `files` and `skipped` of an upload's JSON summary.
+fn upload_counts(sb: &Sandbox, args: &[&str]) -> (u64, u64) {
+    let mut all = vec!["upload"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["--output", "json"]);
+    let summary: serde_json::Value = serde_json::from_str(&sb.ok(&all)).unwrap();
+    (
+        summary["files"].as_u64().unwrap(),
+        summary["skipped"].as_u64().unwrap(),
+    )
+}
+
+/// The blob names of the dataset (27 files).
+fn dataset_blobs(root: &Path) -> Vec<String> {
+    let mut names: Vec<String> = walk_files(root)
+        .iter()
+        .map(|p| p.strip_prefix(root).unwrap().display().to_string())
+        .collect();
+    names.sort();
+    names
+}
+
+/// Upload with key A, then with key B: every file is uploaded again (a resumed upload compares
+/// the key, not only size and mtime), and each blob downloads with B and fails with A. The same
+/// key again skips every file; so does the same mode, and another mode uploads again.
+fn key_rotation_re_uploads_everything(sb: &Sandbox, store: &str, mode: &str, wrong_key: &str) {
+    dataset(&sb.path("data"));
+    let blobs = dataset_blobs(&sb.path("data"));
+    assert_eq!(blobs.len(), 27);
+    sb.ok(&["key", "generate", "--out", "a.key"]);
+    sb.ok(&["key", "generate", "--out", "b.key"]);
+    let with = |key: &'static str| ["data", store, "--key", key, "--mode", mode];
+    assert_eq!(
+        upload_counts(sb, &with("a.key")),
+        (27, 0),
+        "{mode}: first upload"
+    );
+    assert_eq!(
+        upload_counts(sb, &with("a.key")),
+        (0, 27),
+        "{mode}: same key"
+    );
+    assert_eq!(
+        upload_counts(sb, &with("b.key")),
+        (27, 0),
+        "{mode}: new key"
+    );
+    assert_eq!(
+        upload_counts(sb, &with("b.key")),
+        (0, 27),
+        "{mode}: same new key"
+    );
+    sb.ok(&["download", store, "out-b", "--key", "b.key", "--mode", mode]);
+    same_tree(&sb.path("data"), &sb.path("out-b"));
+    for blob in &blobs {
+        let error = sb.fails(&[
+            "download",
+            &format!("{store}/{blob}"),
+            "out-a",
+            "--key",
+            "a.key",
+            "--mode",
+            mode,
+        ]);
+        assert!(
+            error.contains(wrong_key) && error.contains(blob.as_str()),
+            "{mode}: {blob} with the old key: {error}"
+        );
+    }
+    // Another mode replaces every blob too.
+    let sse = ["data", store, "--mode", "sse"];
+    assert_eq!(upload_counts(sb, &sse), (27, 0), "{mode} → sse");
+    assert_eq!(upload_counts(sb, &sse), (0, 27), "sse again");
+}
+
+#[test]
+fn a_new_key_re_uploads_every_file_on_the_embedded_store() {
+    for (mode, wrong_key) in [("cse", "key mismatch"), ("cpk", "customer-provided key")] {
+        let sb = Sandbox::new();
+        let store = sb.path("store/c").display().to_string();
+        fs::create_dir_all(sb.path("empty")).unwrap();
+        sb.ok(&[
+            "upload",
+            "empty",
+            &store,
+            "--mode",
+            "sse",
+            "--create-container",
+        ]);
+        key_rotation_re_uploads_everything(&sb, &store, mode, wrong_key);
+    }
+}
+
+#[test]
+fn a_new_key_re_uploads_every_file_on_azurite() {
+    let mut sb = Sandbox::new();
+    sb.env.push((
+        "AZURE_STORAGE_CONNECTION_STRING".into(),
+        "UseDevelopmentStorage=true".into(),
+    ));
+    let mut suffix = [0u8; 4];
+    aws_lc_rs::rand::fill(&mut suffix).unwrap();
+    let hex: String = suffix.iter().map(|b| format!("{b:02x}")).collect();
+    let store = format!("{}/rotate-{hex}", azurite_url());
+    fs::create_dir_all(sb.path("empty")).unwrap();
+    sb.ok(&[
+        "upload",
+        "empty",
+        &store,
+        "--mode",
+        "sse",
+        "--create-container",
+    ]);
+    key_rotation_re_uploads_everything(&sb, &store, "cse", "key mismatch");
 }

@@ -1,11 +1,10 @@
-//! Blob stores and the data plane around them.
+//! The FUSE mount: [`mount`] serves a blob-store prefix as a filesystem with a streaming,
+//! memory-bounded segment cache, adaptive prefetch and an atomic write path.
 //!
-//! [`store`] defines the one async [`store::BlobStore`] trait with its backends (the embedded
-//! local store, Azure Blob Storage over REST) and the fault- and latency-injecting wrappers used by
-//! tests and benchmarks. [`transfer`] moves files in and out; [`mount`] serves a store prefix as a
-//! FUSE filesystem with a streaming, memory-bounded block cache.
+//! The stores themselves (the [`store::BlobStore`] trait, its backends and wrappers, protection
+//! modes and blob metadata) are the `encfs-store` crate, re-exported here as [`store`] for the
+//! mount's callers; uploads and downloads are `encfs-transfer`, which the mount does not use.
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 pub mod mount;
-pub mod store;
-pub mod transfer;
+pub use encfs_store as store;

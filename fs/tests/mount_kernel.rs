@@ -8,6 +8,8 @@ use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -16,11 +18,11 @@ use encfs_crypto::format::{HEADER_LEN, SEGMENT_OVERHEAD, SegmentSize};
 use encfs_fs::mount::{EncFs, Mount, MountOptions};
 use encfs_fs::store::faults::{FaultPlan, FaultyStore, RetryingStore, SlowStore};
 use encfs_fs::store::local::LocalStore;
+use encfs_fs::store::protection::Protection;
 use encfs_fs::store::{
     BlobProperties, BlobStore, Condition, CustomerKey, ListOptions, Listing, Metadata, RetryPolicy,
     StoreError, StoreResult,
 };
-use encfs_fs::transfer::Protection;
 
 fn require_fuse() {
     assert!(
@@ -396,6 +398,9 @@ impl BlobStore for WritesFail {
     async fn delete(&self, name: &str, _: &Condition) -> StoreResult<()> {
         Err(StoreError::Injected(name.to_owned()))
     }
+    async fn discard_staged(&self, name: &str, ids: &[String]) -> StoreResult<()> {
+        self.0.discard_staged(name, ids).await
+    }
 }
 
 /// Reads hang (a store that accepts requests and never answers) once `hang` is set.
@@ -470,6 +475,9 @@ impl BlobStore for ReadsHang {
     }
     async fn delete(&self, name: &str, condition: &Condition) -> StoreResult<()> {
         self.inner.delete(name, condition).await
+    }
+    async fn discard_staged(&self, name: &str, ids: &[String]) -> StoreResult<()> {
+        self.inner.discard_staged(name, ids).await
     }
 }
 
@@ -653,4 +661,414 @@ fn disk_tier_serves_evictions_and_leaves_nothing_behind() {
     assert_eq!(fs::read_dir(&tier).unwrap().count(), 0);
     mount.unmount().unwrap();
     assert_eq!(fs::read_dir(&tier).unwrap().count(), 0);
+}
+
+/// The embedded store with switches: while `stages` is on, staging a block fails; while `commits`
+/// is on, the calls that publish (`put`, `commit_blocks`) fail. Everything else is forwarded,
+/// staged blocks served back included.
+struct Switched {
+    inner: Arc<dyn BlobStore>,
+    stages: AtomicBool,
+    commits: AtomicBool,
+}
+
+impl Switched {
+    fn new(inner: Arc<dyn BlobStore>) -> Arc<Self> {
+        Arc::new(Self {
+            inner,
+            stages: AtomicBool::new(false),
+            commits: AtomicBool::new(false),
+        })
+    }
+
+    fn gate(&self, switch: &AtomicBool, name: &str) -> StoreResult<()> {
+        if switch.load(Ordering::SeqCst) {
+            return Err(StoreError::Injected(name.to_owned()));
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl BlobStore for Switched {
+    fn location(&self) -> String {
+        self.inner.location()
+    }
+    async fn create_container(&self) -> StoreResult<bool> {
+        self.inner.create_container().await
+    }
+    async fn container_exists(&self) -> StoreResult<bool> {
+        self.inner.container_exists().await
+    }
+    async fn get(
+        &self,
+        name: &str,
+        range: Option<Range<u64>>,
+        cpk: Option<&CustomerKey>,
+        if_match: Option<&str>,
+    ) -> StoreResult<Bytes> {
+        self.inner.get(name, range, cpk, if_match).await
+    }
+    async fn put(
+        &self,
+        name: &str,
+        data: Bytes,
+        metadata: &Metadata,
+        condition: &Condition,
+        cpk: Option<&CustomerKey>,
+    ) -> StoreResult<String> {
+        self.gate(&self.commits, name)?;
+        self.inner.put(name, data, metadata, condition, cpk).await
+    }
+    async fn stage_block(
+        &self,
+        name: &str,
+        id: &str,
+        data: Bytes,
+        cpk: Option<&CustomerKey>,
+    ) -> StoreResult<()> {
+        self.gate(&self.stages, name)?;
+        self.inner.stage_block(name, id, data, cpk).await
+    }
+    async fn stage_block_at(
+        &self,
+        name: &str,
+        id: &str,
+        offset: u64,
+        data: Bytes,
+        cpk: Option<&CustomerKey>,
+    ) -> StoreResult<()> {
+        self.gate(&self.stages, name)?;
+        self.inner.stage_block_at(name, id, offset, data, cpk).await
+    }
+    async fn commit_blocks(
+        &self,
+        name: &str,
+        ids: &[String],
+        metadata: &Metadata,
+        condition: &Condition,
+        cpk: Option<&CustomerKey>,
+    ) -> StoreResult<String> {
+        self.gate(&self.commits, name)?;
+        self.inner
+            .commit_blocks(name, ids, metadata, condition, cpk)
+            .await
+    }
+    async fn properties(
+        &self,
+        name: &str,
+        cpk: Option<&CustomerKey>,
+    ) -> StoreResult<BlobProperties> {
+        self.inner.properties(name, cpk).await
+    }
+    async fn list(&self, options: &ListOptions<'_>) -> StoreResult<Listing> {
+        self.inner.list(options).await
+    }
+    async fn delete(&self, name: &str, condition: &Condition) -> StoreResult<()> {
+        self.inner.delete(name, condition).await
+    }
+    async fn discard_staged(&self, name: &str, ids: &[String]) -> StoreResult<()> {
+        self.inner.discard_staged(name, ids).await
+    }
+    fn reads_staged(&self) -> bool {
+        self.inner.reads_staged()
+    }
+    fn read_staged_blocking(
+        &self,
+        name: &str,
+        id: &str,
+        cpk: Option<&CustomerKey>,
+    ) -> Option<StoreResult<Bytes>> {
+        self.inner.read_staged_blocking(name, id, cpk)
+    }
+}
+
+/// Files under `dir` (recursively), for checks that a store holds no leftovers.
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                out.extend(files_under(&path));
+            } else {
+                out.push(path);
+            }
+        }
+    }
+    out
+}
+
+/// The reproduction: a commit that fails because the store's `blobs/` went away, then
+/// a retry once it is back, must publish what was written — never zeros.
+#[test]
+fn failed_small_commit_keeps_the_bytes_for_the_retry() {
+    let env = env();
+    let mount = env.mount(true);
+    let mut f = File::create(env.path("x")).unwrap();
+    f.write_all(b"hello").unwrap();
+    let blobs = env.container.join("blobs");
+    let away = env.container.join("blobs.away");
+    fs::rename(&blobs, &away).unwrap();
+    assert_eq!(f.sync_all().unwrap_err().raw_os_error(), Some(libc::EIO));
+    fs::rename(&away, &blobs).unwrap();
+    f.sync_all().unwrap();
+    drop(f);
+    mount.unmount().unwrap();
+    let mount = env.mount(false);
+    assert_eq!(fs::read(env.path("x")).unwrap(), b"hello");
+    mount.unmount().unwrap();
+}
+
+/// A multi-block file whose final commit fails keeps its staged blocks and its last block: the
+/// next fsync publishes exactly what was written.
+#[test]
+fn failed_block_commit_keeps_every_byte_for_the_retry() {
+    let env = env();
+    let switched = Switched::new(env.store.clone());
+    let mount = env.mount_with(switched.clone(), true);
+    let data = pattern((9 << 20) + 12_345, 21);
+    let mut f = File::create(env.path("big")).unwrap();
+    f.write_all(&data).unwrap();
+    switched.commits.store(true, Ordering::SeqCst);
+    assert_eq!(f.sync_all().unwrap_err().raw_os_error(), Some(libc::EIO));
+    assert_eq!(f.sync_all().unwrap_err().raw_os_error(), Some(libc::EIO));
+    switched.commits.store(false, Ordering::SeqCst);
+    f.sync_all().unwrap();
+    drop(f);
+    mount.unmount().unwrap();
+    let mount = env.mount(false);
+    assert!(fs::read(env.path("big")).unwrap() == data);
+    mount.unmount().unwrap();
+    assert!(
+        files_under(&env.container.join("staging")).is_empty(),
+        "a commit removes its staging"
+    );
+}
+
+/// A block lost in the background makes the version uncommittable: every later fsync and the
+/// close fail, even once the store is healthy again, the previous version stays, the staging is
+/// freed, and truncating to zero starts a version that commits.
+#[test]
+fn lost_block_fails_every_later_commit_of_that_version() {
+    let env = env();
+    let old = pattern(5 << 20, 3);
+    {
+        let mount = env.mount(true);
+        fs::write(env.path("f"), &old).unwrap();
+        mount.unmount().unwrap();
+    }
+    let switched = Switched::new(env.store.clone());
+    let mount = env.mount_with(switched.clone(), true);
+    let mut f = OpenOptions::new().write(true).open(env.path("f")).unwrap();
+    switched.stages.store(true, Ordering::SeqCst);
+    // Writing past the first block stages it in the background, where it fails.
+    let new = pattern(12 << 20, 4);
+    let written = f.write_all(&new);
+    let first = written
+        .err()
+        .or_else(|| f.sync_all().err())
+        .expect("a lost block is reported");
+    assert_eq!(first.raw_os_error(), Some(libc::EIO));
+    switched.stages.store(false, Ordering::SeqCst);
+    for _ in 0..2 {
+        assert_eq!(f.sync_all().unwrap_err().raw_os_error(), Some(libc::EIO));
+    }
+    let mut back = vec![0u8; 16];
+    assert!(f.read_at(&mut back, 0).is_err() || back.is_empty());
+    drop(f);
+    assert!(
+        fs::read(env.path("f")).unwrap() == old,
+        "the old version stays"
+    );
+    // A new version from scratch commits.
+    let mut f = File::create(env.path("f")).unwrap();
+    f.write_all(&new).unwrap();
+    f.sync_all().unwrap();
+    drop(f);
+    mount.unmount().unwrap();
+    let mount = env.mount(false);
+    assert!(fs::read(env.path("f")).unwrap() == new);
+    mount.unmount().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !files_under(&env.container.join("staging")).is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        files_under(&env.container.join("staging")),
+        Vec::<PathBuf>::new()
+    );
+}
+
+/// A size no block blob can hold is `EFBIG` at once, and nothing is written for it.
+#[test]
+fn huge_truncate_is_efbig_at_once() {
+    let env = env();
+    let mount = env.mount(true);
+    fs::write(env.path("t"), b"abc").unwrap();
+    let started = Instant::now();
+    let f = OpenOptions::new().write(true).open(env.path("t")).unwrap();
+    for size in [1u64 << 50, 999_999_999_999_999] {
+        assert_eq!(
+            f.set_len(size).unwrap_err().raw_os_error(),
+            Some(libc::EFBIG),
+            "size {size}"
+        );
+    }
+    drop(f);
+    let status = std::process::Command::new("truncate")
+        .args(["-s", "1P"])
+        .arg(env.path("t"))
+        .status()
+        .unwrap();
+    assert!(!status.success());
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_eq!(fs::read(env.path("t")).unwrap(), b"abc");
+    assert!(files_under(&env.container.join("staging")).is_empty());
+    mount.unmount().unwrap();
+}
+
+/// A tmpfs of `size` mounted at `path`, unmounted on drop.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(path: &Path, size: &str) -> Self {
+        fs::create_dir_all(path).unwrap();
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(path)
+            .status()
+            .unwrap();
+        assert!(status.success(), "mount tmpfs (needs root)");
+        Self(path.to_owned())
+    }
+
+    fn used(&self) -> u64 {
+        files_under(&self.0)
+            .iter()
+            .filter_map(|p| fs::metadata(p).ok())
+            .map(|m| {
+                use std::os::unix::fs::MetadataExt;
+                m.blocks() * 512
+            })
+            .sum()
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// Growing a file beyond the store's space is `ENOSPC` to the caller: the previous version
+/// stays, the staging is freed, and the mount goes on serving everything else.
+#[test]
+fn out_of_space_is_enospc_and_frees_the_staging() {
+    require_fuse();
+    let dir = tempfile::tempdir().unwrap();
+    let disk = Tmpfs::mount(&dir.path().join("disk"), "48m");
+    let container = disk.0.join("container");
+    let mountpoint = dir.path().join("mnt");
+    fs::create_dir(&mountpoint).unwrap();
+    let store: Arc<dyn BlobStore> = Arc::new(LocalStore::new(&container));
+    tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(store.create_container())
+        .unwrap();
+    let env = Env {
+        _dir: dir,
+        container,
+        mountpoint,
+        store,
+        protection: Protection::Cse(Arc::new(DataKey::generate().unwrap())),
+    };
+    let mount = env.mount(true);
+    let keep = pattern(1 << 20, 5);
+    fs::write(env.path("keep"), &keep).unwrap();
+    fs::write(env.path("grow"), b"small").unwrap();
+    let before = disk.used();
+    // 256 MiB of (sealed) zeros cannot fit in 48 MiB.
+    let error = std::process::Command::new("truncate")
+        .args(["-s", "256M"])
+        .arg(env.path("grow"))
+        .output()
+        .unwrap();
+    assert!(!error.status.success());
+    assert!(
+        String::from_utf8_lossy(&error.stderr).contains("No space left on device"),
+        "{}",
+        String::from_utf8_lossy(&error.stderr)
+    );
+    assert_eq!(fs::read(env.path("grow")).unwrap(), b"small");
+    assert!(fs::read(env.path("keep")).unwrap() == keep);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while disk.used() > before + (1 << 20) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        disk.used() <= before + (1 << 20),
+        "staging freed: {} bytes used, {} before",
+        disk.used(),
+        before
+    );
+    // Writes that fit still work.
+    fs::write(env.path("after"), b"still here").unwrap();
+    assert_eq!(fs::read(env.path("after")).unwrap(), b"still here");
+    mount.unmount().unwrap();
+}
+
+/// A commit that cannot finish within the request deadline fails in bounded time and keeps what
+/// it staged: repeated fsyncs make progress and finally publish the file.
+#[test]
+fn slow_commit_fails_within_the_deadline_and_resumes() {
+    let env = env();
+    let slow: Arc<dyn BlobStore> = Arc::new(encfs_fs::store::faults::SlowStore::new(
+        env.store.clone(),
+        Duration::from_millis(150),
+        Duration::ZERO,
+        None,
+    ));
+    let options = MountOptions {
+        read_write: true,
+        write_budget: 8 << 20,
+        request_timeout: Duration::from_secs(1),
+        ..MountOptions::default()
+    };
+    let fs = EncFs::new(slow, "", env.protection.clone(), options).unwrap();
+    let mount = Mount::start(fs, &env.mountpoint, "test").unwrap();
+    let f = File::create(env.path("sparse")).unwrap();
+    f.set_len(100 << 20).unwrap();
+    let mut failures = 0;
+    loop {
+        let started = Instant::now();
+        let result = f.sync_all();
+        assert!(
+            started.elapsed() < Duration::from_secs(4),
+            "an fsync took {:?}",
+            started.elapsed()
+        );
+        match result {
+            Ok(()) => break,
+            Err(e) => {
+                assert_eq!(e.raw_os_error(), Some(libc::EIO));
+                failures += 1;
+                assert!(failures < 30, "no progress across fsyncs");
+            }
+        }
+    }
+    assert!(
+        failures >= 1,
+        "25 blocks at 150 ms cannot commit within 1 s"
+    );
+    drop(f);
+    mount.unmount().unwrap();
+    let mount = env.mount(false);
+    let read = fs::read(env.path("sparse")).unwrap();
+    assert_eq!(read.len(), 100 << 20);
+    assert!(read.iter().all(|&b| b == 0));
+    mount.unmount().unwrap();
 }

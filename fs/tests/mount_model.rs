@@ -14,7 +14,7 @@ use encfs_fs::mount::{EncFs, MountOptions, ROOT};
 use encfs_fs::store::BlobStore;
 use encfs_fs::store::faults::SlowStore;
 use encfs_fs::store::local::LocalStore;
-use encfs_fs::transfer::Protection;
+use encfs_fs::store::protection::Protection;
 use proptest::prelude::*;
 
 const NAMES: [&str; 4] = ["a", "b", "c", "d/e"];

@@ -15,7 +15,7 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 use base64::Engine;
-use encfs_fs::store::azure::{ContainerUrl, Credentials, parse_connection_string};
+use encfs_store::azure::{ContainerUrl, Credentials, parse_connection_string};
 use zeroize::Zeroizing;
 
 use crate::args::StoreAccess;
@@ -26,7 +26,7 @@ const FILE_FLAGS: [&str; 3] = [
     "--account-key-file",
     "--sas-token-file",
 ];
-/// The environment variables that carry Azure credentials ([`encfs_fs::store::azure`]).
+/// The environment variables that carry Azure credentials ([`encfs_store::azure`]).
 const CREDENTIAL_VARIABLES: [&str; 4] = [
     "AZURE_STORAGE_CONNECTION_STRING",
     "AZURE_STORAGE_ACCOUNT",

@@ -140,7 +140,7 @@ pub async fn run(command: DatastoreCommand, access: &StoreAccess) -> Result<()> 
                     "{}\t{:?}\t{}\t{}",
                     datastore.name,
                     datastore.mode,
-                    encfs_fs::store::redact::redact(&datastore.store),
+                    encfs_store::redact::redact(&datastore.store),
                     datastore.key.display()
                 );
             }

@@ -38,7 +38,7 @@ const ALLOCATOR_PURGE_DELAY: (&str, &str) = ("MIMALLOC_PURGE_DELAY", "250");
 pub fn mount(args: &MountArgs, access: &StoreAccess) -> Result<()> {
     let result = start(args, access);
     if let (Err(error), Some(path)) = (&result, &args.error_file) {
-        let message = encfs_fs::store::redact::redact(&format!("{error:#}"));
+        let message = encfs_store::redact::redact(&format!("{error:#}"));
         let _ = write_json(
             path,
             &serde_json::json!({"state": "error", "message": message}),
@@ -108,6 +108,7 @@ fn serve(
         },
         uid: meta.uid(),
         gid: meta.gid(),
+        request_timeout: access.request_timeout,
         ..MountOptions::default()
     };
     let fs = EncFs::new(location.store, &location.prefix, protection, options)
@@ -138,8 +139,16 @@ fn serve(
             "read-only"
         }
     );
-    // SIGINT / SIGTERM unmount; an outside unmount ends the session by itself.
+    // SIGINT / SIGTERM unmount; an outside unmount ends the session by itself. While files are
+    // open the unmount is refused: it is retried until --request-timeout has passed or a second
+    // signal comes, then the FUSE connection is aborted (every pending request fails, callers
+    // are freed) and the mount point detached. Nothing uncommitted is published by that: the
+    // store keeps each file's previous version.
     let target = mountpoint.clone();
+    let connection = encfs_fs::mount::connection_id(&mountpoint);
+    let patience = access.request_timeout;
+    let forced = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let forced_flag = forced.clone();
     std::thread::spawn(move || {
         let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -159,27 +168,51 @@ fn serve(
                 _ = int.recv() => {}
                 _ = term.recv() => {}
             }
-        });
-        // Retry while files are still open (the unmount is refused until they close).
-        for attempt in 0.. {
-            match encfs_fs::mount::unmount(&target) {
-                Ok(()) => break,
-                Err(error) if attempt % 20 == 0 => {
-                    eprintln!(
-                        "encfs: unmount of {} failed: {error}; retrying",
-                        target.display()
-                    )
+            let give_up = tokio::time::Instant::now() + patience;
+            let mut attempt = 0u32;
+            loop {
+                match encfs_fs::mount::unmount(&target) {
+                    Ok(()) => return,
+                    Err(error) if attempt.is_multiple_of(20) => eprintln!(
+                        "encfs: unmount of {} refused ({error}): files are open; retrying for \
+                         up to {} s (a second signal aborts now)",
+                        target.display(),
+                        patience.as_secs()
+                    ),
+                    Err(_) => {}
                 }
-                Err(_) => {}
+                attempt += 1;
+                tokio::select! {
+                    _ = int.recv() => break,
+                    _ = term.recv() => break,
+                    _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+                }
+                if tokio::time::Instant::now() >= give_up {
+                    break;
+                }
             }
-            std::thread::sleep(Duration::from_millis(500));
-        }
+            forced_flag.store(true, std::sync::atomic::Ordering::SeqCst);
+            eprintln!(
+                "encfs: aborting the mount at {}: open files lose what they had not committed",
+                target.display()
+            );
+            if let Some(id) = connection {
+                encfs_fs::mount::abort_connection(id);
+            }
+            let _ = encfs_fs::mount::detach(&target);
+        });
     });
     let result = mount.join();
     if let Some(path) = &args.status_file {
         let _ = std::fs::remove_file(path);
     }
     result.with_context(|| format!("FUSE session at {}", mountpoint.display()))?;
+    if forced.load(std::sync::atomic::Ordering::SeqCst) {
+        bail!(
+            "{} was aborted with files still open (their uncommitted writes were dropped)",
+            mountpoint.display()
+        );
+    }
     eprintln!("encfs: unmounted {}", mountpoint.display());
     Ok(())
 }

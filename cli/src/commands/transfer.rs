@@ -1,17 +1,17 @@
-//! `encfs upload`, `download`, `ls` and `rm`: glue between arguments and `encfs_fs::transfer`.
+//! `encfs upload`, `download`, `ls` and `rm`: glue between arguments and `encfs_transfer`.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use encfs_crypto::format::SegmentSize;
-use encfs_fs::store::faults::SlowStore;
-use encfs_fs::store::redact::redact;
-use encfs_fs::store::{
+use encfs_store::faults::SlowStore;
+use encfs_store::redact::redact;
+use encfs_store::{
     BlobStore, Condition, CustomerKey, RetryPolicy, StoreError, StoreLocation, list_all,
     open_store_with,
 };
-use encfs_fs::transfer::{self, Protection, Summary, TransferOptions};
+use encfs_transfer::{self as transfer, Protection, Summary, TransferOptions};
 
 use super::keys::load_data_key;
 use super::{credentials, datastore};
@@ -209,12 +209,19 @@ pub async fn download(args: &DownloadArgs, access: &StoreAccess) -> Result<()> {
     let resolved = resolve(&args.transfer, url, access)?;
     let store = resolved.location.store.clone();
     let path = resolved.location.path.clone();
-    // A blob named exactly by the address is one file; otherwise the address is a prefix.
+    // A blob named exactly by the address is one file; otherwise the address is a prefix. A blob
+    // the store refuses to describe with this customer key (or without one) is that one file too,
+    // so that the download fails saying so rather than finding nothing under the prefix.
     let single = !path.is_empty()
-        && store
-            .properties(&path, cpk_of(&resolved.protection))
-            .await
-            .is_ok();
+        && match store.properties(&path, cpk_of(&resolved.protection)).await {
+            Ok(_) => true,
+            Err(
+                StoreError::CustomerKeyMismatch(_)
+                | StoreError::CustomerKeyRequired(_)
+                | StoreError::CustomerKeyUnexpected(_),
+            ) => true,
+            Err(_) => false,
+        };
     let listing = if single {
         Vec::new()
     } else {

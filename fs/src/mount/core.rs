@@ -19,8 +19,8 @@ use super::cache::{BlockCache, Lookup, SegmentKey};
 use super::pool::BufferPool;
 use super::source::{BlobSource, SharedSource, SourceError};
 use super::write::{BaseReader, Dirty, WriteContext};
-use crate::store::{BlobStore, Condition, StoreError, block_id, list_all};
-use crate::transfer::Protection;
+use crate::store::protection::Protection;
+use crate::store::{BlobStore, BlockIds, Condition, StoreError, list_all};
 
 /// The root directory's inode number.
 pub const ROOT: u64 = 1;
@@ -60,6 +60,9 @@ pub struct MountOptions {
     pub uid: u32,
     /// Group reported for every file.
     pub gid: u32,
+    /// How long one request that commits (`flush`, `fsync`, `close`, `truncate`) may take
+    /// before it fails; what it staged is kept for the next attempt.
+    pub request_timeout: Duration,
 }
 
 impl Default for MountOptions {
@@ -76,6 +79,7 @@ impl Default for MountOptions {
             ttl: Duration::from_secs(1),
             uid: 0,
             gid: 0,
+            request_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -231,18 +235,32 @@ fn log_eio(message: impl std::fmt::Display) -> i32 {
     libc::EIO
 }
 
-fn store_errno(error: &StoreError) -> i32 {
+/// The errno a store error reaches the application as.
+pub(crate) fn errno_of(error: &StoreError) -> i32 {
     match error {
         StoreError::BlobNotFound(_) => libc::ENOENT,
         StoreError::Auth { .. }
         | StoreError::CustomerKeyMismatch(_)
         | StoreError::CustomerKeyRequired(_)
-        | StoreError::CustomerKeyUnexpected(_) => {
-            eprintln!("encfs: {error}");
-            libc::EACCES
+        | StoreError::CustomerKeyUnexpected(_) => libc::EACCES,
+        // Out of local space (or quota) is the writer's ENOSPC, not a generic I/O error.
+        StoreError::Io { source, .. }
+            if matches!(source.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT)) =>
+        {
+            libc::ENOSPC
         }
-        _ => log_eio(error),
+        StoreError::Io { source, .. } if source.raw_os_error() == Some(libc::EFBIG) => libc::EFBIG,
+        _ => libc::EIO,
     }
+}
+
+/// [`errno_of`], with the error logged (every errno but `ENOENT` deserves a line in the log).
+fn store_errno(error: &StoreError) -> i32 {
+    let errno = errno_of(error);
+    if errno != libc::ENOENT {
+        eprintln!("encfs: {error}");
+    }
+    errno
 }
 
 /// Plaintext length of a listed blob: the size recorded at upload when it is consistent with the
@@ -323,6 +341,7 @@ impl EncFs {
                 .scratch_dir
                 .clone()
                 .or_else(|| options.disk_cache.clone()),
+            deadline: options.request_timeout,
         };
         Ok(Self {
             pool: BufferPool::new(pool_limit / 2),
@@ -456,7 +475,7 @@ impl EncFs {
             let recorded = item
                 .properties
                 .metadata
-                .get(crate::transfer::META_SIZE)
+                .get(crate::store::protection::META_SIZE)
                 .and_then(|s| s.parse().ok());
             seen.insert(name.to_owned(), (NodeKind::File, Some(item)));
             let size = plaintext_size(
@@ -867,7 +886,7 @@ impl EncFs {
                     );
                     return Err(libc::EIO);
                 }
-                Lookup::Pending(pending) => pending.wait(Duration::from_secs(120)),
+                Lookup::Pending(pending) => pending.wait(self.options.request_timeout),
                 Lookup::Miss => {
                     let claimed = self.cache.claim(source.file, std::iter::once(index));
                     if claimed.is_empty() {
@@ -1088,7 +1107,7 @@ impl EncFs {
             })
         };
         if let Some(dirty) = finished {
-            dirty.lock().expect("poisoned").abandon();
+            dirty.lock().expect("poisoned").abandon(&self.writes);
         }
         result
     }
@@ -1118,13 +1137,20 @@ impl EncFs {
                     self.tree.lock().expect("poisoned").node_mut(ino)?.size = size;
                     self.commit(ino)
                 })();
-                let mut tree = self.tree.lock().expect("poisoned");
-                let node = tree.node_mut(ino)?;
-                node.writers -= 1;
-                if node.writers == 0 {
-                    node.dirty = None;
+                let finished = {
+                    let mut tree = self.tree.lock().expect("poisoned");
+                    let node = tree.node_mut(ino)?;
+                    node.writers -= 1;
+                    if node.writers == 0 {
+                        node.dirty.take()
+                    } else {
+                        None
+                    }
+                };
+                // A failed commit leaves nothing staged behind.
+                if let Some(dirty) = finished {
+                    dirty.lock().expect("poisoned").abandon(&self.writes);
                 }
-                drop(tree);
                 result?;
             }
         }
@@ -1163,7 +1189,7 @@ impl EncFs {
             (node.dirty.take(), node.source.take())
         };
         if let Some(dirty) = dirty {
-            dirty.lock().expect("poisoned").abandon();
+            dirty.lock().expect("poisoned").abandon(&self.writes);
         }
         if let Some(source) = source {
             self.cache.forget_file(source.file);
@@ -1435,11 +1461,12 @@ async fn copy_blob(
             .await;
     }
     let mut ids = Vec::new();
+    let block_ids = BlockIds::new();
     let mut offset = 0;
     while offset < properties.size {
         let end = (offset + COPY_BLOCK).min(properties.size);
         let data = store.get(from, Some(offset..end), cpk, version).await?;
-        let id = block_id(ids.len() as u64);
+        let id = block_ids.id(ids.len() as u64);
         store.stage_block(to, &id, data, cpk).await?;
         ids.push(id);
         offset = end;

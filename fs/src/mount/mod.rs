@@ -130,6 +130,45 @@ fn raise_readahead(mountpoint: &Path) {
     let _ = std::fs::write(knob, (fuse::MAX_IO / 1024 * 4).to_string());
 }
 
+/// The kernel's number for the FUSE connection mounted at `mountpoint` (its name under
+/// `/sys/fs/fuse/connections/`): the superblock's device number, in the kernel's encoding.
+pub fn connection_id(mountpoint: &Path) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    let dev = std::fs::metadata(mountpoint).ok()?.dev();
+    Some((u64::from(libc::major(dev)) << 20) | u64::from(libc::minor(dev)))
+}
+
+/// Aborts a FUSE connection (root only): every pending and later request fails with
+/// `ENOTCONN`, so no caller stays blocked on the mount, and the session ends.
+pub fn abort_connection(id: u64) {
+    let connections = Path::new("/sys/fs/fuse/connections");
+    let abort = connections.join(id.to_string()).join("abort");
+    if !abort.exists() {
+        // The control filesystem is not always mounted (it is where systemd is absent).
+        let _ = std::process::Command::new("mount")
+            .args(["-t", "fusectl", "fusectl"])
+            .arg(connections)
+            .output();
+    }
+    let _ = std::fs::write(abort, "1");
+}
+
+/// Detaches the mount point at once, even while files are open (`fusermount3 -u -z`).
+pub fn detach(mountpoint: &Path) -> std::io::Result<()> {
+    let status = std::process::Command::new("fusermount3")
+        .args(["-u", "-z"])
+        .arg(mountpoint)
+        .status()?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(std::io::Error::other(format!(
+            "{}: lazy unmount failed",
+            mountpoint.display()
+        )))
+    }
+}
+
 /// Unmounts whatever FUSE filesystem is at `mountpoint` (`fusermount3 -u`, or `umount` as root).
 pub fn unmount(mountpoint: &Path) -> std::io::Result<()> {
     let fusermount = std::process::Command::new("fusermount3")

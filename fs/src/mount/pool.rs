@@ -2,9 +2,11 @@
 //! times a second; handing them back to the allocator made it return and re-fault pages (huge
 //! pages, zeroed on every fault), which measured as half of the CPU time of random reads. Cached
 //! segments are [`Bytes`] slices of a pooled buffer; when the last slice goes, the buffer comes
-//! back here.
+//! back here. A cached segment is the only slice of its buffer (each segment is fetched or copied
+//! into a buffer of its own, `source`), so the cache's byte count is the memory it keeps alive.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -16,6 +18,8 @@ type FreeLists = (HashMap<usize, Vec<Vec<u8>>>, usize);
 pub(crate) struct BufferPool {
     free: Mutex<FreeLists>,
     limit: usize,
+    /// Capacity of the buffers handed out by [`Self::freeze`] and not yet back.
+    live: AtomicUsize,
 }
 
 impl BufferPool {
@@ -24,6 +28,7 @@ impl BufferPool {
         Arc::new(Self {
             free: Mutex::new((HashMap::new(), 0)),
             limit,
+            live: AtomicUsize::new(0),
         })
     }
 
@@ -48,8 +53,16 @@ impl BufferPool {
         }
     }
 
+    /// Bytes of the frozen buffers still alive: what the slices of them hold, whatever their
+    /// length.
+    #[cfg(test)]
+    pub fn live_bytes(&self) -> usize {
+        self.live.load(Ordering::Relaxed)
+    }
+
     /// Wraps a filled buffer so that it returns to the pool when its last slice is dropped.
     pub fn freeze(self: &Arc<Self>, buffer: Vec<u8>) -> Bytes {
+        self.live.fetch_add(buffer.capacity(), Ordering::Relaxed);
         Bytes::from_owner(Pooled {
             buffer,
             pool: self.clone(),
@@ -70,7 +83,11 @@ impl AsRef<[u8]> for Pooled {
 
 impl Drop for Pooled {
     fn drop(&mut self) {
-        self.pool.give(std::mem::take(&mut self.buffer));
+        let buffer = std::mem::take(&mut self.buffer);
+        self.pool
+            .live
+            .fetch_sub(buffer.capacity(), Ordering::Relaxed);
+        self.pool.give(buffer);
     }
 }
 

@@ -12,12 +12,25 @@
 //!
 //! Memory is bounded by a byte semaphore shared by all files (the write budget): staging waits for
 //! room, which is the backpressure a writer feels. Unchanged blocks of an existing file are read
-//! through the cache and re-sent at commit. A store failure in the background is remembered and
-//! returned as `EIO` by the next `write`, `flush` or `fsync` of that file.
+//! through the cache and re-sent at commit.
+//!
+//! **Failures never publish wrong content.** A commit whose final request fails (the store was
+//! unreachable, its directory moved away) keeps every byte — the last block stays in memory, the
+//! staged ones stay staged under this version's own block ids — so a later `fsync` or `close`
+//! retries it. A block lost in the background (its staging failed) makes the version
+//! uncommittable: every later `write`, `flush`, `fsync` and `close` of it fails (`ENOSPC` when the
+//! store ran out of space, `EIO` otherwise), its staging is freed, and the previous version stays
+//! in the store; only truncating the file to zero starts a new version. Each version stages under
+//! ids of its own ([`BlockIds`]), so two writers of one blob never mix blocks: the last commit
+//! wins whole. A file can hold at most [`MAX_BLOCKS`] blocks (Azure's limit per block blob): the
+//! block size of a file that must be larger is chosen when it grows, before anything is staged, up
+//! to [`MAX_WRITE_BLOCK`]; beyond that the size is `EFBIG` at once, and nothing is materialised
+//! before the commit needs it. A commit that cannot finish within the request deadline fails with
+//! `EIO` and keeps what it staged, so the next `fsync` goes on from there.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use encfs_crypto::format::{BlobCipher, HEADER_LEN, NONCE_LEN, SegmentSize, TAG_LEN};
@@ -27,11 +40,16 @@ use tokio::task::JoinHandle;
 
 use super::scratch::{Record, Scratch};
 use super::source::SharedSource;
-use crate::store::{BlobStore, Condition, Metadata, StoreError, block_id};
-use crate::transfer::Protection;
+use crate::store::protection::Protection;
+use crate::store::{BlobStore, BlockIds, Condition, Metadata, StoreError};
 
 /// Default plaintext bytes per staged block.
 pub const WRITE_BLOCK: usize = 4 << 20;
+/// Most blocks in one blob: Azure's limit for a block blob's committed block list.
+pub const MAX_BLOCKS: u64 = 50_000;
+/// Largest block a file may be given to fit [`MAX_BLOCKS`]: a block is held in memory while it is
+/// written, so this bounds memory per file. With it a file can reach `50,000 × 64 MiB` ≈ 3.05 TiB.
+pub const MAX_WRITE_BLOCK: usize = 64 << 20;
 /// Semaphore unit of the write budget.
 const PERMIT: usize = 64 << 10;
 
@@ -46,6 +64,8 @@ pub(crate) struct WriteContext {
     pub budget: Arc<Semaphore>,
     pub budget_bytes: usize,
     pub scratch_dir: Option<std::path::PathBuf>,
+    /// How long one commit (one `flush`, `fsync`, `close` or `truncate`) may take.
+    pub deadline: Duration,
 }
 
 impl WriteContext {
@@ -81,6 +101,61 @@ enum Parked {
     Sealed(Record),
 }
 
+/// How a version's blocks are sealed: EBF under a cipher of its own (`cse`), or left to the
+/// service (`cpk`, `sse`). One value with the protection mode, so a `cse` file without its cipher
+/// cannot exist: a cipher that cannot be made is an error, never plaintext.
+#[derive(Clone)]
+enum Sealing {
+    Ebf(Arc<BlobCipher>),
+    Service,
+}
+
+impl Sealing {
+    fn new(ctx: &WriteContext, name: &str) -> Result<Self, Failure> {
+        match &ctx.protection {
+            Protection::Cse(key) => BlobCipher::create(key, ctx.segment)
+                .map(|cipher| Self::Ebf(Arc::new(cipher)))
+                .map_err(|e| Failure::io(format!("{name}: cannot start a new version: {e}"))),
+            Protection::Cpk(_) | Protection::Sse => Ok(Self::Service),
+        }
+    }
+
+    fn cipher(&self) -> Option<&BlobCipher> {
+        match self {
+            Self::Ebf(cipher) => Some(cipher),
+            Self::Service => None,
+        }
+    }
+}
+
+/// Why a version cannot be committed: the errno the application gets, and what is logged.
+#[derive(Clone, Debug)]
+struct Failure {
+    errno: i32,
+    message: String,
+}
+
+impl Failure {
+    fn io(message: String) -> Self {
+        Self {
+            errno: libc::EIO,
+            message,
+        }
+    }
+
+    fn store(error: &StoreError) -> Self {
+        Self {
+            errno: super::core::errno_of(error),
+            message: error.to_string(),
+        }
+    }
+
+    fn report(&self, name: &str) -> i32 {
+        eprintln!("encfs: {name}: {}", self.message);
+        self.errno
+    }
+}
+
 /// The uncommitted new content of one file.
 pub(crate) struct Dirty {
     /// Blob name.
@@ -98,9 +173,14 @@ pub(crate) struct Dirty {
     blocks: BTreeMap<u64, Vec<u8>>,
     staged: BTreeMap<u64, Parked>,
     scratch: Option<Arc<Scratch>>,
-    cipher: Option<Arc<BlobCipher>>,
+    sealing: Sealing,
+    /// The block ids of this version (fresh for every version).
+    ids: BlockIds,
+    /// Ids staged in the store for this version (sent, whether or not the task finished).
+    sent: std::collections::BTreeSet<u64>,
     tasks: Vec<JoinHandle<Result<(), StoreError>>>,
-    error: Option<String>,
+    /// A block of this version was lost: it can never be committed (sticky until truncated to 0).
+    failure: Option<Failure>,
     /// Something to commit.
     pub changed: bool,
 }
@@ -120,27 +200,55 @@ impl Dirty {
 
     /// Content starting as the committed version `base`.
     pub fn over(ctx: &WriteContext, name: &str, base: Option<SharedSource>) -> Result<Self, i32> {
-        let cipher = match &ctx.protection {
-            Protection::Cse(key) => Some(Arc::new(
-                BlobCipher::create(key, ctx.segment).map_err(|e| eio(format!("{name}: {e}")))?,
-            )),
-            _ => None,
-        };
+        let sealing = Sealing::new(ctx, name).map_err(|f| f.report(name))?;
         let size = base.as_ref().map_or(0, |b| b.plain_len);
-        Ok(Self {
+        let mut dirty = Self {
             name: name.to_owned(),
-            size,
+            size: 0,
             block: ctx.block,
             base_valid: size,
             base,
             blocks: BTreeMap::new(),
             staged: BTreeMap::new(),
             scratch: None,
-            cipher,
+            sealing,
+            ids: BlockIds::new(),
+            sent: Default::default(),
             tasks: Vec::new(),
-            error: None,
+            failure: None,
             changed: false,
-        })
+        };
+        dirty.fit(ctx, size)?;
+        dirty.size = size;
+        Ok(dirty)
+    }
+
+    /// Makes sure the file may grow to `size`: within [`MAX_BLOCKS`] blocks, choosing a larger
+    /// block size while nothing beyond block 0 is held; `EFBIG` when it cannot be done.
+    fn fit(&mut self, ctx: &WriteContext, size: u64) -> Result<(), i32> {
+        if size <= MAX_BLOCKS * self.block as u64 {
+            return Ok(());
+        }
+        let mut block = self.block;
+        while size > MAX_BLOCKS * block as u64 && block * 2 <= MAX_WRITE_BLOCK.max(ctx.block) {
+            block *= 2;
+        }
+        let movable = self.staged.is_empty()
+            && self.sent.is_empty()
+            && self.blocks.keys().all(|&index| index == 0);
+        if size > MAX_BLOCKS * block as u64 || !movable {
+            eprintln!(
+                "encfs: {}: a size of {size} bytes is beyond what this file can hold ({} blocks \
+                 of {} bytes)",
+                self.name,
+                MAX_BLOCKS,
+                if movable { block } else { self.block }
+            );
+            return Err(libc::EFBIG);
+        }
+        // Block 0 (if any) keeps its bytes; it just becomes a longer block.
+        self.block = block;
+        Ok(())
     }
 
     fn block_len(&self, index: u64) -> usize {
@@ -148,13 +256,18 @@ impl Dirty {
         self.size.saturating_sub(start).min(self.block as u64) as usize
     }
 
-    /// Fails with `EIO` when a background staging failed (reported once, then cleared by a
-    /// successful commit).
-    fn check(&self) -> Result<(), i32> {
-        match &self.error {
-            Some(message) => Err(eio(format!("{}: {message}", self.name))),
-            None => Ok(()),
+    /// Fails when a block of this version was lost (see [`Failure`]). The first time, it waits
+    /// for the other staging tasks and frees everything this version staged.
+    fn check(&mut self, ctx: &WriteContext) -> Result<(), i32> {
+        if self.failure.is_none() {
+            return Ok(());
         }
+        if !self.tasks.is_empty() {
+            self.reap(ctx, true);
+        }
+        self.discard_staging(ctx);
+        let failure = self.failure.as_ref().expect("checked above");
+        Err(failure.report(&self.name))
     }
 
     fn reap(&mut self, ctx: &WriteContext, wait: bool) {
@@ -164,11 +277,13 @@ impl Dirty {
                 self.tasks.push(task);
                 continue;
             }
-            match ctx.runtime.block_on(task) {
-                Ok(Ok(())) => {}
-                Ok(Err(error)) => self.error = Some(error.to_string()),
-                Err(join) => self.error = Some(format!("staging task failed: {join}")),
-            }
+            let failure = match ctx.runtime.block_on(task) {
+                Ok(Ok(())) => continue,
+                Ok(Err(error)) => Failure::store(&error),
+                Err(join) => Failure::io(format!("staging task failed: {join}")),
+            };
+            // The first failure is the one reported.
+            self.failure.get_or_insert(failure);
         }
     }
 
@@ -183,7 +298,7 @@ impl Dirty {
         let mut plain = match self.staged.remove(&index) {
             Some(parked) => {
                 self.reap(ctx, true);
-                self.check()?;
+                self.check(ctx)?;
                 self.unpark(ctx, index, parked)?
             }
             None => match &self.base {
@@ -211,7 +326,7 @@ impl Dirty {
         let staged = match parked {
             Parked::Store => ctx
                 .store
-                .read_staged_blocking(&self.name, &block_id(index), ctx.protection.cpk())
+                .read_staged_blocking(&self.name, &self.ids.id(index), ctx.protection.cpk())
                 .expect("the store reads staged blocks")
                 .map(Vec::from)
                 .map_err(|e| fail(e.to_string()))?,
@@ -234,7 +349,7 @@ impl Dirty {
         index: u64,
         mut sealed: Vec<u8>,
     ) -> Result<Vec<u8>, encfs_crypto::Error> {
-        let Some(cipher) = &self.cipher else {
+        let Some(cipher) = self.sealing.cipher() else {
             return Ok(sealed);
         };
         if index == 0 {
@@ -253,7 +368,7 @@ impl Dirty {
     /// `EIO` when a background staging of this file failed.
     pub fn pending_error(&mut self, ctx: &WriteContext) -> Result<(), i32> {
         self.reap(ctx, false);
-        self.check()
+        self.check(ctx)
     }
 
     /// Writes `data` at `offset`, then stages the blocks the writer has moved past.
@@ -265,8 +380,9 @@ impl Dirty {
         data: &[u8],
     ) -> Result<(), i32> {
         self.reap(ctx, false);
-        self.check()?;
+        self.check(ctx)?;
         let end = offset + data.len() as u64;
+        self.fit(ctx, end)?;
         if end > self.size {
             // Bytes between the old end and `offset` read as zeros: blocks not in memory are
             // filled on load (the base counts only up to `base_valid`), blocks in memory read as
@@ -322,6 +438,8 @@ impl Dirty {
         offset: u64,
         len: usize,
     ) -> Result<Vec<u8>, i32> {
+        // A version that lost a block has no content to read back.
+        self.check(ctx)?;
         let end = (offset + len as u64).min(self.size);
         let mut out = Vec::with_capacity(end.saturating_sub(offset) as usize);
         let mut at = offset;
@@ -336,7 +454,7 @@ impl Dirty {
                 out.resize(out.len() + within + n - held, 0);
             } else if let Some(&parked) = self.staged.get(&index) {
                 self.reap(ctx, true);
-                self.check()?;
+                self.check(ctx)?;
                 out.extend_from_slice(&self.unpark(ctx, index, parked)?[within..within + n]);
             } else {
                 let start = index * self.block as u64 + within as u64;
@@ -363,7 +481,16 @@ impl Dirty {
         size: u64,
     ) -> Result<(), i32> {
         self.reap(ctx, false);
-        self.check()?;
+        if size == 0 {
+            // Nothing of the old content is left: a new version, whatever became of this one.
+            self.restart(ctx)?;
+            self.size = 0;
+            self.base_valid = 0;
+            self.changed = true;
+            return Ok(());
+        }
+        self.check(ctx)?;
+        self.fit(ctx, size)?;
         if size < self.size {
             let keep = size.div_ceil(self.block as u64);
             self.blocks.retain(|&i, _| i < keep);
@@ -392,24 +519,13 @@ impl Dirty {
             .remove(&index)
             .expect("staging a block in memory");
         // Sealed by the staging task, off the writer's thread (the writer goes on meanwhile).
-        let (cipher, segment, block, name) = (
-            self.cipher.clone(),
+        let (sealing, segment, block, name) = (
+            self.sealing.clone(),
             ctx.segment,
             self.block,
             self.name.clone(),
         );
-        let data = move || {
-            seal(
-                cipher.as_deref(),
-                segment,
-                block,
-                &name,
-                index,
-                &plain,
-                block,
-                false,
-            )
-        };
+        let data = move || seal(&sealing, segment, block, &name, index, &plain, block, false);
         if ctx.store.reads_staged() {
             // The store serves the block back until the commit: no copy of our own.
             self.staged.insert(index, Parked::Store);
@@ -431,7 +547,7 @@ impl Dirty {
             index * Scratch::sealed_len(self.block + HEADER_LEN + self.block / 64 + 28 * 8) as u64;
         // The parked copy is written by the staging task too; whoever needs it back first waits
         // for the tasks (`reap`).
-        let (parked, park) = if self.cipher.is_some() {
+        let (parked, park) = if self.sealing.cipher().is_some() {
             let header = if index == 0 { HEADER_LEN } else { 0 };
             let len = header + ctx.segment.sealed_len(self.block);
             (Parked::Ebf { offset: slot, len }, Park::Raw(slot))
@@ -462,11 +578,13 @@ impl Dirty {
             .runtime
             .block_on(budget.acquire_many_owned(permits))
             .expect("write budget semaphore closed");
-        let (store, name, cpk) = (
+        let (store, name, cpk, id) = (
             ctx.store.clone(),
             self.name.clone(),
             ctx.protection.cpk().cloned(),
+            self.ids.id(index),
         );
+        self.sent.insert(index);
         self.tasks.push(ctx.runtime.spawn(async move {
             let failed = |source: std::io::Error| StoreError::Io {
                 path: format!("{name} (block {index})"),
@@ -484,7 +602,7 @@ impl Dirty {
                 })
             });
             let result = store
-                .stage_block_at(&name, &block_id(index), offset, data, cpk.as_ref())
+                .stage_block_at(&name, &id, offset, data, cpk.as_ref())
                 .await;
             drop(permit);
             if let Some(parking) = parking {
@@ -510,10 +628,12 @@ impl Dirty {
 
     /// Where block `index` lies in the committed blob.
     fn blob_offset(&self, ctx: &WriteContext, index: u64) -> u64 {
-        match &self.cipher {
-            None => index * self.block as u64,
-            Some(_) if index == 0 => 0,
-            Some(_) => HEADER_LEN as u64 + index * ctx.segment.sealed_len(self.block) as u64,
+        match &self.sealing {
+            Sealing::Service => index * self.block as u64,
+            Sealing::Ebf(_) if index == 0 => 0,
+            Sealing::Ebf(_) => {
+                HEADER_LEN as u64 + index * ctx.segment.sealed_len(self.block) as u64
+            }
         }
     }
 
@@ -526,7 +646,7 @@ impl Dirty {
         len: usize,
     ) -> Result<Bytes, i32> {
         seal(
-            self.cipher.as_deref(),
+            &self.sealing,
             ctx.segment,
             self.block,
             &self.name,
@@ -539,25 +659,24 @@ impl Dirty {
     }
 
     /// Sends everything not yet sent and commits the block list: the new version becomes visible
-    /// in one step. Returns the new etag.
+    /// in one step. Returns the new etag. On failure nothing is published and, unless a block was
+    /// lost, everything is kept for the next attempt (see the module's comment).
     pub fn commit(&mut self, ctx: &WriteContext, base: &dyn BaseReader) -> Result<String, i32> {
+        let started = Instant::now();
         self.reap(ctx, true);
-        if let Some(message) = self.error.take() {
-            // The version under construction lost blocks: nothing can be committed.
-            self.changed = false;
-            return Err(eio(format!("{}: {message}", self.name)));
-        }
+        self.check(ctx)?;
         let full = self.size / self.block as u64;
         let tail = (self.size % self.block as u64) as usize;
-        let cse = self.cipher.is_some();
+        let cse = self.sealing.cipher().is_some();
         let cpk = ctx.protection.cpk().cloned();
         let metadata = self.metadata(ctx);
         let single = full == 0 || (!cse && full == 1 && tail == 0);
         if single {
             let index = 0;
             self.load(ctx, base, index)?;
-            let plain = self.blocks.remove(&index).unwrap_or_default();
-            let data = self.seal_now(ctx, index, &plain, self.size as usize)?;
+            // Sealed from the block in memory, which stays there until the put succeeded.
+            let plain = self.blocks.get(&index).map_or(&[][..], Vec::as_slice);
+            let data = self.seal_now(ctx, index, plain, self.size as usize)?;
             let etag = ctx
                 .runtime
                 .block_on(ctx.store.put(
@@ -567,29 +686,50 @@ impl Dirty {
                     &Condition::None,
                     cpk.as_ref(),
                 ))
-                .map_err(|e| eio(e.to_string()))?;
-            self.reset(ctx);
+                .map_err(|e| Failure::store(&e).report(&self.name))?;
+            self.finish(ctx)?;
             return Ok(etag);
         }
         for index in 0..full {
             if self.staged.contains_key(&index) {
                 continue;
             }
+            if started.elapsed() > ctx.deadline {
+                // What was staged stays staged: the next fsync or close goes on from here.
+                eprintln!(
+                    "encfs: {}: commit did not finish within the {} s request deadline (block \
+                     {index} of {full}); it continues at the next fsync or close",
+                    self.name,
+                    ctx.deadline.as_secs()
+                );
+                return Err(libc::EIO);
+            }
             self.load(ctx, base, index)?;
             self.stage(ctx, index)?;
+            self.reap(ctx, false);
+            self.check(ctx)?;
         }
-        let mut ids: Vec<String> = (0..full).map(block_id).collect();
+        let mut ids: Vec<String> = (0..full).map(|i| self.ids.id(i)).collect();
+        self.reap(ctx, true);
+        self.check(ctx)?;
         if cse || tail > 0 {
             self.load(ctx, base, full)?;
-            let plain = self.blocks.remove(&full).unwrap_or_default();
-            let data = self.seal_now(ctx, full, &plain, tail)?;
-            self.send_block(ctx, full, data.len(), move || Ok(data), None);
-            ids.push(block_id(full));
-        }
-        self.reap(ctx, true);
-        if let Some(message) = self.error.take() {
-            self.changed = false;
-            return Err(eio(format!("{}: {message}", self.name)));
+            // The last block is staged here and stays in memory until the commit succeeded: a
+            // failure to send it loses nothing (the next attempt sends it again, same id).
+            let plain = self.blocks.get(&full).map_or(&[][..], Vec::as_slice);
+            let data = self.seal_now(ctx, full, plain, tail)?;
+            let id = self.ids.id(full);
+            self.sent.insert(full);
+            ctx.runtime
+                .block_on(ctx.store.stage_block_at(
+                    &self.name,
+                    &id,
+                    self.blob_offset(ctx, full),
+                    data,
+                    cpk.as_ref(),
+                ))
+                .map_err(|e| Failure::store(&e).report(&self.name))?;
+            ids.push(id);
         }
         let etag = ctx
             .runtime
@@ -600,8 +740,8 @@ impl Dirty {
                 &Condition::None,
                 cpk.as_ref(),
             ))
-            .map_err(|e| eio(e.to_string()))?;
-        self.reset(ctx);
+            .map_err(|e| Failure::store(&e).report(&self.name))?;
+        self.finish(ctx)?;
         Ok(etag)
     }
 
@@ -609,18 +749,52 @@ impl Dirty {
         let mtime = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        crate::transfer::blob_metadata(&ctx.protection, self.size, mtime)
+        crate::store::protection::blob_metadata(&ctx.protection, self.size, mtime)
     }
 
-    /// After a commit: nothing dirty, the next version gets fresh keys.
-    fn reset(&mut self, ctx: &WriteContext) {
+    /// After a commit: nothing dirty; the next version gets fresh keys and block ids. If no
+    /// cipher can be made for it, the file takes no more writes (never plaintext under `cse`).
+    fn finish(&mut self, ctx: &WriteContext) -> Result<(), i32> {
         self.blocks.clear();
         self.staged.clear();
+        self.sent.clear();
         self.scratch = None;
         self.changed = false;
-        if let Protection::Cse(key) = &ctx.protection {
-            self.cipher = BlobCipher::create(key, ctx.segment).ok().map(Arc::new);
+        self.ids = BlockIds::new();
+        match Sealing::new(ctx, &self.name) {
+            Ok(sealing) => self.sealing = sealing,
+            Err(failure) => self.failure = Some(failure),
         }
+        Ok(())
+    }
+
+    /// Drops this version entirely (its staging too) and starts a new, empty one.
+    fn restart(&mut self, ctx: &WriteContext) -> Result<(), i32> {
+        for task in self.tasks.drain(..) {
+            task.abort();
+        }
+        self.discard_staging(ctx);
+        self.failure = None;
+        self.finish(ctx)?;
+        self.check(ctx)
+    }
+
+    /// Frees the store's staging of this version's blocks, in the background.
+    fn discard_staging(&mut self, ctx: &WriteContext) {
+        let ids: Vec<String> = std::mem::take(&mut self.sent)
+            .into_iter()
+            .map(|i| self.ids.id(i))
+            .collect();
+        self.staged.clear();
+        if ids.is_empty() {
+            return;
+        }
+        let (store, name) = (ctx.store.clone(), self.name.clone());
+        ctx.runtime.spawn(async move {
+            if let Err(error) = store.discard_staged(&name, &ids).await {
+                eprintln!("encfs: {name}: cannot free staged blocks: {error}");
+            }
+        });
     }
 
     /// Points the content at the version just committed (for writes after an `fsync`).
@@ -629,13 +803,14 @@ impl Dirty {
         self.base = source;
     }
 
-    /// Stops background work (the file was unlinked or the commit abandoned).
-    pub fn abandon(&mut self) {
+    /// Stops background work and frees the staging (the file was unlinked or the last writer
+    /// closed it without a successful commit).
+    pub fn abandon(&mut self, ctx: &WriteContext) {
         for task in self.tasks.drain(..) {
             task.abort();
         }
+        self.discard_staging(ctx);
         self.blocks.clear();
-        self.staged.clear();
         self.changed = false;
     }
 }
@@ -645,7 +820,7 @@ impl Dirty {
 /// block 0; the last segment final when `last`), the plaintext otherwise.
 #[allow(clippy::too_many_arguments)]
 fn seal(
-    cipher: Option<&BlobCipher>,
+    sealing: &Sealing,
     segment: SegmentSize,
     block: usize,
     name: &str,
@@ -655,7 +830,7 @@ fn seal(
     last: bool,
 ) -> Result<Bytes, String> {
     debug_assert!(plain.len() <= len);
-    let Some(cipher) = cipher else {
+    let Some(cipher) = sealing.cipher() else {
         let mut out = Vec::with_capacity(len);
         out.extend_from_slice(plain);
         out.resize(len, 0);

@@ -922,6 +922,12 @@ impl BlobStore for AzureStore {
         .await?;
         Ok(())
     }
+
+    async fn discard_staged(&self, _name: &str, _block_ids: &[String]) -> StoreResult<()> {
+        // Blob storage has no call to drop uncommitted blocks: the service discards them at the
+        // blob's next commit, or a week after they were staged.
+        Ok(())
+    }
 }
 
 /// Parses a List Blobs response body.

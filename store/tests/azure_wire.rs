@@ -7,13 +7,17 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use encfs_fs::store::azure::{AzureStore, Credentials};
-use encfs_fs::store::faults::RetryingStore;
-use encfs_fs::store::{
-    BlobStore, Condition, CustomerKey, Metadata, RetryPolicy, StoreError, block_id,
-};
+use encfs_store::azure::{AzureStore, Credentials};
+use encfs_store::faults::RetryingStore;
+use encfs_store::{BlobStore, BlockIds, Condition, CustomerKey, Metadata, RetryPolicy, StoreError};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
+
+/// Ids of one writer's version, shared by every block a test stages.
+fn block_id(index: u64) -> String {
+    static IDS: std::sync::LazyLock<BlockIds> = std::sync::LazyLock::new(BlockIds::new);
+    IDS.id(index)
+}
 
 #[derive(Debug, Clone)]
 struct Recorded {
@@ -448,7 +452,7 @@ async fn no_error_message_shows_the_sas() {
     }
     messages.push(format!(
         "{:?}",
-        encfs_fs::store::azure::ContainerUrl::parse(&url).unwrap()
+        encfs_store::azure::ContainerUrl::parse(&url).unwrap()
     ));
     for message in &messages {
         assert_no_secret(message);

@@ -8,12 +8,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use encfs_crypto::DataKey;
-use encfs_fs::store::StoreError;
-use encfs_fs::store::azure::{AzureStore, Credentials, DEV_ACCOUNT, DEV_KEY};
-use encfs_fs::store::faults::{FaultPlan, FaultyStore, RetryingStore};
-use encfs_fs::store::local::LocalStore;
-use encfs_fs::store::{BlobStore, Condition, CustomerKey, Metadata, RetryPolicy, list_all};
-use encfs_fs::transfer::{
+use encfs_store::StoreError;
+use encfs_store::azure::{AzureStore, Credentials, DEV_ACCOUNT, DEV_KEY};
+use encfs_store::faults::{FaultPlan, FaultyStore, RetryingStore};
+use encfs_store::local::LocalStore;
+use encfs_store::{BlobStore, Condition, CustomerKey, Metadata, RetryPolicy, list_all};
+use encfs_transfer::{
     Progress, Protection, TransferError, TransferOptions, download, download_listed, plan_upload,
     upload,
 };

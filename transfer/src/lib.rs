@@ -14,6 +14,7 @@
 //! Small files on a store that works on the calling thread (the embedded store) skip the runtime
 //! both ways: a few threads of the transfer's own each take the next file and do all of it
 //! (`on_threads`), with no hand-off between threads per file.
+#![forbid(unsafe_code)]
 
 use std::collections::VecDeque;
 use std::fs::{self, File};
@@ -24,54 +25,25 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::UNIX_EPOCH;
 
 use bytes::Bytes;
-use encfs_crypto::DataKey;
 use encfs_crypto::format::{
     HEADER_LEN, Opener, Sealer, SegmentSize, plaintext_slots, plaintext_slots_mut,
 };
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
+use encfs_store as store;
+
 use crate::store::{
-    BlobItem, BlobProperties, BlobStore, Condition, CustomerKey, Metadata, StoreError, block_id,
-    list_all,
+    BlobItem, BlobProperties, BlobStore, BlockIds, Condition, Metadata, StoreError, list_all,
 };
 
-/// Metadata names (Azure requires C#-identifier names: no hyphens).
-const META_MODE: &str = "encfs_mode";
-pub(crate) const META_SIZE: &str = "encfs_source_size";
-const META_MTIME: &str = "encfs_source_mtime";
-const META_KEY_ID: &str = "encfs_key_id";
+pub use crate::store::protection::Protection;
+use crate::store::protection::{
+    META_KEY_ID, META_MODE, META_MTIME, META_SIZE, blob_metadata, key_id,
+};
+
 /// Ranged reads in flight per blob: enough to hide a 20 ms round trip behind 8 MiB ranges.
 const RANGES_IN_FLIGHT: usize = 8;
-
-/// How blob contents are protected.
-#[derive(Clone)]
-pub enum Protection {
-    /// Client-side encryption: EBF under the DEK; the store sees only ciphertext.
-    Cse(Arc<DataKey>),
-    /// Azure customer-provided key: plaintext sent with the key; the service encrypts.
-    Cpk(CustomerKey),
-    /// The store's default server-side encryption.
-    Sse,
-}
-
-impl Protection {
-    /// `cse`, `cpk` or `sse`.
-    pub fn name(&self) -> &'static str {
-        match self {
-            Self::Cse(_) => "cse",
-            Self::Cpk(_) => "cpk",
-            Self::Sse => "sse",
-        }
-    }
-
-    pub(crate) fn cpk(&self) -> Option<&CustomerKey> {
-        match self {
-            Self::Cpk(key) => Some(key),
-            _ => None,
-        }
-    }
-}
 
 /// Tuning of a transfer.
 #[derive(Debug, Clone)]
@@ -320,9 +292,20 @@ async fn upload_on_runtime(
         // about them concurrently rather than one request at a time.
         tasks.spawn(async move {
             let _permit = permit;
-            if already_uploaded(store.as_ref(), &item, &protection).await? {
-                progress(item.size);
-                return Ok((item, true));
+            match already_uploaded(store.as_ref(), &item, &protection).await? {
+                Existing::Same => {
+                    progress(item.size);
+                    return Ok((item, true));
+                }
+                // The store refuses to overwrite a blob under another customer key (or without
+                // one): the old version goes first.
+                Existing::UnderOtherCustomerKey if !options.dry_run => {
+                    match store.delete(&item.blob, &Condition::None).await {
+                        Ok(()) | Err(StoreError::BlobNotFound(_)) => {}
+                        Err(error) => return Err(error.into()),
+                    }
+                }
+                _ => {}
             }
             if !options.dry_run {
                 upload_file(
@@ -360,11 +343,24 @@ fn round_to_segments(bytes: usize, segment: SegmentSize) -> usize {
     bytes.max(segment.bytes()).div_ceil(segment.bytes()) * segment.bytes()
 }
 
+/// What the store holds under an upload's blob name.
+#[derive(Debug, PartialEq, Eq)]
+enum Existing {
+    /// Nothing, or another version (source, mode or key): to be uploaded.
+    Different,
+    /// A blob under another customer-provided key, or under one while this upload has none: to
+    /// be deleted first, as stores refuse to overwrite it (so a kill between the delete and the
+    /// commit leaves no blob until the upload is run again).
+    UnderOtherCustomerKey,
+    /// This file already uploaded in this mode under this key: skipped.
+    Same,
+}
+
 async fn already_uploaded(
     store: &dyn BlobStore,
     item: &UploadItem,
     protection: &Protection,
-) -> Result<bool, TransferError> {
+) -> Result<Existing, TransferError> {
     same_upload(
         store.properties(&item.blob, protection.cpk()).await,
         item,
@@ -378,39 +374,38 @@ fn same_upload(
     properties: Result<crate::store::BlobProperties, StoreError>,
     item: &UploadItem,
     protection: &Protection,
-) -> Result<bool, TransferError> {
-    match properties {
+) -> Result<Existing, TransferError> {
+    let same = match properties {
+        // Same source (size, mtime), same mode, and the same key: a blob sealed (cse) or
+        // encrypted by the service (cpk) under another key is replaced, so a key rotation
+        // re-uploads everything. A blob with no key id recorded (written before key ids were
+        // recorded for cpk) counts as another key.
         Ok(props) => Ok(
             props.metadata.get(META_SIZE) == Some(&item.size.to_string())
                 && props.metadata.get(META_MTIME) == Some(&item.mtime.to_string())
-                && props.metadata.get(META_MODE).map(String::as_str) == Some(protection.name()),
+                && props.metadata.get(META_MODE).map(String::as_str) == Some(protection.name())
+                && props.metadata.get(META_KEY_ID) == key_id(protection).as_ref(),
         ),
         Err(StoreError::BlobNotFound(_)) => Ok(false),
-        // Exists under another key or mode: it will be replaced (the put reports any refusal).
-        Err(
-            StoreError::CustomerKeyRequired(_)
-            | StoreError::CustomerKeyMismatch(_)
-            | StoreError::CustomerKeyUnexpected(_),
-        ) => Ok(false),
+        // Under another customer key, or under one while this upload has none.
+        Err(StoreError::CustomerKeyRequired(_) | StoreError::CustomerKeyMismatch(_)) => {
+            return Ok(Existing::UnderOtherCustomerKey);
+        }
+        // A blob without a customer key, and this upload has one: the put replaces it.
+        Err(StoreError::CustomerKeyUnexpected(_)) => Ok(false),
         Err(error) => Err(error.into()),
-    }
+    };
+    same.map(|same| {
+        if same {
+            Existing::Same
+        } else {
+            Existing::Different
+        }
+    })
 }
 
 fn upload_metadata(item: &UploadItem, protection: &Protection) -> Metadata {
     blob_metadata(protection, item.size, item.mtime)
-}
-
-/// The metadata every blob encfs writes carries (uploads and the mount alike): mode, plaintext
-/// size, source mtime (seconds), and the key id for `cse`.
-pub(crate) fn blob_metadata(protection: &Protection, size: u64, mtime: u64) -> Metadata {
-    let mut metadata = Metadata::new();
-    metadata.insert(META_MODE.into(), protection.name().into());
-    metadata.insert(META_SIZE.into(), size.to_string());
-    metadata.insert(META_MTIME.into(), mtime.to_string());
-    if let Protection::Cse(key) = protection {
-        metadata.insert(META_KEY_ID.into(), key.id().to_string());
-    }
-    metadata
 }
 
 /// Reads the next `len` bytes of a file into the buffer layout the mode needs: plaintext slots of
@@ -502,7 +497,8 @@ fn sealer_for(
 
 /// What [`upload_small_blocking`] did.
 enum SmallUpload {
-    /// The store does not work on the calling thread: nothing was done.
+    /// The store does not work on the calling thread, or the file needs the async path (an old
+    /// version to delete first): nothing was done.
     Unsupported,
     Skipped,
     Uploaded,
@@ -521,8 +517,11 @@ fn upload_small_blocking(
     let Some(properties) = store.properties_blocking(&item.blob, protection.cpk()) else {
         return Ok(SmallUpload::Unsupported);
     };
-    if same_upload(properties, item, protection)? {
-        return Ok(SmallUpload::Skipped);
+    match same_upload(properties, item, protection)? {
+        Existing::Same => return Ok(SmallUpload::Skipped),
+        // The old version must be deleted first: the async path does that.
+        Existing::UnderOtherCustomerKey => return Ok(SmallUpload::Unsupported),
+        Existing::Different => {}
     }
     let mut sealer = sealer_for(item, protection, segment)?;
     let len = item.size as usize;
@@ -557,6 +556,8 @@ async fn upload_file(
     let mut sealer = sealer_for(item, protection, segment)?;
     let mut file = File::open(&item.path).map_err(local_error(&item.path))?;
     let chunks = (item.size as usize).div_ceil(block).max(1);
+    // Ids of this upload's own: a concurrent writer of the same blob never shares a block.
+    let block_ids = BlockIds::new();
     let cpk = protection.cpk();
     let mut staged = JoinSet::new();
     let mut ids = Vec::with_capacity(chunks);
@@ -607,7 +608,7 @@ async fn upload_file(
             drop(permit);
             return Ok(());
         }
-        let id = block_id(index as u64);
+        let id = block_ids.id(index as u64);
         ids.push(id.clone());
         let (store, blob, cpk, progress) = (
             store.clone(),
@@ -778,6 +779,8 @@ async fn fetch_all(
         fetches.iter().filter_map(|f| f.target.parent()).collect();
     for dir in dirs {
         fs::create_dir_all(dir).map_err(local_error(dir))?;
+        // Leftovers of killed downloads into this directory (never a live download's).
+        collect_partials(dir)?;
     }
     let (small, large): (Vec<Fetch>, Vec<Fetch>) = fetches
         .into_iter()
@@ -1133,19 +1136,82 @@ fn write_plaintext_at(
     Ok(at - start)
 }
 
+/// The suffix of a download's temporary file (`.NAME.XXXXXX.encfs-partial`).
+const PARTIAL_SUFFIX: &str = ".encfs-partial";
+
 /// The temporary file a download goes to, beside `target` (hidden, `.encfs-partial`); its
-/// directory exists already.
+/// directory exists already. The file is locked (`flock`, exclusive) from its creation until it
+/// is closed, after its rename: [`collect_partials`] removes only partials whose lock it can take,
+/// so never a live download's.
 fn partial_file(target: &Path) -> Result<tempfile::NamedTempFile, TransferError> {
     let dir = target.parent().unwrap_or(Path::new("."));
     let file_name = target
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    tempfile::Builder::new()
-        .prefix(&format!(".{file_name}."))
-        .suffix(".encfs-partial")
-        .tempfile_in(dir)
-        .map_err(local_error(dir))
+    loop {
+        let temp = tempfile::Builder::new()
+            .prefix(&format!(".{file_name}."))
+            .suffix(PARTIAL_SUFFIX)
+            .tempfile_in(dir)
+            .map_err(local_error(dir))?;
+        temp.as_file().lock().map_err(local_error(temp.path()))?;
+        // A collector may have taken the lock between the creation and ours, and removed the
+        // file: then start again. Once this holds, no collector removes it (they need the lock).
+        if same_file(temp.path(), temp.as_file()) {
+            return Ok(temp);
+        }
+    }
+}
+
+/// Whether `path` still names the open `file`.
+fn same_file(path: &Path, file: &File) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (fs::symlink_metadata(path), file.metadata()) {
+        (Ok(named), Ok(open)) => (named.dev(), named.ino()) == (open.dev(), open.ino()),
+        _ => false,
+    }
+}
+
+/// Removes from `dir` the `.encfs-partial` files of downloads that were killed before their
+/// rename (`kill -9`, a crash, a power cut): those whose lock can be taken. A live download holds
+/// its partial's lock until the file is renamed and closed, so its partial is never touched.
+/// Returns how many were removed; what cannot be opened, locked or removed is left alone.
+fn collect_partials(dir: &Path) -> Result<usize, TransferError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(error) => return Err(local_error(dir)(error)),
+    };
+    let mut removed = 0;
+    for entry in entries {
+        let entry = entry.map_err(local_error(dir))?;
+        let name = entry.file_name();
+        let is_partial = name
+            .to_str()
+            .is_some_and(|n| n.starts_with('.') && n.ends_with(PARTIAL_SUFFIX));
+        if !is_partial || !entry.file_type().is_ok_and(|t| t.is_file()) {
+            continue;
+        }
+        let path = entry.path();
+        let Ok(file) = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(&path)
+        else {
+            continue;
+        };
+        // Held: a live download's. Not lockable at all: not ours to judge.
+        if file.try_lock().is_err() {
+            continue;
+        }
+        // Still the file at that name (not renamed away by a download that just finished)?
+        if same_file(&path, &file) && fs::remove_file(&path).is_ok() {
+            removed += 1;
+        }
+    }
+    Ok(removed)
 }
 
 /// Makes a verified download durable and gives it its name.
@@ -1207,6 +1273,8 @@ fn download_small_blocking(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::CustomerKey;
+    use encfs_crypto::DataKey;
 
     #[test]
     fn threads_do_every_item_once_and_hand_back_the_declined_in_order() {
@@ -1236,6 +1304,83 @@ mod tests {
         let told = AtomicBool::new(true);
         let (done, declined) = on_threads(vec![1, 2, 3], 2, &told, |_| Ok(Some(()))).unwrap();
         assert!(done.is_empty() && declined.is_empty());
+    }
+
+    #[test]
+    fn the_skip_check_compares_mode_and_key() {
+        let item = UploadItem {
+            path: PathBuf::from("f"),
+            blob: "f".into(),
+            size: 10,
+            mtime: 99,
+        };
+        let cse = |key| Protection::Cse(Arc::new(key));
+        let (a, b) = (DataKey::generate().unwrap(), DataKey::generate().unwrap());
+        let a_again = DataKey::from_bytes(*a.dangerous_bytes());
+        let cpk = |byte| Protection::Cpk(CustomerKey::new([byte; 32]));
+        let written_with = |protection: &Protection| {
+            Ok(BlobProperties {
+                size: 64,
+                etag: "e".into(),
+                last_modified: UNIX_EPOCH,
+                metadata: blob_metadata(protection, item.size, item.mtime),
+            })
+        };
+        let same = |written: &Protection, now: &Protection| {
+            same_upload(written_with(written), &item, now).unwrap() == Existing::Same
+        };
+        assert!(same(&cse(a), &cse(a_again)));
+        let a = DataKey::from_bytes(*b.dangerous_bytes());
+        assert!(!same(&cse(a), &cse(DataKey::generate().unwrap())));
+        assert!(same(&cpk(1), &cpk(1)));
+        assert!(!same(&cpk(1), &cpk(2)));
+        assert!(same(&Protection::Sse, &Protection::Sse));
+        assert!(!same(&Protection::Sse, &cpk(1)));
+        assert!(!same(&cse(b), &Protection::Sse));
+        // A cpk blob from before key ids were recorded for cpk: uploaded again.
+        let mut old = written_with(&cpk(1)).unwrap();
+        old.metadata.remove(META_KEY_ID);
+        assert_eq!(
+            same_upload(Ok(old), &item, &cpk(1)).unwrap(),
+            Existing::Different
+        );
+        // Under another customer key (the store will not describe it): deleted, then uploaded.
+        let refused = Err(StoreError::CustomerKeyMismatch("f".into()));
+        assert_eq!(
+            same_upload(refused, &item, &cpk(2)).unwrap(),
+            Existing::UnderOtherCustomerKey
+        );
+    }
+
+    #[test]
+    fn only_partials_nobody_holds_are_collected() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("f.csv");
+        // A live download's partial: locked while open.
+        let live = partial_file(&target).unwrap();
+        // A killed download's: the file is there, nobody holds it.
+        let dead = dir.path().join(".f.csv.abc123.encfs-partial");
+        fs::write(&dead, b"half").unwrap();
+        // Not partials, or not plain files: left alone.
+        fs::write(dir.path().join("f.csv"), b"done").unwrap();
+        fs::write(dir.path().join("x.encfs-partial"), b"visible name").unwrap();
+        std::os::unix::fs::symlink(&target, dir.path().join(".l.1.encfs-partial")).unwrap();
+        assert_eq!(collect_partials(dir.path()).unwrap(), 1);
+        assert!(!dead.exists());
+        assert!(live.path().exists());
+        assert!(dir.path().join("x.encfs-partial").exists());
+        assert!(
+            dir.path()
+                .join(".l.1.encfs-partial")
+                .symlink_metadata()
+                .is_ok()
+        );
+        // Once its download is over (here: dropped), nothing of it is left to collect.
+        let path = live.path().to_owned();
+        drop(live);
+        assert!(!path.exists());
+        assert_eq!(collect_partials(dir.path()).unwrap(), 0);
+        assert_eq!(collect_partials(&dir.path().join("missing")).unwrap(), 0);
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! ROOT/CONTAINER/blobs/<percent-encoded name>     one file per committed blob
-//! ROOT/CONTAINER/staging/<name>/<block id>        staged blocks, invisible until commit
+//! ROOT/CONTAINER/staging/<name>/                 staged blocks, one group per writer (`staging`)
 //! ROOT/CONTAINER/tmp/                             files being written
 //! ROOT/CONTAINER/lock                             serializes conditional commits (flock)
 //! ```
@@ -37,6 +37,9 @@ use super::{
     StoreError, StoreResult, paginate,
 };
 
+mod staging;
+pub use staging::{Collected, LEFTOVER_GRACE};
+
 const MAGIC: &[u8; 8] = b"encfsLB1";
 /// Longest encoded name that fits a file name on common Linux file systems, with room to spare.
 const MAX_ENCODED_NAME: usize = 240;
@@ -45,10 +48,10 @@ const MAX_ENCODED_NAME: usize = 240;
 const NAME_ESCAPES: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'~');
 /// Staged-block file prefix: plain data, or EBF under the customer key.
 const STAGED_PLAIN: u8 = 0;
-/// Blocks staged with a position hint go into one file per blob, at their final offset after a
-/// reserved header region; a commit whose blocks tile it in order renames it into place.
-/// (The name holds a `.`, which encoded names never do.)
-const ASSEMBLY: &str = ".assembly";
+/// Blocks staged with a position hint go into one assembly file per writer's version
+/// ([`staging::assembly_path`]), at their final offset after a reserved header region; a commit
+/// whose blocks tile it in order renames it into place. (Its name holds a `.`, which encoded names
+/// never do.)
 const ASSEMBLY_RESERVE: u64 = 4096;
 const STAGED_CPK: u8 = 1;
 
@@ -73,6 +76,10 @@ pub struct LocalStore {
 #[derive(Debug)]
 struct Paths {
     container: PathBuf,
+    /// The staging groups this instance is writing.
+    leases: staging::Leases,
+    /// Whether the leftovers of dead writers were collected (once, at the first write).
+    collected: std::sync::Once,
 }
 
 impl LocalStore {
@@ -81,8 +88,25 @@ impl LocalStore {
         Self {
             inner: Arc::new(Paths {
                 container: container.into(),
+                leases: staging::Leases::default(),
+                collected: std::sync::Once::new(),
             }),
         }
+    }
+
+    /// Removes what dead writers left behind: staged blocks of versions whose writer no longer
+    /// holds their lease and temporary files nobody holds open, untouched for `older_than`.
+    /// Never a live writer's (see the `staging` module). Runs by itself, with [`LEFTOVER_GRACE`],
+    /// at the first write of each store instance.
+    pub fn collect_leftovers(&self, older_than: Duration) -> StoreResult<Collected> {
+        staging::collect(&self.inner.container, older_than)
+    }
+
+    /// The once-per-instance collection, before the first write.
+    fn collect_once(&self) {
+        self.inner.collected.call_once(|| {
+            let _ = self.collect_leftovers(LEFTOVER_GRACE);
+        });
     }
 
     fn blobs(&self) -> PathBuf {
@@ -131,10 +155,18 @@ impl LocalStore {
         temp: tempfile_path::TempPath,
         condition: &Condition,
     ) -> StoreResult<()> {
+        self.publish_file(name, temp.as_ref(), condition)?;
+        temp.forget();
+        Ok(())
+    }
+
+    /// Renames the file at `path` over the blob under the container lock, after checking
+    /// `condition`. On failure the file is left where it is (a commit can be retried).
+    fn publish_file(&self, name: &str, path: &Path, condition: &Condition) -> StoreResult<()> {
         let target = self.blob_path(name)?;
         let _lock = self.lock()?;
         check_condition(name, &target, condition)?;
-        temp.persist(&target)?;
+        fs::rename(path, &target).map_err(|e| StoreError::io(&target, e))?;
         sync_dir(&self.blobs())
     }
 
@@ -195,14 +227,14 @@ mod tempfile_path {
     }
 
     impl TempPath {
-        /// Takes charge of an existing file (removed on drop unless persisted).
-        pub fn adopt(path: PathBuf) -> Self {
-            Self(Some(path))
-        }
-
         pub fn persist(mut self, target: &Path) -> StoreResult<()> {
             let path = self.0.take().expect("present");
             std::fs::rename(&path, target).map_err(|e| StoreError::io(target, e))
+        }
+
+        /// The file was moved away by its owner: nothing to remove on drop.
+        pub fn forget(mut self) {
+            self.0 = None;
         }
     }
 
@@ -232,7 +264,12 @@ mod tempfile_path {
                 .create_new(true)
                 .open(&path)
             {
-                Ok(file) => return Ok((file, TempPath(Some(path)))),
+                // Held by its writer until renamed or removed: the leftover collector skips
+                // files it cannot lock.
+                Ok(file) => {
+                    file.lock().map_err(|e| StoreError::io(&path, e))?;
+                    return Ok((file, TempPath(Some(path))));
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
                 Err(e) => return Err(StoreError::io(&path, e)),
             }
@@ -721,14 +758,11 @@ impl BlobStore for LocalStore {
         let read = || -> StoreResult<Bytes> {
             self.check_container()?;
             let dir = self.staging(name)?;
-            let block = dir.join(encode_name(block_id)?);
             let mut out = Vec::new();
             let sink = &mut Sink::Memory(&mut out);
-            match staged_ref(name, &dir, &block)? {
+            match staged_ref(name, &dir, block_id)? {
                 Staged::File(path, _) => copy_staged(name, &path, cpk, sink)?,
-                Staged::At(offset, len) => {
-                    copy_assembled(name, &dir.join(ASSEMBLY), offset, len, cpk, sink)?
-                }
+                at @ Staged::At { .. } => copy_assembled(name, &at, cpk, sink)?,
             };
             Ok(out.into())
         };
@@ -751,7 +785,11 @@ impl BlobStore for LocalStore {
             condition.clone(),
             cpk.cloned(),
         );
-        blocking(move || store.put_now(&name, data, &metadata, &condition, cpk.as_ref())).await
+        blocking(move || {
+            store.collect_once();
+            store.put_now(&name, data, &metadata, &condition, cpk.as_ref())
+        })
+        .await
     }
 
     fn put_blocking(
@@ -762,6 +800,7 @@ impl BlobStore for LocalStore {
         condition: &Condition,
         cpk: Option<&CustomerKey>,
     ) -> Option<StoreResult<String>> {
+        self.collect_once();
         Some(
             self.check_container()
                 .and_then(|()| self.put_now(name, data, metadata, condition, cpk)),
@@ -781,14 +820,16 @@ impl BlobStore for LocalStore {
                 "{name}: block id must be 1 to 64 bytes"
             )));
         }
-        let (store, dir, block, cpk) = (
+        let (store, dir, block, group, cpk) = (
             self.clone(),
             self.staging(name)?,
             encode_name(block_id)?,
+            staging::group_of(block_id),
             cpk.cloned(),
         );
         blocking(move || {
-            fs::create_dir_all(&dir).map_err(|e| StoreError::io(&dir, e))?;
+            store.collect_once();
+            store.inner.leases.take(&dir, &group)?;
             let temp = store.temp_file(|file| {
                 let io = |e| StoreError::io(&dir, e);
                 match &cpk {
@@ -805,7 +846,7 @@ impl BlobStore for LocalStore {
                 }
             })?;
             // This copy supersedes one staged at a position under the same id.
-            let _ = fs::remove_file(dir.join(format!("{block}.at")));
+            let _ = fs::remove_file(staging::marker_path(&dir, &block));
             temp.persist(&dir.join(block))
         })
         .await
@@ -829,25 +870,34 @@ impl BlobStore for LocalStore {
                 "{name}: block id must be 1 to 64 bytes"
             )));
         }
-        let (dir, block) = (self.staging(name)?, encode_name(block_id)?);
+        let (store, dir, block, group) = (
+            self.clone(),
+            self.staging(name)?,
+            encode_name(block_id)?,
+            staging::group_of(block_id),
+        );
         blocking(move || {
-            use std::os::unix::fs::FileExt;
+            use std::os::unix::fs::{FileExt, MetadataExt};
             let io = |e| StoreError::io(&dir, e);
-            fs::create_dir_all(&dir).map_err(io)?;
+            store.collect_once();
+            store.inner.leases.take(&dir, &group)?;
+            let path = staging::assembly_path(&dir, &group);
             let assembly = OpenOptions::new()
                 .create(true)
                 .truncate(false)
                 .write(true)
-                .open(dir.join(ASSEMBLY))
+                .open(&path)
                 .map_err(io)?;
             assembly
                 .write_all_at(&data, ASSEMBLY_RESERVE + offset)
-                .map_err(io)?;
+                .map_err(|e| StoreError::io(&path, e))?;
+            let inode = assembly.metadata().map_err(io)?.ino();
             let _ = fs::remove_file(dir.join(&block));
-            // The marker appears (by rename) only after its data was written.
-            let marker = dir.join(format!("{block}.at"));
+            // The marker appears (by rename) only after its data was written; it names the
+            // assembly file's inode, so a lost and recreated assembly cannot pass for this one.
+            let marker = staging::marker_path(&dir, &block);
             let temp = dir.join(format!("{block}.at.partial"));
-            fs::write(&temp, format!("{offset} {}", data.len())).map_err(io)?;
+            fs::write(&temp, format!("{offset} {} {inode}", data.len())).map_err(io)?;
             fs::rename(&temp, &marker).map_err(io)
         })
         .await
@@ -863,10 +913,12 @@ impl BlobStore for LocalStore {
     ) -> StoreResult<String> {
         self.check_container()?;
         let dir = self.staging(name)?;
-        let blocks: Vec<PathBuf> = block_ids
+        // (encoded file name, group) of each block named, for the clean-up after the commit.
+        let blocks: Vec<(String, String)> = block_ids
             .iter()
-            .map(|id| encode_name(id).map(|e| dir.join(e)))
+            .map(|id| encode_name(id).map(|e| (e, staging::group_of(id))))
             .collect::<StoreResult<_>>()?;
+        let block_ids = block_ids.to_vec();
         let (store, name, metadata, condition, cpk) = (
             self.clone(),
             name.to_owned(),
@@ -875,40 +927,37 @@ impl BlobStore for LocalStore {
             cpk.cloned(),
         );
         blocking(move || {
-            let staged: Vec<Staged> = blocks
+            store.collect_once();
+            let staged: Vec<Staged> = block_ids
                 .iter()
-                .map(|block| staged_ref(&name, &dir, block))
+                .map(|id| staged_ref(&name, &dir, id))
                 .collect::<StoreResult<_>>()?;
             if cpk.is_none()
-                && let Some(etag) =
-                    commit_assembly(&store, &name, &dir, &staged, &metadata, &condition)?
+                && let Some(etag) = commit_assembly(&store, &name, &staged, &metadata, &condition)?
             {
-                let _ = fs::remove_dir_all(&dir);
+                staging::remove_blocks(&store.inner.leases, &dir, &blocks);
                 return Ok(etag);
             }
             let mut size = 0u64;
             for block in &staged {
                 size += match block {
                     Staged::File(path, len) => staged_plain_len(path, *len)?,
-                    Staged::At(_, len) => *len,
+                    Staged::At { len, .. } => *len,
                 };
             }
-            let assembly = dir.join(ASSEMBLY);
             let mut write = |out: &mut Sink<'_>| {
                 let mut written = 0;
                 for block in &staged {
                     written += match block {
                         Staged::File(path, _) => copy_staged(&name, path, cpk.as_ref(), out)?,
-                        Staged::At(offset, len) => {
-                            copy_assembled(&name, &assembly, *offset, *len, cpk.as_ref(), out)?
-                        }
+                        at @ Staged::At { .. } => copy_assembled(&name, at, cpk.as_ref(), out)?,
                     };
                 }
                 Ok(written)
             };
             let (temp, etag) = write_blob_file(&store, &mut write, &metadata, cpk.as_ref(), size)?;
             store.publish(&name, temp, &condition)?;
-            let _ = fs::remove_dir_all(&dir);
+            staging::remove_blocks(&store.inner.leases, &dir, &blocks);
             Ok(etag)
         })
         .await
@@ -989,50 +1038,108 @@ impl BlobStore for LocalStore {
         })
         .await
     }
+
+    async fn discard_staged(&self, name: &str, block_ids: &[String]) -> StoreResult<()> {
+        self.check_container()?;
+        let dir = self.staging(name)?;
+        let blocks: Vec<(String, String)> = block_ids
+            .iter()
+            .map(|id| encode_name(id).map(|e| (e, staging::group_of(id))))
+            .collect::<StoreResult<_>>()?;
+        let store = self.clone();
+        blocking(move || {
+            staging::remove_blocks(&store.inner.leases, &dir, &blocks);
+            Ok(())
+        })
+        .await
+    }
 }
 
-/// A block named in a commit: its own file (and length), or a range of the assembly file.
+/// A block named in a commit: its own file (and length), or a range of its version's assembly
+/// file (which must still be the file of that inode).
 enum Staged {
     File(PathBuf, u64),
-    At(u64, u64),
+    At {
+        assembly: PathBuf,
+        offset: u64,
+        len: u64,
+        inode: u64,
+    },
 }
 
-fn staged_ref(name: &str, dir: &Path, block: &Path) -> StoreResult<Staged> {
-    if let Ok(len) = fs::metadata(block).map(|m| m.len()) {
-        return Ok(Staged::File(block.to_owned(), len));
+fn staged_ref(name: &str, dir: &Path, block_id: &str) -> StoreResult<Staged> {
+    let file_name = encode_name(block_id)?;
+    let block = dir.join(&file_name);
+    if let Ok(len) = fs::metadata(&block).map(|m| m.len()) {
+        return Ok(Staged::File(block, len));
     }
-    let file_name = block
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or_default();
-    let marker = dir.join(format!("{file_name}.at"));
+    let marker = staging::marker_path(dir, &file_name);
     let text =
         fs::read_to_string(&marker).map_err(|_| StoreError::InvalidBlockList(name.to_owned()))?;
     let mut fields = text.split(' ').map(str::parse::<u64>);
-    match (fields.next(), fields.next()) {
-        (Some(Ok(offset)), Some(Ok(len))) => Ok(Staged::At(offset, len)),
+    match (fields.next(), fields.next(), fields.next()) {
+        (Some(Ok(offset)), Some(Ok(len)), Some(Ok(inode))) => Ok(Staged::At {
+            assembly: staging::assembly_path(dir, &staging::group_of(block_id)),
+            offset,
+            len,
+            inode,
+        }),
         _ => Err(corrupt(&marker, "bad staged-block marker")),
     }
 }
 
-/// The copy-free commit: when every block was staged at a position and they tile the assembly
-/// file from 0 in list order, the header is written into the reserved region and the file is
-/// renamed into place. `None` when the blocks do not qualify (the caller copies instead).
+/// The assembly file of a block staged at a position, opened, if it is still the file the block
+/// was written into; otherwise the block is lost (an invalid block list).
+fn open_assembly(name: &str, block: &Staged, write: bool) -> StoreResult<File> {
+    use std::os::unix::fs::MetadataExt;
+    let Staged::At {
+        assembly, inode, ..
+    } = block
+    else {
+        unreachable!("only blocks staged at a position have an assembly file")
+    };
+    let file = OpenOptions::new()
+        .read(true)
+        .write(write)
+        .open(assembly)
+        .map_err(|_| StoreError::InvalidBlockList(name.to_owned()))?;
+    match file.metadata() {
+        Ok(meta) if meta.ino() == *inode => Ok(file),
+        Ok(_) => Err(StoreError::InvalidBlockList(name.to_owned())),
+        Err(e) => Err(StoreError::io(assembly, e)),
+    }
+}
+
+/// The copy-free commit: when every block was staged at a position into one assembly file and
+/// they tile it from 0 in list order, the header is written into the reserved region and the file
+/// is renamed into place. `None` when the blocks do not qualify (the caller copies instead). A
+/// failed rename leaves the assembly file in place, so the commit can be retried.
 fn commit_assembly(
     store: &LocalStore,
     name: &str,
-    dir: &Path,
     staged: &[Staged],
     metadata: &Metadata,
     condition: &Condition,
 ) -> StoreResult<Option<String>> {
     use std::os::unix::fs::FileExt;
+    let Some(Staged::At { assembly: path, .. }) = staged.first() else {
+        return Ok(None);
+    };
     let mut end = 0u64;
     for block in staged {
         match block {
-            Staged::At(offset, len) if *offset == end => end += len,
+            Staged::At {
+                assembly,
+                offset,
+                len,
+                ..
+            } if *offset == end && assembly == path => end += len,
             _ => return Ok(None),
         }
+    }
+    let file = open_assembly(name, &staged[0], true)?;
+    for block in &staged[1..] {
+        open_assembly(name, block, false)?;
     }
     let etag = new_etag();
     let header = BlobHeader {
@@ -1052,18 +1159,12 @@ fn commit_assembly(
     head.extend_from_slice(&((ASSEMBLY_RESERVE - PREFIX_LEN as u64) as u32).to_be_bytes());
     head.extend_from_slice(&json);
     head.resize(ASSEMBLY_RESERVE as usize, b' ');
-    let path = dir.join(ASSEMBLY);
-    let io = |e| StoreError::io(&path, e);
-    let file = OpenOptions::new().write(true).open(&path).map_err(io)?;
+    let io = |e| StoreError::io(path, e);
     file.write_all_at(&head, 0).map_err(io)?;
     file.set_len(ASSEMBLY_RESERVE + end).map_err(io)?;
     file.sync_all().map_err(io)?;
     drop(file);
-    store.publish(
-        name,
-        tempfile_path::TempPath::adopt(path.clone()),
-        condition,
-    )?;
+    store.publish_file(name, path, condition)?;
     Ok(Some(etag))
 }
 
@@ -1082,21 +1183,29 @@ fn staged_plain_len(path: &Path, len: u64) -> StoreResult<u64> {
     }
 }
 
-/// Appends a block staged at a position (`len` bytes at `offset` of the assembly file) to `out`.
+/// Appends a block staged at a position (`len` bytes at `offset` of its assembly file) to `out`.
 /// Such blocks are never under a customer key.
 fn copy_assembled(
     name: &str,
-    assembly: &Path,
-    offset: u64,
-    len: u64,
+    block: &Staged,
     cpk: Option<&CustomerKey>,
     out: &mut Sink<'_>,
 ) -> StoreResult<u64> {
     if cpk.is_some() {
         return Err(StoreError::CustomerKeyUnexpected(name.to_owned()));
     }
+    let Staged::At {
+        assembly,
+        offset,
+        len,
+        ..
+    } = block
+    else {
+        unreachable!("copy_assembled takes blocks staged at a position")
+    };
+    let (offset, len) = (*offset, *len);
     let io = |e| StoreError::io(assembly, e);
-    let mut file = File::open(assembly).map_err(io)?;
+    let mut file = open_assembly(name, block, false)?;
     file.seek(SeekFrom::Start(ASSEMBLY_RESERVE + offset))
         .map_err(io)?;
     let mut part = file.take(len);

@@ -234,6 +234,10 @@ macro_rules! forward_store {
                 self.$before(name, 0).await?;
                 self.inner.delete(name, condition).await
             }
+            async fn discard_staged(&self, name: &str, block_ids: &[String]) -> StoreResult<()> {
+                self.$before(name, 0).await?;
+                self.inner.discard_staged(name, block_ids).await
+            }
             $(
             fn properties_blocking(
                 &self,
@@ -449,6 +453,11 @@ impl<S: BlobStore> BlobStore for RetryingStore<S> {
     async fn delete(&self, name: &str, condition: &Condition) -> StoreResult<()> {
         self.policy
             .run(name, || self.inner.delete(name, condition))
+            .await
+    }
+    async fn discard_staged(&self, name: &str, block_ids: &[String]) -> StoreResult<()> {
+        self.policy
+            .run(name, || self.inner.discard_staged(name, block_ids))
             .await
     }
 }

@@ -6,12 +6,14 @@
 //! metadata, hierarchical listing, deletes, etag conditions, and container create/exists. The
 //! protection mode travels with each request as an optional [`CustomerKey`] (Azure CPK); client-side
 //! encryption (EBF) happens above the store, which then only ever sees ciphertext.
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 pub mod azure;
 mod error;
 pub mod faults;
 pub mod local;
 mod location;
+pub mod protection;
 pub mod redact;
 pub mod retry;
 
@@ -218,6 +220,13 @@ pub trait BlobStore: Send + Sync {
     /// Deletes a blob.
     async fn delete(&self, name: &str, condition: &Condition) -> StoreResult<()>;
 
+    /// Drops blocks staged under `block_ids` and never committed: a writer gave up (the file was
+    /// unlinked, its commit failed for lack of space), and its staging should not hold the disk.
+    /// Blocks of other writers are untouched. Required of every store and wrapper, so that no
+    /// wrapper silently keeps a writer's staging alive. Azure has no such call (the service drops
+    /// uncommitted blocks at the blob's next commit, or after a week): it does nothing there.
+    async fn discard_staged(&self, name: &str, block_ids: &[String]) -> StoreResult<()>;
+
     /// One version of a blob held open for reads on the calling thread (the embedded store): the
     /// mount reads every segment of a file through it without reopening anything. `None`: not
     /// supported, use [`Self::get`].
@@ -359,6 +368,9 @@ impl<T: BlobStore + ?Sized> BlobStore for std::sync::Arc<T> {
     async fn delete(&self, name: &str, condition: &Condition) -> StoreResult<()> {
         (**self).delete(name, condition).await
     }
+    async fn discard_staged(&self, name: &str, block_ids: &[String]) -> StoreResult<()> {
+        (**self).discard_staged(name, block_ids).await
+    }
     fn get_blocking(
         &self,
         name: &str,
@@ -449,48 +461,95 @@ pub async fn list_all(
     }
 }
 
-/// A block id for block number `index` of a blob: fixed width, as Azure requires.
-pub fn block_id(index: u64) -> String {
-    BASE64.encode(format!("encfs-block-{index:012}"))
+/// The block ids of one version of a blob under construction.
+///
+/// Every writer (an upload of one file, one version of a file in the mount) draws its own random
+/// 64-bit version tag, so two writers of the same blob never stage under the same id: a commit
+/// names only its own blocks, and a late block of one writer can never stand in for another's.
+/// Ids are fixed width (Azure requires all ids of a blob to be the same length): the base64 of
+/// `"{tag:016x}-{index:015}"`, 32 bytes, 44 characters. The tag is also the staging group by which
+/// the embedded store keeps one assembly file per version ([`staging_group`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlockIds {
+    tag: u64,
+}
+
+impl BlockIds {
+    /// A fresh version tag from the OS RNG.
+    pub fn new() -> Self {
+        let mut random = [0u8; 8];
+        aws_lc_rs::rand::fill(&mut random).expect("OS RNG");
+        Self {
+            tag: u64::from_le_bytes(random),
+        }
+    }
+
+    /// The id of block number `index` (below 10^15).
+    pub fn id(&self, index: u64) -> String {
+        BASE64.encode(format!("{:016x}-{index:015}", self.tag))
+    }
+}
+
+impl Default for BlockIds {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The version tag (16 hex digits) of an id made by [`BlockIds`], or `None` for an id of another
+/// shape (a client other than encfs): the embedded store groups staged blocks by it.
+pub fn staging_group(block_id: &str) -> Option<String> {
+    let raw = BASE64.decode(block_id).ok()?;
+    let text = std::str::from_utf8(&raw).ok()?;
+    let (tag, index) = text.split_once('-')?;
+    (tag.len() == 16
+        && tag.bytes().all(|b| b.is_ascii_hexdigit())
+        && index.bytes().all(|b| b.is_ascii_digit()))
+    .then(|| tag.to_ascii_lowercase())
 }
 
 /// Applies prefix, delimiter, marker and page size to a sorted list of names: the listing
 /// semantics shared by backends that hold names locally.
+///
+/// Each name stands for one entry: itself, or with a delimiter, the prefix it falls under
+/// (`prefix + segment + delimiter`). Entries never decrease in name order (a name's entry is a
+/// prefix of it, ending at its first delimiter), so a page is the next `max_results` distinct
+/// entries and its marker is the last of them: the next page starts after every name whose entry
+/// is at or before it. A prefix is thus listed once, whatever the page size, and every page
+/// advances.
 pub(crate) fn paginate<T>(
     items: Vec<(String, T)>,
     options: &ListOptions<'_>,
 ) -> (Vec<(String, T)>, Vec<String>, Option<String>) {
     let max = options.max_results.unwrap_or(5000).max(1) as usize;
+    let delimiter = options.delimiter.filter(|d| !d.is_empty());
     let mut blobs = Vec::new();
     let mut prefixes: Vec<String> = Vec::new();
-    let mut next_marker = None;
+    // The entry emitted last (a blob name or a prefix) and how many were emitted.
+    let mut last: Option<String> = None;
+    let mut emitted = 0;
     for (name, item) in items {
-        if !name.starts_with(options.prefix) || options.marker.is_some_and(|m| name.as_str() <= m) {
+        let Some(rest) = name.strip_prefix(options.prefix) else {
+            continue;
+        };
+        let group = delimiter
+            .and_then(|d| rest.find(d).map(|at| at + d.len()))
+            .map(|end| format!("{}{}", options.prefix, &rest[..end]));
+        let entry = group.as_deref().unwrap_or(&name);
+        if options.marker.is_some_and(|m| entry <= m) || last.as_deref() == Some(entry) {
             continue;
         }
-        if blobs.len() + prefixes.len() == max {
-            next_marker = blobs
-                .last()
-                .map(|(n, _): &(String, T)| n.clone())
-                .max(prefixes.last().cloned());
-            break;
+        if emitted == max {
+            return (blobs, prefixes, last);
         }
-        let rest = &name[options.prefix.len()..];
-        match options
-            .delimiter
-            .filter(|d| !d.is_empty())
-            .and_then(|d| rest.find(d).map(|at| at + d.len()))
-        {
-            Some(end) => {
-                let prefix = format!("{}{}", options.prefix, &rest[..end]);
-                if prefixes.last() != Some(&prefix) {
-                    prefixes.push(prefix);
-                }
-            }
+        emitted += 1;
+        last = Some(entry.to_owned());
+        match group {
+            Some(prefix) => prefixes.push(prefix),
             None => blobs.push((name, item)),
         }
     }
-    (blobs, prefixes, next_marker)
+    (blobs, prefixes, None)
 }
 
 #[cfg(test)]
@@ -539,11 +598,112 @@ mod tests {
         assert_eq!(page[0].0, "a/b/3");
     }
 
+    /// Every page of a listing, following the markers (at most one page per name, plus one).
+    fn all_pages(
+        items: &[(String, ())],
+        prefix: &str,
+        delimiter: Option<&str>,
+        max_results: u32,
+    ) -> Vec<(Vec<String>, Vec<String>)> {
+        let mut pages = Vec::new();
+        let mut marker: Option<String> = None;
+        for _ in 0..=items.len() {
+            let options = ListOptions {
+                prefix,
+                delimiter,
+                marker: marker.as_deref(),
+                max_results: Some(max_results),
+            };
+            let (blobs, prefixes, next) = paginate(items.to_vec(), &options);
+            pages.push((blobs.into_iter().map(|(n, _)| n).collect(), prefixes));
+            match next {
+                Some(next) => marker = Some(next),
+                None => return pages,
+            }
+        }
+        panic!("the listing did not end after {} pages", pages.len());
+    }
+
+    #[test]
+    fn a_run_of_names_under_one_prefix_is_listed_once_and_pages_advance() {
+        let all = names(&["a/1", "a/2", "a/3", "b", "c/1", "c/2"]);
+        for max in [1, 2] {
+            let pages = all_pages(&all, "", Some("/"), max);
+            let prefixes: Vec<String> = pages.iter().flat_map(|p| p.1.clone()).collect();
+            let blobs: Vec<String> = pages.iter().flat_map(|p| p.0.clone()).collect();
+            assert_eq!(prefixes, ["a/", "c/"], "page size {max}");
+            assert_eq!(blobs, ["b"], "page size {max}");
+        }
+    }
+
+    /// The listing a model computes: the distinct entries (blob names, or the prefix a name
+    /// falls under) of the names starting with `prefix`, in order.
+    fn model_listing(
+        names: &std::collections::BTreeSet<String>,
+        prefix: &str,
+        delimiter: Option<&str>,
+    ) -> Vec<(String, bool)> {
+        let mut entries = std::collections::BTreeSet::new();
+        for name in names.iter().filter(|n| n.starts_with(prefix)) {
+            let rest = &name[prefix.len()..];
+            match delimiter.and_then(|d| rest.find(d).map(|at| (at, d))) {
+                Some((at, d)) => entries.insert((format!("{prefix}{}{d}", &rest[..at]), true)),
+                None => entries.insert((name.clone(), false)),
+            };
+        }
+        entries.into_iter().collect()
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn pages_concatenated_are_the_whole_listing(
+            names in proptest::collection::btree_set("[ab/]{0,6}", 0..40),
+            prefix in proptest::sample::select(vec!["", "a", "a/", "b/", "ab"]),
+            delimiter in proptest::sample::select(vec![None, Some("/"), Some("ab"), Some("")]),
+            max in 1u32..8,
+        ) {
+            let items: Vec<(String, ())> = names.iter().map(|n| (n.clone(), ())).collect();
+            let expected = model_listing(&names, prefix, delimiter.filter(|d| !d.is_empty()));
+            let pages = all_pages(&items, prefix, delimiter, max);
+            let mut got = Vec::new();
+            for (i, (blobs, prefixes)) in pages.iter().enumerate() {
+                let len = blobs.len() + prefixes.len();
+                // Full pages but the last, and the last is empty only when everything is.
+                proptest::prop_assert!(len <= max as usize);
+                if i + 1 < pages.len() {
+                    proptest::prop_assert_eq!(len, max as usize);
+                } else {
+                    proptest::prop_assert!(len > 0 || expected.is_empty());
+                }
+                let mut page: Vec<(String, bool)> = blobs.iter().map(|b| (b.clone(), false)).collect();
+                page.extend(prefixes.iter().map(|p| (p.clone(), true)));
+                page.sort();
+                got.extend(page);
+            }
+            proptest::prop_assert_eq!(&got, &expected);
+            // And one page of everything is the same listing.
+            let whole = all_pages(&items, prefix, delimiter, 5000);
+            proptest::prop_assert_eq!(whole.len(), 1);
+        }
+    }
+
     #[test]
     fn cpk_digest_and_debug() {
         let key = CustomerKey::new([1; 32]);
         assert_eq!(key.sha256_base64().len(), 44);
         assert!(!format!("{key:?}").contains(&*key.key_base64()));
-        assert_eq!(block_id(1).len(), block_id(999_999).len());
+        let ids = BlockIds::new();
+        assert_eq!(ids.id(1).len(), ids.id(999_999_999).len());
+        assert_eq!(ids.id(0).len(), 44);
+        assert_ne!(
+            ids.id(0),
+            BlockIds::new().id(0),
+            "each version has its own ids"
+        );
+        let group = staging_group(&ids.id(7)).expect("an encfs id");
+        assert_eq!(staging_group(&ids.id(8)), Some(group.clone()));
+        assert_ne!(staging_group(&BlockIds::new().id(7)), Some(group));
+        assert_eq!(staging_group(&BASE64.encode("someone-else")), None);
+        assert_eq!(staging_group("not base64!"), None);
     }
 }

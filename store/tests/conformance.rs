@@ -4,13 +4,19 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use encfs_fs::store::azure::AzureStore;
-use encfs_fs::store::faults::{FaultPlan, FaultyStore, RetryingStore, SlowStore};
-use encfs_fs::store::local::LocalStore;
-use encfs_fs::store::{
-    BlobStore, Condition, CustomerKey, ListOptions, Metadata, RetryPolicy, StoreError, StoreResult,
-    block_id, list_all,
+use encfs_store::azure::AzureStore;
+use encfs_store::faults::{FaultPlan, FaultyStore, RetryingStore, SlowStore};
+use encfs_store::local::LocalStore;
+use encfs_store::{
+    BlobStore, BlockIds, Condition, CustomerKey, ListOptions, Metadata, RetryPolicy, StoreError,
+    StoreResult, list_all,
 };
+
+/// Ids of one writer's version, shared by every block a test stages.
+fn block_id(index: u64) -> String {
+    static IDS: std::sync::LazyLock<BlockIds> = std::sync::LazyLock::new(BlockIds::new);
+    IDS.id(index)
+}
 
 fn meta(pairs: &[(&str, &str)]) -> Metadata {
     pairs
@@ -226,6 +232,7 @@ async fn conformance(store: &dyn BlobStore) {
         }
     }
     assert_eq!(names, ["l/a/1", "l/a/2", "l/a/b/3", "l/c"]);
+    delimiter_pages(store).await;
     let all = list_all(store, "", None).await.unwrap();
     assert_eq!(
         all.blobs
@@ -465,6 +472,60 @@ async fn cpk_enforcement(store: &dyn BlobStore) {
     );
 }
 
+/// A delimiter listing paged 1 and 2 entries at a time: a page boundary inside a run of names
+/// under one prefix lists that prefix once, and every page advances.
+async fn delimiter_pages(store: &dyn BlobStore) {
+    let names = [
+        "p/x/1", "p/x/2", "p/x/3", "p/y", "p/z/1", "p/z/2", "p/z/3/4",
+    ];
+    for name in names {
+        let data = Bytes::from_static(b"x");
+        store
+            .put(name, data, &Metadata::new(), &Condition::None, None)
+            .await
+            .unwrap();
+    }
+    for max_results in [1, 2] {
+        let (mut blobs, mut prefixes) = (Vec::new(), Vec::new());
+        let mut marker: Option<String> = None;
+        for page_number in 0.. {
+            assert!(
+                page_number < 10,
+                "page size {max_results}: the listing never ends"
+            );
+            let page = store
+                .list(&ListOptions {
+                    prefix: "p/",
+                    delimiter: Some("/"),
+                    marker: marker.as_deref(),
+                    max_results: Some(max_results),
+                })
+                .await
+                .unwrap();
+            let entries = page.blobs.len() + page.prefixes.len();
+            assert!(entries <= max_results as usize, "page size {max_results}");
+            blobs.extend(page.blobs.into_iter().map(|b| b.name));
+            prefixes.extend(page.prefixes);
+            match page.next_marker {
+                Some(next) if !next.is_empty() => {
+                    assert_ne!(
+                        marker.as_ref(),
+                        Some(&next),
+                        "page size {max_results}: stuck"
+                    );
+                    marker = Some(next);
+                }
+                _ => break,
+            }
+        }
+        assert_eq!(blobs, ["p/y"], "page size {max_results}");
+        assert_eq!(prefixes, ["p/x/", "p/z/"], "page size {max_results}");
+    }
+    for name in names {
+        store.delete(name, &Condition::None).await.unwrap();
+    }
+}
+
 fn local() -> (tempfile::TempDir, LocalStore) {
     let dir = tempfile::tempdir().unwrap();
     let store = LocalStore::new(dir.path().join("container"));
@@ -576,9 +637,9 @@ fn azurite_container(tag: &str) -> AzureStore {
             .map(|b| format!("{b:02x}"))
             .collect::<String>()
     );
-    let credentials = encfs_fs::store::azure::Credentials::shared_key(
-        encfs_fs::store::azure::DEV_ACCOUNT,
-        encfs_fs::store::azure::DEV_KEY,
+    let credentials = encfs_store::azure::Credentials::shared_key(
+        encfs_store::azure::DEV_ACCOUNT,
+        encfs_store::azure::DEV_KEY,
     )
     .unwrap();
     AzureStore::new(&format!("{}/{name}", azurite()), Some(credentials)).unwrap()
@@ -612,11 +673,9 @@ async fn azurite_through_latency_and_fault_wrappers() {
 
 #[tokio::test]
 async fn azurite_wrong_key_is_an_auth_error_naming_the_url() {
-    let credentials = encfs_fs::store::azure::Credentials::shared_key(
-        encfs_fs::store::azure::DEV_ACCOUNT,
-        "AAAA",
-    )
-    .unwrap();
+    let credentials =
+        encfs_store::azure::Credentials::shared_key(encfs_store::azure::DEV_ACCOUNT, "AAAA")
+            .unwrap();
     let store = AzureStore::new(&format!("{}/nokey", azurite()), Some(credentials)).unwrap();
     let error = store.create_container().await.unwrap_err();
     assert!(matches!(error, StoreError::Auth { .. }), "{error}");
