@@ -166,10 +166,10 @@ pub struct StoreAccess {
     /// Refused: a secret on the command line. Use --sas-token-file.
     #[arg(long, value_name = "TOKEN", global = true, hide = true)]
     pub sas_token: Option<String>,
-    /// The most one store request may take, retries and waits included (e.g. 60s, 500ms, 2m);
-    /// past it the request fails (EIO in a mount) naming the blob. A mount also bounds each
-    /// commit (flush, fsync, close, truncate) by it, and SIGINT/SIGTERM waits that long for open
-    /// files before it aborts the mount.
+    /// The most one store request may take, retries and waits included (e.g. 60, 60s, 500ms,
+    /// 2m); past it the request fails (EIO in a mount) naming the blob. In a mount also the
+    /// longest a request that commits (flush, fsync, close, truncate) may take, and how long
+    /// SIGINT/SIGTERM waits for open files to close before it aborts the mount.
     #[arg(long, value_name = "DURATION", global = true, default_value = "60s",
           value_parser = crate::duration::parse_duration)]
     pub request_timeout: Duration,

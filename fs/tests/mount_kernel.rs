@@ -725,9 +725,9 @@ impl BlobStore for Switched {
         name: &str,
         range: Option<Range<u64>>,
         cpk: Option<&CustomerKey>,
-        version: Option<&str>,
+        if_match: Option<&str>,
     ) -> StoreResult<Bytes> {
-        self.inner.get(name, range, cpk, version).await
+        self.inner.get(name, range, cpk, if_match).await
     }
     async fn put(
         &self,
