@@ -1103,3 +1103,49 @@ fn slow_commit_fails_within_the_deadline_and_resumes() {
     assert!(read.iter().all(|&b| b == 0));
     mount.unmount().unwrap();
 }
+
+/// Two mounts of one store writing the same name at once, many rounds: the blob is always
+/// exactly one writer's bytes ("last commit wins" whole), never a mix of their blocks.
+#[test]
+fn two_mounts_writing_one_name_never_mix() {
+    let env = env();
+    let second = env.container.parent().unwrap().join("mnt2");
+    fs::create_dir(&second).unwrap();
+    let first = env.mount(true);
+    let options = MountOptions {
+        read_write: true,
+        cache_size: 32 << 20,
+        ..MountOptions::default()
+    };
+    let fs2 = EncFs::new(env.store.clone(), "", env.protection.clone(), options).unwrap();
+    let other = Mount::start(fs2, &second, "test2").unwrap();
+    for round in 0..6u8 {
+        let (a, b) = (pattern(9 << 20, round), pattern(9 << 20, round + 100));
+        let (pa, pb) = (env.path("shared.bin"), second.join("shared.bin"));
+        std::thread::scope(|scope| {
+            let (a, b) = (&a, &b);
+            let one = scope.spawn(move || fs::write(&pa, a));
+            let two = scope.spawn(move || fs::write(&pb, b));
+            // A loser may be told (its commit refused) but nothing else goes wrong.
+            for result in [one.join().unwrap(), two.join().unwrap()] {
+                if let Err(error) = result {
+                    assert_eq!(error.raw_os_error(), Some(libc::EIO), "{error}");
+                }
+            }
+        });
+        let stored = tokio::runtime::Runtime::new()
+            .unwrap()
+            .block_on(env.store.get("shared.bin", None, None, None))
+            .unwrap();
+        let Protection::Cse(key) = &env.protection else {
+            unreachable!()
+        };
+        let plain = encfs_crypto::format::open(key, &stored).expect("a whole, valid blob");
+        assert!(
+            plain == a || plain == b,
+            "round {round}: the blob is one writer's bytes"
+        );
+    }
+    other.unmount().unwrap();
+    first.unmount().unwrap();
+}
