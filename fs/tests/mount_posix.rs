@@ -203,6 +203,7 @@ fn chmod_chown_and_utimes_persist_and_are_enforced() {
         let mut secret = OpenOptions::new()
             .write(true)
             .create(true)
+            .truncate(true)
             .mode(0o600)
             .open(at.join("secret"))
             .unwrap();

@@ -94,6 +94,7 @@ fn serve(args: &MountArgs, auth: &AzureAuth) -> Result<()> {
         force_gid: args.gid,
         umask: args.umask,
         allow_other: args.allow_other,
+        special_files: args.special_files,
         ..MountOptions::default()
     };
     let fs = EncFs::new(location.store, &location.prefix, protection, options)
