@@ -1671,6 +1671,8 @@ impl EncFs {
             let dir = tree.node_mut(parent)?;
             dir.children.remove(name);
             touch(dir);
+            // A directory emptied here stays (POSIX), though the store no longer lists it.
+            dir.local = true;
             let node = tree.node_mut(ino)?;
             node.removed = true;
             (node.dirty.take(), node.source.take())
@@ -1838,6 +1840,8 @@ impl EncFs {
         let dir = tree.node_mut(parent)?;
         dir.children.remove(name);
         touch(dir);
+        // A directory emptied here stays (POSIX), though the store no longer lists it.
+        dir.local = true;
         let node = tree.node_mut(ino)?;
         node.parent = new_parent;
         node.name = new_name.to_owned();
