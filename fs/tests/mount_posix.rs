@@ -313,6 +313,25 @@ fn symbolic_links_are_stored_followed_and_refused_with_nofollow() {
 }
 
 #[test]
+fn a_directory_emptied_by_a_rename_or_unlink_stays() {
+    let env = env();
+    let (mount, at) = env.mount();
+    fs::create_dir_all(at.join("a/b")).unwrap();
+    fs::write(at.join("a/b/f"), b"1").unwrap();
+    fs::write(at.join("a/g"), b"2").unwrap();
+    // Let the listings expire so the mount asks the store, which no longer lists `a/b/`.
+    std::thread::sleep(Duration::from_millis(1100));
+    fs::rename(at.join("a/b/f"), at.join("moved")).unwrap();
+    fs::remove_file(at.join("a/g")).unwrap();
+    std::thread::sleep(Duration::from_millis(1100));
+    assert!(fs::metadata(at.join("a/b")).unwrap().is_dir());
+    assert!(fs::metadata(at.join("a")).unwrap().is_dir());
+    fs::write(at.join("a/b/again"), b"3").unwrap();
+    fs::remove_dir(at.join("a/b")).unwrap_err();
+    mount.unmount().unwrap();
+}
+
+#[test]
 fn what_a_blob_store_cannot_hold_gets_the_posix_errno() {
     let env = env();
     let (mount, at) = env.mount();

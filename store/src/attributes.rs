@@ -20,6 +20,47 @@ pub const META_GID: &str = "encfs_gid";
 pub const META_MTIME: &str = "encfs_source_mtime";
 /// Present (`"1"`) on a symbolic link; its content is the link's target.
 pub const META_SYMLINK: &str = "encfs_symlink";
+/// On an empty blob standing for a FIFO, socket or device node (`mount --special-files`):
+/// `fifo`, `socket`, `char` or `block`.
+pub const META_NODE: &str = "encfs_node";
+/// The device number of a `char` or `block` node, decimal.
+pub const META_RDEV: &str = "encfs_rdev";
+
+/// A node with no content that a mount can record as an empty blob (`mount --special-files`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpecialKind {
+    /// A named pipe.
+    Fifo,
+    /// A Unix-domain socket's name.
+    Socket,
+    /// A character device node (never opened as one: the mount is `nodev`).
+    CharDevice,
+    /// A block device node (likewise).
+    BlockDevice,
+}
+
+impl SpecialKind {
+    /// Its `encfs_node` value.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Fifo => "fifo",
+            Self::Socket => "socket",
+            Self::CharDevice => "char",
+            Self::BlockDevice => "block",
+        }
+    }
+
+    fn parse(value: &str) -> Option<Self> {
+        [
+            Self::Fifo,
+            Self::Socket,
+            Self::CharDevice,
+            Self::BlockDevice,
+        ]
+        .into_iter()
+        .find(|kind| kind.name() == value)
+    }
+}
 
 /// Values below this are seconds, not nanoseconds: mounts before the attributes were kept wrote
 /// seconds under the same key (10¹² s is year 33,658; 10¹² ns is 1970 + 17 minutes).
@@ -38,6 +79,10 @@ pub struct StoredAttributes {
     pub mtime: Option<SystemTime>,
     /// Whether the blob is a symbolic link (content: the target).
     pub symlink: bool,
+    /// The FIFO, socket or device node the (empty) blob stands for.
+    pub special: Option<SpecialKind>,
+    /// Device number of a device node.
+    pub rdev: Option<u32>,
 }
 
 impl StoredAttributes {
@@ -62,6 +107,8 @@ impl StoredAttributes {
                     }
                 }),
             symlink: metadata.get(META_SYMLINK).is_some_and(|v| v == "1"),
+            special: metadata.get(META_NODE).and_then(|v| SpecialKind::parse(v)),
+            rdev: number(META_RDEV),
         }
     }
 
@@ -84,6 +131,12 @@ impl StoredAttributes {
         } else {
             metadata.remove(META_SYMLINK);
         }
+        if let Some(special) = self.special {
+            metadata.insert(META_NODE.into(), special.name().into());
+        }
+        if let Some(rdev) = self.rdev {
+            metadata.insert(META_RDEV.into(), rdev.to_string());
+        }
     }
 
     /// The attributes of a local file as `lstat` gives them (what upload records).
@@ -95,6 +148,8 @@ impl StoredAttributes {
             gid: Some(meta.gid()),
             mtime: meta.modified().ok(),
             symlink: meta.file_type().is_symlink(),
+            special: None,
+            rdev: None,
         }
     }
 }
@@ -117,6 +172,8 @@ mod tests {
             gid: Some(100),
             mtime: Some(UNIX_EPOCH + Duration::from_nanos(1_700_000_000_123_456_789)),
             symlink: true,
+            special: Some(SpecialKind::CharDevice),
+            rdev: Some(259),
         };
         let mut metadata = Metadata::new();
         attributes.write_into(&mut metadata);

@@ -13,7 +13,7 @@
 //! change together in one `rename`. Every write goes to `tmp/`, is fsynced, and is renamed into
 //! place (then the directory is fsynced): after a crash at any moment a reader sees the old blob or
 //! the new one, never a mix. Names are percent-encoded into one flat directory, so `a` and `a/b`
-//! can coexist as on Azure. A name whose encoding is longer than [`MAX_ENCODED_NAME`] (any name
+//! can coexist as on Azure. A name whose encoding is longer than 240 bytes (any name
 //! up to Azure's 1,024 characters is accepted) is stored under the SHA-256 of the name instead,
 //! and its full name is written once to `names/` before the blob first appears, so listings still
 //! return every real name, in order.

@@ -725,6 +725,9 @@ pub async fn download_listed(
                 "blob name escapes the destination",
             ),
         })?;
+        if posix::is_special(&blob) {
+            continue;
+        }
         summary.files += 1;
         summary.bytes += plaintext_size(&blob.properties);
         summary.blobs.push(blob.name.clone());

@@ -63,6 +63,14 @@ pub(super) fn is_link(blob: &BlobItem) -> bool {
     StoredAttributes::from_metadata(&blob.properties.metadata).symlink
 }
 
+/// Whether a listed blob stands for a FIFO, socket or device node (`mount --special-files`):
+/// download does not make those.
+pub(super) fn is_special(blob: &BlobItem) -> bool {
+    StoredAttributes::from_metadata(&blob.properties.metadata)
+        .special
+        .is_some()
+}
+
 /// Makes the symbolic link a link blob describes at `target` (replacing a file or link there).
 pub(super) async fn download_link(
     store: &dyn BlobStore,

@@ -113,6 +113,7 @@ fn serve(
         force_gid: args.gid,
         umask: args.umask,
         allow_other: args.allow_other,
+        special_files: args.special_files,
         ..MountOptions::default()
     };
     let fs = EncFs::new(location.store, &location.prefix, protection, options)

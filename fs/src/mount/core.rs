@@ -19,7 +19,7 @@ use super::cache::{BlockCache, Lookup, SegmentKey};
 use super::pool::BufferPool;
 use super::source::{BlobSource, SharedSource, SourceError};
 use super::write::{BaseReader, Dirty, WriteContext};
-use crate::store::attributes::StoredAttributes;
+use crate::store::attributes::{SpecialKind, StoredAttributes};
 use crate::store::protection::Protection;
 use crate::store::{BlobStore, BlockIds, Condition, Metadata, StoreError, list_all};
 
@@ -85,6 +85,9 @@ pub struct MountOptions {
     pub umask: Option<u32>,
     /// Let users other than the one who mounted use the mount (`--allow-other`).
     pub allow_other: bool,
+    /// Record FIFOs, sockets and device nodes as empty marker blobs (`--special-files`);
+    /// otherwise `mknod` / `mkfifo` of them is `EPERM`.
+    pub special_files: bool,
 }
 
 impl Default for MountOptions {
@@ -106,6 +109,7 @@ impl Default for MountOptions {
             force_gid: None,
             umask: None,
             allow_other: false,
+            special_files: false,
         }
     }
 }
@@ -133,6 +137,10 @@ pub enum NodeKind {
     Dir,
     /// A blob marked as a link (`encfs_symlink`); its content is the target.
     Symlink,
+    /// An empty blob marked as a FIFO, socket or device node (`encfs_node`), made with
+    /// `--special-files`; the kernel serves FIFOs and sockets itself, and never opens devices
+    /// (`nodev`).
+    Special(SpecialKind),
 }
 
 /// What `stat` shows.
@@ -156,6 +164,10 @@ pub struct Attr {
     pub uid: u32,
     /// Group.
     pub gid: u32,
+    /// Links: 1 for a file, 2 plus its subdirectories for a directory.
+    pub nlink: u32,
+    /// Device number of a device node.
+    pub rdev: u32,
 }
 
 /// What `setattr` changes (`chmod`, `chown`, `truncate`, `utimes`); `None`: unchanged.
@@ -254,10 +266,10 @@ impl Node {
         self.mtime = attributes.mtime.unwrap_or(properties.last_modified);
         self.atime = self.mtime;
         self.ctime = properties.last_modified.max(self.mtime);
-        self.kind = if attributes.symlink {
-            NodeKind::Symlink
-        } else {
-            NodeKind::File
+        self.kind = match (attributes.symlink, attributes.special) {
+            (true, _) => NodeKind::Symlink,
+            (false, Some(special)) => NodeKind::Special(special),
+            (false, None) => NodeKind::File,
         };
         self.attributes = attributes;
     }
@@ -524,6 +536,7 @@ impl EncFs {
             NodeKind::Dir => (0, 0o555 | write),
             NodeKind::File => (node.size, 0o444 | write),
             NodeKind::Symlink => (node.size, 0o777),
+            NodeKind::Special(_) => (0, 0o644),
         };
         let mut perm = node.attributes.mode.unwrap_or(default);
         if let Some(umask) = self.options.umask
@@ -549,13 +562,30 @@ impl EncFs {
                 .force_gid
                 .or(node.attributes.gid)
                 .unwrap_or(self.options.gid),
+            nlink: if node.kind == NodeKind::Dir { 2 } else { 1 },
+            rdev: node.attributes.rdev.unwrap_or(0),
         }
+    }
+
+    /// [`Self::attr_of`] with a directory's link count (2 plus the subdirectories it knows).
+    fn attr_in(&self, tree: &Tree, ino: u64) -> Result<Attr, i32> {
+        let node = tree.node(ino)?;
+        let mut attr = self.attr_of(ino, node);
+        if node.kind == NodeKind::Dir {
+            let subdirs = node
+                .children
+                .values()
+                .filter(|child| tree.node(**child).is_ok_and(|c| c.kind == NodeKind::Dir))
+                .count();
+            attr.nlink = 2 + subdirs as u32;
+        }
+        Ok(attr)
     }
 
     /// Attributes of an inode.
     pub fn getattr(&self, ino: u64) -> Result<Attr, i32> {
         let tree = self.tree.lock().expect("poisoned");
-        Ok(self.attr_of(ino, tree.node(ino)?))
+        self.attr_in(&tree, ino)
     }
 
     /// Lists a directory from the store unless its listing is younger than the TTL.
@@ -668,10 +698,14 @@ impl EncFs {
 
     /// Finds `name` in directory `parent`.
     pub fn lookup(&self, parent: u64, name: &str) -> Result<Attr, i32> {
+        if name.len() > MAX_NAME_BYTES {
+            // Every path operation looks its components up first: one check covers them all.
+            return Err(libc::ENAMETOOLONG);
+        }
         self.refresh(parent)?;
         let tree = self.tree.lock().expect("poisoned");
         let ino = *tree.node(parent)?.children.get(name).ok_or(libc::ENOENT)?;
-        Ok(self.attr_of(ino, tree.node(ino)?))
+        self.attr_in(&tree, ino)
     }
 
     /// The entries of a directory, in name order.
@@ -910,6 +944,11 @@ impl EncFs {
             gid: Some(gid),
             mtime: None,
             symlink: kind == NodeKind::Symlink,
+            special: match kind {
+                NodeKind::Special(special) => Some(special),
+                _ => None,
+            },
+            rdev: None,
         };
         if kind == NodeKind::Dir {
             node.listed = Some(Instant::now());
@@ -1013,19 +1052,74 @@ impl EncFs {
         if target.len() > MAX_SYMLINK_TARGET {
             return Err(libc::ENAMETOOLONG);
         }
+        self.make_blob_node(
+            parent,
+            name,
+            NodeKind::Symlink,
+            0o777,
+            target.as_bytes(),
+            caller,
+        )
+    }
+
+    /// Makes a FIFO, socket or device node: an empty blob marked `encfs_node` (with
+    /// `--special-files`; otherwise `EPERM`, what POSIX gives where a file system cannot hold one).
+    pub fn mknod_special(
+        &self,
+        parent: u64,
+        name: &str,
+        kind: SpecialKind,
+        mode: u32,
+        rdev: u32,
+        caller: Caller,
+    ) -> Result<Attr, i32> {
+        if !self.options.special_files {
+            return Err(UNSUPPORTED_NODE);
+        }
+        if !self.options.read_write {
+            return Err(libc::EROFS);
+        }
+        check_name(name)?;
+        let attr = self.make_blob_node(parent, name, NodeKind::Special(kind), mode, &[], caller);
+        let ino = attr?.ino;
+        let is_device = matches!(kind, SpecialKind::CharDevice | SpecialKind::BlockDevice);
+        if is_device {
+            self.tree
+                .lock()
+                .expect("poisoned")
+                .node_mut(ino)?
+                .attributes
+                .rdev = Some(rdev);
+            self.persist_attributes(ino)?;
+        }
+        self.getattr(ino)
+    }
+
+    /// A symbolic link or special node: a new blob holding `content`, committed at once.
+    fn make_blob_node(
+        &self,
+        parent: u64,
+        name: &str,
+        kind: NodeKind,
+        mode: u32,
+        content: &[u8],
+        caller: Caller,
+    ) -> Result<Attr, i32> {
         self.refresh(parent)?;
         if self.child_or_probe(parent, name)?.is_some() {
             return Err(libc::EEXIST);
         }
-        let ino = self.add_local(parent, name, NodeKind::Symlink, 0o777, caller)?;
+        let ino = self.add_local(parent, name, kind, mode, caller)?;
         let result = (|| {
             self.start_writing(ino, true)?;
             let dirty = self.dirty_of(ino)?.ok_or(libc::EIO)?;
-            dirty
-                .lock()
-                .expect("poisoned")
-                .write(&self.writes, self, 0, target.as_bytes())?;
-            self.tree.lock().expect("poisoned").node_mut(ino)?.size = target.len() as u64;
+            if !content.is_empty() {
+                dirty
+                    .lock()
+                    .expect("poisoned")
+                    .write(&self.writes, self, 0, content)?;
+            }
+            self.tree.lock().expect("poisoned").node_mut(ino)?.size = content.len() as u64;
             let committed = self.commit(ino);
             let mut tree = self.tree.lock().expect("poisoned");
             let node = tree.node_mut(ino)?;
@@ -1079,7 +1173,7 @@ impl EncFs {
         }
         let now = SystemTime::now();
         let dirty = self.dirty_of(ino)?;
-        let (blob, etag, attributes) = {
+        let has_blob = {
             let mut tree = self.tree.lock().expect("poisoned");
             let shown = self.attr_of(ino, tree.node(ino)?);
             let node = tree.node_mut(ino)?;
@@ -1104,37 +1198,47 @@ impl EncFs {
                 node.atime = atime;
             }
             node.ctime = now;
-            (
-                self.blob_name(&node.path),
-                node.etag.clone(),
-                node.attributes,
-            )
+            node.etag.is_some()
         };
         let pending = dirty
             .as_ref()
             .is_some_and(|d| d.lock().expect("poisoned").changed);
-        if let (Some(etag), false) = (etag, pending) {
+        if has_blob && !pending {
             // Committed and not being rewritten: change the metadata alone.
-            let mtime = self.tree.lock().expect("poisoned").node(ino)?.mtime;
-            let new_etag = self
-                .runtime
-                .block_on(async {
-                    let cpk = self.protection.cpk();
-                    let properties = self.store.properties(&blob, cpk).await?;
-                    let mut metadata = properties.metadata;
-                    StoredAttributes {
-                        mtime: Some(mtime),
-                        ..attributes
-                    }
-                    .write_into(&mut metadata);
-                    self.store
-                        .set_metadata(&blob, &metadata, &Condition::IfMatch(etag), cpk)
-                        .await
-                })
-                .map_err(|e| store_errno(&e))?;
-            self.tree.lock().expect("poisoned").node_mut(ino)?.etag = Some(new_etag);
+            self.persist_attributes(ino)?;
         }
         self.getattr(ino)
+    }
+
+    /// Writes a committed blob's mode, owner, group, mtime (and device number) to its metadata
+    /// alone, conditional on the version this mount knows.
+    fn persist_attributes(&self, ino: u64) -> Result<(), i32> {
+        let (blob, etag, attributes) = {
+            let tree = self.tree.lock().expect("poisoned");
+            let node = tree.node(ino)?;
+            let Some(etag) = node.etag.clone() else {
+                return Ok(());
+            };
+            let attributes = StoredAttributes {
+                mtime: Some(node.mtime),
+                ..node.attributes
+            };
+            (self.blob_name(&node.path), etag, attributes)
+        };
+        let new_etag = self
+            .runtime
+            .block_on(async {
+                let cpk = self.protection.cpk();
+                let properties = self.store.properties(&blob, cpk).await?;
+                let mut metadata = properties.metadata;
+                attributes.write_into(&mut metadata);
+                self.store
+                    .set_metadata(&blob, &metadata, &Condition::IfMatch(etag), cpk)
+                    .await
+            })
+            .map_err(|e| store_errno(&e))?;
+        self.tree.lock().expect("poisoned").node_mut(ino)?.etag = Some(new_etag);
+        Ok(())
     }
 
     /// Metadata of a file's next commit: its mode, owner, group and mtime.
@@ -1592,6 +1696,8 @@ impl EncFs {
             let dir = tree.node_mut(parent)?;
             dir.children.remove(name);
             touch(dir);
+            // A directory emptied here stays (POSIX), though the store no longer lists it.
+            dir.local = true;
             let node = tree.node_mut(ino)?;
             node.removed = true;
             (node.dirty.take(), node.source.take())
@@ -1759,6 +1865,8 @@ impl EncFs {
         let dir = tree.node_mut(parent)?;
         dir.children.remove(name);
         touch(dir);
+        // A directory emptied here stays (POSIX), though the store no longer lists it.
+        dir.local = true;
         let node = tree.node_mut(ino)?;
         node.parent = new_parent;
         node.name = new_name.to_owned();

@@ -15,6 +15,7 @@ use fuser::{
 };
 
 use super::core::{Attr, AttrChanges, Caller, CreateFlags, EncFs, NodeKind};
+use crate::store::attributes::SpecialKind;
 
 /// Largest read and write the kernel sends in one request.
 pub const MAX_IO: u32 = 1 << 20;
@@ -49,10 +50,10 @@ impl Fuse {
             crtime: attr.mtime,
             kind: file_type(attr.kind),
             perm: attr.perm,
-            nlink: if attr.kind == NodeKind::Dir { 2 } else { 1 },
+            nlink: attr.nlink,
             uid: attr.uid,
             gid: attr.gid,
-            rdev: 0,
+            rdev: attr.rdev,
             blksize: MAX_IO,
             flags: 0,
         }
@@ -82,6 +83,10 @@ fn file_type(kind: NodeKind) -> FileType {
         NodeKind::File => FileType::RegularFile,
         NodeKind::Dir => FileType::Directory,
         NodeKind::Symlink => FileType::Symlink,
+        NodeKind::Special(SpecialKind::Fifo) => FileType::NamedPipe,
+        NodeKind::Special(SpecialKind::Socket) => FileType::Socket,
+        NodeKind::Special(SpecialKind::CharDevice) => FileType::CharDevice,
+        NodeKind::Special(SpecialKind::BlockDevice) => FileType::BlockDevice,
     }
 }
 
@@ -365,8 +370,8 @@ impl Filesystem for Fuse {
         reply.error(errno(super::core::UNSUPPORTED_LINK));
     }
 
-    /// Regular files only (`mknod` with `S_IFREG` is `creat`); FIFOs, sockets and device nodes
-    /// cannot be stored.
+    /// `mknod` with `S_IFREG` is `creat`; FIFOs, sockets and device nodes are empty marker
+    /// blobs with `--special-files`, `EPERM` otherwise.
     fn mknod(
         &self,
         req: &Request,
@@ -374,11 +379,27 @@ impl Filesystem for Fuse {
         name_: &OsStr,
         mode: u32,
         _umask: u32,
-        _rdev: u32,
+        rdev: u32,
         reply: ReplyEntry,
     ) {
-        if mode & libc::S_IFMT != libc::S_IFREG {
-            return reply.error(errno(super::core::UNSUPPORTED_NODE));
+        let special = match mode & libc::S_IFMT {
+            libc::S_IFREG => None,
+            libc::S_IFIFO => Some(SpecialKind::Fifo),
+            libc::S_IFSOCK => Some(SpecialKind::Socket),
+            libc::S_IFCHR => Some(SpecialKind::CharDevice),
+            libc::S_IFBLK => Some(SpecialKind::BlockDevice),
+            _ => return reply.error(Errno::EINVAL),
+        };
+        if let Some(kind) = special {
+            let made = name(name_).and_then(|n| {
+                self.fs
+                    .mknod_special(parent.0, n, kind, mode, rdev, caller(req))
+                    .map_err(errno)
+            });
+            return match made {
+                Ok(attr) => reply.entry(&self.ttl, &self.attr(&attr), Generation(0)),
+                Err(e) => reply.error(e),
+            };
         }
         let flags = CreateFlags {
             exclusive: true,
