@@ -412,95 +412,6 @@ impl BlobStore for WritesFail {
     }
 }
 
-/// Reads hang (a store that accepts requests and never answers) once `hang` is set.
-struct ReadsHang {
-    inner: Arc<dyn BlobStore>,
-    hang: Arc<std::sync::atomic::AtomicBool>,
-}
-
-#[async_trait]
-impl BlobStore for ReadsHang {
-    fn location(&self) -> String {
-        self.inner.location()
-    }
-    async fn create_container(&self) -> StoreResult<bool> {
-        self.inner.create_container().await
-    }
-    async fn container_exists(&self) -> StoreResult<bool> {
-        self.inner.container_exists().await
-    }
-    async fn get(
-        &self,
-        name: &str,
-        range: Option<Range<u64>>,
-        cpk: Option<&CustomerKey>,
-        if_match: Option<&str>,
-    ) -> StoreResult<Bytes> {
-        if self.hang.load(std::sync::atomic::Ordering::Relaxed) {
-            std::future::pending::<()>().await;
-        }
-        self.inner.get(name, range, cpk, if_match).await
-    }
-    async fn put(
-        &self,
-        name: &str,
-        data: Bytes,
-        metadata: &Metadata,
-        condition: &Condition,
-        cpk: Option<&CustomerKey>,
-    ) -> StoreResult<String> {
-        self.inner.put(name, data, metadata, condition, cpk).await
-    }
-    async fn stage_block(
-        &self,
-        name: &str,
-        block_id: &str,
-        data: Bytes,
-        cpk: Option<&CustomerKey>,
-    ) -> StoreResult<()> {
-        self.inner.stage_block(name, block_id, data, cpk).await
-    }
-    async fn commit_blocks(
-        &self,
-        name: &str,
-        block_ids: &[String],
-        metadata: &Metadata,
-        condition: &Condition,
-        cpk: Option<&CustomerKey>,
-    ) -> StoreResult<String> {
-        self.inner
-            .commit_blocks(name, block_ids, metadata, condition, cpk)
-            .await
-    }
-    async fn properties(
-        &self,
-        name: &str,
-        cpk: Option<&CustomerKey>,
-    ) -> StoreResult<BlobProperties> {
-        self.inner.properties(name, cpk).await
-    }
-    async fn list(&self, options: &ListOptions<'_>) -> StoreResult<Listing> {
-        self.inner.list(options).await
-    }
-    async fn delete(&self, name: &str, condition: &Condition) -> StoreResult<()> {
-        self.inner.delete(name, condition).await
-    }
-    async fn set_metadata(
-        &self,
-        name: &str,
-        metadata: &Metadata,
-        condition: &Condition,
-        cpk: Option<&CustomerKey>,
-    ) -> StoreResult<String> {
-        self.inner
-            .set_metadata(name, metadata, condition, cpk)
-            .await
-    }
-    async fn discard_staged(&self, name: &str, ids: &[String]) -> StoreResult<()> {
-        self.inner.discard_staged(name, ids).await
-    }
-}
-
 /// A store that stops answering: a read through the mount fails with `EIO` at the request
 /// deadline instead of blocking its caller (once: nested retry loops, up to half an hour).
 #[test]
@@ -511,17 +422,14 @@ fn a_hanging_store_fails_reads_at_the_deadline() {
         fs::write(env.path("f.bin"), pattern(3 << 20, 4)).unwrap();
         mount.unmount().unwrap();
     }
-    let hang = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let switched = Switched::new(env.store.clone());
     let deadline = std::time::Duration::from_secs(2);
     let store: Arc<dyn BlobStore> = Arc::new(RetryingStore::new(
-        ReadsHang {
-            inner: env.store.clone(),
-            hang: hang.clone(),
-        },
+        switched.clone(),
         RetryPolicy::default().with_deadline(deadline),
     ));
     let mount = env.mount_with(store, false);
-    hang.store(true, std::sync::atomic::Ordering::Relaxed);
+    switched.reads.store(true, Ordering::SeqCst);
     let path = env.path("f.bin");
     let (done, finished) = std::sync::mpsc::channel();
     let start = std::time::Instant::now();
@@ -684,12 +592,15 @@ fn disk_tier_serves_evictions_and_leaves_nothing_behind() {
 }
 
 /// The embedded store with switches: while `stages` is on, staging a block fails; while `commits`
-/// is on, the calls that publish (`put`, `commit_blocks`) fail. Everything else is forwarded,
-/// staged blocks served back included.
+/// is on, the calls that publish (`put`, `commit_blocks`) fail; while `reads` is on, ranged reads
+/// hang (a store that takes requests and never answers). Everything else is forwarded, staged
+/// blocks served back included; reads on the calling thread are not offered, so every read
+/// goes through `get`.
 struct Switched {
     inner: Arc<dyn BlobStore>,
     stages: AtomicBool,
     commits: AtomicBool,
+    reads: AtomicBool,
 }
 
 impl Switched {
@@ -698,6 +609,7 @@ impl Switched {
             inner,
             stages: AtomicBool::new(false),
             commits: AtomicBool::new(false),
+            reads: AtomicBool::new(false),
         })
     }
 
@@ -727,6 +639,9 @@ impl BlobStore for Switched {
         cpk: Option<&CustomerKey>,
         if_match: Option<&str>,
     ) -> StoreResult<Bytes> {
+        if self.reads.load(Ordering::SeqCst) {
+            std::future::pending::<()>().await;
+        }
         self.inner.get(name, range, cpk, if_match).await
     }
     async fn put(
