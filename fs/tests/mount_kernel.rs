@@ -71,6 +71,13 @@ impl Env {
         Mount::start(fs, &self.mountpoint, "test").unwrap()
     }
 
+    /// Writes `data` as `name` through a fresh read-write mount, unmounted again.
+    fn write_through_mount(&self, name: &str, data: &[u8]) {
+        let mount = self.mount(true);
+        fs::write(self.path(name), data).unwrap();
+        mount.unmount().unwrap();
+    }
+
     fn mount(&self, read_write: bool) -> Mount {
         self.mount_with(self.store.clone(), read_write)
     }
@@ -170,11 +177,7 @@ fn datasink_then_datasource_round_trip() {
 fn many_readers_of_one_file() {
     let env = env();
     let data = Arc::new(pattern(6 << 20, 2));
-    {
-        let mount = env.mount(true);
-        fs::write(env.path("shared.bin"), &*data).unwrap();
-        mount.unmount().unwrap();
-    }
+    env.write_through_mount("shared.bin", &*data);
     let mount = env.mount(false);
     let threads: Vec<_> = (0..8)
         .map(|t| {
@@ -240,11 +243,7 @@ fn tampered_segment_gives_eio_for_its_range_only() {
     let env = env();
     let segment = SegmentSize::DEFAULT.bytes();
     let data = pattern(40 * segment + 100, 5);
-    {
-        let mount = env.mount(true);
-        fs::write(env.path("t.bin"), &data).unwrap();
-        mount.unmount().unwrap();
-    }
+    env.write_through_mount("t.bin", &data);
     // Flip one ciphertext byte inside segment 20 of the blob file.
     let blob = fs::read_dir(env.container.join("blobs"))
         .unwrap()
@@ -286,11 +285,7 @@ fn tampered_segment_gives_eio_for_its_range_only() {
 #[test]
 fn wrong_key_fails_before_serving() {
     let env = env();
-    {
-        let mount = env.mount(true);
-        fs::write(env.path("a.txt"), b"secret").unwrap();
-        mount.unmount().unwrap();
-    }
+    env.write_through_mount("a.txt", b"secret");
     let wrong = Protection::Cse(Arc::new(DataKey::generate().unwrap()));
     let fs = EncFs::new(env.store.clone(), "", wrong, MountOptions::default()).unwrap();
     let error = fs.verify().unwrap_err().to_string();
@@ -310,11 +305,7 @@ fn wrong_key_fails_before_serving() {
 fn flaky_store_reads_retry() {
     let env = env();
     let data = pattern(5 << 20, 6);
-    {
-        let mount = env.mount(true);
-        fs::write(env.path("f.bin"), &data).unwrap();
-        mount.unmount().unwrap();
-    }
+    env.write_through_mount("f.bin", &data);
     let plan = FaultPlan {
         fail_fraction: 0.25,
         timeout_fraction: 0.0,
@@ -514,11 +505,7 @@ fn an_overwritten_blob_is_never_read_as_a_mix_of_two_versions() {
 fn failing_store_writes_surface_as_errno_and_keep_the_old_version() {
     let env = env();
     let old = pattern(6 << 20, 7);
-    {
-        let mount = env.mount(true);
-        fs::write(env.path("f.bin"), &old).unwrap();
-        mount.unmount().unwrap();
-    }
+    env.write_through_mount("f.bin", &old);
     {
         let failing: Arc<dyn BlobStore> = Arc::new(WritesFail(env.store.clone()));
         let mount = env.mount_with(failing, true);
@@ -567,11 +554,7 @@ fn failing_store_writes_surface_as_errno_and_keep_the_old_version() {
 fn disk_tier_serves_evictions_and_leaves_nothing_behind() {
     let env = env();
     let data = pattern(6 << 20, 9);
-    {
-        let mount = env.mount(true);
-        fs::write(env.path("f.bin"), &data).unwrap();
-        mount.unmount().unwrap();
-    }
+    env.write_through_mount("f.bin", &data);
     let tier = env.container.parent().unwrap().join("tier");
     let options = MountOptions {
         cache_size: 1 << 20,
@@ -799,11 +782,7 @@ fn failed_block_commit_keeps_every_byte_for_the_retry() {
 fn lost_block_fails_every_later_commit_of_that_version() {
     let env = env();
     let old = pattern(5 << 20, 3);
-    {
-        let mount = env.mount(true);
-        fs::write(env.path("f"), &old).unwrap();
-        mount.unmount().unwrap();
-    }
+    env.write_through_mount("f", &old);
     let switched = Switched::new(env.store.clone());
     let mount = env.mount_with(switched.clone(), true);
     let mut f = OpenOptions::new().write(true).open(env.path("f")).unwrap();
