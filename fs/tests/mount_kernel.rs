@@ -177,7 +177,7 @@ fn datasink_then_datasource_round_trip() {
 fn many_readers_of_one_file() {
     let env = env();
     let data = Arc::new(pattern(6 << 20, 2));
-    env.write_through_mount("shared.bin", &*data);
+    env.write_through_mount("shared.bin", &data);
     let mount = env.mount(false);
     let threads: Vec<_> = (0..8)
         .map(|t| {
