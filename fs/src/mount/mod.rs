@@ -151,14 +151,18 @@ pub fn connection_id(mountpoint: &Path) -> Option<u64> {
 pub fn abort_connection(id: u64) {
     let connections = Path::new("/sys/fs/fuse/connections");
     let abort = connections.join(id.to_string()).join("abort");
-    if !abort.exists() {
-        // The control filesystem is not always mounted (it is where systemd is absent).
-        let _ = std::process::Command::new("mount")
+    // The control filesystem is not always mounted (it is where systemd is absent): mount it
+    // for this write only, and leave the machine as it was.
+    let mounted_here = !abort.exists()
+        && std::process::Command::new("mount")
             .args(["-t", "fusectl", "fusectl"])
             .arg(connections)
-            .output();
-    }
+            .output()
+            .is_ok_and(|o| o.status.success());
     let _ = std::fs::write(abort, "1");
+    if mounted_here {
+        let _ = std::process::Command::new("umount").arg(connections).output();
+    }
 }
 
 /// Detaches the mount point at once, even while files are open (`fusermount3 -u -z`).
