@@ -378,10 +378,14 @@ fn store_errno(error: &StoreError) -> i32 {
 /// blob length, otherwise computed for the mount's segment size.
 fn plaintext_size(
     protection: &Protection,
-    blob_len: u64,
-    recorded: Option<u64>,
+    properties: &crate::store::BlobProperties,
     default: SegmentSize,
 ) -> u64 {
+    let blob_len = properties.size;
+    let recorded: Option<u64> = properties
+        .metadata
+        .get(crate::store::protection::META_SIZE)
+        .and_then(|s| s.parse().ok());
     if !matches!(protection, Protection::Cse(_)) {
         return blob_len;
     }
@@ -620,16 +624,10 @@ impl EncFs {
             if name.is_empty() {
                 continue;
             }
-            let recorded = item
-                .properties
-                .metadata
-                .get(crate::store::protection::META_SIZE)
-                .and_then(|s| s.parse().ok());
             seen.insert(name.to_owned(), ());
             let size = plaintext_size(
                 &self.protection,
-                item.properties.size,
-                recorded,
+                &item.properties,
                 self.options.segment_size,
             );
             let existing = tree.node(dir)?.children.get(name).copied();
@@ -972,17 +970,13 @@ impl EncFs {
             return Ok(None);
         }
         let blob = self.blob_name(&path);
+        // A blob of that name, else a prefix (a directory), else nothing.
         let found = match self
             .runtime
             .block_on(self.store.properties(&blob, self.protection.cpk()))
         {
-            Ok(properties) => Some(Some(properties)),
-            Err(StoreError::BlobNotFound(_)) => None,
-            Err(e) => return Err(store_errno(&e)),
-        };
-        let found = match found {
-            Some(found) => found,
-            None => {
+            Ok(properties) => Some(properties),
+            Err(StoreError::BlobNotFound(_)) => {
                 let dir_prefix = format!("{blob}/");
                 let page = self
                     .runtime
@@ -997,6 +991,7 @@ impl EncFs {
                 }
                 None
             }
+            Err(e) => return Err(store_errno(&e)),
         };
         let mut tree = self.tree.lock().expect("poisoned");
         if let Some(&ino) = tree.node(parent)?.children.get(name) {
@@ -1005,16 +1000,8 @@ impl EncFs {
         let node = match found {
             Some(properties) => {
                 let mut node = Node::new(parent, name, path, NodeKind::File);
-                let recorded = properties
-                    .metadata
-                    .get(crate::store::protection::META_SIZE)
-                    .and_then(|s| s.parse().ok());
-                node.size = plaintext_size(
-                    &self.protection,
-                    properties.size,
-                    recorded,
-                    self.options.segment_size,
-                );
+                node.size =
+                    plaintext_size(&self.protection, &properties, self.options.segment_size);
                 node.blob_len = properties.size;
                 node.etag = Some(properties.etag.clone());
                 node.take_blob(&properties);
@@ -1121,10 +1108,7 @@ impl EncFs {
             }
             self.tree.lock().expect("poisoned").node_mut(ino)?.size = content.len() as u64;
             let committed = self.commit(ino);
-            let mut tree = self.tree.lock().expect("poisoned");
-            let node = tree.node_mut(ino)?;
-            node.writers -= 1;
-            node.dirty = None;
+            self.stop_writing(ino);
             committed
         })();
         if let Err(e) = result {
@@ -1597,9 +1581,16 @@ impl EncFs {
             return Ok(());
         }
         let result = self.commit(handle.ino);
+        self.stop_writing(handle.ino);
+        result
+    }
+
+    /// One writer of `ino` is done; after the last, its uncommitted state goes, and with it
+    /// whatever a failed commit left staged.
+    fn stop_writing(&self, ino: u64) {
         let finished = {
             let mut tree = self.tree.lock().expect("poisoned");
-            tree.nodes.get_mut(&handle.ino).and_then(|node| {
+            tree.nodes.get_mut(&ino).and_then(|node| {
                 node.writers = node.writers.saturating_sub(1);
                 if node.writers == 0 {
                     node.dirty.take()
@@ -1611,7 +1602,6 @@ impl EncFs {
         if let Some(dirty) = finished {
             dirty.lock().expect("poisoned").abandon(&self.writes);
         }
-        result
     }
 
     /// `truncate` / `ftruncate`.
@@ -1647,20 +1637,7 @@ impl EncFs {
                     }
                     self.commit(ino)
                 })();
-                let finished = {
-                    let mut tree = self.tree.lock().expect("poisoned");
-                    let node = tree.node_mut(ino)?;
-                    node.writers -= 1;
-                    if node.writers == 0 {
-                        node.dirty.take()
-                    } else {
-                        None
-                    }
-                };
-                // A failed commit leaves nothing staged behind.
-                if let Some(dirty) = finished {
-                    dirty.lock().expect("poisoned").abandon(&self.writes);
-                }
+                self.stop_writing(ino);
                 result?;
             }
         }

@@ -161,7 +161,9 @@ pub fn abort_connection(id: u64) {
             .is_ok_and(|o| o.status.success());
     let _ = std::fs::write(abort, "1");
     if mounted_here {
-        let _ = std::process::Command::new("umount").arg(connections).output();
+        let _ = std::process::Command::new("umount")
+            .arg(connections)
+            .output();
     }
 }
 

@@ -266,9 +266,7 @@ impl Dirty {
         if self.failure.is_none() {
             return Ok(());
         }
-        if !self.tasks.is_empty() {
-            self.reap(ctx, true);
-        }
+        self.reap(ctx, true);
         self.discard_staging(ctx);
         let failure = self.failure.as_ref().expect("checked above");
         Err(failure.report(&self.name))
@@ -691,7 +689,7 @@ impl Dirty {
                     cpk.as_ref(),
                 ))
                 .map_err(|e| Failure::store(&e).report(&self.name))?;
-            self.finish(ctx)?;
+            self.finish(ctx);
             return Ok(etag);
         }
         for index in 0..full {
@@ -701,10 +699,9 @@ impl Dirty {
             if started.elapsed() > ctx.deadline {
                 // What was staged stays staged: the next fsync or close goes on from here.
                 eprintln!(
-                    "encfs: {}: commit did not finish within the {} s request deadline (block \
+                    "encfs: {}: commit did not finish within the {:?} request deadline (block \
                      {index} of {full}); it continues at the next fsync or close",
-                    self.name,
-                    ctx.deadline.as_secs()
+                    self.name, ctx.deadline
                 );
                 return Err(libc::EIO);
             }
@@ -745,7 +742,7 @@ impl Dirty {
                 cpk.as_ref(),
             ))
             .map_err(|e| Failure::store(&e).report(&self.name))?;
-        self.finish(ctx)?;
+        self.finish(ctx);
         Ok(etag)
     }
 
@@ -761,7 +758,7 @@ impl Dirty {
 
     /// After a commit: nothing dirty; the next version gets fresh keys and block ids. If no
     /// cipher can be made for it, the file takes no more writes (never plaintext under `cse`).
-    fn finish(&mut self, ctx: &WriteContext) -> Result<(), i32> {
+    fn finish(&mut self, ctx: &WriteContext) {
         self.blocks.clear();
         self.staged.clear();
         self.sent.clear();
@@ -772,7 +769,6 @@ impl Dirty {
             Ok(sealing) => self.sealing = sealing,
             Err(failure) => self.failure = Some(failure),
         }
-        Ok(())
     }
 
     /// Drops this version entirely (its staging too) and starts a new, empty one.
@@ -782,7 +778,7 @@ impl Dirty {
         }
         self.discard_staging(ctx);
         self.failure = None;
-        self.finish(ctx)?;
+        self.finish(ctx);
         self.check(ctx)
     }
 
