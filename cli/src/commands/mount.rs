@@ -154,7 +154,7 @@ fn serve(
     let patience = access.request_timeout.max(Duration::from_millis(100));
     let forced = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let forced_flag = forced.clone();
-    std::thread::spawn(move || {
+    let signals = std::thread::spawn(move || {
         let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -201,13 +201,20 @@ fn serve(
                 "encfs: aborting the mount at {}: open files lose what they had not committed",
                 target.display()
             );
+            // Detach first, so the mount point is gone before the aborted session ends and
+            // the process exits; then free the callers still blocked on the connection.
+            let _ = encfs_fs::mount::detach(&target);
             if let Some(id) = connection {
                 encfs_fs::mount::abort_connection(id);
             }
-            let _ = encfs_fs::mount::detach(&target);
         });
     });
     let result = mount.join();
+    if forced.load(std::sync::atomic::Ordering::SeqCst) {
+        // The session ended because of the abort: let the signal thread finish its clean-up
+        // (the control filesystem it may have mounted) before this process exits.
+        let _ = signals.join();
+    }
     if let Some(path) = &args.status_file {
         let _ = std::fs::remove_file(path);
     }
