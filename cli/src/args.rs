@@ -93,9 +93,10 @@ pub struct MountArgs {
     /// Show every file and directory as owned by this group id (recorded groups are kept).
     #[arg(long, value_name = "GID")]
     pub gid: Option<u32>,
-    /// Record FIFOs, sockets and device nodes as empty marker blobs (read-write mounts; devices
-    /// are never opened: the mount is nodev). Without it, mkfifo and mknod of them give EPERM.
-    #[arg(long)]
+    /// Refuse FIFOs, sockets and device nodes (mkfifo and mknod of them give EPERM). By default
+    /// a read-write mount records them as empty marker blobs; devices are never opened as
+    /// devices (the mount is nodev), and download skips them.
+    #[arg(long = "no-special-files", action = clap::ArgAction::SetFalse)]
     pub special_files: bool,
     /// Permission bits (octal, e.g. 022) cleared from every mode shown; recorded modes are kept.
     #[arg(long, value_name = "OCTAL", value_parser = parse_umask)]

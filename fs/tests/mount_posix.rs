@@ -1,6 +1,6 @@
 //! POSIX fidelity of the read-write mount through real kernel mounts over the embedded store:
 //! `O_EXCL` against names made behind the mount, long names, persisted modes, owners and times,
-//! symbolic links, the errno of what a blob store cannot hold, and a tree presented to an
+//! symbolic links, FIFOs and device nodes, the errno of what a blob store cannot hold, and a tree presented to an
 //! unprivileged user. Needs /dev/fuse and root (the README test command runs as root).
 
 use std::ffi::CString;
@@ -331,10 +331,61 @@ fn a_directory_emptied_by_a_rename_or_unlink_stays() {
     mount.unmount().unwrap();
 }
 
+/// By default FIFOs, sockets and device nodes are empty marker blobs: a FIFO carries data
+/// between two processes on the mount, a device node shows its type and number but never opens
+/// as a device (`nodev`), and both survive a remount.
+#[test]
+fn fifos_and_device_nodes_are_recorded_and_devices_never_open() {
+    let env = env();
+    {
+        let (mount, at) = env.mount();
+        let fifo = c_path(&at.join("pipe"));
+        // SAFETY: a valid NUL-terminated path; mkfifo only reads it.
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o640) }, 0);
+        let reader = {
+            let path = at.join("pipe");
+            std::thread::spawn(move || fs::read(path).unwrap())
+        };
+        fs::write(at.join("pipe"), b"through the fifo").unwrap();
+        assert_eq!(reader.join().unwrap(), b"through the fifo");
+        let null = c_path(&at.join("null"));
+        // SAFETY: as above; mknod only reads the path.
+        let made =
+            unsafe { libc::mknod(null.as_ptr(), libc::S_IFCHR | 0o666, libc::makedev(1, 3)) };
+        assert_eq!(made, 0, "{}", std::io::Error::last_os_error());
+        mount.unmount().unwrap();
+    }
+    let node = env.metadata_of("null");
+    assert_eq!(
+        node.get(encfs_store::attributes::META_NODE)
+            .map(String::as_str),
+        Some("char")
+    );
+    let (mount, at) = env.mount();
+    let pipe = fs::symlink_metadata(at.join("pipe")).unwrap();
+    assert!(std::os::unix::fs::FileTypeExt::is_fifo(&pipe.file_type()));
+    assert_eq!(pipe.mode() & 0o777, 0o640);
+    let null = fs::symlink_metadata(at.join("null")).unwrap();
+    assert!(std::os::unix::fs::FileTypeExt::is_char_device(
+        &null.file_type()
+    ));
+    assert_eq!(null.rdev(), libc::makedev(1, 3));
+    // /dev/null's number, yet opening it on this mount is refused: the mount is nodev.
+    assert_eq!(errno(fs::File::open(at.join("null"))), libc::EACCES);
+    assert_eq!(errno(fs::write(at.join("null"), b"x")), libc::EACCES);
+    fs::remove_file(at.join("null")).unwrap();
+    fs::remove_file(at.join("pipe")).unwrap();
+    mount.unmount().unwrap();
+}
+
 #[test]
 fn what_a_blob_store_cannot_hold_gets_the_posix_errno() {
     let env = env();
-    let (mount, at) = env.mount();
+    let refuse_special = MountOptions {
+        special_files: false,
+        ..MountOptions::default()
+    };
+    let (mount, at) = env.mount_at("mnt", refuse_special);
     fs::write(at.join("f"), b"1").unwrap();
     fs::write(at.join("g"), b"2").unwrap();
     assert_eq!(

@@ -20,13 +20,13 @@ pub const META_GID: &str = "encfs_gid";
 pub const META_MTIME: &str = "encfs_source_mtime";
 /// Present (`"1"`) on a symbolic link; its content is the link's target.
 pub const META_SYMLINK: &str = "encfs_symlink";
-/// On an empty blob standing for a FIFO, socket or device node (`mount --special-files`):
+/// On an empty blob standing for a FIFO, socket or device node (a read-write mount's `mknod`/`mkfifo`; refused with `mount --no-special-files`):
 /// `fifo`, `socket`, `char` or `block`.
 pub const META_NODE: &str = "encfs_node";
 /// The device number of a `char` or `block` node, decimal.
 pub const META_RDEV: &str = "encfs_rdev";
 
-/// A node with no content that a mount can record as an empty blob (`mount --special-files`).
+/// A node with no content that a mount can record as an empty blob (a read-write mount's `mknod`/`mkfifo`; refused with `mount --no-special-files`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SpecialKind {
     /// A named pipe.

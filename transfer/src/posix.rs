@@ -63,7 +63,7 @@ pub(super) fn is_link(blob: &BlobItem) -> bool {
     StoredAttributes::from_metadata(&blob.properties.metadata).symlink
 }
 
-/// Whether a listed blob stands for a FIFO, socket or device node (`mount --special-files`):
+/// Whether a listed blob stands for a FIFO, socket or device node (a read-write mount's `mknod`/`mkfifo`; refused with `mount --no-special-files`):
 /// download does not make those.
 pub(super) fn is_special(blob: &BlobItem) -> bool {
     StoredAttributes::from_metadata(&blob.properties.metadata)

@@ -85,8 +85,9 @@ pub struct MountOptions {
     pub umask: Option<u32>,
     /// Let users other than the one who mounted use the mount (`--allow-other`).
     pub allow_other: bool,
-    /// Record FIFOs, sockets and device nodes as empty marker blobs (`--special-files`);
-    /// otherwise `mknod` / `mkfifo` of them is `EPERM`.
+    /// Record FIFOs, sockets and device nodes as empty marker blobs (the default; the mount is
+    /// `nodev`, so a device node is never opened as one). `false` (`--no-special-files`):
+    /// `mknod` / `mkfifo` of them is `EPERM`.
     pub special_files: bool,
 }
 
@@ -109,7 +110,7 @@ impl Default for MountOptions {
             force_gid: None,
             umask: None,
             allow_other: false,
-            special_files: false,
+            special_files: true,
         }
     }
 }
@@ -137,9 +138,9 @@ pub enum NodeKind {
     Dir,
     /// A blob marked as a link (`encfs_symlink`); its content is the target.
     Symlink,
-    /// An empty blob marked as a FIFO, socket or device node (`encfs_node`), made with
-    /// `--special-files`; the kernel serves FIFOs and sockets itself, and never opens devices
-    /// (`nodev`).
+    /// An empty blob marked as a FIFO, socket or device node (`encfs_node`; refused with
+    /// `--no-special-files`): the kernel serves FIFOs and sockets itself, and never opens
+    /// devices (`nodev`).
     Special(SpecialKind),
 }
 
@@ -1049,8 +1050,8 @@ impl EncFs {
         )
     }
 
-    /// Makes a FIFO, socket or device node: an empty blob marked `encfs_node` (with
-    /// `--special-files`; otherwise `EPERM`, what POSIX gives where a file system cannot hold one).
+    /// Makes a FIFO, socket or device node: an empty blob marked `encfs_node` (by default; with
+    /// `--no-special-files`, `EPERM`, what POSIX gives where a file system cannot hold one).
     pub fn mknod_special(
         &self,
         parent: u64,

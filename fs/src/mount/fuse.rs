@@ -371,7 +371,7 @@ impl Filesystem for Fuse {
     }
 
     /// `mknod` with `S_IFREG` is `creat`; FIFOs, sockets and device nodes are empty marker
-    /// blobs with `--special-files`, `EPERM` otherwise.
+    /// blobs by default, `EPERM` with `--no-special-files`.
     fn mknod(
         &self,
         req: &Request,
