@@ -3,11 +3,11 @@
 //! reference-model proptest drive it directly.
 //!
 //! The operations are split by concern over sibling modules, each an `impl EncFs` block:
-//! the names and directories ([`super::namespace`]), `stat` and `setattr`
-//! ([`super::attributes`]), making, removing and renaming entries ([`super::entries`]), links
-//! and special nodes ([`super::special_nodes`]), open handles ([`super::handles`]), the read path
-//! with prefetch ([`super::read`]) and the writers of a file ([`super::writers`]). Every one
-//! fails with [`FsError`](super::error::FsError), mapped to errno in [`super::error`] alone.
+//! the names and directories (`namespace`), `stat` and `setattr` (`attributes`), making,
+//! removing and renaming entries (`entries`), links and special nodes (`special_nodes`), open
+//! handles (`handles`), the read path with prefetch (`read`) and the writers of a file
+//! (`writers`). Every one fails with [`FsError`](super::error::FsError), mapped to errno in
+//! [`super::error`] alone.
 //!
 //! Blob names are paths: `a/b/c.csv` is file `c.csv` in directory `b` in directory `a`.
 //! Directories are the prefixes the store lists with delimiter `/`; a directory made with `mkdir`
@@ -32,7 +32,6 @@ use crate::store::{BlobStore, StoreError};
 // What this module held before the split, at the paths it had.
 pub use super::attributes::{Attr, AttrChanges};
 pub use super::entries::{Caller, CreateFlags};
-pub use super::error::{FsError, errno_of};
 pub use super::namespace::{MAX_BLOB_NAME_CHARS, MAX_NAME_BYTES, NodeKind, ROOT};
 pub use super::options::MountOptions;
 pub use super::special_nodes::{UNSUPPORTED_LINK, UNSUPPORTED_NODE};
@@ -151,7 +150,7 @@ impl EncFs {
 
     /// Parts of the cache budget set aside for prefetches in flight and for free pooled buffers
     /// (the second also covers reply buffers and allocator slack).
-    pub(super) fn reserves(cache_size: usize) -> (usize, usize) {
+    fn reserves(cache_size: usize) -> (usize, usize) {
         let inflight = (MAX_WINDOW as usize).min(cache_size / 4);
         let pool = (32usize << 20).min(cache_size / 8);
         (inflight, pool)

@@ -29,7 +29,7 @@ pub struct CreateFlags {
 }
 
 /// Bytes per request when copying a blob for `rename`.
-pub(super) const COPY_BLOCK: u64 = 8 << 20;
+const COPY_BLOCK: u64 = 8 << 20;
 
 impl EncFs {
     /// Creates and opens a file (`open` with `O_CREAT`). The mount's listing may be older than
@@ -287,7 +287,7 @@ impl EncFs {
 }
 
 /// Copies a blob's stored bytes (ciphertext for `cse`: EBF does not bind the name) and metadata.
-pub(super) async fn copy_blob(
+async fn copy_blob(
     store: &dyn BlobStore,
     from: &str,
     to: &str,

@@ -97,12 +97,12 @@ impl Node {
     }
 
     /// Whether a blob holds it (a file or a link), as opposed to a prefix.
-    pub(super) fn is_blob(&self) -> bool {
+    fn is_blob(&self) -> bool {
         self.kind != NodeKind::Dir
     }
 
     /// Takes mode, owner, group, mtime and kind from a listed or probed blob.
-    pub(super) fn take_blob(&mut self, properties: &crate::store::BlobProperties) {
+    fn take_blob(&mut self, properties: &crate::store::BlobProperties) {
         let attributes = StoredAttributes::from_metadata(&properties.metadata);
         self.mtime = attributes.mtime.unwrap_or(properties.last_modified);
         self.atime = self.mtime;
@@ -148,7 +148,7 @@ impl Tree {
 
 /// Plaintext length of a listed blob: the size recorded at upload when it is consistent with the
 /// blob length, otherwise computed for the mount's segment size.
-pub(super) fn plaintext_size(
+fn plaintext_size(
     protection: &Protection,
     properties: &crate::store::BlobProperties,
     default: SegmentSize,

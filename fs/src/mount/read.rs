@@ -19,15 +19,15 @@ use super::write::BaseReader;
 use crate::store::BlobStore;
 
 /// Prefetch window bounds.
-pub(super) const MIN_WINDOW: u64 = 1 << 20;
+const MIN_WINDOW: u64 = 1 << 20;
 
 pub(super) const MAX_WINDOW: u64 = 32 << 20;
 
 /// Plaintext bytes per prefetch request.
-pub(super) const PREFETCH_CHUNK: u64 = 2 << 20;
+const PREFETCH_CHUNK: u64 = 2 << 20;
 
 /// Reads this close to the last one count as sequential (the kernel reorders parallel reads).
-pub(super) const SEQUENTIAL_SLACK: u64 = 8 << 20;
+const SEQUENTIAL_SLACK: u64 = 8 << 20;
 
 impl EncFs {
     /// The readable version of a file, opened (header fetched and checked) on first use.
@@ -66,7 +66,7 @@ impl EncFs {
         Ok(source)
     }
 
-    pub(super) fn keep(&self, file: u64, fetched: Vec<(u64, Option<Bytes>)>) {
+    fn keep(&self, file: u64, fetched: Vec<(u64, Option<Bytes>)>) {
         for (index, plain) in fetched {
             let key = SegmentKey { file, index };
             match plain {
@@ -172,7 +172,7 @@ impl EncFs {
         self.copy_out(source, offset, end, first, last)
     }
 
-    pub(super) fn copy_out(
+    fn copy_out(
         &self,
         source: &SharedSource,
         offset: u64,
@@ -254,13 +254,7 @@ impl EncFs {
     }
 
     /// Sequential-read detection and the adaptive prefetch window.
-    pub(super) fn read_ahead(
-        &self,
-        handle: &OpenFile,
-        source: &SharedSource,
-        offset: u64,
-        end: u64,
-    ) {
+    fn read_ahead(&self, handle: &OpenFile, source: &SharedSource, offset: u64, end: u64) {
         let mut ra = handle.readahead.lock().expect("poisoned");
         let sequential = (ra.next == 0 && offset == 0)
             || (offset + SEQUENTIAL_SLACK >= ra.next && offset <= ra.next + SEQUENTIAL_SLACK);
@@ -333,7 +327,7 @@ impl BaseReader for EncFs {
 }
 
 /// Fetches claimed segments in one request, fills the cache, and releases the claims.
-pub(super) async fn fetch_task(
+async fn fetch_task(
     store: Arc<dyn BlobStore>,
     cache: Arc<BlockCache>,
     pool: Arc<BufferPool>,
@@ -385,7 +379,7 @@ pub(super) async fn fetch_task(
 }
 
 /// Contiguous runs `(start, count)` of sorted indices.
-pub(super) fn runs(indices: &[u64]) -> Vec<(u64, u64)> {
+fn runs(indices: &[u64]) -> Vec<(u64, u64)> {
     let mut out: Vec<(u64, u64)> = Vec::new();
     for &index in indices {
         match out.last_mut() {

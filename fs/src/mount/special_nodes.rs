@@ -11,7 +11,7 @@ use super::error::{FsError, errno};
 use super::namespace::{NodeKind, check_name};
 
 /// Longest symbolic-link target, in bytes (`PATH_MAX`).
-pub(super) const MAX_SYMLINK_TARGET: usize = 4095;
+const MAX_SYMLINK_TARGET: usize = 4095;
 
 /// `link`: a blob store has one name per blob. POSIX's errno for a file system that does not
 /// support links.
@@ -84,7 +84,7 @@ impl EncFs {
     }
 
     /// A symbolic link or special node: a new blob holding `content`, committed at once.
-    pub(super) fn make_blob_node(
+    fn make_blob_node(
         &self,
         parent: u64,
         name: &str,

@@ -40,11 +40,7 @@ impl EncFs {
         result
     }
 
-    pub(super) fn make_dirty(
-        &self,
-        ino: u64,
-        truncate: bool,
-    ) -> Result<Arc<Mutex<Dirty>>, FsError> {
+    fn make_dirty(&self, ino: u64, truncate: bool) -> Result<Arc<Mutex<Dirty>>, FsError> {
         let (name, has_blob) = {
             let tree = self.tree.lock().expect("poisoned");
             let node = tree.node(ino)?;
