@@ -1,6 +1,6 @@
 //! Open handles: `open`, and the calls that end a handle's life (`flush`, `fsync`, `release`).
 //! A handle remembers its file, whether it writes, the process that opened it (only that
-//! process's `close` commits) and its read-ahead state.
+//! process's `close` commits) and its read-ahead state (see `read`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -8,19 +8,17 @@ use std::sync::{Arc, Mutex};
 use super::core::EncFs;
 use super::error::{FsError, errno};
 use super::namespace::NodeKind;
+use super::read::ReadAhead;
 
-#[derive(Default)]
-pub(super) struct ReadAhead {
-    pub(super) next: u64,
-    pub(super) window: u64,
-    pub(super) issued: u64,
-}
-
+/// One open handle (`fh`).
 pub(super) struct OpenFile {
+    /// The file.
     pub(super) ino: u64,
+    /// Opened for writing.
     pub(super) write: bool,
     /// The process that opened it (0: unknown): only its `close` commits.
     pub(super) owner: AtomicU64,
+    /// Where its reads went, for prefetch.
     pub(super) readahead: Mutex<ReadAhead>,
 }
 

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use super::cache::{BlockCache, Lookup, SegmentKey};
 use super::core::EncFs;
 use super::error::{FsError, errno};
-use super::handles::{OpenFile, ReadAhead};
+use super::handles::OpenFile;
 use super::pool::BufferPool;
 use super::source::{BlobSource, SharedSource};
 use super::write::BaseReader;
@@ -20,7 +20,6 @@ use crate::store::BlobStore;
 
 /// Prefetch window bounds.
 const MIN_WINDOW: u64 = 1 << 20;
-
 pub(super) const MAX_WINDOW: u64 = 32 << 20;
 
 /// Plaintext bytes per prefetch request.
@@ -28,6 +27,15 @@ const PREFETCH_CHUNK: u64 = 2 << 20;
 
 /// Reads this close to the last one count as sequential (the kernel reorders parallel reads).
 const SEQUENTIAL_SLACK: u64 = 8 << 20;
+
+/// A handle's sequential-read state: where the last read ended, the prefetch window, and how far
+/// prefetches were issued.
+#[derive(Default)]
+pub(super) struct ReadAhead {
+    next: u64,
+    window: u64,
+    issued: u64,
+}
 
 impl EncFs {
     /// The readable version of a file, opened (header fetched and checked) on first use.

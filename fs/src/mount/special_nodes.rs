@@ -2,13 +2,12 @@
 //! metadata (`encfs_symlink`, `encfs_node`) and committed at once; a link's content is its
 //! target, sealed like any content. Hard links cannot exist on a blob store.
 
-use crate::store::attributes::SpecialKind;
-
 use super::attributes::Attr;
 use super::core::EncFs;
 use super::entries::Caller;
 use super::error::{FsError, errno};
 use super::namespace::{NodeKind, check_name};
+use crate::store::attributes::SpecialKind;
 
 /// Longest symbolic-link target, in bytes (`PATH_MAX`).
 const MAX_SYMLINK_TARGET: usize = 4095;
