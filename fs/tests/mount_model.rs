@@ -181,7 +181,7 @@ fn run(ops: Vec<Op>, ttl: Duration, cse: bool, parked: bool) {
                     continue;
                 };
                 let data = vec![byte; len];
-                let result = h.fs.write(fh, offset, &data);
+                let result = h.fs.write(fh, offset, &data).map_err(|e| e.errno());
                 if !write {
                     assert_eq!(result, Err(libc::EBADF));
                     continue;

@@ -15,6 +15,7 @@ use fuser::{
 };
 
 use super::core::{Attr, AttrChanges, Caller, CreateFlags, EncFs, NodeKind};
+use super::error::FsError;
 use crate::store::attributes::SpecialKind;
 
 /// Largest read and write the kernel sends in one request.
@@ -74,8 +75,10 @@ fn process_of(req: &Request) -> u32 {
         .unwrap_or(tid)
 }
 
-fn errno(code: i32) -> Errno {
-    Errno::from_i32(code)
+/// The boundary: a failed operation replies its errno (the error logged itself, if it deserved
+/// a line, when it was made; see [`super::error`]).
+fn errno(error: FsError) -> Errno {
+    Errno::from_i32(error.errno())
 }
 
 fn file_type(kind: NodeKind) -> FileType {
@@ -367,7 +370,7 @@ impl Filesystem for Fuse {
         _new_name: &OsStr,
         reply: ReplyEntry,
     ) {
-        reply.error(errno(super::core::UNSUPPORTED_LINK));
+        reply.error(Errno::from_i32(super::core::UNSUPPORTED_LINK));
     }
 
     /// `mknod` with `S_IFREG` is `creat`; FIFOs, sockets and device nodes are empty marker

@@ -1,7 +1,13 @@
 //! The FUSE mount: a datasource (read-only) or datasink (read-write) view of one store prefix as
 //! plain files, while the store holds only ciphertext (`cse`) or CPK-protected blobs.
 //!
-//! * [`core`]: the filesystem without the kernel (inodes, listings, read and write paths);
+//! * [`core`]: the filesystem without the kernel ([`EncFs`]), built and checked; its operations,
+//!   by concern: `namespace` (inodes over blob names, listings, `lookup`), `attributes` (`stat`,
+//!   `setattr`), `entries` (`create`, `mkdir`, `unlink`, `rmdir`, `rename`), `special_nodes`
+//!   (links, FIFOs, devices), `handles` (`open` to `release`), `read` (the read path with
+//!   prefetch) and `writers` (writes and commits);
+//! * [`error`]: [`FsError`], the one error type, and the one mapping of store errors to errno;
+//! * `options`: [`MountOptions`];
 //! * [`cache`]: the memory-bounded segment cache with its optional sealed disk tier;
 //! * [`source`]: fetching and verifying runs of segments of one blob version;
 //! * [`write`](mod@write): dirty files, staged blocks and the atomic commit;
@@ -9,19 +15,29 @@
 //! * `pool`: reusable read buffers that cached segments are slices of;
 //! * [`fuse`]: the fuser adapter; [`Mount`] runs a session until unmounted.
 
+mod attributes;
 pub mod cache;
 pub mod core;
+mod entries;
+pub mod error;
 pub mod fuse;
+mod handles;
+mod namespace;
+mod options;
 mod pool;
+mod read;
 mod scratch;
 pub mod source;
+mod special_nodes;
 pub mod write;
+mod writers;
 
 use std::path::{Path, PathBuf};
 
 pub use self::core::{
     Attr, AttrChanges, Caller, CreateFlags, EncFs, MountError, MountOptions, NodeKind, ROOT,
 };
+pub use self::error::FsError;
 
 /// A running mount: the FUSE session on its own threads.
 pub struct Mount {

@@ -38,6 +38,7 @@ use tokio::runtime::Handle;
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
+use super::error::{FsError, errno_of};
 use super::scratch::{Record, Scratch};
 use super::source::SharedSource;
 use crate::store::protection::Protection;
@@ -80,7 +81,8 @@ impl WriteContext {
 /// Reads plaintext of a committed version (through the block cache).
 pub(crate) trait BaseReader {
     /// `len` bytes of `source` from `offset` (short only at the end of the blob).
-    fn read_base(&self, source: &SharedSource, offset: u64, len: usize) -> Result<Vec<u8>, i32>;
+    fn read_base(&self, source: &SharedSource, offset: u64, len: usize)
+    -> Result<Vec<u8>, FsError>;
 }
 
 /// How to park the staged bytes: as they are (EBF under the data key) at an offset, or (plaintext)
@@ -145,14 +147,14 @@ impl Failure {
 
     fn store(error: &StoreError) -> Self {
         Self {
-            errno: super::core::errno_of(error),
+            errno: errno_of(error),
             message: error.to_string(),
         }
     }
 
-    fn report(&self, name: &str) -> i32 {
-        eprintln!("encfs: {name}: {}", self.message);
-        self.errno
+    /// The error the application gets, logged (every time: each call that fails on it says so).
+    fn report(&self, name: &str) -> FsError {
+        FsError::with_message(self.errno, format!("{name}: {}", self.message))
     }
 }
 
@@ -188,21 +190,20 @@ pub(crate) struct Dirty {
     pub attributes: Metadata,
 }
 
-fn eio(message: String) -> i32 {
-    eprintln!("encfs: {message}");
-    libc::EIO
-}
-
 impl Dirty {
     /// New (or truncated) content for `name`, changed from the start.
-    pub fn empty(ctx: &WriteContext, name: &str) -> Result<Self, i32> {
+    pub fn empty(ctx: &WriteContext, name: &str) -> Result<Self, FsError> {
         let mut dirty = Self::over(ctx, name, None)?;
         dirty.changed = true;
         Ok(dirty)
     }
 
     /// Content starting as the committed version `base`.
-    pub fn over(ctx: &WriteContext, name: &str, base: Option<SharedSource>) -> Result<Self, i32> {
+    pub fn over(
+        ctx: &WriteContext,
+        name: &str,
+        base: Option<SharedSource>,
+    ) -> Result<Self, FsError> {
         let sealing = Sealing::new(ctx, name).map_err(|f| f.report(name))?;
         let size = base.as_ref().map_or(0, |b| b.plain_len);
         let mut dirty = Self {
@@ -229,7 +230,7 @@ impl Dirty {
 
     /// Makes sure the file may grow to `size`: within [`MAX_BLOCKS`] blocks, choosing a larger
     /// block size while nothing beyond block 0 is held; `EFBIG` when it cannot be done.
-    fn fit(&mut self, ctx: &WriteContext, size: u64) -> Result<(), i32> {
+    fn fit(&mut self, ctx: &WriteContext, size: u64) -> Result<(), FsError> {
         if size <= MAX_BLOCKS * self.block as u64 {
             return Ok(());
         }
@@ -241,14 +242,16 @@ impl Dirty {
             && self.sent.is_empty()
             && self.blocks.keys().all(|&index| index == 0);
         if size > MAX_BLOCKS * block as u64 || !movable {
-            eprintln!(
-                "encfs: {}: a size of {size} bytes is beyond what this file can hold ({} blocks \
-                 of {} bytes)",
-                self.name,
-                MAX_BLOCKS,
-                if movable { block } else { self.block }
-            );
-            return Err(libc::EFBIG);
+            return Err(FsError::with_message(
+                libc::EFBIG,
+                format!(
+                    "{}: a size of {size} bytes is beyond what this file can hold ({} blocks of \
+                     {} bytes)",
+                    self.name,
+                    MAX_BLOCKS,
+                    if movable { block } else { self.block }
+                ),
+            ));
         }
         // Block 0 (if any) keeps its bytes; it just becomes a longer block.
         self.block = block;
@@ -262,7 +265,7 @@ impl Dirty {
 
     /// Fails when a block of this version was lost (see [`Failure`]). The first time, it waits
     /// for the other staging tasks and frees everything this version staged.
-    fn check(&mut self, ctx: &WriteContext) -> Result<(), i32> {
+    fn check(&mut self, ctx: &WriteContext) -> Result<(), FsError> {
         if self.failure.is_none() {
             return Ok(());
         }
@@ -291,7 +294,12 @@ impl Dirty {
 
     /// Brings block `index` into memory (at most `block_len` bytes, zeros after), from the staged
     /// copy or the base version when it is not there yet.
-    fn load(&mut self, ctx: &WriteContext, base: &dyn BaseReader, index: u64) -> Result<(), i32> {
+    fn load(
+        &mut self,
+        ctx: &WriteContext,
+        base: &dyn BaseReader,
+        index: u64,
+    ) -> Result<(), FsError> {
         if self.blocks.contains_key(&index) {
             return Ok(());
         }
@@ -317,8 +325,8 @@ impl Dirty {
         Ok(())
     }
 
-    fn unpark(&self, ctx: &WriteContext, index: u64, parked: Parked) -> Result<Vec<u8>, i32> {
-        let fail = |e: String| eio(format!("{}: staged block {index}: {e}", self.name));
+    fn unpark(&self, ctx: &WriteContext, index: u64, parked: Parked) -> Result<Vec<u8>, FsError> {
+        let fail = |e: String| FsError::io(format!("{}: staged block {index}: {e}", self.name));
         let scratch = || {
             self.scratch
                 .as_ref()
@@ -368,7 +376,7 @@ impl Dirty {
     }
 
     /// `EIO` when a background staging of this file failed.
-    pub fn pending_error(&mut self, ctx: &WriteContext) -> Result<(), i32> {
+    pub fn pending_error(&mut self, ctx: &WriteContext) -> Result<(), FsError> {
         self.reap(ctx, false);
         self.check(ctx)
     }
@@ -380,7 +388,7 @@ impl Dirty {
         base: &dyn BaseReader,
         offset: u64,
         data: &[u8],
-    ) -> Result<(), i32> {
+    ) -> Result<(), FsError> {
         self.reap(ctx, false);
         self.check(ctx)?;
         let end = offset + data.len() as u64;
@@ -439,7 +447,7 @@ impl Dirty {
         base: &dyn BaseReader,
         offset: u64,
         len: usize,
-    ) -> Result<Vec<u8>, i32> {
+    ) -> Result<Vec<u8>, FsError> {
         // A version that lost a block has no content to read back.
         self.check(ctx)?;
         let end = (offset + len as u64).min(self.size);
@@ -481,7 +489,7 @@ impl Dirty {
         ctx: &WriteContext,
         base: &dyn BaseReader,
         size: u64,
-    ) -> Result<(), i32> {
+    ) -> Result<(), FsError> {
         self.reap(ctx, false);
         if size == 0 {
             // Nothing of the old content is left: a new version, whatever became of this one.
@@ -515,7 +523,7 @@ impl Dirty {
     }
 
     /// Seals block `index` (full, not final) and sends it as a staged block in the background.
-    fn stage(&mut self, ctx: &WriteContext, index: u64) -> Result<(), i32> {
+    fn stage(&mut self, ctx: &WriteContext, index: u64) -> Result<(), FsError> {
         let plain = self
             .blocks
             .remove(&index)
@@ -539,7 +547,7 @@ impl Dirty {
             None => {
                 let scratch = Arc::new(
                     Scratch::new(ctx.scratch_dir.as_deref())
-                        .map_err(|e| eio(format!("{}: scratch file: {e}", self.name)))?,
+                        .map_err(|e| FsError::io(format!("{}: scratch file: {e}", self.name)))?,
                 );
                 self.scratch = Some(scratch.clone());
                 scratch
@@ -646,7 +654,7 @@ impl Dirty {
         index: u64,
         plain: &[u8],
         len: usize,
-    ) -> Result<Bytes, i32> {
+    ) -> Result<Bytes, FsError> {
         seal(
             &self.sealing,
             ctx.segment,
@@ -657,13 +665,13 @@ impl Dirty {
             len,
             true,
         )
-        .map_err(eio)
+        .map_err(FsError::io)
     }
 
     /// Sends everything not yet sent and commits the block list: the new version becomes visible
     /// in one step. Returns the new etag. On failure nothing is published and, unless a block was
     /// lost, everything is kept for the next attempt (see the module's comment).
-    pub fn commit(&mut self, ctx: &WriteContext, base: &dyn BaseReader) -> Result<String, i32> {
+    pub fn commit(&mut self, ctx: &WriteContext, base: &dyn BaseReader) -> Result<String, FsError> {
         let started = Instant::now();
         self.reap(ctx, true);
         self.check(ctx)?;
@@ -698,12 +706,11 @@ impl Dirty {
             }
             if started.elapsed() > ctx.deadline {
                 // What was staged stays staged: the next fsync or close goes on from here.
-                eprintln!(
-                    "encfs: {}: commit did not finish within the {:?} request deadline (block \
-                     {index} of {full}); it continues at the next fsync or close",
+                return Err(FsError::io(format!(
+                    "{}: commit did not finish within the {:?} request deadline (block {index} \
+                     of {full}); it continues at the next fsync or close",
                     self.name, ctx.deadline
-                );
-                return Err(libc::EIO);
+                )));
             }
             self.load(ctx, base, index)?;
             self.stage(ctx, index)?;
@@ -772,7 +779,7 @@ impl Dirty {
     }
 
     /// Drops this version entirely (its staging too) and starts a new, empty one.
-    fn restart(&mut self, ctx: &WriteContext) -> Result<(), i32> {
+    fn restart(&mut self, ctx: &WriteContext) -> Result<(), FsError> {
         for task in self.tasks.drain(..) {
             task.abort();
         }
