@@ -15,10 +15,10 @@
 //!
 //! **No retries on the calling thread.** A backoff would hold the caller's thread (a FUSE thread,
 //! a small-file thread), and only the async calls run under the store's deadline. A call that
-//! fails transiently ([`StoreError::is_transient`]) goes back to its caller, which makes the same
-//! call through the async [`BlobStore`] method: the retry layer ([`crate::faults::RetryingStore`])
-//! retries that one. [`try_locally`] makes both decisions (local access or not, transient or not)
-//! for the calls that have an async twin.
+//! fails transiently ([`crate::StoreError::is_transient`]) goes back to its caller, which makes
+//! the same call through the async [`BlobStore`] method: the retry layer
+//! ([`crate::faults::RetryingStore`]) retries that one. [`try_locally`] makes both decisions
+//! (local access or not, transient or not) for the calls that have an async twin.
 
 use std::ops::Range;
 
@@ -166,11 +166,16 @@ mod tests {
         let store = LocalStore::new(dir.path().join("c"));
         store.create_container().await.unwrap();
         let shared: Arc<dyn BlobStore> = Arc::new(store.clone());
+        // What the CLI opens for a `file://` address (the mount and the transfers take that).
+        let opened = crate::open_store(&format!("file://{}", dir.path().join("c").display()))
+            .unwrap()
+            .store;
         let retry = RetryPolicy::default;
         let stacks: Vec<(&str, Box<dyn BlobStore>)> = vec![
             ("local", Box::new(store.clone())),
             ("arc", Box::new(Arc::new(store.clone()))),
             ("arc-dyn", Box::new(shared.clone())),
+            ("opened", Box::new(opened)),
             (
                 "retrying",
                 Box::new(RetryingStore::new(store.clone(), retry())),
@@ -213,6 +218,8 @@ mod tests {
         let retrying_azure = RetryingStore::new(azure, retry());
         assert!(retrying_azure.local().is_none());
         assert!(try_locally(&retrying_azure, |local| local.properties("x", None)).is_none());
+        let opened = crate::open_store("http://127.0.0.1:1/devstoreaccount1/never-reached");
+        assert!(opened.unwrap().store.local().is_none(), "Azure, as opened");
     }
 
     /// The fault wrapper faults calling-thread calls as it faults async ones; a transient fault
