@@ -20,8 +20,8 @@ use encfs_fs::store::faults::{FaultPlan, FaultyStore, RetryingStore, SlowStore};
 use encfs_fs::store::local::LocalStore;
 use encfs_fs::store::protection::Protection;
 use encfs_fs::store::{
-    BlobProperties, BlobStore, Condition, CustomerKey, ListOptions, Listing, Metadata, RetryPolicy,
-    StoreError, StoreResult,
+    BlobProperties, BlobStore, Condition, CustomerKey, ListOptions, Listing, LocalAccess, Metadata,
+    PinnedBlob, RetryPolicy, StoreError, StoreResult,
 };
 
 fn require_fuse() {
@@ -401,6 +401,10 @@ impl BlobStore for WritesFail {
     async fn discard_staged(&self, name: &str, ids: &[String]) -> StoreResult<()> {
         self.0.discard_staged(name, ids).await
     }
+    /// None: it stands for a remote store whose writes fail.
+    fn local(&self) -> Option<&dyn LocalAccess> {
+        None
+    }
 }
 
 /// A store that stops answering: a read through the mount fails with `EIO` at the request
@@ -576,9 +580,10 @@ fn disk_tier_serves_evictions_and_leaves_nothing_behind() {
 
 /// The embedded store with switches: while `stages` is on, staging a block fails; while `commits`
 /// is on, the calls that publish (`put`, `commit_blocks`) fail; while `reads` is on, ranged reads
-/// hang (a store that takes requests and never answers). Everything else is forwarded, staged
-/// blocks served back included; reads on the calling thread are not offered, so every read
-/// goes through `get`.
+/// hang (a store that takes requests and never answers). Everything else is forwarded, local
+/// access and staged blocks served back included, except that nothing is pinned (every read is
+/// a `get`) and, while `reads` is on, a read on the calling thread fails transiently at once: the
+/// caller then takes the async `get`, which hangs until the request deadline.
 struct Switched {
     inner: Arc<dyn BlobStore>,
     stages: AtomicBool,
@@ -594,6 +599,10 @@ impl Switched {
             commits: AtomicBool::new(false),
             reads: AtomicBool::new(false),
         })
+    }
+
+    fn inner_local(&self) -> &dyn LocalAccess {
+        self.inner.local().expect("over the embedded store")
     }
 
     fn gate(&self, switch: &AtomicBool, name: &str) -> StoreResult<()> {
@@ -699,16 +708,47 @@ impl BlobStore for Switched {
     async fn discard_staged(&self, name: &str, ids: &[String]) -> StoreResult<()> {
         self.inner.discard_staged(name, ids).await
     }
-    fn reads_staged(&self) -> bool {
-        self.inner.reads_staged()
+    fn local(&self) -> Option<&dyn LocalAccess> {
+        Some(self)
     }
-    fn read_staged_blocking(
+}
+
+impl LocalAccess for Switched {
+    fn pin(
+        &self,
+        _name: &str,
+        _cpk: Option<&CustomerKey>,
+    ) -> StoreResult<Option<Box<dyn PinnedBlob>>> {
+        Ok(None)
+    }
+    fn get(
         &self,
         name: &str,
-        id: &str,
+        range: Option<Range<u64>>,
         cpk: Option<&CustomerKey>,
-    ) -> Option<StoreResult<Bytes>> {
-        self.inner.read_staged_blocking(name, id, cpk)
+        if_match: Option<&str>,
+    ) -> StoreResult<Bytes> {
+        if self.reads.load(Ordering::SeqCst) {
+            return Err(StoreError::Injected(name.to_owned()));
+        }
+        self.inner_local().get(name, range, cpk, if_match)
+    }
+    fn properties(&self, name: &str, cpk: Option<&CustomerKey>) -> StoreResult<BlobProperties> {
+        self.inner_local().properties(name, cpk)
+    }
+    fn put(
+        &self,
+        name: &str,
+        data: Bytes,
+        metadata: &Metadata,
+        condition: &Condition,
+        cpk: Option<&CustomerKey>,
+    ) -> StoreResult<String> {
+        self.gate(&self.commits, name)?;
+        self.inner_local().put(name, data, metadata, condition, cpk)
+    }
+    fn read_staged(&self, name: &str, id: &str, cpk: Option<&CustomerKey>) -> StoreResult<Bytes> {
+        self.inner_local().read_staged(name, id, cpk)
     }
 }
 

@@ -950,6 +950,11 @@ impl BlobStore for AzureStore {
         // blob's next commit, or a week after they were staged.
         Ok(())
     }
+
+    /// None: every call is a request to the service (and uncommitted blocks are write-only).
+    fn local(&self) -> Option<&dyn super::LocalAccess> {
+        None
+    }
 }
 
 /// Parses a List Blobs response body.

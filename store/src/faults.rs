@@ -4,6 +4,10 @@
 //! a timeout), and [`SlowStore`] adds a per-request delay with jitter and an optional bandwidth
 //! cap. Both wrap any [`BlobStore`], so the same conformance suite runs through them.
 //! [`RetryingStore`], the one retry layer, runs any store's calls under a [`RetryPolicy`].
+//!
+//! Each says what becomes of the inner store's [local access](super::local_access):
+//! [`FaultyStore`] offers it, faulted like the async calls; [`SlowStore`] stands for a distant
+//! store and offers none; [`RetryingStore`] forwards it (calling-thread calls are not retried).
 
 use std::ops::Range;
 use std::sync::Mutex;
@@ -13,8 +17,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use super::{
-    BlobProperties, BlobStore, Condition, CustomerKey, ListOptions, Listing, Metadata, RetryPolicy,
-    StoreError, StoreResult,
+    BlobProperties, BlobStore, Condition, CustomerKey, ListOptions, Listing, LocalAccess, Metadata,
+    PinnedBlob, RetryPolicy, StoreError, StoreResult,
 };
 
 /// A small seeded generator (xorshift): reproducible fault patterns without a `rand` dependency.
@@ -141,12 +145,10 @@ impl<S: BlobStore> SlowStore<S> {
 }
 
 /// Implements [`BlobStore`] for a wrapper by running `$before` (an async gate taking the blob name
-/// and byte count) and then forwarding to `self.inner`. With `$blocking` (a gate taking the blob
-/// name), the small calling-thread calls (`properties_blocking`, `put_blocking`) are gated and
-/// forwarded too; the rest of the calling-thread calls are not forwarded, so callers take the
-/// async path through the gate.
+/// and byte count) and then forwarding to `self.inner`; its local access is `$local` (a method
+/// saying what the wrapper makes of the inner store's).
 macro_rules! forward_store {
-    ($wrapper:ident, $before:ident $(, $blocking:ident)?) => {
+    ($wrapper:ident, $before:ident, $local:ident) => {
         #[async_trait]
         impl<S: BlobStore> BlobStore for $wrapper<S> {
             fn location(&self) -> String {
@@ -226,7 +228,9 @@ macro_rules! forward_store {
                 cpk: Option<&CustomerKey>,
             ) -> StoreResult<String> {
                 self.$before(name, 0).await?;
-                self.inner.set_metadata(name, metadata, condition, cpk).await
+                self.inner
+                    .set_metadata(name, metadata, condition, cpk)
+                    .await
             }
             async fn properties(
                 &self,
@@ -248,32 +252,9 @@ macro_rules! forward_store {
                 self.$before(name, 0).await?;
                 self.inner.discard_staged(name, block_ids).await
             }
-            $(
-            fn properties_blocking(
-                &self,
-                name: &str,
-                cpk: Option<&CustomerKey>,
-            ) -> Option<StoreResult<BlobProperties>> {
-                if let Err(error) = self.$blocking(name) {
-                    return Some(Err(error));
-                }
-                self.inner.properties_blocking(name, cpk)
+            fn local(&self) -> Option<&dyn LocalAccess> {
+                self.$local()
             }
-            fn put_blocking(
-                &self,
-                name: &str,
-                data: Bytes,
-                metadata: &Metadata,
-                condition: &Condition,
-                cpk: Option<&CustomerKey>,
-            ) -> Option<StoreResult<String>> {
-                if let Err(error) = self.$blocking(name) {
-                    return Some(Err(error));
-                }
-                self.inner
-                    .put_blocking(name, data, metadata, condition, cpk)
-            }
-            )?
         }
     };
 }
@@ -282,6 +263,21 @@ impl<S: BlobStore> FaultyStore<S> {
     async fn before(&self, what: &str, _bytes: usize) -> StoreResult<()> {
         self.gate(what).await
     }
+
+    /// Itself, over a store with local access: the calls are faulted as the async ones are.
+    fn local_access(&self) -> Option<&dyn LocalAccess> {
+        self.inner.local().map(|_| self as &dyn LocalAccess)
+    }
+
+    /// The inner store's local access, which [`Self::local_access`] offers this one over.
+    fn inner_local(&self, name: &str) -> StoreResult<&dyn LocalAccess> {
+        self.inner.local().ok_or_else(|| {
+            StoreError::Config(format!(
+                "{name}: {} has no local access to fault",
+                self.inner.location()
+            ))
+        })
+    }
 }
 
 impl<S: BlobStore> SlowStore<S> {
@@ -289,10 +285,70 @@ impl<S: BlobStore> SlowStore<S> {
         self.delay(bytes).await;
         Ok(())
     }
+
+    /// None: a slow store stands for a distant one, where every call waits out its delay on
+    /// the async path (the mount's tests use it to run the embedded store as Azure is run).
+    fn local_access(&self) -> Option<&dyn LocalAccess> {
+        None
+    }
 }
 
-forward_store!(FaultyStore, before, gate_blocking);
-forward_store!(SlowStore, before);
+forward_store!(FaultyStore, before, local_access);
+forward_store!(SlowStore, before, local_access);
+
+/// The fault plan on the calling thread: each call that is a request to the store draws its fault
+/// (a hang is slept out on the calling thread), as the async calls do.
+impl<S: BlobStore> LocalAccess for FaultyStore<S> {
+    /// Never pins: every read stays a request that can fail ([`LocalAccess::get`] here, or the
+    /// async `get`); a pinned blob would read past the plan.
+    fn pin(
+        &self,
+        _name: &str,
+        _cpk: Option<&CustomerKey>,
+    ) -> StoreResult<Option<Box<dyn PinnedBlob>>> {
+        Ok(None)
+    }
+
+    fn get(
+        &self,
+        name: &str,
+        range: Option<Range<u64>>,
+        cpk: Option<&CustomerKey>,
+        if_match: Option<&str>,
+    ) -> StoreResult<Bytes> {
+        self.gate_blocking(name)?;
+        self.inner_local(name)?.get(name, range, cpk, if_match)
+    }
+
+    fn properties(&self, name: &str, cpk: Option<&CustomerKey>) -> StoreResult<BlobProperties> {
+        self.gate_blocking(name)?;
+        self.inner_local(name)?.properties(name, cpk)
+    }
+
+    fn put(
+        &self,
+        name: &str,
+        data: Bytes,
+        metadata: &Metadata,
+        condition: &Condition,
+        cpk: Option<&CustomerKey>,
+    ) -> StoreResult<String> {
+        self.gate_blocking(name)?;
+        self.inner_local(name)?
+            .put(name, data, metadata, condition, cpk)
+    }
+
+    /// Not faulted: a staged block read back has no async twin to retry it, and the writer keeps
+    /// no copy of its own on a store that serves them; the plan faults the staging and the commit.
+    fn read_staged(
+        &self,
+        name: &str,
+        block_id: &str,
+        cpk: Option<&CustomerKey>,
+    ) -> StoreResult<Bytes> {
+        self.inner_local(name)?.read_staged(name, block_id, cpk)
+    }
+}
 
 /// Runs every call of the inner store under one [`RetryPolicy`] (attempts, backoff, capped
 /// `Retry-After`, an overall deadline per call): the only retry layer. [`super::open_store`] puts
@@ -306,15 +362,6 @@ impl<S: BlobStore> RetryingStore<S> {
     /// Wraps `inner`, retrying its calls under `policy`.
     pub fn new(inner: S, policy: RetryPolicy) -> Self {
         Self { inner, policy }
-    }
-}
-
-/// A calling-thread call's result, or `None` after a transient failure: the caller then takes the
-/// async path, which retries with backoff.
-fn unless_transient<T>(result: Option<StoreResult<T>>) -> Option<StoreResult<T>> {
-    match result? {
-        Err(error) if error.is_transient() => None,
-        result => Some(result),
     }
 }
 
@@ -344,52 +391,11 @@ impl<S: BlobStore> BlobStore for RetryingStore<S> {
             .run(name, || self.inner.get(name, range.clone(), cpk, if_match))
             .await
     }
-    fn pin_blocking(
-        &self,
-        name: &str,
-        cpk: Option<&CustomerKey>,
-    ) -> Option<StoreResult<Box<dyn super::PinnedBlob>>> {
-        unless_transient(self.inner.pin_blocking(name, cpk))
-    }
-    fn get_blocking(
-        &self,
-        name: &str,
-        range: Option<Range<u64>>,
-        cpk: Option<&CustomerKey>,
-        if_match: Option<&str>,
-    ) -> Option<StoreResult<Bytes>> {
-        unless_transient(self.inner.get_blocking(name, range, cpk, if_match))
-    }
-    fn properties_blocking(
-        &self,
-        name: &str,
-        cpk: Option<&CustomerKey>,
-    ) -> Option<StoreResult<BlobProperties>> {
-        unless_transient(self.inner.properties_blocking(name, cpk))
-    }
-    fn put_blocking(
-        &self,
-        name: &str,
-        data: Bytes,
-        metadata: &Metadata,
-        condition: &Condition,
-        cpk: Option<&CustomerKey>,
-    ) -> Option<StoreResult<String>> {
-        unless_transient(
-            self.inner
-                .put_blocking(name, data, metadata, condition, cpk),
-        )
-    }
-    fn reads_staged(&self) -> bool {
-        self.inner.reads_staged()
-    }
-    fn read_staged_blocking(
-        &self,
-        name: &str,
-        block_id: &str,
-        cpk: Option<&CustomerKey>,
-    ) -> Option<StoreResult<Bytes>> {
-        self.inner.read_staged_blocking(name, block_id, cpk)
+    /// The inner store's, unretried: a backoff would hold the calling thread (a FUSE thread).
+    /// A transient failure goes back to the caller, which makes the async call, retried here
+    /// ([`super::try_locally`]).
+    fn local(&self) -> Option<&dyn LocalAccess> {
+        self.inner.local()
     }
     async fn put(
         &self,

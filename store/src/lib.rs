@@ -5,7 +5,9 @@
 //! Block / Put Block List: staged blocks are invisible until the commit), properties with user
 //! metadata, hierarchical listing, deletes, etag conditions, and container create/exists. The
 //! protection mode travels with each request as an optional [`CustomerKey`] (Azure CPK); client-side
-//! encryption (EBF) happens above the store, which then only ever sees ciphertext.
+//! encryption (EBF) happens above the store, which then only ever sees ciphertext. The calls a
+//! local backend can make on the caller's thread are one explicit capability
+//! ([`local_access`], [`BlobStore::local`]).
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 pub mod attributes;
@@ -13,6 +15,7 @@ pub mod azure;
 mod error;
 pub mod faults;
 pub mod local;
+pub mod local_access;
 mod location;
 pub mod protection;
 pub mod redact;
@@ -29,6 +32,7 @@ use bytes::Bytes;
 use zeroize::Zeroizing;
 
 pub use error::{StoreError, StoreResult};
+pub use local_access::{LocalAccess, PinnedBlob, try_locally};
 pub use location::{StoreLocation, open_store, open_store_with};
 pub use retry::RetryPolicy;
 
@@ -239,68 +243,11 @@ pub trait BlobStore: Send + Sync {
     /// uncommitted blocks at the blob's next commit, or after a week): it does nothing there.
     async fn discard_staged(&self, name: &str, block_ids: &[String]) -> StoreResult<()>;
 
-    /// One version of a blob held open for reads on the calling thread (the embedded store): the
-    /// mount reads every segment of a file through it without reopening anything. `None`: not
-    /// supported, use [`Self::get`].
-    fn pin_blocking(
-        &self,
-        _name: &str,
-        _cpk: Option<&CustomerKey>,
-    ) -> Option<StoreResult<Box<dyn PinnedBlob>>> {
-        None
-    }
-
-    /// [`Self::get`] done on the calling thread, for backends that read local files: the mount's
-    /// read path then costs no thread hand-offs. `None`: not supported, use [`Self::get`].
-    fn get_blocking(
-        &self,
-        _name: &str,
-        _range: Option<Range<u64>>,
-        _cpk: Option<&CustomerKey>,
-        _if_match: Option<&str>,
-    ) -> Option<StoreResult<Bytes>> {
-        None
-    }
-
-    /// [`Self::properties`] done on the calling thread (the embedded store). `None`: not supported.
-    fn properties_blocking(
-        &self,
-        _name: &str,
-        _cpk: Option<&CustomerKey>,
-    ) -> Option<StoreResult<BlobProperties>> {
-        None
-    }
-
-    /// [`Self::put`] done on the calling thread (the embedded store): an upload of a small file
-    /// then costs no thread hand-offs. `None`: not supported (nothing was written).
-    fn put_blocking(
-        &self,
-        _name: &str,
-        _data: Bytes,
-        _metadata: &Metadata,
-        _condition: &Condition,
-        _cpk: Option<&CustomerKey>,
-    ) -> Option<StoreResult<String>> {
-        None
-    }
-
-    /// Whether [`Self::read_staged_blocking`] serves blocks staged and not yet committed (the
-    /// embedded store). Azure never serves uncommitted blocks: a writer that may need a staged
-    /// block back keeps its own copy there.
-    fn reads_staged(&self) -> bool {
-        false
-    }
-
-    /// The bytes of a block staged under `block_id` and not yet committed, read on the calling
-    /// thread. `None`: not supported ([`Self::reads_staged`] is false).
-    fn read_staged_blocking(
-        &self,
-        _name: &str,
-        _block_id: &str,
-        _cpk: Option<&CustomerKey>,
-    ) -> Option<StoreResult<Bytes>> {
-        None
-    }
+    /// The store's calls on the calling thread ([`LocalAccess`]), or `None` when it has none
+    /// (Azure: every call is a request over the network). Required of every store and wrapper, so
+    /// that none drops it by omission: a wrapper forwards its inner store's, offers a view of its
+    /// own over it, or says `None` on purpose. Constant for the life of the store.
+    fn local(&self) -> Option<&dyn LocalAccess>;
 }
 
 /// A shared store is a store (lets wrappers such as [`faults::SlowStore`] wrap `Arc<dyn BlobStore>`).
@@ -392,68 +339,8 @@ impl<T: BlobStore + ?Sized> BlobStore for std::sync::Arc<T> {
     async fn discard_staged(&self, name: &str, block_ids: &[String]) -> StoreResult<()> {
         (**self).discard_staged(name, block_ids).await
     }
-    fn get_blocking(
-        &self,
-        name: &str,
-        range: Option<Range<u64>>,
-        cpk: Option<&CustomerKey>,
-        if_match: Option<&str>,
-    ) -> Option<StoreResult<Bytes>> {
-        (**self).get_blocking(name, range, cpk, if_match)
-    }
-    fn pin_blocking(
-        &self,
-        name: &str,
-        cpk: Option<&CustomerKey>,
-    ) -> Option<StoreResult<Box<dyn PinnedBlob>>> {
-        (**self).pin_blocking(name, cpk)
-    }
-    fn properties_blocking(
-        &self,
-        name: &str,
-        cpk: Option<&CustomerKey>,
-    ) -> Option<StoreResult<BlobProperties>> {
-        (**self).properties_blocking(name, cpk)
-    }
-    fn put_blocking(
-        &self,
-        name: &str,
-        data: Bytes,
-        metadata: &Metadata,
-        condition: &Condition,
-        cpk: Option<&CustomerKey>,
-    ) -> Option<StoreResult<String>> {
-        (**self).put_blocking(name, data, metadata, condition, cpk)
-    }
-    fn reads_staged(&self) -> bool {
-        (**self).reads_staged()
-    }
-    fn read_staged_blocking(
-        &self,
-        name: &str,
-        block_id: &str,
-        cpk: Option<&CustomerKey>,
-    ) -> Option<StoreResult<Bytes>> {
-        (**self).read_staged_blocking(name, block_id, cpk)
-    }
-}
-
-/// One version of one blob, readable on the calling thread (see [`BlobStore::pin_blocking`]).
-pub trait PinnedBlob: Send + Sync {
-    /// Its length.
-    fn len(&self) -> u64;
-    /// Its version.
-    fn etag(&self) -> &str;
-    /// Whether it is empty.
-    fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-    /// Reads `range` (clamped to the blob).
-    fn read(&self, range: Range<u64>) -> StoreResult<Bytes>;
-    /// Appends `range` (clamped to the blob) to `out`, whose capacity the caller provides.
-    fn read_into(&self, range: Range<u64>, out: &mut Vec<u8>) -> StoreResult<()> {
-        out.extend_from_slice(&self.read(range)?);
-        Ok(())
+    fn local(&self) -> Option<&dyn LocalAccess> {
+        (**self).local()
     }
 }
 

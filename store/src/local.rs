@@ -791,72 +791,6 @@ impl BlobStore for LocalStore {
         blocking(move || read_range(&name, &path, range, cpk.as_ref(), if_match.as_deref())).await
     }
 
-    fn pin_blocking(
-        &self,
-        name: &str,
-        cpk: Option<&CustomerKey>,
-    ) -> Option<StoreResult<Box<dyn super::PinnedBlob>>> {
-        if cpk.is_some() {
-            // CPK data is sealed under the customer key: served by `get_blocking`.
-            return None;
-        }
-        let pin = || -> StoreResult<Box<dyn super::PinnedBlob>> {
-            self.check_container()?;
-            let path = self.blob_path(name)?;
-            let (header, mut file) = read_header(name, &path)?;
-            check_cpk(name, &header, None)?;
-            let data_start = file
-                .stream_position()
-                .map_err(|e| StoreError::io(&path, e))?;
-            Ok(Box::new(PinnedFile {
-                path,
-                file,
-                data_start,
-                size: header.size,
-                etag: header.etag,
-            }))
-        };
-        Some(pin())
-    }
-
-    fn get_blocking(
-        &self,
-        name: &str,
-        range: Option<Range<u64>>,
-        cpk: Option<&CustomerKey>,
-        if_match: Option<&str>,
-    ) -> Option<StoreResult<Bytes>> {
-        Some(
-            self.check_container()
-                .and_then(|()| self.blob_path(name))
-                .and_then(|path| read_range(name, &path, range, cpk, if_match)),
-        )
-    }
-
-    fn reads_staged(&self) -> bool {
-        true
-    }
-
-    fn read_staged_blocking(
-        &self,
-        name: &str,
-        block_id: &str,
-        cpk: Option<&CustomerKey>,
-    ) -> Option<StoreResult<Bytes>> {
-        let read = || -> StoreResult<Bytes> {
-            self.check_container()?;
-            let dir = self.staging(name)?;
-            let mut out = Vec::new();
-            let sink = &mut Sink::Memory(&mut out);
-            match staged_ref(name, &dir, block_id)? {
-                Staged::File(path, _) => copy_staged(name, &path, cpk, sink)?,
-                at @ Staged::At { .. } => copy_assembled(name, &at, cpk, sink)?,
-            };
-            Ok(out.into())
-        };
-        Some(read())
-    }
-
     async fn put(
         &self,
         name: &str,
@@ -878,21 +812,6 @@ impl BlobStore for LocalStore {
             store.put_now(&name, data, &metadata, &condition, cpk.as_ref())
         })
         .await
-    }
-
-    fn put_blocking(
-        &self,
-        name: &str,
-        data: Bytes,
-        metadata: &Metadata,
-        condition: &Condition,
-        cpk: Option<&CustomerKey>,
-    ) -> Option<StoreResult<String>> {
-        self.collect_once();
-        Some(
-            self.check_container()
-                .and_then(|()| self.put_now(name, data, metadata, condition, cpk)),
-        )
     }
 
     async fn stage_block(
@@ -1076,18 +995,6 @@ impl BlobStore for LocalStore {
         blocking(move || properties_at(&name, &path, cpk.as_ref())).await
     }
 
-    fn properties_blocking(
-        &self,
-        name: &str,
-        cpk: Option<&CustomerKey>,
-    ) -> Option<StoreResult<BlobProperties>> {
-        Some(
-            self.check_container()
-                .and_then(|()| self.blob_path(name))
-                .and_then(|path| properties_at(name, &path, cpk)),
-        )
-    }
-
     async fn list(&self, options: &ListOptions<'_>) -> StoreResult<Listing> {
         self.check_container()?;
         let blobs = self.blobs();
@@ -1159,6 +1066,89 @@ impl BlobStore for LocalStore {
             Ok(())
         })
         .await
+    }
+
+    /// Itself: every call is local file I/O.
+    fn local(&self) -> Option<&dyn super::LocalAccess> {
+        Some(self)
+    }
+}
+
+/// The embedded store's calls on the calling thread: the same file I/O as the async calls, which
+/// run it on the blocking pool.
+impl super::LocalAccess for LocalStore {
+    fn pin(
+        &self,
+        name: &str,
+        cpk: Option<&CustomerKey>,
+    ) -> StoreResult<Option<Box<dyn super::PinnedBlob>>> {
+        if cpk.is_some() {
+            // CPK data is sealed under the customer key: served by `get`.
+            return Ok(None);
+        }
+        let pin = || -> StoreResult<Box<dyn super::PinnedBlob>> {
+            self.check_container()?;
+            let path = self.blob_path(name)?;
+            let (header, mut file) = read_header(name, &path)?;
+            check_cpk(name, &header, None)?;
+            let data_start = file
+                .stream_position()
+                .map_err(|e| StoreError::io(&path, e))?;
+            Ok(Box::new(PinnedFile {
+                path,
+                file,
+                data_start,
+                size: header.size,
+                etag: header.etag,
+            }))
+        };
+        pin().map(Some)
+    }
+
+    fn get(
+        &self,
+        name: &str,
+        range: Option<Range<u64>>,
+        cpk: Option<&CustomerKey>,
+        if_match: Option<&str>,
+    ) -> StoreResult<Bytes> {
+        self.check_container()?;
+        read_range(name, &self.blob_path(name)?, range, cpk, if_match)
+    }
+
+    fn properties(&self, name: &str, cpk: Option<&CustomerKey>) -> StoreResult<BlobProperties> {
+        self.check_container()?;
+        properties_at(name, &self.blob_path(name)?, cpk)
+    }
+
+    fn put(
+        &self,
+        name: &str,
+        data: Bytes,
+        metadata: &Metadata,
+        condition: &Condition,
+        cpk: Option<&CustomerKey>,
+    ) -> StoreResult<String> {
+        self.collect_once();
+        self.check_container()?;
+        self.put_now(name, data, metadata, condition, cpk)
+    }
+
+    fn read_staged(
+        &self,
+        name: &str,
+        block_id: &str,
+        cpk: Option<&CustomerKey>,
+    ) -> StoreResult<Bytes> {
+        self.check_container()?;
+        let dir = self.staging(name)?;
+        let mut out = Vec::new();
+        let sink = &mut Sink::Memory(&mut out);
+        match staged_ref(name, &dir, block_id)? {
+            Staged::File(path, _) => copy_staged(name, &path, cpk, sink)?,
+            at @ Staged::At { .. } => copy_assembled(name, &at, cpk, sink)?,
+        };
+        Ok(out.into())
     }
 }
 

@@ -25,10 +25,17 @@ fn meta(pairs: &[(&str, &str)]) -> Metadata {
         .collect()
 }
 
-/// A calling-thread call, asked again while it is declined: a wrapper declines one after a
-/// transient failure (its caller then takes the async call), a store without it every time.
-fn offered<T>(call: impl Fn() -> Option<StoreResult<T>>) -> Option<StoreResult<T>> {
-    (0..20).find_map(|_| call())
+/// A calling-thread call, asked again while it fails transiently (a fault wrapper's fault: its
+/// callers would take the async call, which the retry layer retries).
+fn offered<T>(call: impl Fn() -> StoreResult<T>) -> StoreResult<T> {
+    let mut result = call();
+    for _ in 0..20 {
+        match result {
+            Err(error) if error.is_transient() => result = call(),
+            done => return done,
+        }
+    }
+    result
 }
 
 /// Everything every backend must do the same way.
@@ -293,15 +300,13 @@ async fn conformance(store: &dyn BlobStore) {
         .stage_block("pos/mixed", &ids[1], Bytes::from_static(b"replaced"), None)
         .await
         .unwrap();
-    // Stores that serve uncommitted blocks return each as last staged; the others say no.
-    let staged = |id: &str| store.read_staged_blocking("pos/mixed", id, None);
-    if store.reads_staged() {
-        assert_eq!(staged(&ids[0]).unwrap().unwrap(), parts[0]);
-        assert_eq!(staged(&ids[3]).unwrap().unwrap(), parts[3]);
-        assert_eq!(&staged(&ids[1]).unwrap().unwrap()[..], b"replaced");
-        assert!(staged("never-staged").unwrap().is_err());
-    } else {
-        assert!(staged(&ids[0]).is_none());
+    // Stores with local access serve uncommitted blocks back, each as last staged.
+    if let Some(local) = store.local() {
+        let staged = |id: &str| local.read_staged("pos/mixed", id, None);
+        assert_eq!(staged(&ids[0]).unwrap(), parts[0]);
+        assert_eq!(staged(&ids[3]).unwrap(), parts[3]);
+        assert_eq!(&staged(&ids[1]).unwrap()[..], b"replaced");
+        assert!(staged("never-staged").is_err());
     }
     let reordered = [ids[3].clone(), ids[1].clone(), ids[0].clone()];
     store
@@ -318,12 +323,13 @@ async fn conformance(store: &dyn BlobStore) {
         expected.len() as u64
     );
 
-    // The calling-thread variants, where a store offers them, behave as the async calls.
-    if let Some(properties) = offered(|| store.properties_blocking("pos/mixed", None)) {
+    // The calling-thread calls, where a store offers them, behave as the async calls.
+    if let Some(local) = store.local() {
+        let properties = offered(|| local.properties("pos/mixed", None));
         assert_eq!(properties.unwrap().size, expected.len() as u64);
         let put = |condition: &Condition| {
             offered(|| {
-                store.put_blocking(
+                local.put(
                     "blocking/put",
                     Bytes::from_static(b"xyz"),
                     &Metadata::new(),
@@ -331,7 +337,6 @@ async fn conformance(store: &dyn BlobStore) {
                     None,
                 )
             })
-            .expect("offered with properties_blocking")
         };
         let etag = put(&none).unwrap();
         assert_eq!(
@@ -347,7 +352,7 @@ async fn conformance(store: &dyn BlobStore) {
             Err(StoreError::ConditionNotMet(_))
         ));
         assert!(matches!(
-            offered(|| store.properties_blocking("blocking/none", None)).unwrap(),
+            offered(|| local.properties("blocking/none", None)),
             Err(StoreError::BlobNotFound(_))
         ));
     }
@@ -447,15 +452,15 @@ async fn cpk_enforcement(store: &dyn BlobStore) {
             .await,
         Err(StoreError::CustomerKeyMismatch(_))
     ));
-    if store.reads_staged() {
-        let staged = |cpk| store.read_staged_blocking("staged-secret", &ids[1], cpk);
-        assert_eq!(&staged(Some(&key)).unwrap().unwrap()[..], b"abc");
+    if let Some(local) = store.local() {
+        let staged = |cpk| local.read_staged("staged-secret", &ids[1], cpk);
+        assert_eq!(&staged(Some(&key)).unwrap()[..], b"abc");
         assert!(matches!(
-            staged(Some(&other)).unwrap(),
+            staged(Some(&other)),
             Err(StoreError::CustomerKeyMismatch(_))
         ));
         assert!(matches!(
-            staged(None).unwrap(),
+            staged(None),
             Err(StoreError::CustomerKeyRequired(_))
         ));
     }
@@ -816,7 +821,8 @@ async fn pinned_reads(store: &dyn BlobStore) {
     );
     let whole = store.get(name, None, None, Some(&etag)).await;
     assert!(matches!(whole, Err(StoreError::Changed(_))), "{whole:?}");
-    if let Some(blocking) = store.get_blocking(name, Some(0..10), None, Some(&etag)) {
+    if let Some(local) = store.local() {
+        let blocking = offered(|| local.get(name, Some(0..10), None, Some(&etag)));
         assert!(
             matches!(blocking, Err(StoreError::Changed(_))),
             "{blocking:?}"

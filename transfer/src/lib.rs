@@ -36,6 +36,7 @@ use encfs_store as store;
 use crate::store::attributes::StoredAttributes;
 use crate::store::{
     BlobItem, BlobProperties, BlobStore, BlockIds, Condition, Metadata, StoreError, list_all,
+    try_locally,
 };
 
 pub use crate::store::protection::Protection;
@@ -226,7 +227,7 @@ pub async fn upload(
     let threads = {
         let (store, protection, progress) = (store.clone(), protection.clone(), progress.clone());
         let segment = options.segment_size;
-        // For a put the blocking call declined (a transient error): the async call retries.
+        // For a put that failed transiently on the calling thread: the async call retries.
         let runtime = tokio::runtime::Handle::current();
         SmallFileThreads::start(small, &options, move |item| {
             let skipped = match upload_small_blocking(&*store, item, &protection, segment)? {
@@ -523,24 +524,26 @@ fn sealer_for(
 
 /// What [`upload_small_blocking`] did.
 enum SmallUpload {
-    /// The store does not work on the calling thread, or the file needs the async path (an old
-    /// version to delete first): nothing was done.
+    /// The store has no local access, its skip check failed transiently, or the file needs the
+    /// async path (an old version to delete first): nothing was done.
     Unsupported,
     Skipped,
     Uploaded,
-    /// Sealed, but the store's blocking put declined (a transient error): put it the async way.
+    /// Sealed, but the calling-thread put failed transiently: put it the async way (retried).
     Sealed(Bytes),
 }
 
-/// A file of one chunk on a store that works on the calling thread (the embedded store): skip
-/// check, read, seal and put on one blocking thread, with no hand-offs.
+/// A file of one chunk on a store with local access (the embedded store): skip check, read, seal
+/// and put on one blocking thread, with no hand-offs.
 fn upload_small_blocking(
     store: &dyn BlobStore,
     item: &UploadItem,
     protection: &Protection,
     segment: SegmentSize,
 ) -> Result<SmallUpload, TransferError> {
-    let Some(properties) = store.properties_blocking(&item.blob, protection.cpk()) else {
+    let Some(properties) = try_locally(store, |local| {
+        local.properties(&item.blob, protection.cpk())
+    }) else {
         return Ok(SmallUpload::Unsupported);
     };
     match same_upload(properties, item, protection)? {
@@ -555,13 +558,15 @@ fn upload_small_blocking(
     let mut file = File::open(&item.path).map_err(local_error(&item.path))?;
     let data = read_and_seal(&mut file, &item.path, 0, len, true, sealed_len, &mut sealer)?;
     let metadata = upload_metadata(item, protection);
-    let put = store.put_blocking(
-        &item.blob,
-        data.clone(),
-        &metadata,
-        &Condition::None,
-        protection.cpk(),
-    );
+    let put = try_locally(store, |local| {
+        local.put(
+            &item.blob,
+            data.clone(),
+            &metadata,
+            &Condition::None,
+            protection.cpk(),
+        )
+    });
     match put {
         Some(result) => result.map(|_| SmallUpload::Uploaded).map_err(Into::into),
         None => Ok(SmallUpload::Sealed(data)),
@@ -1285,9 +1290,10 @@ fn finish(temp: tempfile::NamedTempFile, target: &Path) -> Result<(), TransferEr
     Ok(())
 }
 
-/// [`download_blob`] of a whole small blob on the calling thread, for stores that read on it
-/// ([`BlobStore::get_blocking`]). `Ok(None)`: the store does not; nothing was done. Returns the
-/// plaintext bytes written.
+/// [`download_blob`] of a whole small blob on the calling thread, for stores with local access
+/// ([`store::LocalAccess::get`]). `Ok(None)`: the store has none, or the read failed transiently;
+/// nothing was done (the async path, which retries, takes the blob). Returns the plaintext bytes
+/// written.
 fn download_small_blocking(
     store: &dyn BlobStore,
     name: &str,
@@ -1297,7 +1303,9 @@ fn download_small_blocking(
     protection: &Protection,
 ) -> Result<Option<u64>, TransferError> {
     let version = (!version.is_empty()).then_some(version);
-    let Some(data) = store.get_blocking(name, None, protection.cpk(), version) else {
+    let Some(data) = try_locally(store, |local| {
+        local.get(name, None, protection.cpk(), version)
+    }) else {
         return Ok(None);
     };
     let data = data?;

@@ -21,7 +21,7 @@ use rayon::prelude::*;
 
 use super::pool::BufferPool;
 use crate::store::protection::Protection;
-use crate::store::{BlobStore, CustomerKey, PinnedBlob, StoreError};
+use crate::store::{BlobStore, CustomerKey, PinnedBlob, StoreError, try_locally};
 
 /// Plaintext bytes per cache unit for blobs the store returns as plaintext (`cpk`, `sse`).
 pub const PLAIN_UNIT: usize = 64 << 10;
@@ -86,8 +86,8 @@ impl BlobSource {
         protection: &Protection,
         file: u64,
     ) -> Result<(Self, Vec<Fetched>), SourceError> {
-        let pinned = match store.pin_blocking(name, protection.cpk()) {
-            Some(pinned) => Some(pinned?),
+        let pinned = match try_locally(store, |local| local.pin(name, protection.cpk())) {
+            Some(pinned) => pinned?,
             None => None,
         };
         // A pinned version is the one served: its length and etag win over the listing's.
@@ -125,7 +125,7 @@ impl BlobSource {
         if pinned.is_some() {
             return;
         }
-        if let Some(Ok(fresh)) = store.pin_blocking(&self.name, self.cpk())
+        if let Some(Ok(Some(fresh))) = try_locally(store, |local| local.pin(&self.name, self.cpk()))
             && fresh.etag() == etag
         {
             *pinned = Some(Arc::from(fresh));
@@ -297,8 +297,9 @@ impl BlobSource {
         }
         let range = self.fetch_range(first, count);
         let expected = range.end - range.start;
-        let data =
-            store.get_blocking(&self.name, Some(range), self.cpk(), self.version.as_deref())?;
+        let data = try_locally(store, |local| {
+            local.get(&self.name, Some(range), self.cpk(), self.version.as_deref())
+        })?;
         Some(
             data.map_err(SourceError::from)
                 .and_then(|data| self.checked(first, data, expected)),

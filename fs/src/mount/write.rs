@@ -3,7 +3,7 @@
 //! A file's new content is kept as blocks of [`WRITE_BLOCK`] plaintext bytes (whole EBF segments).
 //! A block that the writer has moved past is sealed and sent as a staged block at once, in the
 //! background. So that a later write into that block can still be served, the embedded store serves
-//! staged blocks back ([`BlobStore::reads_staged`]); for other stores (Azure keeps uncommitted
+//! staged blocks back ([`BlobStore::local`]); for other stores (Azure keeps uncommitted
 //! blocks write-only) a copy is parked in a scratch file that never holds plaintext (`Scratch`:
 //! `cse` blocks are already ciphertext under the data key; `cpk`/`sse` blocks are sealed under the
 //! mount's ephemeral key). Staged blocks are invisible until `Dirty::commit` (at `flush`, `fsync`
@@ -95,7 +95,7 @@ enum Park {
 /// Where a staged block's copy lies.
 #[derive(Clone, Copy)]
 enum Parked {
-    /// In the store, which serves staged blocks back ([`BlobStore::reads_staged`]).
+    /// In the store, which serves staged blocks back ([`BlobStore::local`]).
     Store,
     /// EBF segments under the data key, as staged.
     Ebf { offset: u64, len: usize },
@@ -336,7 +336,10 @@ impl Dirty {
         let staged = match parked {
             Parked::Store => ctx
                 .store
-                .read_staged_blocking(&self.name, &self.ids.id(index), ctx.protection.cpk())
+                .local()
+                .map(|local| {
+                    local.read_staged(&self.name, &self.ids.id(index), ctx.protection.cpk())
+                })
                 .expect("the store reads staged blocks")
                 .map(Vec::from)
                 .map_err(|e| fail(e.to_string()))?,
@@ -536,7 +539,7 @@ impl Dirty {
             self.name.clone(),
         );
         let data = move || seal(&sealing, segment, block, &name, index, &plain, block, false);
-        if ctx.store.reads_staged() {
+        if ctx.store.local().is_some() {
             // The store serves the block back until the commit: no copy of our own.
             self.staged.insert(index, Parked::Store);
             self.send_block(ctx, index, self.block, data, None);
