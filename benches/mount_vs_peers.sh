@@ -27,6 +27,7 @@ done
 cargo build --release --locked -q -p encfs-cli
 encfs=$PWD/target/release/encfs
 fio_dir=$PWD/benches/fio
+bench_dir=$PWD/benches
 out_dir=$PWD/bench-out && mkdir -p "$out_dir"
 work=$(mktemp -d /dev/shm/encfs-mount.XXXXXX)
 cleanup() {
@@ -63,7 +64,7 @@ mount_system() {  # system [rw] -> prints the mount point
     # mount dropped (what FUSE and the copies cost alone); and fio on the plaintext on tmpfs.
     encfs-warm)
       "$encfs" mount store/c mnt-encfs --key k.key --cache-size $((size_mib * 2))MiB --daemon >/dev/null
-      cat mnt-encfs/f.bin > /dev/null
+      python3 "$bench_dir/fill_cache.py" mnt-encfs/f.bin
       echo 1 > /proc/sys/vm/drop_caches
       echo mnt-encfs ;;
     tmpfs-plain) echo plain ;;

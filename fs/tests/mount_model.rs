@@ -336,3 +336,62 @@ proptest! {
         run(ops, Duration::ZERO, true, false);
     }
 }
+
+/// A read-only mount lets the kernel keep its page cache, so the segments a sequential reader
+/// has passed leave the mount's cache at once (their buffers serve the segments ahead, and a
+/// scan does not push other files out); random reads stay cached, and so does a read-write
+/// mount's stream (the kernel drops its page cache at every open there).
+#[test]
+fn a_sequential_stream_leaves_a_read_only_cache_and_random_reads_stay() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn BlobStore> = Arc::new(LocalStore::new(dir.path().join("c")));
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(store.create_container()).unwrap();
+    let protection = Protection::Cse(Arc::new(DataKey::generate().unwrap()));
+    let data: Vec<u8> = (0..8u32 << 20).map(|i| (i % 251) as u8).collect();
+    let mount = |read_write: bool| {
+        let options = MountOptions {
+            read_write,
+            cache_size: 64 << 20,
+            ..MountOptions::default()
+        };
+        EncFs::new(store.clone(), "", protection.clone(), options).unwrap()
+    };
+    {
+        let writer = mount(true);
+        let flags = CreateFlags {
+            exclusive: true,
+            truncate: false,
+        };
+        let (_, fh) = writer
+            .create(ROOT, "big", 0o644, Caller::default(), flags)
+            .unwrap();
+        writer.write(fh, 0, &data).unwrap();
+        writer.release(fh).unwrap();
+    }
+    let stream = |fs: &EncFs| {
+        let ino = fs.lookup(ROOT, "big").unwrap().ino;
+        let fh = fs.open(ino, false, false).unwrap();
+        let mut read = Vec::new();
+        for offset in (0..data.len() as u64).step_by(1 << 20) {
+            read.extend(fs.read(fh, offset, 1 << 20).unwrap());
+        }
+        fs.release(fh).unwrap();
+        assert!(read == data);
+    };
+    let reader = mount(false);
+    stream(&reader);
+    assert_eq!(reader.cache().used(), 0, "a finished stream left segments");
+    // Reads far apart are random: what they fetched stays.
+    let ino = reader.lookup(ROOT, "big").unwrap().ino;
+    let fh = reader.open(ino, false, false).unwrap();
+    for offset in [5u64 << 20, 1 << 20, 7 << 20, 3 << 20] {
+        let got = reader.read(fh, offset, 4096).unwrap();
+        assert!(got[..] == data[offset as usize..offset as usize + 4096]);
+    }
+    reader.release(fh).unwrap();
+    assert!(reader.cache().used() >= 4 * 65536);
+    let read_write = mount(true);
+    stream(&read_write);
+    assert!(read_write.cache().used() >= data.len() / 2);
+}

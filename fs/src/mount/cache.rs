@@ -252,6 +252,24 @@ impl BlockCache {
         }
     }
 
+    /// Drops segments a sequential reader has copied out (memory only, no disk tier): the kernel's
+    /// page cache holds them now, and keeping them would only push other files' segments out
+    /// (a scan flooding the LRU) and keep fresh buffers from being reused.
+    pub(crate) fn release(&self, file: u64, indices: std::ops::Range<u64>) {
+        let mut released = Vec::with_capacity(indices.clone().count());
+        {
+            let mut inner = self.inner.lock().expect("poisoned");
+            for index in indices {
+                if let Some(old) = inner.lru.pop(&SegmentKey { file, index }) {
+                    inner.bytes -= old.len();
+                    released.push(old);
+                }
+            }
+        }
+        // The buffers go back to their pool outside the lock.
+        drop(released);
+    }
+
     /// Drops every segment of a blob version (after it was replaced or deleted).
     pub(crate) fn forget_file(&self, file: u64) {
         let mut inner = self.inner.lock().expect("poisoned");

@@ -132,8 +132,22 @@ impl EncFs {
         if offset >= end {
             return Ok(Vec::new());
         }
-        self.read_ahead(&handle, &source, offset, end);
-        self.read_range(&source, offset, end)
+        let streaming = self.read_ahead(&handle, &source, offset, end);
+        let data = self.read_range(&source, offset, end)?;
+        // A read-only mount lets the kernel keep its page cache (FOPEN_KEEP_CACHE): segments a
+        // sequential reader has passed are served from there from now on, so they leave this
+        // cache at once and their buffers are reused for the segments ahead.
+        if streaming && !self.options.read_write {
+            let unit = source.unit as u64;
+            let first = offset / unit;
+            let passed = if end == source.plain_len {
+                source.segment_count()
+            } else {
+                end / unit
+            };
+            self.cache.release(source.file, first.min(passed)..passed);
+        }
+        Ok(data)
     }
 
     /// Plaintext `offset..end` of a version, through the cache: segments nobody holds are
@@ -261,8 +275,9 @@ impl EncFs {
         )))
     }
 
-    /// Sequential-read detection and the adaptive prefetch window.
-    fn read_ahead(&self, handle: &OpenFile, source: &SharedSource, offset: u64, end: u64) {
+    /// Sequential-read detection and the adaptive prefetch window; true when the read continues
+    /// a sequential stream.
+    fn read_ahead(&self, handle: &OpenFile, source: &SharedSource, offset: u64, end: u64) -> bool {
         let mut ra = handle.readahead.lock().expect("poisoned");
         let sequential = (ra.next == 0 && offset == 0)
             || (offset + SEQUENTIAL_SLACK >= ra.next && offset <= ra.next + SEQUENTIAL_SLACK);
@@ -272,7 +287,7 @@ impl EncFs {
                 window: 0,
                 issued: 0,
             };
-            return;
+            return false;
         }
         let cap = MAX_WINDOW.min(self.inflight_limit).max(MIN_WINDOW);
         ra.window = (ra.window * 2).clamp(MIN_WINDOW, cap);
@@ -286,7 +301,7 @@ impl EncFs {
         let target = (end + ra.window).min(source.plain_len);
         let from = ra.issued.max(end);
         if target <= from || inflight >= self.inflight_limit {
-            return;
+            return true;
         }
         ra.issued = target;
         drop(ra);
@@ -316,6 +331,7 @@ impl EncFs {
                 at += n;
             }
         }
+        true
     }
 }
 
