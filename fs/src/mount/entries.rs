@@ -93,11 +93,7 @@ impl EncFs {
         }
         let (dirty, source) = {
             let mut tree = self.tree.lock().expect("poisoned");
-            let dir = tree.node_mut(parent)?;
-            dir.children.remove(name);
-            touch(dir);
-            // A directory emptied here stays (POSIX), though the store no longer lists it.
-            dir.local = true;
+            tree.detach(parent, name)?;
             let node = tree.node_mut(ino)?;
             node.removed = true;
             (node.dirty.take(), node.source.take())
@@ -261,11 +257,7 @@ impl EncFs {
         if let Some(old) = target.and_then(|t| tree.nodes.get_mut(&t)) {
             old.removed = true;
         }
-        let dir = tree.node_mut(parent)?;
-        dir.children.remove(name);
-        touch(dir);
-        // A directory emptied here stays (POSIX), though the store no longer lists it.
-        dir.local = true;
+        tree.detach(parent, name)?;
         let node = tree.node_mut(ino)?;
         node.parent = new_parent;
         node.name = new_name.to_owned();

@@ -144,6 +144,15 @@ impl Tree {
         }
         ino
     }
+    /// Takes `name` out of directory `parent`'s entries. A directory emptied here stays (POSIX),
+    /// though the store no longer lists it.
+    pub(super) fn detach(&mut self, parent: u64, name: &str) -> Result<(), FsError> {
+        let dir = self.node_mut(parent)?;
+        dir.children.remove(name);
+        touch(dir);
+        dir.local = true;
+        Ok(())
+    }
 }
 
 /// Plaintext length of a listed blob: the size recorded at upload when it is consistent with the

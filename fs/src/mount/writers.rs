@@ -139,32 +139,25 @@ impl EncFs {
         if !self.options.read_write {
             return Err(errno!(EROFS));
         }
+        let resize = |dirty: &Mutex<Dirty>| -> Result<(), FsError> {
+            dirty
+                .lock()
+                .expect("poisoned")
+                .truncate(&self.writes, self, size)?;
+            let mut tree = self.tree.lock().expect("poisoned");
+            let node = tree.node_mut(ino)?;
+            node.size = size;
+            touch(node);
+            Ok(())
+        };
         match self.dirty_of(ino)? {
-            Some(dirty) => {
-                dirty
-                    .lock()
-                    .expect("poisoned")
-                    .truncate(&self.writes, self, size)?;
-                let mut tree = self.tree.lock().expect("poisoned");
-                let node = tree.node_mut(ino)?;
-                node.size = size;
-                touch(node);
-            }
+            Some(dirty) => resize(&dirty)?,
             None => {
                 // Nobody has it open for writing: change and commit right away.
                 self.start_writing(ino, size == 0)?;
                 let result = (|| {
                     let dirty = self.dirty_of(ino)?.ok_or(errno!(EIO))?;
-                    dirty
-                        .lock()
-                        .expect("poisoned")
-                        .truncate(&self.writes, self, size)?;
-                    {
-                        let mut tree = self.tree.lock().expect("poisoned");
-                        let node = tree.node_mut(ino)?;
-                        node.size = size;
-                        touch(node);
-                    }
+                    resize(&dirty)?;
                     self.commit(ino)
                 })();
                 self.stop_writing(ino);
