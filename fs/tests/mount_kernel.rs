@@ -968,6 +968,21 @@ fn out_of_space_is_enospc_and_frees_the_staging() {
         "{}",
         String::from_utf8_lossy(&error.stderr)
     );
+    // The kernel sends the writer's release after its close has returned: until the mount has
+    // it, the failed version is still open (and readable, as any open file); then it is gone.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let head = |path: &Path| {
+        let mut head = Vec::new();
+        fs::File::open(path)
+            .unwrap()
+            .take(16)
+            .read_to_end(&mut head)
+            .unwrap();
+        head
+    };
+    while head(&env.path("grow")) != b"small" && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     assert_eq!(fs::read(env.path("grow")).unwrap(), b"small");
     assert!(fs::read(env.path("keep")).unwrap() == keep);
     let deadline = Instant::now() + Duration::from_secs(5);

@@ -154,6 +154,8 @@ fn serve(
     let patience = access.request_timeout.max(Duration::from_millis(100));
     let forced = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let forced_flag = forced.clone();
+    let ended = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let ended_flag = ended.clone();
     let signals = std::thread::spawn(move || {
         let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -176,6 +178,12 @@ fn serve(
             let give_up = tokio::time::Instant::now() + patience;
             let mut attempt = 0u32;
             loop {
+                // Unmounted from outside meanwhile: the session ends by itself.
+                if ended_flag.load(std::sync::atomic::Ordering::SeqCst)
+                    || encfs_fs::mount::connection_id(&target) != connection
+                {
+                    return;
+                }
                 match encfs_fs::mount::unmount(&target) {
                     Ok(()) => return,
                     Err(error) if attempt.is_multiple_of(20) => eprintln!(
@@ -196,6 +204,13 @@ fn serve(
                     break;
                 }
             }
+            // Only this mount's own connection is ever aborted: a connection number is reused
+            // by the next FUSE mount once this one is gone.
+            if ended_flag.load(std::sync::atomic::Ordering::SeqCst)
+                || encfs_fs::mount::connection_id(&target) != connection
+            {
+                return;
+            }
             forced_flag.store(true, std::sync::atomic::Ordering::SeqCst);
             eprintln!(
                 "encfs: aborting the mount at {}: open files lose what they had not committed",
@@ -204,12 +219,15 @@ fn serve(
             // Detach first, so the mount point is gone before the aborted session ends and
             // the process exits; then free the callers still blocked on the connection.
             let _ = encfs_fs::mount::detach(&target);
-            if let Some(id) = connection {
+            if let Some(id) = connection
+                && !ended_flag.load(std::sync::atomic::Ordering::SeqCst)
+            {
                 encfs_fs::mount::abort_connection(id);
             }
         });
     });
     let result = mount.join();
+    ended.store(true, std::sync::atomic::Ordering::SeqCst);
     if forced.load(std::sync::atomic::Ordering::SeqCst) {
         // The session ended because of the abort: let the signal thread finish its clean-up
         // (the control filesystem it may have mounted) before this process exits.

@@ -154,12 +154,67 @@ fn raise_readahead(mountpoint: &Path) {
     let _ = std::fs::write(knob, (fuse::MAX_IO / 1024 * 4).to_string());
 }
 
-/// The kernel's number for the FUSE connection mounted at `mountpoint` (its name under
-/// `/sys/fs/fuse/connections/`): the superblock's device number, in the kernel's encoding.
+/// The kernel's number for the FUSE connection mounted at `mountpoint` now (its name under
+/// `/sys/fs/fuse/connections/`: the superblock's device number, in the kernel's encoding), read
+/// from `/proc/self/mountinfo`, so no request reaches the filesystem itself. `None` when no FUSE
+/// filesystem is mounted there (unmounted, or detached).
 pub fn connection_id(mountpoint: &Path) -> Option<u64> {
-    use std::os::unix::fs::MetadataExt;
-    let dev = std::fs::metadata(mountpoint).ok()?.dev();
-    Some((u64::from(libc::major(dev)) << 20) | u64::from(libc::minor(dev)))
+    // Only the parent is resolved: resolving the mount point itself would ask the filesystem.
+    let mountpoint = match (mountpoint.parent(), mountpoint.file_name()) {
+        (Some(parent), Some(name)) if !parent.as_os_str().is_empty() => {
+            std::fs::canonicalize(parent).ok()?.join(name)
+        }
+        _ => std::path::absolute(mountpoint).ok()?,
+    };
+    let table = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    fuse_connection_in(&table, &mountpoint)
+}
+
+/// [`connection_id`] over the text of a `mountinfo` table: the last (topmost) mount at
+/// `mountpoint`, if it is a FUSE one.
+fn fuse_connection_in(table: &str, mountpoint: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let wanted = mountpoint.as_os_str().as_bytes();
+    let top = table
+        .lines()
+        .filter(|line| {
+            line.split(' ')
+                .nth(4)
+                .is_some_and(|at| unescape_mountinfo(at) == wanted)
+        })
+        .last()?;
+    let (fields, tail) = top.split_once(" - ")?;
+    let fs_type = tail.split(' ').next()?;
+    if fs_type != "fuse" && !fs_type.starts_with("fuse.") {
+        return None;
+    }
+    let (major, minor) = fields.split(' ').nth(2)?.split_once(':')?;
+    Some((major.parse::<u64>().ok()? << 20) | minor.parse::<u64>().ok()?)
+}
+
+/// A `mountinfo` path field with its octal escapes (`\040` for a space) undone.
+fn unescape_mountinfo(field: &str) -> Vec<u8> {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let octal = bytes.get(i + 1..i + 4).and_then(|digits| {
+            std::str::from_utf8(digits)
+                .ok()
+                .and_then(|d| u8::from_str_radix(d, 8).ok())
+        });
+        match (bytes[i], octal) {
+            (b'\\', Some(byte)) => {
+                out.push(byte);
+                i += 4;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    out
 }
 
 /// Aborts a FUSE connection (root only): every pending and later request fails with
@@ -223,4 +278,33 @@ pub fn unmount(mountpoint: &Path) -> std::io::Result<()> {
         "{}: {reason}",
         mountpoint.display()
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TABLE: &str = "\
+22 1 253:0 / / rw,relatime shared:1 - ext4 /dev/vda rw
+97 22 0:52 / /tmp/a\\040b rw,nosuid,nodev - fuse.encfs encfs:x rw,user_id=0,group_id=0
+98 22 0:53 / /tmp/plain rw - tmpfs tmpfs rw
+99 22 0:54 / /tmp/plain rw,nosuid,nodev - fuse encfs:y rw
+100 22 0:55 / /tmp/covered rw - fuse.encfs encfs:z rw
+101 22 0:56 / /tmp/covered rw - tmpfs tmpfs rw
+";
+
+    #[test]
+    fn the_connection_is_the_topmost_fuse_mount_at_the_path() {
+        let at = |p: &str| fuse_connection_in(TABLE, Path::new(p));
+        assert_eq!(at("/tmp/a b"), Some(52));
+        assert_eq!(at("/tmp/plain"), Some(54));
+        // A tmpfs mounted over the FUSE mount: nothing of ours is reachable there.
+        assert_eq!(at("/tmp/covered"), None);
+        assert_eq!(at("/"), None);
+        assert_eq!(at("/tmp/missing"), None);
+        assert_eq!(
+            fuse_connection_in("1 0 8:1 / /x rw - fuse.encfs e rw\n", Path::new("/x")),
+            Some(8 << 20 | 1)
+        );
+    }
 }
