@@ -175,14 +175,11 @@ pub fn connection_id(mountpoint: &Path) -> Option<u64> {
 fn fuse_connection_in(table: &str, mountpoint: &Path) -> Option<u64> {
     use std::os::unix::ffi::OsStrExt;
     let wanted = mountpoint.as_os_str().as_bytes();
-    let top = table
-        .lines()
-        .filter(|line| {
-            line.split(' ')
-                .nth(4)
-                .is_some_and(|at| unescape_mountinfo(at) == wanted)
-        })
-        .last()?;
+    let top = table.lines().rev().find(|line| {
+        line.split(' ')
+            .nth(4)
+            .is_some_and(|at| unescape_mountinfo(at) == wanted)
+    })?;
     let (fields, tail) = top.split_once(" - ")?;
     let fs_type = tail.split(' ').next()?;
     if fs_type != "fuse" && !fs_type.starts_with("fuse.") {
