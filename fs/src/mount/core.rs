@@ -67,6 +67,9 @@ pub struct EncFs {
     pub(super) next_handle: AtomicU64,
     pub(super) next_file: AtomicU64,
     pub(super) writes: WriteContext,
+    /// Inodes whose attributes the kernel may have cached wrongly (see
+    /// [`EncFs::take_stale_attributes`]).
+    pub(super) stale_attributes: Mutex<Vec<u64>>,
 }
 
 impl EncFs {
@@ -145,7 +148,15 @@ impl EncFs {
             next_handle: AtomicU64::new(1),
             next_file: AtomicU64::new(1),
             writes,
+            stale_attributes: Mutex::new(Vec::new()),
         })
+    }
+
+    /// Inodes whose size went back to their committed version since the last call (an
+    /// uncommitted version abandoned): the FUSE adapter tells the kernel to drop what it cached
+    /// of their attributes, so no reader sees the abandoned size until its cache times out.
+    pub fn take_stale_attributes(&self) -> Vec<u64> {
+        std::mem::take(&mut *self.stale_attributes.lock().expect("poisoned"))
     }
 
     /// Parts of the cache budget set aside for prefetches in flight and for free pooled buffers

@@ -314,7 +314,15 @@ impl Filesystem for Fuse {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        match self.fs.release(fh.0) {
+        let result = self.fs.release(fh.0);
+        if let Some(notifier) = self.notifier.get() {
+            for ino in self.fs.take_stale_attributes() {
+                // Attributes only (a negative offset); this mount never keeps file pages
+                // across opens, read-write.
+                let _ = notifier.inval_inode(INodeNo(ino), -1, 0);
+            }
+        }
+        match result {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno(e)),
         }

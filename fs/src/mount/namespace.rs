@@ -53,6 +53,9 @@ pub(super) struct Node {
     pub(super) path: String,
     pub(super) kind: NodeKind,
     pub(super) size: u64,
+    /// Plaintext size of the committed version (what `size` returns to when an uncommitted
+    /// version is abandoned: a failed commit, then the last writer's close).
+    pub(super) committed_size: u64,
     pub(super) blob_len: u64,
     pub(super) etag: Option<String>,
     pub(super) mtime: SystemTime,
@@ -79,6 +82,7 @@ impl Node {
             path,
             kind,
             size: 0,
+            committed_size: 0,
             blob_len: 0,
             etag: None,
             mtime: SystemTime::now(),
@@ -235,6 +239,7 @@ impl EncFs {
                         node.take_blob(&item.properties);
                     }
                     node.size = size;
+                    node.committed_size = size;
                     node.blob_len = item.properties.size;
                     node.local = false;
                 }
@@ -242,6 +247,7 @@ impl EncFs {
                     let child_path = join(&path, name);
                     let mut node = Node::new(dir, name, child_path, NodeKind::File);
                     node.size = size;
+                    node.committed_size = size;
                     node.blob_len = item.properties.size;
                     node.etag = Some(item.properties.etag.clone());
                     node.take_blob(&item.properties);
@@ -367,6 +373,7 @@ impl EncFs {
                 let mut node = Node::new(parent, name, path, NodeKind::File);
                 node.size =
                     plaintext_size(&self.protection, &properties, self.options.segment_size);
+                node.committed_size = node.size;
                 node.blob_len = properties.size;
                 node.etag = Some(properties.etag.clone());
                 node.take_blob(&properties);

@@ -69,6 +69,7 @@ impl EncFs {
         let node = tree.node_mut(ino)?;
         if node.etag.as_deref() == Some(etag.as_str()) {
             node.size = source.plain_len;
+            node.committed_size = source.plain_len;
             node.source = Some(source.clone());
         }
         Ok(source)

@@ -106,6 +106,7 @@ impl EncFs {
             }
             node.etag = Some(etag);
             node.size = size;
+            node.committed_size = size;
             node.blob_len = blob_len;
             node.local = false;
         }
@@ -122,11 +123,17 @@ impl EncFs {
             let mut tree = self.tree.lock().expect("poisoned");
             tree.nodes.get_mut(&ino).and_then(|node| {
                 node.writers = node.writers.saturating_sub(1);
-                if node.writers == 0 {
-                    node.dirty.take()
-                } else {
-                    None
+                if node.writers != 0 {
+                    return None;
                 }
+                let dirty = node.dirty.take()?;
+                // Whatever was not committed is gone: the file is its committed version again,
+                // and the kernel's cached attributes of it (the abandoned size) are stale.
+                if node.size != node.committed_size {
+                    node.size = node.committed_size;
+                    self.stale_attributes.lock().expect("poisoned").push(ino);
+                }
+                Some(dirty)
             })
         };
         if let Some(dirty) = finished {
