@@ -175,13 +175,17 @@ fn serve(
                 _ = int.recv() => {}
                 _ = term.recv() => {}
             }
+            // Whether this mount's own session and connection are still there: a connection
+            // number is reused by the next FUSE mount once this one is gone, and a mount
+            // unmounted from outside ends by itself.
+            let still_ours = || {
+                !ended_flag.load(std::sync::atomic::Ordering::SeqCst)
+                    && encfs_fs::mount::connection_id(&target) == connection
+            };
             let give_up = tokio::time::Instant::now() + patience;
             let mut attempt = 0u32;
             loop {
-                // Unmounted from outside meanwhile: the session ends by itself.
-                if ended_flag.load(std::sync::atomic::Ordering::SeqCst)
-                    || encfs_fs::mount::connection_id(&target) != connection
-                {
+                if !still_ours() {
                     return;
                 }
                 match encfs_fs::mount::unmount(&target) {
@@ -204,11 +208,7 @@ fn serve(
                     break;
                 }
             }
-            // Only this mount's own connection is ever aborted: a connection number is reused
-            // by the next FUSE mount once this one is gone.
-            if ended_flag.load(std::sync::atomic::Ordering::SeqCst)
-                || encfs_fs::mount::connection_id(&target) != connection
-            {
+            if !still_ours() {
                 return;
             }
             forced_flag.store(true, std::sync::atomic::Ordering::SeqCst);

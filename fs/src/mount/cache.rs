@@ -256,7 +256,7 @@ impl BlockCache {
     /// page cache holds them now, and keeping them would only push other files' segments out
     /// (a scan flooding the LRU) and keep fresh buffers from being reused.
     pub(crate) fn release(&self, file: u64, indices: std::ops::Range<u64>) {
-        let mut released = Vec::with_capacity(indices.clone().count());
+        let mut released = Vec::new();
         {
             let mut inner = self.inner.lock().expect("poisoned");
             for index in indices {

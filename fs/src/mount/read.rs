@@ -146,7 +146,7 @@ impl EncFs {
             } else {
                 end / unit
             };
-            self.cache.release(source.file, first.min(passed)..passed);
+            self.cache.release(source.file, first..passed);
         }
         Ok(data)
     }
