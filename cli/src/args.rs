@@ -200,9 +200,8 @@ pub struct TransferArgs {
     /// Show what would be transferred; transfer nothing.
     #[arg(long)]
     pub dry_run: bool,
-    /// Output format of the summary.
-    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
-    pub output: OutputFormat,
+    #[command(flatten)]
+    pub output: OutputArgs,
     #[command(flatten)]
     pub datastore: DatastoreSelection,
 }
@@ -236,9 +235,8 @@ pub struct LsArgs {
     /// List every blob below, not just one level.
     #[arg(long, short)]
     pub recursive: bool,
-    /// Output format.
-    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
-    pub output: OutputFormat,
+    #[command(flatten)]
+    pub output: OutputArgs,
 }
 
 #[derive(Args, Debug)]
@@ -385,15 +383,53 @@ pub enum OutputFormat {
     Text,
     /// One JSON object.
     Json,
+    /// Tab-separated values (the JSON's scalars), for scripts.
+    Tsv,
+    /// Aligned columns.
+    Table,
+}
+
+/// `--output` and `--query`, as `az` has them.
+#[derive(Args, Debug)]
+pub struct OutputArgs {
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+    /// A JMESPath query applied to the JSON result before it is printed (implies JSON output
+    /// unless --output says otherwise).
+    #[arg(long, value_name = "EXPR")]
+    pub query: Option<String>,
+}
+
+impl OutputArgs {
+    /// The structured format to print in, or `None` for the human-readable text.
+    pub fn structured(&self) -> Option<crate::structured::Format> {
+        use crate::structured::Format;
+        match self.output {
+            OutputFormat::Text if self.query.is_some() => Some(Format::Json),
+            OutputFormat::Text => None,
+            OutputFormat::Json => Some(Format::Json),
+            OutputFormat::Tsv => Some(Format::Tsv),
+            OutputFormat::Table => Some(Format::Table),
+        }
+    }
+
+    /// Prints `value` in the structured format chosen.
+    pub fn print(
+        &self,
+        value: &serde_json::Value,
+        format: crate::structured::Format,
+    ) -> anyhow::Result<()> {
+        crate::structured::print(value, format, self.query.as_deref())
+    }
 }
 
 #[derive(Args, Debug)]
 pub struct InspectArgs {
     /// The blob to inspect.
     pub file: PathBuf,
-    /// Output format.
-    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
-    pub output: OutputFormat,
+    #[command(flatten)]
+    pub output: OutputArgs,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]

@@ -11,6 +11,7 @@ mod duration;
 mod output;
 mod pipeline;
 mod size;
+mod structured;
 
 use std::process::ExitCode;
 

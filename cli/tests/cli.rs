@@ -256,6 +256,25 @@ fn inspect_needs_no_key() {
     assert_eq!(json["plaintext_len"], 200_000);
     assert_eq!(json["segment_size"], 4096);
     assert_eq!(json["segments"], 49);
+    // az's idiom: a JMESPath query and bare TSV, for `$(...)` in scripts.
+    let tsv = sb.ok(&[
+        "inspect",
+        "--query",
+        "segment_size",
+        "--output",
+        "tsv",
+        "blob",
+    ]);
+    assert_eq!(tsv, "4096\n");
+    let table = sb.ok(&[
+        "inspect",
+        "--query",
+        "{n: segments}",
+        "--output",
+        "table",
+        "blob",
+    ]);
+    assert_eq!(table, "n\n--\n49\n");
     let blob = fs::read(sb.path("blob")).unwrap();
     // Cut at a segment boundary: the length alone shows it (a cut inside the final segment
     // needs the key to detect, which inspect does not take).

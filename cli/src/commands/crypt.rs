@@ -17,7 +17,7 @@ use encfs_crypto::legacy_cse::{self, LegacyCipher};
 use encfs_crypto::{DataKey, Error};
 
 use super::keys::load_data_key;
-use crate::args::{ConvertArgs, DecryptArgs, EncryptArgs, InspectArgs, OutputFormat};
+use crate::args::{ConvertArgs, DecryptArgs, EncryptArgs, InspectArgs};
 use crate::output::{AtomicOutput, open_input, progress_bar};
 use crate::pipeline;
 use crate::size::format_size;
@@ -212,8 +212,8 @@ pub fn inspect(args: &InspectArgs) -> Result<()> {
     };
     let size = header.segment_size;
     let plaintext_len = size.plaintext_len(len);
-    match args.output {
-        OutputFormat::Json => {
+    match args.output.structured() {
+        Some(format) => {
             let value = serde_json::json!({
                 "file": args.file.display().to_string(),
                 "format": "EBF",
@@ -226,9 +226,9 @@ pub fn inspect(args: &InspectArgs) -> Result<()> {
                 "plaintext_len": plaintext_len.as_ref().ok(),
                 "segments": plaintext_len.as_ref().ok().map(|&p| size.segment_count(p)),
             });
-            println!("{value:#}");
+            args.output.print(&value, format)?;
         }
-        OutputFormat::Text => {
+        None => {
             println!("file:           {}", args.file.display());
             println!("format:         EBF v{}", encfs_crypto::format::VERSION);
             println!("algorithm:      AES-256-GCM segments, HKDF-SHA-256 per-blob key");

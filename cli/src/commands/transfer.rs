@@ -16,8 +16,8 @@ use encfs_transfer::{self as transfer, Protection, Summary, TransferOptions};
 use super::keys::load_data_key;
 use super::{credentials, datastore};
 use crate::args::{
-    DatastoreSelection, DownloadArgs, LsArgs, Mode, OutputFormat, RmArgs, StoreAccess,
-    TransferArgs, UploadArgs,
+    DatastoreSelection, DownloadArgs, LsArgs, Mode, OutputArgs, RmArgs, StoreAccess, TransferArgs,
+    UploadArgs,
 };
 use crate::output::progress_bar;
 
@@ -121,11 +121,11 @@ fn report(
     operation: &str,
     summary: &Summary,
     protection: &Protection,
-    output: OutputFormat,
+    output: &OutputArgs,
     dry_run: bool,
-) {
-    match output {
-        OutputFormat::Json => {
+) -> Result<()> {
+    match output.structured() {
+        Some(format) => {
             let value = serde_json::json!({
                 "operation": operation,
                 "mode": protection.name(),
@@ -135,21 +135,22 @@ fn report(
                 "bytes": summary.bytes,
                 "blobs": summary.blobs,
             });
-            println!("{value}");
+            output.print(&value, format)?;
         }
-        OutputFormat::Text if dry_run => {
+        None if dry_run => {
             for blob in &summary.blobs {
                 println!("would {operation} {blob}");
             }
             println!("dry run: {} files, {} bytes", summary.files, summary.bytes);
         }
-        OutputFormat::Text => {
+        None => {
             eprintln!(
                 "{operation}: {} files, {} bytes, {} skipped",
                 summary.files, summary.bytes, summary.skipped
             )
         }
     }
+    Ok(())
 }
 
 pub async fn upload(args: &UploadArgs, access: &StoreAccess) -> Result<()> {
@@ -194,10 +195,9 @@ pub async fn upload(args: &UploadArgs, access: &StoreAccess) -> Result<()> {
         "upload",
         &summary,
         &resolved.protection,
-        args.transfer.output,
+        &args.transfer.output,
         args.transfer.dry_run,
-    );
-    Ok(())
+    )
 }
 
 pub async fn download(args: &DownloadArgs, access: &StoreAccess) -> Result<()> {
@@ -284,10 +284,9 @@ pub async fn download(args: &DownloadArgs, access: &StoreAccess) -> Result<()> {
         "download",
         &summary,
         &resolved.protection,
-        args.transfer.output,
+        &args.transfer.output,
         args.transfer.dry_run,
-    );
-    Ok(())
+    )
 }
 
 fn cpk_of(protection: &Protection) -> Option<&CustomerKey> {
@@ -304,19 +303,17 @@ pub async fn ls(args: &LsArgs, access: &StoreAccess) -> Result<()> {
     let listing = list_all(store, &location.prefix, delimiter)
         .await
         .with_context(|| format!("cannot list {}", redact(&args.url)))?;
-    match args.output {
-        OutputFormat::Json => {
+    match args.output.structured() {
+        Some(format) => {
             let blobs: Vec<_> = listing
                 .blobs
                 .iter()
                 .map(|b| serde_json::json!({"name": b.name, "size": b.properties.size, "etag": b.properties.etag, "metadata": b.properties.metadata}))
                 .collect();
-            println!(
-                "{}",
-                serde_json::json!({"prefixes": listing.prefixes, "blobs": blobs})
-            );
+            let value = serde_json::json!({"prefixes": listing.prefixes, "blobs": blobs});
+            args.output.print(&value, format)?;
         }
-        OutputFormat::Text => {
+        None => {
             for prefix in &listing.prefixes {
                 println!("{:>12}  {prefix}", "PRE");
             }
