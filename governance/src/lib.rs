@@ -2,3 +2,4 @@
 //! governance messages, the constitution, the clean-room contract app and the ledger).
 pub mod cose;
 pub mod identity;
+pub mod merkle;
