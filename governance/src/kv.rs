@@ -351,6 +351,68 @@ impl Store {
     }
 }
 
+/// The names of the maps the governance state uses (CCF's names where CCF has the map, the CGS
+/// app's names otherwise). A name without `public:` is private (CCF encrypts it in the ledger).
+pub mod maps {
+    /// Proposal id → the raw proposal body (a JSON string holding the payload text).
+    pub const PROPOSALS: &str = "public:ccf.gov.proposals";
+    /// Proposal id → `{proposer_id, state, ballots:{member: js}, final_votes?, vote_failures?, failure?}`.
+    pub const PROPOSALS_INFO: &str = "public:ccf.gov.proposals_info";
+    /// Replay window: `"{created_at:0>10}:{hex sha256(signature)}"` → proposal id.
+    pub const COSE_RECENT_PROPOSALS: &str = "public:ccf.gov.cose_recent_proposals";
+    /// Member id → the whole COSE envelope of its last governance request (base64), by the glue.
+    pub const COSE_HISTORY: &str = "public:ccf.gov.cose_history";
+    /// Member id → certificate PEM.
+    pub const MEMBER_CERTS: &str = "public:ccf.gov.members.certs";
+    /// Member id → `{status: "Accepted"|"Active", member_data?, recovery_role?}`.
+    pub const MEMBER_INFO: &str = "public:ccf.gov.members.info";
+    /// Member id → RSA encryption public key PEM.
+    pub const MEMBER_ENCRYPTION_KEYS: &str = "public:ccf.gov.members.encryption_public_keys";
+    /// Member id → `{state_digest, signed?}` (issued by `:update`, acknowledged by `:ack`).
+    pub const MEMBER_ACKS: &str = "public:ccf.gov.members.acks";
+    /// `"0"` → `{recovery_threshold}`.
+    pub const SERVICE_CONFIG: &str = "public:ccf.gov.service.config";
+    /// Draft contracts: id → `{data}`.
+    pub const CONTRACTS: &str = "public:contracts";
+    /// Accepted contracts: id → `{data, proposalId, finalVotes:{member: bool}}`.
+    pub const ACCEPTED_CONTRACTS: &str = "public:ccf.gov.accepted_contracts";
+    /// Contract id → `{serializedMemberToStatusMap: JSON [[member, "enabled"|"disabled"], …]}`.
+    pub const CONTRACTS_EXECUTION_STATUS: &str = "public:contracts_execution_status";
+    /// Contract id → `{status}`.
+    pub const CONTRACTS_LOGGING_STATUS: &str = "public:ccf.gov.contracts_logging_status";
+    /// Contract id → `{status}`.
+    pub const CONTRACTS_TELEMETRY_STATUS: &str = "public:ccf.gov.contracts_telemetry_status";
+    /// Option name → `{status}` (the `autoapprove-*` options).
+    pub const CGS_RUNTIME_OPTIONS: &str = "public:ccf.gov.cgs_runtime_options";
+    /// Contract id → `{data}`.
+    pub const DEPLOYMENT_SPECS: &str = "public:ccf.gov.deployment_specs";
+    /// Contract id → `{data}`.
+    pub const DEPLOYMENT_INFO: &str = "public:ccf.gov.deployment_info";
+    /// Draft member documents: id → `{contractId, data}`.
+    pub const DOCUMENTS: &str = "public:documents";
+    /// Accepted member documents: id → `{contractId, data, proposalId, finalVotes}`.
+    pub const ACCEPTED_DOCUMENTS: &str = "public:ccf.gov.accepted_member_documents";
+
+    /// The clean-room policy of a contract: claim → JSON array of allowed values.
+    pub fn clean_room_policy(contract_id: &str) -> String {
+        format!("public:ccf.gov.policies.cleanroom-{contract_id}")
+    }
+
+    /// The events of a contract and scope: id → `{timestamp, data}`.
+    pub fn events(contract_id: &str, scope: &str) -> String {
+        if scope.is_empty() {
+            format!("public:events-{contract_id}")
+        } else {
+            format!("public:events-{contract_id}-{scope}")
+        }
+    }
+
+    /// The secrets of a contract (private): secret id → `{value}`.
+    pub fn secrets(contract_id: &str) -> String {
+        format!("secrets-{contract_id}")
+    }
+}
+
 const WRITE_SET_MAGIC: &[u8; 4] = b"EGWS";
 const SNAPSHOT_MAGIC: &[u8; 4] = b"EGSS";
 const FORMAT_1: u8 = 1;

@@ -2,3 +2,4 @@
 //! governance messages, the constitution, the clean-room contract app and the ledger).
 pub mod error;
 pub mod kv;
+pub mod constitution;
