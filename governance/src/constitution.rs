@@ -607,8 +607,9 @@ fn apply_action(tx: &mut Tx, action: &Action, proposal_id: &str, final_votes: &B
         }
         "set_recovery_threshold" => {
             let threshold = args["recovery_threshold"].as_u64().unwrap_or(0);
+            // With no recovery member at all (members without encryption keys) only 1 is allowed.
             let recovery_members = recovery_member_count(tx);
-            if threshold as usize > recovery_members {
+            if threshold as usize > recovery_members.max(1) {
                 return Err(format!(
                     "Recovery threshold {threshold} cannot be greater than the number of recovery members ({recovery_members})"
                 ));
@@ -989,6 +990,7 @@ pub(crate) mod tests {
         assert_eq!(tx.get(maps::CONTRACTS_TELEMETRY_STATUS, "c"), Some(&json!({"status": "disabled"})));
         let e = apply(&mut tx, &action("set_recovery_threshold", json!({"recovery_threshold": 2})), "p", &votes).unwrap_err();
         assert!(e.contains("cannot be greater than the number of recovery members (0)"), "{e}");
+        apply(&mut tx, &action("set_recovery_threshold", json!({"recovery_threshold": 1})), "p", &votes).unwrap();
         let e = apply(&mut tx, &action("set_member_data", json!({"member_id": "ab".repeat(32), "member_data": {}})), "p", &votes).unwrap_err();
         assert!(e.contains("does not exist"), "{e}");
         let cert = test_cert("new");
