@@ -404,7 +404,7 @@ fn member_data(tx: &Tx, member_id: &str) -> Value {
 }
 
 /// The actions of every Open proposal, by proposal id.
-fn open_proposals(tx: &Tx) -> Vec<(String, Proposal)> {
+pub fn open_proposals(tx: &Tx) -> Vec<(String, Proposal)> {
     let mut out = Vec::new();
     for (id, info) in tx.entries(maps::PROPOSALS_INFO) {
         if info.get("state").and_then(Value::as_str) != Some("Open") {
@@ -416,6 +416,19 @@ fn open_proposals(tx: &Tx) -> Vec<(String, Proposal)> {
         }
     }
     out
+}
+
+/// The ids of the Open proposals holding an action `action` whose `field` argument is `id`.
+pub fn open_proposal_ids_with(tx: &Tx, action: &str, field: &str, id: &str) -> Vec<String> {
+    open_proposals(tx)
+        .into_iter()
+        .filter(|(_, p)| {
+            p.actions
+                .iter()
+                .any(|a| a.name == action && a.args.get(field).and_then(Value::as_str) == Some(id))
+        })
+        .map(|(pid, _)| pid)
+        .collect()
 }
 
 fn count_open_with(open: &[(String, Proposal)], action: &str, field: &str, id: &str) -> usize {

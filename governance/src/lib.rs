@@ -4,3 +4,4 @@ pub mod error;
 pub mod kv;
 pub mod constitution;
 pub mod gov_api;
+pub mod app;
