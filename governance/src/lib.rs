@@ -1,6 +1,11 @@
 //! encfs governance: the consortium service's building blocks (member identities, COSE-signed
 //! governance messages, the constitution, the clean-room contract app and the ledger).
+pub mod app;
+pub mod constitution;
 pub mod cose;
+pub mod error;
+pub mod gov_api;
 pub mod identity;
-pub mod merkle;
+pub mod kv;
 pub mod ledger;
+pub mod merkle;
