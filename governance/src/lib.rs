@@ -4,3 +4,4 @@ pub mod cose;
 pub mod identity;
 pub mod merkle;
 pub mod ledger;
+pub mod receipt;
