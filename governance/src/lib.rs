@@ -9,3 +9,4 @@ pub mod identity;
 pub mod kv;
 pub mod ledger;
 pub mod merkle;
+pub mod receipt;
