@@ -10,3 +10,4 @@ pub mod kv;
 pub mod ledger;
 pub mod merkle;
 pub mod receipt;
+pub mod server;
