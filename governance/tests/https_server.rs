@@ -961,3 +961,64 @@ async fn curl_talks_to_the_server_with_and_without_a_client_certificate() {
     assert!(!output.status.success(), "{output:?}");
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_self_signed_service_certificate_may_also_be_presented_directly() {
+    // Without a node certificate: the service certificate (not a CA) is the TLS certificate and
+    // the pin at once. A CA certificate cannot be an end-entity certificate in webpki, so CCF's
+    // layout (a node certificate issued by the service certificate) is the one to prefer.
+    let key = KeyPair::generate_for(&PKCS_ECDSA_P384_SHA384).unwrap();
+    let params = CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    let identity = ServerIdentity::from_pem(&cert.pem(), &key.serialize_pem()).unwrap();
+    let server = RunningServer::bind(port(16), identity, test_router(), ServerLimits::default())
+        .await
+        .unwrap();
+    let client = transport(&server, "127.0.0.1", &cert.pem(), None).unwrap();
+    assert_eq!(&client.get("/whoami").await.unwrap().body[..], b"none");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_body_that_stops_arriving_gets_408_and_oversized_headers_get_431() {
+    let pki = ServicePki::new(&["127.0.0.1"]);
+    let limits = ServerLimits {
+        body_read_timeout: Duration::from_millis(500),
+        ..ServerLimits::default()
+    };
+    let server = start(17, &pki, limits).await;
+    let connector =
+        tokio_rustls::TlsConnector::from(raw_client_config(&pki, &[&rustls::version::TLS13]));
+    let mut tls = connector
+        .connect(
+            ServerName::try_from("127.0.0.1").unwrap(),
+            TcpStream::connect(server.local_addr()).await.unwrap(),
+        )
+        .await
+        .unwrap();
+    tls.write_all(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut answer))
+        .await
+        .expect("the server waited for the body forever")
+        .ok();
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(text.contains("RequestTimeout"), "{text}");
+
+    let mut request = b"GET /whoami HTTP/1.1\r\nHost: x\r\nConnection: close\r\n".to_vec();
+    request.extend_from_slice(b"x-padding: ");
+    request.extend(std::iter::repeat_n(b'p', 70 * 1024));
+    request.extend_from_slice(b"\r\n\r\n");
+    let (status, head, _) = raw_https(
+        server.local_addr(),
+        raw_client_config(&pki, &[&rustls::version::TLS13]),
+        &request,
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 431, "{head}");
+    server.shutdown().await;
+}
