@@ -11,3 +11,4 @@ pub mod ledger;
 pub mod merkle;
 pub mod receipt;
 pub mod server;
+pub mod transport;

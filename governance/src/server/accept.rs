@@ -26,7 +26,9 @@ use tokio::sync::{Semaphore, oneshot};
 use tokio::task::JoinSet;
 use tower_service::Service;
 
-use super::conventions::{BodyLimit, DEFAULT_MAX_BODY_BYTES, with_ccf_conventions};
+use super::conventions::{
+    BodyLimit, DEFAULT_MAX_BODY_BYTES, ccf_method_not_allowed, with_ccf_conventions,
+};
 use super::tls::{ServerIdentity, TlsSetupError, server_config};
 
 /// The limits of the server. The defaults follow CCF where CCF has one (body 1 MiB, 256 headers).
@@ -106,13 +108,17 @@ impl<S: Send + Sync> FromRequestParts<S> for ConnectionInfo {
     type Rejection = super::conventions::ErrorResponse;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        parts.extensions.get::<ConnectionInfo>().cloned().ok_or_else(|| {
-            super::conventions::ErrorResponse::new(
-                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
-                "InternalError",
-                "the request did not come through the HTTPS server",
-            )
-        })
+        parts
+            .extensions
+            .get::<ConnectionInfo>()
+            .cloned()
+            .ok_or_else(|| {
+                super::conventions::ErrorResponse::new(
+                    axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                    "InternalError",
+                    "the request did not come through the HTTPS server",
+                )
+            })
     }
 }
 
@@ -253,12 +259,17 @@ pub async fn serve(
                     .map(|version| format!("{version:?}"))
                     .unwrap_or_default(),
             };
-            let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
-                request.extensions_mut().insert(peer.clone());
-                request.extensions_mut().insert(info.clone());
-                let mut router = router.clone();
-                async move { router.call(request.map(Body::new)).await }
-            });
+            let service =
+                hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+                    request.extensions_mut().insert(peer.clone());
+                    request.extensions_mut().insert(info.clone());
+                    let mut router = router.clone();
+                    let path = request.uri().path().to_owned();
+                    async move {
+                        let response = router.call(request.map(Body::new)).await;
+                        response.map(|response| ccf_method_not_allowed(&path, response))
+                    }
+                });
             let mut http = hyper::server::conn::http1::Builder::new();
             http.timer(TokioTimer::new())
                 .header_read_timeout(limits.header_read_timeout)

@@ -51,7 +51,7 @@ pub struct ErrorResponse {
     /// CCF's optional `details` list (authentication failures carry one per policy tried).
     pub details: Vec<ErrorDetail>,
     /// Extra response headers (e.g. `WWW-Authenticate`, `Allow`).
-    pub headers: HeaderMap,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
 }
 
 #[derive(Serialize)]
@@ -75,13 +75,13 @@ impl ErrorResponse {
             code: code.into(),
             message: message.into(),
             details: Vec::new(),
-            headers: HeaderMap::new(),
+            headers: Vec::new(),
         }
     }
 
     /// Adds a response header.
     pub fn with_header(mut self, name: HeaderName, value: HeaderValue) -> Self {
-        self.headers.insert(name, value);
+        self.headers.push((name, value));
         self
     }
 
@@ -141,7 +141,13 @@ impl ErrorResponse {
 
 impl std::fmt::Display for ErrorResponse {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {}: {}", self.status.as_u16(), self.code, self.message)
+        write!(
+            f,
+            "{} {}: {}",
+            self.status.as_u16(),
+            self.code,
+            self.message
+        )
     }
 }
 
@@ -155,7 +161,9 @@ impl IntoResponse for ErrorResponse {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
-        response.headers_mut().extend(self.headers);
+        for (name, value) in self.headers {
+            response.headers_mut().insert(name, value);
+        }
         response
     }
 }
@@ -219,10 +227,13 @@ impl ApiVersion {
 
 /// `name=value` pairs of a query string, percent-decoded (`+` is a space, as CCF decodes).
 fn url_query_pairs(query: &str) -> impl Iterator<Item = (String, String)> + '_ {
-    query.split('&').filter(|pair| !pair.is_empty()).map(|pair| {
-        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-        (percent_decode(name), percent_decode(value))
-    })
+    query
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            (percent_decode(name), percent_decode(value))
+        })
 }
 
 fn percent_decode(text: &str) -> String {
@@ -304,13 +315,15 @@ impl<S: Send + Sync> FromRequest<S> for CoseBody {
             }
             Some(_) => {}
         }
-        let bytes = Bytes::from_request(request, state).await.map_err(|rejection| {
-            ErrorResponse::new(
-                rejection.status(),
-                "InvalidInput",
-                format!("Could not read the request body: {}", rejection.body_text()),
-            )
-        })?;
+        let bytes = Bytes::from_request(request, state)
+            .await
+            .map_err(|rejection| {
+                ErrorResponse::new(
+                    rejection.status(),
+                    "InvalidInput",
+                    format!("Could not read the request body: {}", rejection.body_text()),
+                )
+            })?;
         Ok(CoseBody(bytes))
     }
 }
@@ -334,12 +347,11 @@ pub async fn unknown_path(request: Request) -> ErrorResponse {
     ErrorResponse::unknown_path(request.uri().path())
 }
 
-/// Middleware that gives axum's bare 405 answers CCF's body: 405 `UnsupportedHttpVerb`,
-/// "Allowed methods for '{path}' are: OPTIONS, …." with the `Allow` header kept (CCF
-/// `frontend.h` `find_endpoint`).
-pub async fn method_not_allowed_body(request: Request, next: Next) -> Response {
-    let path = request.uri().path().to_owned();
-    let response = next.run(request).await;
+/// Gives axum's bare 405 answers CCF's body: 405 `UnsupportedHttpVerb`, "Allowed methods for
+/// '{path}' are: OPTIONS, …." with the `Allow` header kept (CCF `frontend.h` `find_endpoint`).
+/// The accept loop applies it to every response: axum adds the `Allow` header after any
+/// `Router::layer` middleware has run, so this cannot be a router layer.
+pub fn ccf_method_not_allowed(path: &str, response: Response) -> Response {
     if response.status() != StatusCode::METHOD_NOT_ALLOWED
         || response.headers().contains_key(header::CONTENT_TYPE)
     {
@@ -365,7 +377,7 @@ pub async fn method_not_allowed_body(request: Request, next: Next) -> Response {
         format!("Allowed methods for '{path}' are: {allow_value}."),
     );
     if let Ok(value) = HeaderValue::from_str(&allow_value) {
-        error.headers.insert(header::ALLOW, value);
+        error.headers.push((header::ALLOW, value));
     }
     error.into_response()
 }
@@ -435,16 +447,17 @@ pub async fn limit_body(
         }
         Ok(Ok(collected)) => collected.to_bytes(),
     };
-    next.run(Request::from_parts(parts, Body::from(bytes))).await
+    next.run(Request::from_parts(parts, Body::from(bytes)))
+        .await
 }
 
-/// Adds the conventions to a router: the body limit (and axum's own limit raised to match), CCF's
-/// 404 for unknown paths and CCF's 405 body. `/gov` routes still need
-/// [`require_api_version`] as a route layer.
+/// Adds the conventions to a router: the body limit (and axum's own limit raised to match) and
+/// CCF's 404 for unknown paths. CCF's 405 body is added by the accept loop
+/// ([`ccf_method_not_allowed`]); `/gov` routes still need [`require_api_version`] as a route
+/// layer.
 pub fn with_ccf_conventions(router: axum::Router, limit: BodyLimit) -> axum::Router {
     router
         .fallback(unknown_path)
-        .layer(axum::middleware::from_fn(method_not_allowed_body))
         .layer(axum::middleware::from_fn_with_state(limit, limit_body))
         .layer(axum::extract::DefaultBodyLimit::max(limit.max_bytes))
 }
@@ -456,7 +469,10 @@ mod tests {
     #[test]
     fn api_version_as_ccf_reads_it() {
         assert_eq!(ApiVersion::from_query(None).unwrap(), ApiVersion::Latest);
-        assert_eq!(ApiVersion::from_query(Some("a=b")).unwrap(), ApiVersion::Latest);
+        assert_eq!(
+            ApiVersion::from_query(Some("a=b")).unwrap(),
+            ApiVersion::Latest
+        );
         assert_eq!(
             ApiVersion::from_query(Some("api-version=2024-07-01")).unwrap(),
             ApiVersion::V2024_07_01
@@ -493,22 +509,25 @@ mod tests {
 
     #[test]
     fn error_body_shape() {
-        let body = ErrorResponse::new(StatusCode::NOT_FOUND, "ProposalNotFound", "no such")
-            .body_json();
+        let body =
+            ErrorResponse::new(StatusCode::NOT_FOUND, "ProposalNotFound", "no such").body_json();
         let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(
             json,
             serde_json::json!({"error":{"code":"ProposalNotFound","message":"no such"}})
         );
-        let body = ErrorResponse::cose_authentication_failed("Signer is not a known member")
-            .body_json();
+        let body =
+            ErrorResponse::cose_authentication_failed("Signer is not a known member").body_json();
         let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(json["error"]["code"], "InvalidAuthenticationInfo");
         assert_eq!(
             json["error"]["details"][0]["message"],
             "Signer is not a known member"
         );
-        assert_eq!(json["error"]["details"][0]["auth_policy"], "member_cose_sign1");
+        assert_eq!(
+            json["error"]["details"][0]["auth_policy"],
+            "member_cose_sign1"
+        );
     }
 
     #[test]

@@ -17,7 +17,7 @@ pub use accept::{
 };
 pub use conventions::{
     ApiVersion, BodyLimit, COSE_CONTENT_TYPE, CoseBody, DEFAULT_MAX_BODY_BYTES, ErrorDetail,
-    ErrorResponse, TRANSACTION_ID_HEADER, require_api_version, set_transaction_id,
-    with_ccf_conventions, with_transaction_id,
+    ErrorResponse, TRANSACTION_ID_HEADER, ccf_method_not_allowed, require_api_version,
+    set_transaction_id, with_ccf_conventions, with_transaction_id,
 };
 pub use tls::{AnyClientCertificate, ServerIdentity, TlsSetupError, server_config};
