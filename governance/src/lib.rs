@@ -1,6 +1,7 @@
 //! encfs governance: the consortium service's building blocks (member identities, COSE-signed
 //! governance messages, the constitution, the clean-room contract app and the ledger).
 pub mod app;
+pub mod client;
 pub mod constitution;
 pub mod cose;
 pub mod error;
@@ -11,4 +12,5 @@ pub mod ledger;
 pub mod merkle;
 pub mod receipt;
 pub mod server;
+pub mod service;
 pub mod transport;
