@@ -222,7 +222,11 @@ pub struct ApiError {
 impl ApiError {
     /// An error with the code's default status.
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self { status: code.default_status(), code, message: message.into() }
+        Self {
+            status: code.default_status(),
+            code,
+            message: message.into(),
+        }
     }
 
     /// The same error with another status (for the codes CCF answers with two statuses).
@@ -251,7 +255,10 @@ mod tests {
 
     #[test]
     fn body_has_the_reference_shape() {
-        let e = ApiError::new(ErrorCode::PreconditionFailed, "The operation specified a version that is different from the version available at the server.");
+        let e = ApiError::new(
+            ErrorCode::PreconditionFailed,
+            "The operation specified a version that is different from the version available at the server.",
+        );
         assert_eq!(e.status(), 412);
         assert_eq!(
             e.body().to_string(),

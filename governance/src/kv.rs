@@ -57,7 +57,10 @@ impl FromStr for Version {
         if !digits(view) || !digits(seqno) {
             return Err(bad());
         }
-        Ok(Self { view: view.parse().map_err(|_| bad())?, seqno: seqno.parse().map_err(|_| bad())? })
+        Ok(Self {
+            view: view.parse().map_err(|_| bad())?,
+            seqno: seqno.parse().map_err(|_| bad())?,
+        })
     }
 }
 
@@ -194,7 +197,12 @@ impl Store {
 
     /// An empty store whose new transactions commit in `view`.
     pub fn new(view: u64) -> Self {
-        Self { maps: BTreeMap::new(), view, last: Version::default(), views: Vec::new() }
+        Self {
+            maps: BTreeMap::new(),
+            view,
+            last: Version::default(),
+            views: Vec::new(),
+        }
     }
 
     /// The view new transactions commit in.
@@ -219,7 +227,10 @@ impl Store {
 
     /// A new transaction over the current state.
     pub fn transaction(&self) -> Tx<'_> {
-        Tx { store: self, writes: BTreeMap::new() }
+        Tx {
+            store: self,
+            writes: BTreeMap::new(),
+        }
     }
 
     /// A committed entry.
@@ -243,7 +254,10 @@ impl Store {
     /// The seqno must be after the last applied one; the view must not go back.
     pub fn apply(&mut self, version: Version, write_set: &WriteSet) -> Result<(), KvError> {
         if version.seqno <= self.last.seqno || version.view < self.last.view {
-            return Err(KvError::VersionNotAfter { last: self.last, given: version });
+            return Err(KvError::VersionNotAfter {
+                last: self.last,
+                given: version,
+            });
         }
         self.apply_unchecked(version, write_set);
         Ok(())
@@ -255,7 +269,13 @@ impl Store {
             for (key, write) in writes {
                 match write {
                     Some(value) => {
-                        map.insert(key.clone(), Entry { value: value.clone(), version });
+                        map.insert(
+                            key.clone(),
+                            Entry {
+                                value: value.clone(),
+                                version,
+                            },
+                        );
                     }
                     None => {
                         map.remove(key);
@@ -266,7 +286,11 @@ impl Store {
                 self.maps.remove(map_name);
             }
         }
-        if self.views.last().is_none_or(|&(view, _)| view != version.view) {
+        if self
+            .views
+            .last()
+            .is_none_or(|&(view, _)| view != version.view)
+        {
             self.views.push((version.view, version.seqno));
         }
         self.last = version;
@@ -285,8 +309,17 @@ impl Store {
                 TxStatus::Unknown
             };
         }
-        let view_at = self.views.iter().rev().find(|&&(_, first)| first <= version.seqno).map(|&(v, _)| v);
-        if view_at == Some(version.view) { TxStatus::Committed } else { TxStatus::Invalid }
+        let view_at = self
+            .views
+            .iter()
+            .rev()
+            .find(|&&(_, first)| first <= version.seqno)
+            .map(|&(v, _)| v);
+        if view_at == Some(version.view) {
+            TxStatus::Committed
+        } else {
+            TxStatus::Invalid
+        }
     }
 
     /// The whole state in a canonical encoding (equal states, equal bytes): a snapshot.
@@ -342,10 +375,17 @@ impl Store {
             maps.insert(name, map);
         }
         r.end()?;
-        let store = Self { maps, view, last, views };
+        let store = Self {
+            maps,
+            view,
+            last,
+            views,
+        };
         let again = store.snapshot_bytes();
         if again != bytes {
-            return Err(KvError::NotCanonical { offset: first_difference(&again, bytes) });
+            return Err(KvError::NotCanonical {
+                offset: first_difference(&again, bytes),
+            });
         }
         Ok(store)
     }
@@ -460,18 +500,27 @@ impl<'a> Tx<'a> {
 
     /// Writes a key.
     pub fn put(&mut self, map: &str, key: &str, value: Value) {
-        self.writes.entry(map.to_owned()).or_default().insert(key.to_owned(), Some(value));
+        self.writes
+            .entry(map.to_owned())
+            .or_default()
+            .insert(key.to_owned(), Some(value));
     }
 
     /// Removes a key (a no-op on commit if it is absent).
     pub fn remove(&mut self, map: &str, key: &str) {
-        self.writes.entry(map.to_owned()).or_default().insert(key.to_owned(), None);
+        self.writes
+            .entry(map.to_owned())
+            .or_default()
+            .insert(key.to_owned(), None);
     }
 
     /// The keys and values of a map in key order, seeing this transaction's writes.
     pub fn entries(&self, map: &str) -> Vec<(String, Value)> {
-        let mut merged: BTreeMap<&str, &Value> =
-            self.store.entries(map).map(|(k, e)| (k.as_str(), &e.value)).collect();
+        let mut merged: BTreeMap<&str, &Value> = self
+            .store
+            .entries(map)
+            .map(|(k, e)| (k.as_str(), &e.value))
+            .collect();
         if let Some(writes) = self.writes.get(map) {
             for (key, write) in writes {
                 match write {
@@ -484,7 +533,10 @@ impl<'a> Tx<'a> {
                 }
             }
         }
-        merged.into_iter().map(|(k, v)| (k.to_owned(), v.clone())).collect()
+        merged
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.clone()))
+            .collect()
     }
 
     /// The keys of a map in order.
@@ -578,7 +630,9 @@ impl WriteSet {
         let set = Self { maps };
         let again = set.to_bytes();
         if again != bytes {
-            return Err(KvError::NotCanonical { offset: first_difference(&again, bytes) });
+            return Err(KvError::NotCanonical {
+                offset: first_difference(&again, bytes),
+            });
         }
         Ok(set)
     }
@@ -634,7 +688,10 @@ fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
 }
 
 fn first_difference(a: &[u8], b: &[u8]) -> usize {
-    a.iter().zip(b).position(|(x, y)| x != y).unwrap_or(a.len().min(b.len()))
+    a.iter()
+        .zip(b)
+        .position(|(x, y)| x != y)
+        .unwrap_or(a.len().min(b.len()))
 }
 
 struct Reader<'b> {
@@ -690,7 +747,10 @@ impl<'b> Reader<'b> {
     }
     fn end(&self) -> Result<(), KvError> {
         if self.pos != self.bytes.len() {
-            return Err(KvError::TrailingBytes { offset: self.pos, extra: self.bytes.len() - self.pos });
+            return Err(KvError::TrailingBytes {
+                offset: self.pos,
+                extra: self.bytes.len() - self.pos,
+            });
         }
         Ok(())
     }
@@ -707,7 +767,10 @@ mod tests {
         let mut store = Store::default();
         let mut tx = store.transaction();
         tx.put("public:contracts", "c1", json!({"data": "a"}));
-        assert_eq!(tx.get("public:contracts", "c1"), Some(&json!({"data": "a"})));
+        assert_eq!(
+            tx.get("public:contracts", "c1"),
+            Some(&json!({"data": "a"}))
+        );
         assert_eq!(tx.committed_version("public:contracts", "c1"), None);
         let ws = tx.into_write_set();
         let v1 = store.commit(&ws);
@@ -762,11 +825,19 @@ mod tests {
         let v = store.commit(&ws);
         let bytes = ws.to_bytes();
         let mut replay = Store::default();
-        replay.apply(v, &WriteSet::from_bytes(&bytes).unwrap()).unwrap();
+        replay
+            .apply(v, &WriteSet::from_bytes(&bytes).unwrap())
+            .unwrap();
         assert_eq!(replay, store);
         assert_eq!(replay.snapshot_bytes(), store.snapshot_bytes());
-        assert!(matches!(replay.apply(v, &ws), Err(KvError::VersionNotAfter { .. })));
-        assert_eq!(Store::from_snapshot(&store.snapshot_bytes()).unwrap(), store);
+        assert!(matches!(
+            replay.apply(v, &ws),
+            Err(KvError::VersionNotAfter { .. })
+        ));
+        assert_eq!(
+            Store::from_snapshot(&store.snapshot_bytes()).unwrap(),
+            store
+        );
     }
 
     #[test]
@@ -784,19 +855,31 @@ mod tests {
         }
         let mut longer = bytes.clone();
         longer.push(0);
-        assert!(matches!(WriteSet::from_bytes(&longer), Err(KvError::TrailingBytes { .. })));
+        assert!(matches!(
+            WriteSet::from_bytes(&longer),
+            Err(KvError::TrailingBytes { .. })
+        ));
         let mut bad_magic = bytes.clone();
         bad_magic[0] = b'X';
-        assert!(matches!(WriteSet::from_bytes(&bad_magic), Err(KvError::BadMagic { .. })));
+        assert!(matches!(
+            WriteSet::from_bytes(&bad_magic),
+            Err(KvError::BadMagic { .. })
+        ));
         // The same content with whitespace in the JSON is not canonical.
         let text = "{\"x\":1}";
         let spaced = "{\"x\": 1}";
-        let pos = bytes.windows(text.len()).position(|w| w == text.as_bytes()).unwrap();
+        let pos = bytes
+            .windows(text.len())
+            .position(|w| w == text.as_bytes())
+            .unwrap();
         let mut other = bytes[..pos - 4].to_vec();
         other.extend_from_slice(&(spaced.len() as u32).to_be_bytes());
         other.extend_from_slice(spaced.as_bytes());
         other.extend_from_slice(&bytes[pos + text.len()..]);
-        assert!(matches!(WriteSet::from_bytes(&other), Err(KvError::NotCanonical { .. })));
+        assert!(matches!(
+            WriteSet::from_bytes(&other),
+            Err(KvError::NotCanonical { .. })
+        ));
     }
 
     #[test]

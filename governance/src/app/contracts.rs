@@ -23,11 +23,20 @@ pub fn put_contract(tx: &mut Tx, contract_id: &str, body: &Value) -> ApiResult<(
         ));
     }
     let Some(data) = body.get("data").filter(|d| !d.is_null()) else {
-        return Err(ApiError::new(ErrorCode::DataMissing, "data is missing from the request body."));
+        return Err(ApiError::new(
+            ErrorCode::DataMissing,
+            "data is missing from the request body.",
+        ));
     };
     if tx.contains(maps::CONTRACTS, contract_id) {
-        let current = tx.committed_version(maps::CONTRACTS, contract_id).map(|v| v.to_string());
-        match body.get("version").and_then(Value::as_str).filter(|v| !v.is_empty()) {
+        let current = tx
+            .committed_version(maps::CONTRACTS, contract_id)
+            .map(|v| v.to_string());
+        match body
+            .get("version")
+            .and_then(Value::as_str)
+            .filter(|v| !v.is_empty())
+        {
             None => {
                 return Err(ApiError::new(
                     ErrorCode::ContractAlreadyExists,
@@ -58,7 +67,10 @@ fn open_contract_proposal(tx: &Tx, contract_id: &str) -> Option<(String, Value)>
         proposal
             .actions
             .into_iter()
-            .find(|a| a.name == "set_contract" && a.args.get("contractId").and_then(Value::as_str) == Some(contract_id))
+            .find(|a| {
+                a.name == "set_contract"
+                    && a.args.get("contractId").and_then(Value::as_str) == Some(contract_id)
+            })
             .map(|a| (id, a.args.get("contract").cloned().unwrap_or(Value::Null)))
     })
 }
@@ -67,7 +79,12 @@ fn open_contract_proposal(tx: &Tx, contract_id: &str) -> Option<(String, Value)>
 pub fn final_votes_list(stored: Option<&Value>) -> Value {
     let list: Vec<Value> = stored
         .and_then(Value::as_object)
-        .map(|votes| votes.iter().map(|(m, v)| json!({"memberId": m, "vote": v})).collect())
+        .map(|votes| {
+            votes
+                .iter()
+                .map(|(m, v)| json!({"memberId": m, "vote": v}))
+                .collect()
+        })
         .unwrap_or_default();
     Value::Array(list)
 }
@@ -75,7 +92,9 @@ pub fn final_votes_list(stored: Option<&Value>) -> Value {
 /// `POST /app/contracts/{contractId}` → `{id, version, state, data, proposalId, finalVotes?}`.
 pub fn get_contract(tx: &Tx, contract_id: &str) -> ApiResult<Value> {
     if let Some(accepted) = tx.get(maps::ACCEPTED_CONTRACTS, contract_id) {
-        let version = tx.committed_version(maps::ACCEPTED_CONTRACTS, contract_id).map(|v| v.to_string());
+        let version = tx
+            .committed_version(maps::ACCEPTED_CONTRACTS, contract_id)
+            .map(|v| v.to_string());
         return Ok(json!({
             "id": contract_id,
             "version": version.unwrap_or_default(),
@@ -95,7 +114,9 @@ pub fn get_contract(tx: &Tx, contract_id: &str) -> ApiResult<Value> {
         }));
     }
     if let Some(draft) = tx.get(maps::CONTRACTS, contract_id) {
-        let version = tx.committed_version(maps::CONTRACTS, contract_id).map(|v| v.to_string());
+        let version = tx
+            .committed_version(maps::CONTRACTS, contract_id)
+            .map(|v| v.to_string());
         return Ok(json!({
             "id": contract_id,
             "version": version.unwrap_or_default(),
@@ -104,24 +125,32 @@ pub fn get_contract(tx: &Tx, contract_id: &str) -> ApiResult<Value> {
             "proposalId": "",
         }));
     }
-    Err(ApiError::new(ErrorCode::ContractNotFound, format!("A contract with the id {contract_id} was not found.")))
+    Err(ApiError::new(
+        ErrorCode::ContractNotFound,
+        format!("A contract with the id {contract_id} was not found."),
+    ))
 }
 
 /// `GET /app/contracts[?state=Draft|Proposed|Accepted]` → `{value:[{id}]}`.
 pub fn list_contracts(tx: &Tx, state: Option<&str>) -> ApiResult<Value> {
-    if let Some(s) = state {
-        if !STATES.contains(&s) {
-            return Err(ApiError::new(
-                ErrorCode::InvalidParameter,
-                format!("state '{s}' is not one of {}.", STATES.join(", ")),
-            ));
-        }
+    if let Some(s) = state
+        && !STATES.contains(&s)
+    {
+        return Err(ApiError::new(
+            ErrorCode::InvalidParameter,
+            format!("state '{s}' is not one of {}.", STATES.join(", ")),
+        ));
     }
     let proposed: Vec<String> = open_proposals(tx)
         .into_iter()
         .flat_map(|(_, p)| p.actions)
         .filter(|a| a.name == "set_contract")
-        .filter_map(|a| a.args.get("contractId").and_then(Value::as_str).map(str::to_owned))
+        .filter_map(|a| {
+            a.args
+                .get("contractId")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        })
         .collect();
     let value: Vec<Value> = tx
         .keys(maps::CONTRACTS)
@@ -154,25 +183,46 @@ mod tests {
     #[test]
     fn put_rules_405_409_412_and_data_missing() {
         let mut s = TestService::new();
-        assert_eq!(code(s.run(|tx| put_contract(tx, "c", &json!({})))), (400, ErrorCode::DataMissing));
-        s.run(|tx| put_contract(tx, "c", &json!({"data": "spec v1"}))).unwrap();
+        assert_eq!(
+            code(s.run(|tx| put_contract(tx, "c", &json!({})))),
+            (400, ErrorCode::DataMissing)
+        );
+        s.run(|tx| put_contract(tx, "c", &json!({"data": "spec v1"})))
+            .unwrap();
         let got = s.read(|tx| get_contract(tx, "c")).unwrap();
         assert_eq!(got["state"], "Draft");
         assert_eq!(got["proposalId"], "");
         let v1 = got["version"].as_str().unwrap().to_owned();
         assert_eq!(v1, s.store.last_version().to_string());
-        assert_eq!(code(s.run(|tx| put_contract(tx, "c", &json!({"data": "x"})))), (409, ErrorCode::ContractAlreadyExists));
-        assert_eq!(code(s.run(|tx| put_contract(tx, "c", &json!({"data": "x", "version": "9.9"})))), (412, ErrorCode::PreconditionFailed));
-        s.run(|tx| put_contract(tx, "c", &json!({"data": "spec v2", "version": v1}))).unwrap();
+        assert_eq!(
+            code(s.run(|tx| put_contract(tx, "c", &json!({"data": "x"})))),
+            (409, ErrorCode::ContractAlreadyExists)
+        );
+        assert_eq!(
+            code(s.run(|tx| put_contract(tx, "c", &json!({"data": "x", "version": "9.9"})))),
+            (412, ErrorCode::PreconditionFailed)
+        );
+        s.run(|tx| put_contract(tx, "c", &json!({"data": "spec v2", "version": v1})))
+            .unwrap();
         let got = s.read(|tx| get_contract(tx, "c")).unwrap();
         assert_eq!(got["data"], "spec v2");
         assert_ne!(got["version"], v1.as_str());
         // The old version is stale now.
-        assert_eq!(code(s.run(|tx| put_contract(tx, "c", &json!({"data": "x", "version": v1})))).1, ErrorCode::PreconditionFailed);
+        assert_eq!(
+            code(s.run(|tx| put_contract(tx, "c", &json!({"data": "x", "version": v1})))).1,
+            ErrorCode::PreconditionFailed
+        );
         let mut tx = s.store.transaction();
-        tx.put(maps::ACCEPTED_CONTRACTS, "c", json!({"data": "spec v2", "proposalId": "p", "finalVotes": {"m": true}}));
+        tx.put(
+            maps::ACCEPTED_CONTRACTS,
+            "c",
+            json!({"data": "spec v2", "proposalId": "p", "finalVotes": {"m": true}}),
+        );
         s.store.commit(&tx.into_write_set());
-        assert_eq!(code(s.run(|tx| put_contract(tx, "c", &json!({"data": "x"})))), (405, ErrorCode::ContractAlreadyAccepted));
+        assert_eq!(
+            code(s.run(|tx| put_contract(tx, "c", &json!({"data": "x"})))),
+            (405, ErrorCode::ContractAlreadyAccepted)
+        );
         let got = s.read(|tx| get_contract(tx, "c")).unwrap();
         assert_eq!(got["state"], "Accepted");
         assert_eq!(got["finalVotes"], json!([{"memberId": "m", "vote": true}]));
@@ -181,8 +231,17 @@ mod tests {
     #[test]
     fn get_of_a_missing_contract_is_404_and_list_checks_state() {
         let s = TestService::new();
-        assert_eq!(code(s.read(|tx| get_contract(tx, "nope"))), (404, ErrorCode::ContractNotFound));
-        assert_eq!(code(s.read(|tx| list_contracts(tx, Some("Open")))), (400, ErrorCode::InvalidParameter));
-        assert_eq!(s.read(|tx| list_contracts(tx, None)).unwrap(), json!({"value": []}));
+        assert_eq!(
+            code(s.read(|tx| get_contract(tx, "nope"))),
+            (404, ErrorCode::ContractNotFound)
+        );
+        assert_eq!(
+            code(s.read(|tx| list_contracts(tx, Some("Open")))),
+            (400, ErrorCode::InvalidParameter)
+        );
+        assert_eq!(
+            s.read(|tx| list_contracts(tx, None)).unwrap(),
+            json!({"value": []})
+        );
     }
 }

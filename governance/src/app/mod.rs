@@ -54,7 +54,12 @@ pub trait AttestationVerifier {
 /// Verifies RSA-PSS (SHA-256, salt 32) signatures by a PEM public key.
 pub trait SignatureVerifier {
     /// `Ok(())` if `signature` signs `message` under `public_key_pem`.
-    fn verify_rsa_pss_sha256(&self, public_key_pem: &str, message: &[u8], signature: &[u8]) -> Result<(), String>;
+    fn verify_rsa_pss_sha256(
+        &self,
+        public_key_pem: &str,
+        message: &[u8],
+        signature: &[u8],
+    ) -> Result<(), String>;
 }
 
 /// Wraps bytes for a clean room's RSA public key (RSA-OAEP-SHA-256 of an AES-256 key ‖ RFC 5649 KWP).
@@ -67,13 +72,20 @@ pub trait KeyWrapper {
 pub struct RsaPssVerifier;
 
 impl SignatureVerifier for RsaPssVerifier {
-    fn verify_rsa_pss_sha256(&self, public_key_pem: &str, message: &[u8], signature: &[u8]) -> Result<(), String> {
-        let block = pem::parse(public_key_pem).map_err(|e| format!("public key is not PEM: {e}"))?;
+    fn verify_rsa_pss_sha256(
+        &self,
+        public_key_pem: &str,
+        message: &[u8],
+        signature: &[u8],
+    ) -> Result<(), String> {
+        let block =
+            pem::parse(public_key_pem).map_err(|e| format!("public key is not PEM: {e}"))?;
         let key = aws_lc_rs::signature::UnparsedPublicKey::new(
             &aws_lc_rs::signature::RSA_PSS_2048_8192_SHA256,
             block.contents(),
         );
-        key.verify(message, signature).map_err(|_| "RSA-PSS signature does not verify".to_owned())
+        key.verify(message, signature)
+            .map_err(|_| "RSA-PSS signature does not verify".to_owned())
     }
 }
 
@@ -84,7 +96,10 @@ pub const PLATFORMS: &[&str] = &["snp-caci", "snp-cvm"];
 fn attestation_of(body: &Value) -> ApiResult<&Value> {
     match body.get("attestation") {
         Some(a) if !a.is_null() => Ok(a),
-        _ => Err(ApiError::new(ErrorCode::AttestationMissing, "Attestation payload must be supplied.")),
+        _ => Err(ApiError::new(
+            ErrorCode::AttestationMissing,
+            "Attestation payload must be supplied.",
+        )),
     }
 }
 
@@ -98,9 +113,15 @@ pub fn verify_clean_room(
     body: &Value,
 ) -> ApiResult<VerifiedAttestation> {
     let attestation = attestation_of(body)?;
-    let platform = body.get("platform").and_then(Value::as_str).unwrap_or("snp-caci");
+    let platform = body
+        .get("platform")
+        .and_then(Value::as_str)
+        .unwrap_or("snp-caci");
     if !PLATFORMS.contains(&platform) {
-        return Err(ApiError::new(ErrorCode::UnsupportedPlatform, format!("Platform '{platform}' is not supported.")));
+        return Err(ApiError::new(
+            ErrorCode::UnsupportedPlatform,
+            format!("Platform '{platform}' is not supported."),
+        ));
     }
     let failed = |m: String| ApiError::new(ErrorCode::VerifySnpAttestationFailed, m);
     let verified = verifier.verify(platform, attestation).map_err(failed)?;
@@ -113,7 +134,9 @@ pub fn verify_clean_room(
 pub fn match_policy(tx: &Tx, contract_id: &str, claims: &Map<String, Value>) -> Result<(), String> {
     let policy = tx.entries(&maps::clean_room_policy(contract_id));
     if policy.is_empty() {
-        return Err(format!("The clean room policy is missing for contract {contract_id}."));
+        return Err(format!(
+            "The clean room policy is missing for contract {contract_id}."
+        ));
     }
     for (claim, allowed) in policy {
         let allowed = allowed.as_array().cloned().unwrap_or_default();
@@ -121,7 +144,10 @@ pub fn match_policy(tx: &Tx, contract_id: &str, claims: &Map<String, Value>) -> 
             return Err(format!("Claim {claim} is missing from the attestation."));
         };
         if !allowed.contains(actual) {
-            return Err(format!("Attestation claim {claim}, value {actual} does not match policy values: {}", Value::Array(allowed)));
+            return Err(format!(
+                "Attestation claim {claim}, value {actual} does not match policy values: {}",
+                Value::Array(allowed)
+            ));
         }
     }
     Ok(())
@@ -141,7 +167,8 @@ pub fn check_report_data(report_data: &[u8], public_key_b64: &str) -> ApiResult<
             "Attestation report_data value did not match the expected value.",
         ));
     }
-    String::from_utf8(pem_bytes).map_err(|_| ApiError::new(ErrorCode::InvalidInput, "The public key is not PEM text."))
+    String::from_utf8(pem_bytes)
+        .map_err(|_| ApiError::new(ErrorCode::InvalidInput, "The public key is not PEM text."))
 }
 
 fn decode_base64(field: &str, text: &str) -> ApiResult<Vec<u8>> {
@@ -191,16 +218,30 @@ pub(crate) mod test_support {
     pub struct FakeAttestation;
 
     impl AttestationVerifier for FakeAttestation {
-        fn verify(&self, _platform: &str, attestation: &Value) -> Result<VerifiedAttestation, String> {
+        fn verify(
+            &self,
+            _platform: &str,
+            attestation: &Value,
+        ) -> Result<VerifiedAttestation, String> {
             if attestation.get("bad").is_some() {
                 return Err("the report's signature does not verify".into());
             }
-            let claims = attestation.get("claims").and_then(Value::as_object).cloned().unwrap_or_default();
-            let hex = attestation.get("report_data").and_then(Value::as_str).unwrap_or("");
+            let claims = attestation
+                .get("claims")
+                .and_then(Value::as_object)
+                .cloned()
+                .unwrap_or_default();
+            let hex = attestation
+                .get("report_data")
+                .and_then(Value::as_str)
+                .unwrap_or("");
             let report_data = (0..hex.len() / 2)
                 .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap_or(0))
                 .collect();
-            Ok(VerifiedAttestation { claims, report_data })
+            Ok(VerifiedAttestation {
+                claims,
+                report_data,
+            })
         }
     }
 
@@ -233,13 +274,24 @@ pub(crate) mod test_support {
             let mut rd = digest(&SHA256, pem_text.as_bytes()).as_ref().to_vec();
             rd.extend_from_slice(&[0; 32]);
             let report_data_hex = crate::constitution::hex(&rd);
-            Self { key, public_pem_b64: BASE64.encode(pem_text), report_data_hex }
+            Self {
+                key,
+                public_pem_b64: BASE64.encode(pem_text),
+                report_data_hex,
+            }
         }
 
         pub fn sign(&self, message: &[u8]) -> String {
             let rng = aws_lc_rs::rand::SystemRandom::new();
             let mut sig = vec![0; self.key.public_modulus_len()];
-            self.key.sign(&aws_lc_rs::signature::RSA_PSS_SHA256, &rng, message, &mut sig).unwrap();
+            self.key
+                .sign(
+                    &aws_lc_rs::signature::RSA_PSS_SHA256,
+                    &rng,
+                    message,
+                    &mut sig,
+                )
+                .unwrap();
             BASE64.encode(sig)
         }
 
@@ -262,7 +314,10 @@ mod tests {
     #[test]
     fn iso_timestamps_like_javascript() {
         assert_eq!(iso_from_millis(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(iso_from_millis(1_709_251_199_999), "2024-02-29T23:59:59.999Z");
+        assert_eq!(
+            iso_from_millis(1_709_251_199_999),
+            "2024-02-29T23:59:59.999Z"
+        );
         assert_eq!(iso_from_millis(951_782_400_123), "2000-02-29T00:00:00.123Z");
     }
 
@@ -271,17 +326,36 @@ mod tests {
         let key = CleanRoomKey::new();
         let pem_text = String::from_utf8(BASE64.decode(&key.public_pem_b64).unwrap()).unwrap();
         let sig = BASE64.decode(key.sign(b"hello")).unwrap();
-        assert!(RsaPssVerifier.verify_rsa_pss_sha256(&pem_text, b"hello", &sig).is_ok());
-        assert!(RsaPssVerifier.verify_rsa_pss_sha256(&pem_text, b"hellO", &sig).is_err());
-        assert!(RsaPssVerifier.verify_rsa_pss_sha256("junk", b"hello", &sig).is_err());
+        assert!(
+            RsaPssVerifier
+                .verify_rsa_pss_sha256(&pem_text, b"hello", &sig)
+                .is_ok()
+        );
+        assert!(
+            RsaPssVerifier
+                .verify_rsa_pss_sha256(&pem_text, b"hellO", &sig)
+                .is_err()
+        );
+        assert!(
+            RsaPssVerifier
+                .verify_rsa_pss_sha256("junk", b"hello", &sig)
+                .is_err()
+        );
     }
 
     #[test]
     fn report_data_binds_the_pem() {
         let key = CleanRoomKey::new();
-        let rd: Vec<u8> = (0..64).map(|i| u8::from_str_radix(&key.report_data_hex[2 * i..2 * i + 2], 16).unwrap()).collect();
+        let rd: Vec<u8> = (0..64)
+            .map(|i| u8::from_str_radix(&key.report_data_hex[2 * i..2 * i + 2], 16).unwrap())
+            .collect();
         assert!(check_report_data(&rd, &key.public_pem_b64).is_ok());
         let other = CleanRoomKey::new();
-        assert_eq!(check_report_data(&rd, &other.public_pem_b64).unwrap_err().code, ErrorCode::ReportDataMismatch);
+        assert_eq!(
+            check_report_data(&rd, &other.public_pem_b64)
+                .unwrap_err()
+                .code,
+            ErrorCode::ReportDataMismatch
+        );
     }
 }

@@ -9,7 +9,10 @@ use crate::kv::{Tx, maps};
 
 /// `POST /app/contracts/{id}/cleanroompolicy` → `{proposalIds, policy:{claim:[values]}}`.
 pub fn clean_room_policy(tx: &Tx, contract_id: &str) -> Value {
-    let policy: Map<String, Value> = tx.entries(&maps::clean_room_policy(contract_id)).into_iter().collect();
+    let policy: Map<String, Value> = tx
+        .entries(&maps::clean_room_policy(contract_id))
+        .into_iter()
+        .collect();
     json!({
         "proposalIds": open_proposal_ids_with(tx, "set_clean_room_policy", "contractId", contract_id),
         "policy": policy,
@@ -18,16 +21,30 @@ pub fn clean_room_policy(tx: &Tx, contract_id: &str) -> Value {
 
 /// `POST /app/contracts/{id}/deploymentspec` (unauthenticated) → `{proposalIds, data}`.
 pub fn deployment_spec(tx: &Tx, contract_id: &str) -> Value {
-    deployment_record(tx, maps::DEPLOYMENT_SPECS, "set_deployment_spec", contract_id)
+    deployment_record(
+        tx,
+        maps::DEPLOYMENT_SPECS,
+        "set_deployment_spec",
+        contract_id,
+    )
 }
 
 /// `POST /app/contracts/{id}/deploymentinfo` (unauthenticated) → `{proposalIds, data}`.
 pub fn deployment_info(tx: &Tx, contract_id: &str) -> Value {
-    deployment_record(tx, maps::DEPLOYMENT_INFO, "set_deployment_info", contract_id)
+    deployment_record(
+        tx,
+        maps::DEPLOYMENT_INFO,
+        "set_deployment_info",
+        contract_id,
+    )
 }
 
 fn deployment_record(tx: &Tx, map: &str, action: &str, contract_id: &str) -> Value {
-    let data = tx.get(map, contract_id).and_then(|r| r.get("data")).cloned().unwrap_or_else(|| json!({}));
+    let data = tx
+        .get(map, contract_id)
+        .and_then(|r| r.get("data"))
+        .cloned()
+        .unwrap_or_else(|| json!({}));
     json!({
         "proposalIds": open_proposal_ids_with(tx, action, "contractId", contract_id),
         "data": data,
@@ -43,14 +60,27 @@ mod tests {
     fn empty_reads_and_stored_records() {
         let mut store = Store::default();
         let tx = store.transaction();
-        assert_eq!(deployment_spec(&tx, "c"), json!({"proposalIds": [], "data": {}}));
-        assert_eq!(clean_room_policy(&tx, "c"), json!({"proposalIds": [], "policy": {}}));
+        assert_eq!(
+            deployment_spec(&tx, "c"),
+            json!({"proposalIds": [], "data": {}})
+        );
+        assert_eq!(
+            clean_room_policy(&tx, "c"),
+            json!({"proposalIds": [], "policy": {}})
+        );
         let mut tx = store.transaction();
         tx.put(maps::DEPLOYMENT_INFO, "c", json!({"data": {"k": 1}}));
-        tx.put(&maps::clean_room_policy("c"), "x-ms-sevsnpvm-hostdata", json!(["ab"]));
+        tx.put(
+            &maps::clean_room_policy("c"),
+            "x-ms-sevsnpvm-hostdata",
+            json!(["ab"]),
+        );
         store.commit(&tx.into_write_set());
         let tx = store.transaction();
         assert_eq!(deployment_info(&tx, "c")["data"], json!({"k": 1}));
-        assert_eq!(clean_room_policy(&tx, "c")["policy"], json!({"x-ms-sevsnpvm-hostdata": ["ab"]}));
+        assert_eq!(
+            clean_room_policy(&tx, "c")["policy"],
+            json!({"x-ms-sevsnpvm-hostdata": ["ab"]})
+        );
     }
 }
