@@ -52,6 +52,8 @@ pub enum ErrorCode {
     // ---- CGS app: caller ----
     /// 403: the jwt caller is not a registered user identity.
     CallerNotAuthorized,
+    /// 403: the jwt caller's tenant is not the registered one.
+    CallerTenantNotAuthorized,
     // ---- CGS app: contracts ----
     /// 405: the contract is accepted and can no longer change.
     ContractAlreadyAccepted,
@@ -147,6 +149,7 @@ impl ErrorCode {
             UnsupportedApiVersionValue => "UnsupportedApiVersionValue",
             InternalError => "InternalError",
             CallerNotAuthorized => "CallerNotAuthorized",
+            CallerTenantNotAuthorized => "CallerTenantNotAuthorized",
             ContractAlreadyAccepted => "ContractAlreadyAccepted",
             DataMissing => "DataMissing",
             ContractAlreadyExists => "ContractAlreadyExists",
@@ -189,7 +192,7 @@ impl ErrorCode {
         match self {
             ProposalNotFound | VoteNotFound | ResourceNotFound | ContractNotFound
             | SecretNotFound | DocumentNotFound => 404,
-            AuthorizationFailed | CallerNotAuthorized => 403,
+            AuthorizationFailed | CallerNotAuthorized | CallerTenantNotAuthorized => 403,
             InvalidAuthenticationInfo => 401,
             ContractAlreadyAccepted | DocumentAlreadyAccepted => 405,
             ContractAlreadyExists | DocumentAlreadyExists => 409,

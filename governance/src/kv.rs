@@ -432,6 +432,8 @@ pub mod maps {
     pub const DOCUMENTS: &str = "public:documents";
     /// Accepted member documents: id → `{contractId, data, proposalId, finalVotes}`.
     pub const ACCEPTED_DOCUMENTS: &str = "public:ccf.gov.accepted_member_documents";
+    /// Registered jwt callers: `oid` → `{tid?, …}`.
+    pub const USER_IDENTITIES: &str = "public:ccf.gov.user_identities";
 
     /// The clean-room policy of a contract: claim → JSON array of allowed values.
     pub fn clean_room_policy(contract_id: &str) -> String {

@@ -170,6 +170,55 @@ pub fn list_contracts(tx: &Tx, state: Option<&str>) -> ApiResult<Value> {
     Ok(json!({ "value": value }))
 }
 
+/// The client-side checks of `contract propose` (AC `ContractsController.cs`): `current` is the
+/// contract as [`get_contract`] shows it, `version` the one the user gives. Returns the proposal
+/// payload `{"actions":[{"name":"set_contract","args":{contractId, contract}}]}`.
+pub fn contract_proposal(current: &Value, version: Option<&str>) -> ApiResult<Value> {
+    let id = current.get("id").and_then(Value::as_str).unwrap_or("");
+    let Some(version) = version.filter(|v| !v.is_empty()) else {
+        return Err(ApiError::new(
+            ErrorCode::VersionMissing,
+            "version must be specified to propose a contract.",
+        ));
+    };
+    if current.get("version").and_then(Value::as_str) != Some(version) {
+        return Err(ApiError::new(
+            ErrorCode::ContractModified,
+            format!(
+                "Contract {id} has been modified since version {version}: read it again and propose the new version."
+            ),
+        ));
+    }
+    Ok(
+        json!({"actions": [{"name": "set_contract", "args": {"contractId": id, "contract": current}}]}),
+    )
+}
+
+/// The client-side checks of `contract vote`: a proposal id is given, the contract is Proposed,
+/// and by that proposal.
+pub fn check_contract_vote(current: &Value, proposal_id: Option<&str>) -> ApiResult<()> {
+    let id = current.get("id").and_then(Value::as_str).unwrap_or("");
+    let Some(proposal_id) = proposal_id.filter(|p| !p.is_empty()) else {
+        return Err(ApiError::new(
+            ErrorCode::ProposalIdMissing,
+            "proposalId must be specified to vote on a contract.",
+        ));
+    };
+    if current.get("state").and_then(Value::as_str) != Some("Proposed") {
+        return Err(ApiError::new(
+            ErrorCode::ContractNotProposed,
+            format!("Contract {id} is not proposed."),
+        ));
+    }
+    if current.get("proposalId").and_then(Value::as_str) != Some(proposal_id) {
+        return Err(ApiError::new(
+            ErrorCode::ProposalIdMismatch,
+            format!("Proposal {proposal_id} is not the open proposal of contract {id}."),
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -226,6 +275,75 @@ mod tests {
         let got = s.read(|tx| get_contract(tx, "c")).unwrap();
         assert_eq!(got["state"], "Accepted");
         assert_eq!(got["finalVotes"], json!([{"memberId": "m", "vote": true}]));
+    }
+
+    #[test]
+    fn client_side_propose_and_vote_checks() {
+        let draft =
+            json!({"id": "c", "version": "1.4", "state": "Draft", "data": "d", "proposalId": ""});
+        assert_eq!(
+            contract_proposal(&draft, None).unwrap_err().code,
+            ErrorCode::VersionMissing
+        );
+        assert_eq!(
+            contract_proposal(&draft, Some("1.3")).unwrap_err().code,
+            ErrorCode::ContractModified
+        );
+        let p = contract_proposal(&draft, Some("1.4")).unwrap();
+        assert_eq!(p["actions"][0]["args"]["contract"], draft);
+        assert_eq!(
+            check_contract_vote(&draft, None).unwrap_err().code,
+            ErrorCode::ProposalIdMissing
+        );
+        assert_eq!(
+            check_contract_vote(&draft, Some("p")).unwrap_err().code,
+            ErrorCode::ContractNotProposed
+        );
+        let proposed = json!({"id": "c", "state": "Proposed", "proposalId": "p"});
+        assert_eq!(
+            check_contract_vote(&proposed, Some("q")).unwrap_err().code,
+            ErrorCode::ProposalIdMismatch
+        );
+        assert!(check_contract_vote(&proposed, Some("p")).is_ok());
+    }
+
+    #[test]
+    fn list_by_state() {
+        let mut s = TestService::new();
+        for id in ["a", "b", "c"] {
+            s.run(|tx| put_contract(tx, id, &json!({"data": id})))
+                .unwrap();
+        }
+        let mut tx = s.store.transaction();
+        tx.put(maps::ACCEPTED_CONTRACTS, "a", json!({"data": "a"}));
+        tx.put(
+            maps::PROPOSALS,
+            "p",
+            json!(
+                r#"{"actions":[{"name":"set_contract","args":{"contractId":"b","contract":{}}}]}"#
+            ),
+        );
+        tx.put(
+            maps::PROPOSALS_INFO,
+            "p",
+            json!({"state": "Open", "proposer_id": "m", "ballots": {}}),
+        );
+        s.store.commit(&tx.into_write_set());
+        let ids = |state: &str| s.read(|tx| list_contracts(tx, Some(state))).unwrap();
+        assert_eq!(ids("Accepted"), json!({"value": [{"id": "a"}]}));
+        assert_eq!(ids("Proposed"), json!({"value": [{"id": "b"}]}));
+        assert_eq!(ids("Draft"), json!({"value": [{"id": "c"}]}));
+        assert_eq!(
+            s.read(|tx| list_contracts(tx, None)).unwrap()["value"]
+                .as_array()
+                .unwrap()
+                .len(),
+            3
+        );
+        assert_eq!(
+            s.read(|tx| get_contract(tx, "b")).unwrap()["proposalId"],
+            "p"
+        );
     }
 
     #[test]

@@ -89,6 +89,31 @@ impl SignatureVerifier for RsaPssVerifier {
     }
 }
 
+/// The caller check of every member/user/jwt app route (AC `validateCallerAuthorized`): a jwt
+/// caller must be registered in `public:ccf.gov.user_identities` by `oid`, with the same `tid`
+/// when one is registered; member and user certificates pass.
+pub fn authorize_caller(tx: &Tx, caller: &Caller) -> ApiResult<()> {
+    let Caller::Jwt(claims) = caller else {
+        return Ok(());
+    };
+    let oid = claims.get("oid").and_then(Value::as_str).unwrap_or("");
+    let identity = tx.get(maps::USER_IDENTITIES, oid).ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::CallerNotAuthorized,
+            format!("Caller {oid} is not a registered user identity."),
+        )
+    })?;
+    if let Some(tid) = identity.get("tid").and_then(Value::as_str)
+        && claims.get("tid").and_then(Value::as_str) != Some(tid)
+    {
+        return Err(ApiError::new(
+            ErrorCode::CallerTenantNotAuthorized,
+            format!("Caller {oid} is not authorized for this tenant."),
+        ));
+    }
+    Ok(())
+}
+
 /// The platforms CGS accepts.
 pub const PLATFORMS: &[&str] = &["snp-caci", "snp-cvm"];
 
@@ -310,6 +335,36 @@ pub(crate) mod test_support {
 mod tests {
     use super::test_support::*;
     use super::*;
+
+    #[test]
+    fn jwt_callers_must_be_registered() {
+        let mut store = crate::kv::Store::default();
+        let jwt = |oid: &str, tid: &str| {
+            Caller::Jwt(
+                serde_json::json!({"oid": oid, "tid": tid})
+                    .as_object()
+                    .unwrap()
+                    .clone(),
+            )
+        };
+        assert!(authorize_caller(&store.transaction(), &Caller::Member("m".into())).is_ok());
+        assert_eq!(
+            authorize_caller(&store.transaction(), &jwt("o", "t"))
+                .unwrap_err()
+                .code,
+            ErrorCode::CallerNotAuthorized
+        );
+        let mut tx = store.transaction();
+        tx.put(maps::USER_IDENTITIES, "o", serde_json::json!({"tid": "t"}));
+        store.commit(&tx.into_write_set());
+        assert!(authorize_caller(&store.transaction(), &jwt("o", "t")).is_ok());
+        assert_eq!(
+            authorize_caller(&store.transaction(), &jwt("o", "x"))
+                .unwrap_err()
+                .code,
+            ErrorCode::CallerTenantNotAuthorized
+        );
+    }
 
     #[test]
     fn iso_timestamps_like_javascript() {
