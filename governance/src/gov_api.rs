@@ -1109,6 +1109,53 @@ pub(crate) mod tests {
         );
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(12))]
+        /// The replay window against a model: a sorted list of kept keys; a key is refused if kept
+        /// (replay) or if its created_at is below the median kept one (too old); after each
+        /// acceptance only the 100 largest keys stay.
+        #[test]
+        fn replay_window_matches_a_model(
+            submissions in proptest::collection::vec((0u64..40, 0u8..4), 1..160)
+        ) {
+            let mut s = TestService::new();
+            let a = s.bootstrap("a");
+            s.activate(&a);
+            let mut model: Vec<String> = Vec::new();
+            for (offset, sig) in submissions {
+                let created_at = 1_700_000_000 + offset;
+                let signature = vec![sig];
+                let key = format!("{created_at:0>10}:{}", hex(digest(&SHA256, &signature).as_ref()));
+                let expected = if model.contains(&key) {
+                    Some(ErrorCode::ProposalReplay)
+                } else if !model.is_empty() && key[..10] < model[model.len() / 2][..10] {
+                    Some(ErrorCode::ProposalCreatedTooLongAgo)
+                } else {
+                    None
+                };
+                let request = SignedRequest {
+                    member_id: a.clone(),
+                    msg_type: Some(msg_type::PROPOSAL.into()),
+                    created_at,
+                    proposal_id: None,
+                    payload: br#"{"actions":[{"name":"set_recovery_threshold","args":{"recovery_threshold":1}}]}"#.to_vec(),
+                    signature,
+                };
+                let root = s.root();
+                let got = s.run(|tx| create_proposal(tx, &request, &root)).err().map(|e| e.code);
+                proptest::prop_assert_eq!(got, expected);
+                if expected.is_none() {
+                    model.push(key);
+                    model.sort();
+                    if model.len() > RECENT_PROPOSALS_WINDOW {
+                        model.drain(..model.len() - RECENT_PROPOSALS_WINDOW);
+                    }
+                }
+                proptest::prop_assert_eq!(s.read(|tx| tx.keys(maps::COSE_RECENT_PROPOSALS)), model.clone());
+            }
+        }
+    }
+
     #[test]
     fn replay_window_keeps_one_hundred_keys() {
         let mut s = TestService::new();

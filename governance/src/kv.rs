@@ -584,6 +584,35 @@ impl WriteSet {
         self.maps.iter().map(|(k, v)| (k.as_str(), v))
     }
 
+    /// The writes to public maps (names starting `public:`), which the ledger stores in the clear.
+    pub fn public_part(&self) -> WriteSet {
+        self.filtered(true)
+    }
+
+    /// The writes to private maps (e.g. `secrets-<contractId>`), which CCF encrypts in the ledger.
+    pub fn private_part(&self) -> WriteSet {
+        self.filtered(false)
+    }
+
+    /// Both parts back together (`public_part().merged(&private_part())` is the whole set).
+    pub fn merged(&self, other: &WriteSet) -> WriteSet {
+        let mut maps = self.maps.clone();
+        for (name, writes) in &other.maps {
+            maps.entry(name.clone()).or_default().extend(writes.clone());
+        }
+        WriteSet { maps }
+    }
+
+    fn filtered(&self, public: bool) -> WriteSet {
+        let maps = self
+            .maps
+            .iter()
+            .filter(|(name, _)| name.starts_with("public:") == public)
+            .map(|(n, w)| (n.clone(), w.clone()))
+            .collect();
+        WriteSet { maps }
+    }
+
     /// The canonical encoding (module documentation).
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::new();
@@ -808,6 +837,25 @@ mod tests {
         let ws = tx.into_write_set();
         store.commit(&ws);
         assert!(store.entry("public:x", "b").is_none());
+    }
+
+    #[test]
+    fn private_maps_split_out() {
+        let store = Store::default();
+        let mut tx = store.transaction();
+        tx.put("public:contracts", "c", json!(1));
+        tx.put("secrets-c", "m_s", json!({"value": "v"}));
+        let ws = tx.into_write_set();
+        let (public, private) = (ws.public_part(), ws.private_part());
+        assert_eq!(
+            public.maps().map(|(n, _)| n).collect::<Vec<_>>(),
+            vec!["public:contracts"]
+        );
+        assert_eq!(
+            private.maps().map(|(n, _)| n).collect::<Vec<_>>(),
+            vec!["secrets-c"]
+        );
+        assert_eq!(public.merged(&private), ws);
     }
 
     #[test]
