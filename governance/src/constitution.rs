@@ -951,6 +951,56 @@ pub(crate) mod tests {
         );
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+        /// resolve against the reference's rules written as a table: members (Active or Accepted,
+        /// operator or not) and the Active members' votes, for a veto action, a non-veto action,
+        /// set_contract and an auto-accepted action.
+        #[test]
+        fn resolve_matches_the_rules(
+            members in proptest::collection::vec((proptest::bool::ANY, proptest::bool::ANY), 1..5),
+            votes in proptest::collection::vec(proptest::option::of(proptest::bool::ANY), 5),
+            kind in 0usize..4,
+        ) {
+            let statuses: Vec<(&str, Value)> = members
+                .iter()
+                .map(|&(active, operator)| {
+                    let data = if operator { json!({"isOperator": true}) } else { Value::Null };
+                    (if active { "Active" } else { "Accepted" }, data)
+                })
+                .collect();
+            let (store, ids) = with_members(&statuses);
+            let tx = store.transaction();
+            let cast: Vec<(String, bool)> = ids
+                .iter()
+                .zip(&members)
+                .zip(&votes)
+                .filter(|((_, (active, _)), _)| *active)
+                .filter_map(|((id, _), v)| v.map(|v| (id.clone(), v)))
+                .collect();
+            let (name, args) = [
+                ("set_clean_room_policy", json!({"contractId": "c"})),
+                ("set_recovery_threshold", json!({"recovery_threshold": 1})),
+                ("set_contract", json!({"contractId": "c", "contract": {}})),
+                ("set_contract_runtime_options_disable_logging", json!({"contractId": "c"})),
+            ][kind].clone();
+            let veto = kind == 0 || kind == 2;
+            let counted = cast.iter().filter(|(id, v)| *v && !members[ids.iter().position(|i| i == id).unwrap()].1).count();
+            let active = members.iter().filter(|(a, op)| *a && !op).count();
+            let accepted_only = members.iter().filter(|(a, op)| !a && !op).count();
+            let expected = if veto && cast.iter().any(|(_, v)| !v) {
+                ProposalState::Rejected
+            } else if kind == 3 {
+                ProposalState::Accepted
+            } else if counted == active && (kind != 2 || accepted_only == 0) {
+                ProposalState::Accepted
+            } else {
+                ProposalState::Open
+            };
+            proptest::prop_assert_eq!(resolve(&tx, &action(name, args), &ids[0], &cast), expected);
+        }
+    }
+
     #[test]
     fn canonical_ballots_only() {
         assert_eq!(parse_ballot(BALLOT_ACCEPT), Ok(true));

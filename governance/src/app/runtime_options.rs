@@ -121,6 +121,22 @@ pub fn contract_runtime_option_status(
     }))
 }
 
+/// The unauthenticated (clean-room) form of the status route: body `{attestation, platform?}`,
+/// verified against the contract's policy (400 `AttestationMissing` /
+/// `VerifySnpAttestationFailed`), with no report-data binding (as the reference: the status is
+/// not secret).
+pub fn clean_room_runtime_option_status(
+    tx: &Tx,
+    verifier: &dyn super::AttestationVerifier,
+    contract_id: &str,
+    option: &str,
+    body: &Value,
+) -> ApiResult<Value> {
+    check_option(option)?;
+    super::verify_clean_room(tx, verifier, contract_id, body)?;
+    contract_runtime_option_status(tx, contract_id, option)
+}
+
 /// `POST /app/runtimeoptions/{option}/status` (CGS-wide `autoapprove-*`) → `{status}`.
 pub fn runtime_option_status(tx: &Tx, option: &str) -> ApiResult<Value> {
     if !CGS_RUNTIME_OPTIONS.contains(&option) {
