@@ -990,9 +990,7 @@ pub(crate) mod tests {
             let accepted_only = members.iter().filter(|(a, op)| !a && !op).count();
             let expected = if veto && cast.iter().any(|(_, v)| !v) {
                 ProposalState::Rejected
-            } else if kind == 3 {
-                ProposalState::Accepted
-            } else if counted == active && (kind != 2 || accepted_only == 0) {
+            } else if kind == 3 || (counted == active && (kind != 2 || accepted_only == 0)) {
                 ProposalState::Accepted
             } else {
                 ProposalState::Open

@@ -218,5 +218,28 @@ mod tests {
             runtime_option_status(&tx, "x").unwrap_err().code,
             ErrorCode::InvalidOption
         );
+        use super::super::test_support::{FakeAttestation, hostdata};
+        tx.put(
+            &maps::clean_room_policy("c"),
+            "x-ms-sevsnpvm-hostdata",
+            json!(["good"]),
+        );
+        let status = |body: Value| {
+            clean_room_runtime_option_status(&tx, &FakeAttestation, "c", "execution", &body)
+        };
+        assert_eq!(
+            status(json!({})).unwrap_err().code,
+            ErrorCode::AttestationMissing
+        );
+        assert_eq!(
+            status(json!({"attestation": {"claims": hostdata("bad")}}))
+                .unwrap_err()
+                .code,
+            ErrorCode::VerifySnpAttestationFailed
+        );
+        assert_eq!(
+            status(json!({"attestation": {"claims": hostdata("good")}})).unwrap()["status"],
+            "enabled"
+        );
     }
 }
