@@ -503,7 +503,12 @@ pub fn resolve(
         return Rejected;
     }
     let has_contract = proposal.has("set_contract");
-    let open = open_proposals(tx);
+    // Parsing every open proposal is only needed for the set_contract / set_member_document rules.
+    let open = if has_contract || proposal.has("set_member_document") {
+        open_proposals(tx)
+    } else {
+        Vec::new()
+    };
     // 3. set_contract alone, distinct, not accepted, not in another open proposal.
     if has_contract {
         if proposal.actions.iter().any(|a| a.name != "set_contract") {
