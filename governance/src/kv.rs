@@ -183,7 +183,14 @@ pub struct Store {
     last: Version,
     /// `(view, first seqno of that view)`, in order: the view history for transaction status.
     views: Vec<(u64, u64)>,
+    /// Every write to a map whose name starts with [`HISTORY_PREFIX`] (the events), kept so a
+    /// seqno range can be listed without reading the ledger. Rebuilt by replaying the ledger; not
+    /// part of a snapshot.
+    history: BTreeMap<(String, String), Vec<(Version, Value)>>,
 }
+
+/// The maps whose write history the store keeps (the clean-room events).
+pub const HISTORY_PREFIX: &str = "public:events-";
 
 impl Default for Store {
     fn default() -> Self {
@@ -202,6 +209,7 @@ impl Store {
             view,
             last: Version::default(),
             views: Vec::new(),
+            history: BTreeMap::new(),
         }
     }
 
@@ -263,8 +271,33 @@ impl Store {
         Ok(())
     }
 
+    /// The recorded writes to `map[key]` with `from ≤ seqno ≤ to` (only maps under
+    /// [`HISTORY_PREFIX`]; a removal is not listed).
+    pub fn key_history(&self, map: &str, key: &str, from: u64, to: u64) -> Vec<(Version, Value)> {
+        self.history
+            .get(&(map.to_owned(), key.to_owned()))
+            .map(|writes| {
+                writes
+                    .iter()
+                    .filter(|(v, _)| v.seqno >= from && v.seqno <= to)
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     fn apply_unchecked(&mut self, version: Version, write_set: &WriteSet) {
         for (map_name, writes) in &write_set.maps {
+            if map_name.starts_with(HISTORY_PREFIX) {
+                for (key, write) in writes {
+                    if let Some(value) = write {
+                        self.history
+                            .entry((map_name.clone(), key.clone()))
+                            .or_default()
+                            .push((version, value.clone()));
+                    }
+                }
+            }
             let map = self.maps.entry(map_name.clone()).or_default();
             for (key, write) in writes {
                 match write {
@@ -380,6 +413,7 @@ impl Store {
             view,
             last,
             views,
+            history: BTreeMap::new(),
         };
         let again = store.snapshot_bytes();
         if again != bytes {

@@ -399,6 +399,24 @@ fn three_members_from_bootstrap_to_events() {
     );
     assert_eq!(events["value"][0]["timestamp"], "1700000123456");
 
+    // `event list --all`: the whole history, from the store's record of event writes.
+    let all = s
+        .read(|tx| {
+            list_events(
+                tx,
+                Some(&s.store),
+                "collab",
+                &EventKey::default(),
+                SeqnoRange {
+                    from_seqno: Some(1),
+                    ..Default::default()
+                },
+            )
+        })
+        .unwrap();
+    assert_eq!(all["value"].as_array().unwrap().len(), 1);
+    assert_eq!(all["value"][0]["timestampIso"], "2023-11-14T22:15:23.456Z");
+
     // Replaying the ledger's write sets rebuilds the same state, byte for byte.
     let mut replayed = Store::default();
     for (version, bytes) in &s.ledger {
