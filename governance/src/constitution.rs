@@ -253,45 +253,7 @@ fn validate_action(tx: &Tx, action: &Action) -> Result<(), String> {
         }
         "set_clean_room_policy" => {
             let id = string_arg(args, "contractId")?;
-            let kind = string_arg(args, "type")?;
-            if kind != "add" && kind != "remove" {
-                return Err(format!(
-                    "Clean Room Policy with type '{kind}' is not supported"
-                ));
-            }
-            let policy_type = match args.get("policyType") {
-                None | Some(Value::Null) => "snp-caci",
-                Some(Value::String(s)) => s.as_str(),
-                Some(_) => return Err("policyType must be a string".into()),
-            };
-            if !["snp-caci", "jwt", "snp-cvm"].contains(&policy_type) {
-                return Err(format!("Policy type '{policy_type}' is not supported"));
-            }
-            let claims = object_arg(args, "claims")?;
-            for (claim, value) in claims {
-                let allowed = match policy_type {
-                    "snp-caci" => SNP_CACI_CLAIMS.contains(&claim.as_str()),
-                    "jwt" => JWT_CLAIMS.contains(&claim.as_str()),
-                    "snp-cvm" => claim
-                        .strip_prefix("pcr")
-                        .and_then(|n| n.parse::<u8>().ok())
-                        .is_some_and(|n| n <= 23 && claim == &format!("pcr{n}")),
-                    other => return Err(format!("Policy type '{other}' is not supported")),
-                };
-                if !allowed {
-                    return Err(format!("The claim '{claim}' is not an allowed claim"));
-                }
-                let scalar = |v: &Value| v.is_string() || v.is_number() || v.is_boolean();
-                let ok = match value {
-                    Value::Array(items) => items.iter().all(scalar),
-                    v => scalar(v),
-                };
-                if !ok {
-                    return Err(format!(
-                        "The claim '{claim}' must be a string, number, boolean or an array of them"
-                    ));
-                }
-            }
+            validate_policy_change(args)?;
             require_accepted(tx, id)?;
         }
         "set_contract_runtime_options_enable_logging"
@@ -368,6 +330,52 @@ fn validate_action(tx: &Tx, action: &Action) -> Result<(), String> {
             }
         }
         other => return Err(format!("{other}: no such action")),
+    }
+    Ok(())
+}
+
+/// Validates a policy change `{type: add|remove, policyType?, claims}` (the `set_clean_room_policy`
+/// action and the delegate policies): the type, the policy type and every claim name in its
+/// allow-list, values scalars or arrays of scalars.
+pub fn validate_policy_change(args: &Value) -> Result<(), String> {
+    let kind = string_arg(args, "type")?;
+    if kind != "add" && kind != "remove" {
+        return Err(format!(
+            "Clean Room Policy with type '{kind}' is not supported"
+        ));
+    }
+    let policy_type = match args.get("policyType") {
+        None | Some(Value::Null) => "snp-caci",
+        Some(Value::String(s)) => s.as_str(),
+        Some(_) => return Err("policyType must be a string".into()),
+    };
+    if !["snp-caci", "jwt", "snp-cvm"].contains(&policy_type) {
+        return Err(format!("Policy type '{policy_type}' is not supported"));
+    }
+    let claims = object_arg(args, "claims")?;
+    for (claim, value) in claims {
+        let allowed = match policy_type {
+            "snp-caci" => SNP_CACI_CLAIMS.contains(&claim.as_str()),
+            "jwt" => JWT_CLAIMS.contains(&claim.as_str()),
+            "snp-cvm" => claim
+                .strip_prefix("pcr")
+                .and_then(|n| n.parse::<u8>().ok())
+                .is_some_and(|n| n <= 23 && claim == &format!("pcr{n}")),
+            other => return Err(format!("Policy type '{other}' is not supported")),
+        };
+        if !allowed {
+            return Err(format!("The claim '{claim}' is not an allowed claim"));
+        }
+        let scalar = |v: &Value| v.is_string() || v.is_number() || v.is_boolean();
+        let ok = match value {
+            Value::Array(items) => items.iter().all(scalar),
+            v => scalar(v),
+        };
+        if !ok {
+            return Err(format!(
+                "The claim '{claim}' must be a string, number, boolean or an array of them"
+            ));
+        }
     }
     Ok(())
 }
@@ -806,7 +814,12 @@ pub fn add_member(
 
 fn apply_clean_room_policy(tx: &mut Tx, args: &Value) -> Result<(), String> {
     let id = string_arg(args, "contractId")?;
-    let map = maps::clean_room_policy(id);
+    apply_policy_change(tx, &maps::clean_room_policy(id), args)
+}
+
+/// Applies a policy change `{type: add|remove, claims}` to a policy map (claim → allowed values).
+pub fn apply_policy_change(tx: &mut Tx, map: &str, args: &Value) -> Result<(), String> {
+    let map = map.to_owned();
     let kind = string_arg(args, "type")?;
     for (claim, value) in object_arg(args, "claims")? {
         let values: Vec<Value> = match value {

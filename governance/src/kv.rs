@@ -474,6 +474,17 @@ pub mod maps {
         format!("public:ccf.gov.policies.cleanroom-{contract_id}")
     }
 
+    /// A delegate policy of a contract (`<type>` e.g. `events`, `secrets`; `<delegateId>` e.g.
+    /// `writer`, a secret id): claim → allowed values.
+    pub fn delegate_policy(contract_id: &str, kind: &str, delegate_id: &str) -> String {
+        format!("public:policies.cleanroom-delegates-{contract_id}_{kind}_{delegate_id}")
+    }
+
+    /// The delegate policies of a contract: `"<type>_<delegateId>"` → `{type, id}`.
+    pub fn delegate_policy_list(contract_id: &str) -> String {
+        format!("public:policies.cleanroom-delegates-list-{contract_id}")
+    }
+
     /// The events of a contract and scope: id → `{timestamp, data}`.
     pub fn events(contract_id: &str, scope: &str) -> String {
         if scope.is_empty() {

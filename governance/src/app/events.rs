@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use super::{
     AttestationVerifier, Caller, SignatureVerifier, check_report_data, decode_base64,
-    iso_from_millis, match_policy, verify_clean_room,
+    iso_from_millis, match_policy, verify_clean_room_for,
 };
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::kv::{Tx, Version, maps};
@@ -96,7 +96,9 @@ pub fn put_event(
     let public_key_b64 = sign.get("publicKey").and_then(Value::as_str).unwrap_or("");
     let public_key_pem = match caller {
         Caller::Unauthenticated => {
-            let verified = verify_clean_room(tx, verifiers.attestation, contract_id, body)?;
+            let delegate = Some(("events", "writer"));
+            let verified =
+                verify_clean_room_for(tx, verifiers.attestation, contract_id, body, delegate)?;
             check_report_data(&verified.report_data, public_key_b64)?
         }
         Caller::Jwt(claims) => {

@@ -137,6 +137,19 @@ pub fn verify_clean_room(
     contract_id: &str,
     body: &Value,
 ) -> ApiResult<VerifiedAttestation> {
+    verify_clean_room_for(tx, verifier, contract_id, body, None)
+}
+
+/// [`verify_clean_room`], falling back (only when the main policy fails) to the delegate policy
+/// `(type, delegateId)` if the route has one: events `("events", "writer")`, secrets
+/// `("secrets", secretId)`.
+pub fn verify_clean_room_for(
+    tx: &Tx,
+    verifier: &dyn AttestationVerifier,
+    contract_id: &str,
+    body: &Value,
+    delegate: Option<(&str, &str)>,
+) -> ApiResult<VerifiedAttestation> {
     let attestation = attestation_of(body)?;
     let platform = body
         .get("platform")
@@ -150,18 +163,29 @@ pub fn verify_clean_room(
     }
     let failed = |m: String| ApiError::new(ErrorCode::VerifySnpAttestationFailed, m);
     let verified = verifier.verify(platform, attestation).map_err(failed)?;
-    match_policy(tx, contract_id, &verified.claims).map_err(failed)?;
+    if let Err(main) = match_policy(tx, contract_id, &verified.claims) {
+        let delegate_ok = delegate.is_some_and(|(kind, id)| {
+            let map = maps::delegate_policy(contract_id, kind, id);
+            match_policy_map(tx, &map, &verified.claims).is_ok()
+        });
+        if !delegate_ok {
+            return Err(failed(main));
+        }
+    }
     Ok(verified)
 }
 
 /// The clean-room policy match rule: every policy claim must be present and `===` one of its
 /// allowed values; claims absent from the policy are ignored; an empty policy matches nothing.
 pub fn match_policy(tx: &Tx, contract_id: &str, claims: &Map<String, Value>) -> Result<(), String> {
-    let policy = tx.entries(&maps::clean_room_policy(contract_id));
+    match_policy_map(tx, &maps::clean_room_policy(contract_id), claims)
+}
+
+/// [`match_policy`] against any policy map (the main one or a delegate's).
+pub fn match_policy_map(tx: &Tx, map: &str, claims: &Map<String, Value>) -> Result<(), String> {
+    let policy = tx.entries(map);
     if policy.is_empty() {
-        return Err(format!(
-            "The clean room policy is missing for contract {contract_id}."
-        ));
+        return Err(format!("The clean room policy is missing ({map})."));
     }
     for (claim, allowed) in policy {
         let allowed = allowed.as_array().cloned().unwrap_or_default();

@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 use super::events::CleanRoomVerifiers;
 use super::{
     AttestationVerifier, Caller, KeyWrapper, check_report_data, decode_base64, verify_clean_room,
+    verify_clean_room_for,
 };
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::kv::{Tx, maps};
@@ -145,7 +146,8 @@ pub fn get_secret(
         ));
     }
     let key_b64 = encrypt_key_of(body)?;
-    let verified = verify_clean_room(tx, attestation, contract_id, body)?;
+    let delegate = Some(("secrets", secret_id));
+    let verified = verify_clean_room_for(tx, attestation, contract_id, body, delegate)?;
     let pem = check_report_data(&verified.report_data, key_b64)?;
     let value = tx
         .get(&maps::secrets(contract_id), secret_id)
@@ -260,6 +262,29 @@ mod tests {
         assert_eq!(
             list_secrets(&tx, "c"),
             json!({"value": [{"secretId": "m1_s"}]})
+        );
+    }
+
+    #[test]
+    fn a_secret_specific_delegate_policy_admits_another_hostdata() {
+        let mut store = store();
+        let mut tx = store.transaction();
+        tx.put("secrets-c", "m1_s", json!({"value": "v"}));
+        tx.put("secrets-c", "m1_t", json!({"value": "w"}));
+        tx.put(
+            &maps::delegate_policy("c", "secrets", "m1_s"),
+            "x-ms-sevsnpvm-hostdata",
+            json!(["third"]),
+        );
+        store.commit(&tx.into_write_set());
+        let tx = store.transaction();
+        let key = CleanRoomKey::new();
+        let body = json!({"attestation": key.attestation(hostdata("third")), "encrypt": {"publicKey": key.public_pem_b64}});
+        assert!(get_secret(&tx, &FakeAttestation, &FakeWrapper, "c", "m1_s", &body).is_ok());
+        let other = get_secret(&tx, &FakeAttestation, &FakeWrapper, "c", "m1_t", &body);
+        assert_eq!(
+            other.unwrap_err().code,
+            ErrorCode::VerifySnpAttestationFailed
         );
     }
 
