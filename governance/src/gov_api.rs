@@ -660,15 +660,25 @@ pub fn get_member(tx: &Tx, member_id: &str) -> ApiResult<Value> {
     Ok(member_object(tx, member_id, info))
 }
 
-/// `GET /gov/service/transactions/{transactionId}` → `{status, transactionId}`.
-pub fn transaction_status(store: &Store, transaction_id: &str) -> ApiResult<Value> {
+/// `GET /gov/service/transactions/{transactionId}` → `{status, transactionId}`. `durable_seqno`
+/// is the last seqno the ledger has fsynced: a transaction applied to the store but not yet
+/// durable is `Pending`. (Pass `store.last_version().seqno` when every applied one is durable.)
+pub fn transaction_status(
+    store: &Store,
+    transaction_id: &str,
+    durable_seqno: u64,
+) -> ApiResult<Value> {
     let version: Version = transaction_id.parse().map_err(|_| {
         ApiError::new(
             ErrorCode::InvalidResourceName,
             format!("'{transaction_id}' is not a transaction ID (view.seqno)"),
         )
     })?;
-    Ok(json!({"status": store.tx_status(version).as_str(), "transactionId": version.to_string()}))
+    let mut status = store.tx_status(version);
+    if status == crate::kv::TxStatus::Committed && version.seqno > durable_seqno {
+        status = crate::kv::TxStatus::Pending;
+    }
+    Ok(json!({"status": status.as_str(), "transactionId": version.to_string()}))
 }
 
 /// `GET /gov/service/info` → `{status, certificate, recentCoseProposalsWindowSize, recoveryThreshold}`.
@@ -1325,15 +1335,19 @@ pub(crate) mod tests {
         let mut s = TestService::new();
         s.bootstrap("a");
         assert_eq!(
-            transaction_status(&s.store, "1.1").unwrap(),
+            transaction_status(&s.store, "1.1", 0).unwrap()["status"],
+            "Pending"
+        );
+        assert_eq!(
+            transaction_status(&s.store, "1.1", 1).unwrap(),
             json!({"status": "Committed", "transactionId": "1.1"})
         );
         assert_eq!(
-            transaction_status(&s.store, "1.9").unwrap()["status"],
+            transaction_status(&s.store, "1.9", 1).unwrap()["status"],
             "Unknown"
         );
         assert_eq!(
-            transaction_status(&s.store, "x").unwrap_err().code,
+            transaction_status(&s.store, "x", 1).unwrap_err().code,
             ErrorCode::InvalidResourceName
         );
         assert!(check_api_version(Some("2024-07-01")).is_ok());
