@@ -172,8 +172,14 @@ impl Proposal {
                 .get("name")
                 .and_then(Value::as_str)
                 .ok_or_else(|| format!("action at position {position} has no string \"name\""))?;
-            let args = action.get("args").cloned().unwrap_or(Value::Object(Map::new()));
-            out.push(Action { name: name.to_owned(), args });
+            let args = action
+                .get("args")
+                .cloned()
+                .unwrap_or(Value::Object(Map::new()));
+            out.push(Action {
+                name: name.to_owned(),
+                args,
+            });
         }
         Ok(Self { actions: out })
     }
@@ -192,10 +198,17 @@ pub fn validate(tx: &Tx, proposal: &Proposal) -> Result<(), String> {
         if !ACTIONS.contains(&action.name.as_str()) {
             errors.push(format!("{}: no such action", action.name));
         } else if let Err(reason) = validate_action(tx, action) {
-            errors.push(format!("{} at position {position} failed validation: {reason}", action.name));
+            errors.push(format!(
+                "{} at position {position} failed validation: {reason}",
+                action.name
+            ));
         }
     }
-    if errors.is_empty() { Ok(()) } else { Err(errors.join(", ")) }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors.join(", "))
+    }
 }
 
 fn string_arg<'v>(args: &'v Value, name: &str) -> Result<&'v str, String> {
@@ -227,7 +240,11 @@ fn validate_action(tx: &Tx, action: &Action) -> Result<(), String> {
         }
         "set_deployment_spec" | "set_deployment_info" => {
             let id = string_arg(args, "contractId")?;
-            let field = if action.name == "set_deployment_spec" { "spec" } else { "info" };
+            let field = if action.name == "set_deployment_spec" {
+                "spec"
+            } else {
+                "info"
+            };
             let spec = object_arg(args, field)?;
             if !spec.contains_key("data") {
                 return Err(format!("{field}.data is missing"));
@@ -236,41 +253,7 @@ fn validate_action(tx: &Tx, action: &Action) -> Result<(), String> {
         }
         "set_clean_room_policy" => {
             let id = string_arg(args, "contractId")?;
-            let kind = string_arg(args, "type")?;
-            if kind != "add" && kind != "remove" {
-                return Err(format!("Clean Room Policy with type '{kind}' is not supported"));
-            }
-            let policy_type = match args.get("policyType") {
-                None | Some(Value::Null) => "snp-caci",
-                Some(Value::String(s)) => s.as_str(),
-                Some(_) => return Err("policyType must be a string".into()),
-            };
-            if !["snp-caci", "jwt", "snp-cvm"].contains(&policy_type) {
-                return Err(format!("Policy type '{policy_type}' is not supported"));
-            }
-            let claims = object_arg(args, "claims")?;
-            for (claim, value) in claims {
-                let allowed = match policy_type {
-                    "snp-caci" => SNP_CACI_CLAIMS.contains(&claim.as_str()),
-                    "jwt" => JWT_CLAIMS.contains(&claim.as_str()),
-                    "snp-cvm" => claim
-                        .strip_prefix("pcr")
-                        .and_then(|n| n.parse::<u8>().ok())
-                        .is_some_and(|n| n <= 23 && claim == &format!("pcr{n}")),
-                    other => return Err(format!("Policy type '{other}' is not supported")),
-                };
-                if !allowed {
-                    return Err(format!("The claim '{claim}' is not an allowed claim"));
-                }
-                let scalar = |v: &Value| v.is_string() || v.is_number() || v.is_boolean();
-                let ok = match value {
-                    Value::Array(items) => items.iter().all(scalar),
-                    v => scalar(v),
-                };
-                if !ok {
-                    return Err(format!("The claim '{claim}' must be a string, number, boolean or an array of them"));
-                }
-            }
+            validate_policy_change(args)?;
             require_accepted(tx, id)?;
         }
         "set_contract_runtime_options_enable_logging"
@@ -294,20 +277,26 @@ fn validate_action(tx: &Tx, action: &Action) -> Result<(), String> {
             member_id_of_certificate(string_arg(args, "cert")?)?;
             if let Some(key) = args.get("encryption_pub_key").filter(|v| !v.is_null()) {
                 let key = key.as_str().ok_or("encryption_pub_key must be a string")?;
-                let block = pem::parse(key).map_err(|e| format!("encryption_pub_key is not PEM: {e}"))?;
+                let block =
+                    pem::parse(key).map_err(|e| format!("encryption_pub_key is not PEM: {e}"))?;
                 if block.tag() != "PUBLIC KEY" && block.tag() != "RSA PUBLIC KEY" {
-                    return Err(format!("encryption_pub_key is a {} PEM, not a public key", block.tag()));
+                    return Err(format!(
+                        "encryption_pub_key is a {} PEM, not a public key",
+                        block.tag()
+                    ));
                 }
             }
-            if let Some(data) = args.get("member_data").filter(|v| !v.is_null()) {
-                if !data.is_object() {
-                    return Err("member_data must be an object".into());
-                }
+            if let Some(data) = args.get("member_data").filter(|v| !v.is_null())
+                && !data.is_object()
+            {
+                return Err("member_data must be an object".into());
             }
             if let Some(role) = args.get("recovery_role").filter(|v| !v.is_null()) {
                 let role = role.as_str().ok_or("recovery_role must be a string")?;
                 if !["NonParticipant", "Participant", "Owner"].contains(&role) {
-                    return Err(format!("recovery_role '{role}' is not NonParticipant, Participant or Owner"));
+                    return Err(format!(
+                        "recovery_role '{role}' is not NonParticipant, Participant or Owner"
+                    ));
                 }
             }
         }
@@ -325,7 +314,9 @@ fn validate_action(tx: &Tx, action: &Action) -> Result<(), String> {
                 .and_then(Value::as_u64)
                 .ok_or("recovery_threshold must be an integer")?;
             if !(1..=254).contains(&threshold) {
-                return Err(format!("recovery_threshold {threshold} must be between 1 and 254"));
+                return Err(format!(
+                    "recovery_threshold {threshold} must be between 1 and 254"
+                ));
             }
         }
         "set_cgs_runtime_options" => {
@@ -343,11 +334,63 @@ fn validate_action(tx: &Tx, action: &Action) -> Result<(), String> {
     Ok(())
 }
 
+/// Validates a policy change `{type: add|remove, policyType?, claims}` (the `set_clean_room_policy`
+/// action and the delegate policies): the type, the policy type and every claim name in its
+/// allow-list, values scalars or arrays of scalars.
+pub fn validate_policy_change(args: &Value) -> Result<(), String> {
+    let kind = string_arg(args, "type")?;
+    if kind != "add" && kind != "remove" {
+        return Err(format!(
+            "Clean Room Policy with type '{kind}' is not supported"
+        ));
+    }
+    let policy_type = match args.get("policyType") {
+        None | Some(Value::Null) => "snp-caci",
+        Some(Value::String(s)) => s.as_str(),
+        Some(_) => return Err("policyType must be a string".into()),
+    };
+    if !["snp-caci", "jwt", "snp-cvm"].contains(&policy_type) {
+        return Err(format!("Policy type '{policy_type}' is not supported"));
+    }
+    let claims = object_arg(args, "claims")?;
+    for (claim, value) in claims {
+        let allowed = match policy_type {
+            "snp-caci" => SNP_CACI_CLAIMS.contains(&claim.as_str()),
+            "jwt" => JWT_CLAIMS.contains(&claim.as_str()),
+            "snp-cvm" => claim
+                .strip_prefix("pcr")
+                .and_then(|n| n.parse::<u8>().ok())
+                .is_some_and(|n| n <= 23 && claim == &format!("pcr{n}")),
+            other => return Err(format!("Policy type '{other}' is not supported")),
+        };
+        if !allowed {
+            return Err(format!("The claim '{claim}' is not an allowed claim"));
+        }
+        let scalar = |v: &Value| v.is_string() || v.is_number() || v.is_boolean();
+        let ok = match value {
+            Value::Array(items) => items.iter().all(scalar),
+            v => scalar(v),
+        };
+        if !ok {
+            return Err(format!(
+                "The claim '{claim}' must be a string, number, boolean or an array of them"
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn check_member_id(id: &str) -> Result<(), String> {
-    if id.len() == 64 && id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+    if id.len() == 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
         Ok(())
     } else {
-        Err(format!("'{id}' is not a member id (64 lower-case hex digits)"))
+        Err(format!(
+            "'{id}' is not a member id (64 lower-case hex digits)"
+        ))
     }
 }
 
@@ -371,7 +414,11 @@ pub fn member_id_of_certificate(pem_text: &str) -> Result<String, String> {
     }
     x509_parser::parse_x509_certificate(block.contents())
         .map_err(|e| format!("cert is not an X.509 certificate: {e}"))?;
-    Ok(hex(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, block.contents()).as_ref()))
+    Ok(hex(aws_lc_rs::digest::digest(
+        &aws_lc_rs::digest::SHA256,
+        block.contents(),
+    )
+    .as_ref()))
 }
 
 /// Lower-case hex.
@@ -410,7 +457,9 @@ pub fn open_proposals(tx: &Tx) -> Vec<(String, Proposal)> {
         if info.get("state").and_then(Value::as_str) != Some("Open") {
             continue;
         }
-        let Some(body) = tx.get(maps::PROPOSALS, &id).and_then(Value::as_str) else { continue };
+        let Some(body) = tx.get(maps::PROPOSALS, &id).and_then(Value::as_str) else {
+            continue;
+        };
         if let Ok(proposal) = Proposal::parse(body.as_bytes()) {
             out.push((id, proposal));
         }
@@ -444,15 +493,30 @@ fn count_open_with(open: &[(String, Proposal)], action: &str, field: &str, id: &
 /// Decides a proposal's state after a create or a ballot (reference §2, `resolve.js`). `votes` are
 /// the members' evaluated ballots. The proposal is expected to be stored as Open already (it
 /// counts itself among the open proposals, as in CCF).
-pub fn resolve(tx: &Tx, proposal: &Proposal, proposer_id: &str, votes: &[(String, bool)]) -> ProposalState {
+pub fn resolve(
+    tx: &Tx,
+    proposal: &Proposal,
+    proposer_id: &str,
+    votes: &[(String, bool)],
+) -> ProposalState {
     use ProposalState::*;
     // 1. operatorResolve: none of CCF's operator actions (node management) exist here.
     // 2. Veto.
-    if proposal.actions.iter().any(|a| VETO_ACTIONS.contains(&a.name.as_str())) && votes.iter().any(|(_, v)| !v) {
+    if proposal
+        .actions
+        .iter()
+        .any(|a| VETO_ACTIONS.contains(&a.name.as_str()))
+        && votes.iter().any(|(_, v)| !v)
+    {
         return Rejected;
     }
     let has_contract = proposal.has("set_contract");
-    let open = open_proposals(tx);
+    // Parsing every open proposal is only needed for the set_contract / set_member_document rules.
+    let open = if has_contract || proposal.has("set_member_document") {
+        open_proposals(tx)
+    } else {
+        Vec::new()
+    };
     // 3. set_contract alone, distinct, not accepted, not in another open proposal.
     if has_contract {
         if proposal.actions.iter().any(|a| a.name != "set_contract") {
@@ -461,7 +525,12 @@ pub fn resolve(tx: &Tx, proposal: &Proposal, proposer_id: &str, votes: &[(String
         let ids: Vec<&str> = proposal
             .actions
             .iter()
-            .map(|a| a.args.get("contractId").and_then(Value::as_str).unwrap_or(""))
+            .map(|a| {
+                a.args
+                    .get("contractId")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+            })
             .collect();
         let mut distinct = ids.clone();
         distinct.sort_unstable();
@@ -470,14 +539,24 @@ pub fn resolve(tx: &Tx, proposal: &Proposal, proposer_id: &str, votes: &[(String
             return Rejected;
         }
         for id in ids {
-            if tx.contains(maps::ACCEPTED_CONTRACTS, id) || count_open_with(&open, "set_contract", "contractId", id) > 1 {
+            if tx.contains(maps::ACCEPTED_CONTRACTS, id)
+                || count_open_with(&open, "set_contract", "contractId", id) > 1
+            {
                 return Rejected;
             }
         }
     }
     // 4. set_member_document: not accepted, not in another open proposal.
-    for action in proposal.actions.iter().filter(|a| a.name == "set_member_document") {
-        let id = action.args.get("documentId").and_then(Value::as_str).unwrap_or("");
+    for action in proposal
+        .actions
+        .iter()
+        .filter(|a| a.name == "set_member_document")
+    {
+        let id = action
+            .args
+            .get("documentId")
+            .and_then(Value::as_str)
+            .unwrap_or("");
         if tx.contains(maps::ACCEPTED_DOCUMENTS, id)
             || count_open_with(&open, "set_member_document", "documentId", id) > 1
         {
@@ -485,9 +564,16 @@ pub fn resolve(tx: &Tx, proposal: &Proposal, proposer_id: &str, votes: &[(String
         }
     }
     // 5. Votes that count: true votes of non-operators.
-    let member_votes = votes.iter().filter(|(m, v)| *v && !is_operator(&member_data(tx, m))).count();
+    let member_votes = votes
+        .iter()
+        .filter(|(m, v)| *v && !is_operator(&member_data(tx, m)))
+        .count();
     // 6. Auto-accepted actions.
-    if proposal.actions.iter().all(|a| AUTO_ACCEPT_ACTIONS.contains(&a.name.as_str())) {
+    if proposal
+        .actions
+        .iter()
+        .all(|a| AUTO_ACCEPT_ACTIONS.contains(&a.name.as_str()))
+    {
         return Accepted;
     }
     // 7. Unanimity of the active non-operator members.
@@ -536,19 +622,38 @@ pub fn cgs_option_enabled(tx: &Tx, option: &str) -> bool {
 
 /// Applies an accepted proposal's actions in order. On error the caller rolls the transaction back
 /// to before the apply and marks the proposal Failed.
-pub fn apply(tx: &mut Tx, proposal: &Proposal, proposal_id: &str, final_votes: &BTreeMap<String, bool>) -> Result<(), String> {
+pub fn apply(
+    tx: &mut Tx,
+    proposal: &Proposal,
+    proposal_id: &str,
+    final_votes: &BTreeMap<String, bool>,
+) -> Result<(), String> {
     for (position, action) in proposal.actions.iter().enumerate() {
-        apply_action(tx, action, proposal_id, final_votes)
-            .map_err(|e| format!("{} at position {position} failed to apply: {e}", action.name))?;
+        apply_action(tx, action, proposal_id, final_votes).map_err(|e| {
+            format!(
+                "{} at position {position} failed to apply: {e}",
+                action.name
+            )
+        })?;
     }
     Ok(())
 }
 
 fn votes_json(final_votes: &BTreeMap<String, bool>) -> Value {
-    Value::Object(final_votes.iter().map(|(k, v)| (k.clone(), Value::Bool(*v))).collect())
+    Value::Object(
+        final_votes
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::Bool(*v)))
+            .collect(),
+    )
 }
 
-fn apply_action(tx: &mut Tx, action: &Action, proposal_id: &str, final_votes: &BTreeMap<String, bool>) -> Result<(), String> {
+fn apply_action(
+    tx: &mut Tx,
+    action: &Action,
+    proposal_id: &str,
+    final_votes: &BTreeMap<String, bool>,
+) -> Result<(), String> {
     let args = &action.args;
     match action.name.as_str() {
         "set_contract" => {
@@ -562,11 +667,19 @@ fn apply_action(tx: &mut Tx, action: &Action, proposal_id: &str, final_votes: &B
         }
         "set_deployment_spec" => {
             let id = string_arg(args, "contractId")?;
-            tx.put(maps::DEPLOYMENT_SPECS, id, json!({"data": args["spec"]["data"].clone()}));
+            tx.put(
+                maps::DEPLOYMENT_SPECS,
+                id,
+                json!({"data": args["spec"]["data"].clone()}),
+            );
         }
         "set_deployment_info" => {
             let id = string_arg(args, "contractId")?;
-            tx.put(maps::DEPLOYMENT_INFO, id, json!({"data": args["info"]["data"].clone()}));
+            tx.put(
+                maps::DEPLOYMENT_INFO,
+                id,
+                json!({"data": args["info"]["data"].clone()}),
+            );
         }
         "set_clean_room_policy" => apply_clean_room_policy(tx, args)?,
         "set_contract_runtime_options_enable_logging"
@@ -579,7 +692,11 @@ fn apply_action(tx: &mut Tx, action: &Action, proposal_id: &str, final_votes: &B
             } else {
                 maps::CONTRACTS_TELEMETRY_STATUS
             };
-            let status = if action.name.contains("_enable_") { "enabled" } else { "disabled" };
+            let status = if action.name.contains("_enable_") {
+                "enabled"
+            } else {
+                "disabled"
+            };
             tx.put(map, id, json!({"status": status}));
         }
         "set_member_document" => {
@@ -605,7 +722,12 @@ fn apply_action(tx: &mut Tx, action: &Action, proposal_id: &str, final_votes: &B
         }
         "remove_member" => {
             let id = member_id_arg(args)?;
-            for map in [maps::MEMBER_CERTS, maps::MEMBER_INFO, maps::MEMBER_ENCRYPTION_KEYS, maps::MEMBER_ACKS] {
+            for map in [
+                maps::MEMBER_CERTS,
+                maps::MEMBER_INFO,
+                maps::MEMBER_ENCRYPTION_KEYS,
+                maps::MEMBER_ACKS,
+            ] {
                 tx.remove(map, &id);
             }
         }
@@ -627,7 +749,11 @@ fn apply_action(tx: &mut Tx, action: &Action, proposal_id: &str, final_votes: &B
                     "Recovery threshold {threshold} cannot be greater than the number of recovery members ({recovery_members})"
                 ));
             }
-            tx.put(maps::SERVICE_CONFIG, "0", json!({"recovery_threshold": threshold}));
+            tx.put(
+                maps::SERVICE_CONFIG,
+                "0",
+                json!({"recovery_threshold": threshold}),
+            );
         }
         "set_cgs_runtime_options" => {
             let option = string_arg(args, "option")?;
@@ -677,21 +803,34 @@ pub fn add_member(
     info["recovery_role"] = Value::String(role.to_owned());
     tx.put(maps::MEMBER_INFO, &id, info);
     if let Some(key) = encryption_pub_key {
-        tx.put(maps::MEMBER_ENCRYPTION_KEYS, &id, Value::String(key.to_owned()));
+        tx.put(
+            maps::MEMBER_ENCRYPTION_KEYS,
+            &id,
+            Value::String(key.to_owned()),
+        );
     }
     Ok(id)
 }
 
 fn apply_clean_room_policy(tx: &mut Tx, args: &Value) -> Result<(), String> {
     let id = string_arg(args, "contractId")?;
-    let map = maps::clean_room_policy(id);
+    apply_policy_change(tx, &maps::clean_room_policy(id), args)
+}
+
+/// Applies a policy change `{type: add|remove, claims}` to a policy map (claim → allowed values).
+pub fn apply_policy_change(tx: &mut Tx, map: &str, args: &Value) -> Result<(), String> {
+    let map = map.to_owned();
     let kind = string_arg(args, "type")?;
     for (claim, value) in object_arg(args, "claims")? {
         let values: Vec<Value> = match value {
             Value::Array(items) => items.clone(),
             v => vec![v.clone()],
         };
-        let existing: Vec<Value> = tx.get(&map, claim).and_then(Value::as_array).cloned().unwrap_or_default();
+        let existing: Vec<Value> = tx
+            .get(&map, claim)
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
         match kind {
             "add" => {
                 if value.is_boolean() {
@@ -708,7 +847,9 @@ fn apply_clean_room_policy(tx: &mut Tx, args: &Value) -> Result<(), String> {
             }
             "remove" => {
                 if !tx.contains(&map, claim) {
-                    return Err(format!("The claim '{claim}' is not in the clean room policy"));
+                    return Err(format!(
+                        "The claim '{claim}' is not in the clean room policy"
+                    ));
                 }
                 if value.is_boolean() {
                     tx.remove(&map, claim);
@@ -716,10 +857,9 @@ fn apply_clean_room_policy(tx: &mut Tx, args: &Value) -> Result<(), String> {
                 }
                 let mut left = existing;
                 for v in values {
-                    let at = left
-                        .iter()
-                        .position(|x| x == &v)
-                        .ok_or_else(|| format!("The value {v} of claim '{claim}' is not in the clean room policy"))?;
+                    let at = left.iter().position(|x| x == &v).ok_or_else(|| {
+                        format!("The value {v} of claim '{claim}' is not in the clean room policy")
+                    })?;
                     left.remove(at);
                 }
                 if left.is_empty() {
@@ -728,7 +868,11 @@ fn apply_clean_room_policy(tx: &mut Tx, args: &Value) -> Result<(), String> {
                     tx.put(&map, claim, Value::Array(left));
                 }
             }
-            other => return Err(format!("Clean Room Policy with type '{other}' is not supported")),
+            other => {
+                return Err(format!(
+                    "Clean Room Policy with type '{other}' is not supported"
+                ));
+            }
         }
     }
     Ok(())
@@ -795,7 +939,11 @@ pub(crate) mod tests {
         let mut ids = Vec::new();
         for (i, (status, data)) in statuses.iter().enumerate() {
             let cert = test_cert(&format!("m{i}"));
-            let data = if data.is_null() { None } else { Some(data.clone()) };
+            let data = if data.is_null() {
+                None
+            } else {
+                Some(data.clone())
+            };
             ids.push(add_member(&mut tx, &cert, None, data, None, status).unwrap());
         }
         let ws = tx.into_write_set();
@@ -804,19 +952,79 @@ pub(crate) mod tests {
     }
 
     fn action(name: &str, args: Value) -> Proposal {
-        Proposal { actions: vec![Action { name: name.into(), args }] }
+        Proposal {
+            actions: vec![Action {
+                name: name.into(),
+                args,
+            }],
+        }
     }
 
     fn store_open(tx: &mut Tx, id: &str, proposal: &Value) {
         tx.put(maps::PROPOSALS, id, Value::String(proposal.to_string()));
-        tx.put(maps::PROPOSALS_INFO, id, json!({"state": "Open", "proposer_id": "x", "ballots": {}}));
+        tx.put(
+            maps::PROPOSALS_INFO,
+            id,
+            json!({"state": "Open", "proposer_id": "x", "ballots": {}}),
+        );
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+        /// resolve against the reference's rules written as a table: members (Active or Accepted,
+        /// operator or not) and the Active members' votes, for a veto action, a non-veto action,
+        /// set_contract and an auto-accepted action.
+        #[test]
+        fn resolve_matches_the_rules(
+            members in proptest::collection::vec((proptest::bool::ANY, proptest::bool::ANY), 1..5),
+            votes in proptest::collection::vec(proptest::option::of(proptest::bool::ANY), 5),
+            kind in 0usize..4,
+        ) {
+            let statuses: Vec<(&str, Value)> = members
+                .iter()
+                .map(|&(active, operator)| {
+                    let data = if operator { json!({"isOperator": true}) } else { Value::Null };
+                    (if active { "Active" } else { "Accepted" }, data)
+                })
+                .collect();
+            let (store, ids) = with_members(&statuses);
+            let tx = store.transaction();
+            let cast: Vec<(String, bool)> = ids
+                .iter()
+                .zip(&members)
+                .zip(&votes)
+                .filter(|((_, (active, _)), _)| *active)
+                .filter_map(|((id, _), v)| v.map(|v| (id.clone(), v)))
+                .collect();
+            let (name, args) = [
+                ("set_clean_room_policy", json!({"contractId": "c"})),
+                ("set_recovery_threshold", json!({"recovery_threshold": 1})),
+                ("set_contract", json!({"contractId": "c", "contract": {}})),
+                ("set_contract_runtime_options_disable_logging", json!({"contractId": "c"})),
+            ][kind].clone();
+            let veto = kind == 0 || kind == 2;
+            let counted = cast.iter().filter(|(id, v)| *v && !members[ids.iter().position(|i| i == id).unwrap()].1).count();
+            let active = members.iter().filter(|(a, op)| *a && !op).count();
+            let accepted_only = members.iter().filter(|(a, op)| !a && !op).count();
+            let expected = if veto && cast.iter().any(|(_, v)| !v) {
+                ProposalState::Rejected
+            } else if kind == 3 || (counted == active && (kind != 2 || accepted_only == 0)) {
+                ProposalState::Accepted
+            } else {
+                ProposalState::Open
+            };
+            proptest::prop_assert_eq!(resolve(&tx, &action(name, args), &ids[0], &cast), expected);
+        }
     }
 
     #[test]
     fn canonical_ballots_only() {
         assert_eq!(parse_ballot(BALLOT_ACCEPT), Ok(true));
         assert_eq!(parse_ballot(BALLOT_REJECT), Ok(false));
-        assert_eq!(parse_ballot("export function vote(proposal,proposerId){\n  return true;\n}"), Ok(true));
+        assert_eq!(
+            parse_ballot("export function vote(proposal,proposerId){\n  return true;\n}"),
+            Ok(true)
+        );
         for other in [
             "export function vote (proposal, proposerId) { return 1 }",
             "export function vote (p, proposerId) { return true }",
@@ -835,12 +1043,37 @@ pub(crate) mod tests {
         let e = validate(&tx, &action("set_js_app", json!({}))).unwrap_err();
         assert_eq!(e, "set_js_app: no such action");
         let e = validate(&tx, &action("set_contract", json!({"contractId": 3}))).unwrap_err();
-        assert!(e.starts_with("set_contract at position 0 failed validation: contractId must be a string"), "{e}");
-        let e = validate(&tx, &action("set_deployment_spec", json!({"contractId": "c", "spec": {"data": {}}}))).unwrap_err();
+        assert!(
+            e.starts_with(
+                "set_contract at position 0 failed validation: contractId must be a string"
+            ),
+            "{e}"
+        );
+        let e = validate(
+            &tx,
+            &action(
+                "set_deployment_spec",
+                json!({"contractId": "c", "spec": {"data": {}}}),
+            ),
+        )
+        .unwrap_err();
         assert!(e.contains("is not accepted"), "{e}");
-        let e = validate(&tx, &action("set_recovery_threshold", json!({"recovery_threshold": 0}))).unwrap_err();
+        let e = validate(
+            &tx,
+            &action("set_recovery_threshold", json!({"recovery_threshold": 0})),
+        )
+        .unwrap_err();
         assert!(e.contains("between 1 and 254"), "{e}");
-        assert!(validate(&tx, &action("set_cgs_runtime_options", json!({"option": "autoapprove-x", "status": "enabled"}))).is_err());
+        assert!(
+            validate(
+                &tx,
+                &action(
+                    "set_cgs_runtime_options",
+                    json!({"option": "autoapprove-x", "status": "enabled"})
+                )
+            )
+            .is_err()
+        );
         assert!(validate(&tx, &action("set_member", json!({"cert": "not pem"}))).is_err());
     }
 
@@ -852,17 +1085,54 @@ pub(crate) mod tests {
         store.commit(&tx.into_write_set());
         let tx = store.transaction();
         let policy = |kind: &str, policy_type: Value, claims: Value| {
-            action("set_clean_room_policy", json!({"contractId": "c", "type": kind, "policyType": policy_type, "claims": claims}))
+            action(
+                "set_clean_room_policy",
+                json!({"contractId": "c", "type": kind, "policyType": policy_type, "claims": claims}),
+            )
         };
-        assert!(validate(&tx, &policy("add", Value::Null, json!({"x-ms-sevsnpvm-hostdata": ["ab"], "x-ms-sevsnpvm-is-debuggable": false}))).is_ok());
+        assert!(
+            validate(
+                &tx,
+                &policy(
+                    "add",
+                    Value::Null,
+                    json!({"x-ms-sevsnpvm-hostdata": ["ab"], "x-ms-sevsnpvm-is-debuggable": false})
+                )
+            )
+            .is_ok()
+        );
         let e = validate(&tx, &policy("add", Value::Null, json!({"x-ms-foo": "a"}))).unwrap_err();
-        assert!(e.contains("The claim 'x-ms-foo' is not an allowed claim"), "{e}");
+        assert!(
+            e.contains("The claim 'x-ms-foo' is not an allowed claim"),
+            "{e}"
+        );
         let e = validate(&tx, &policy("replace", Value::Null, json!({}))).unwrap_err();
-        assert!(e.contains("Clean Room Policy with type 'replace' is not supported"), "{e}");
-        assert!(validate(&tx, &policy("add", json!("jwt"), json!({"oid": "o", "tid": "t"}))).is_ok());
+        assert!(
+            e.contains("Clean Room Policy with type 'replace' is not supported"),
+            "{e}"
+        );
+        assert!(
+            validate(
+                &tx,
+                &policy("add", json!("jwt"), json!({"oid": "o", "tid": "t"}))
+            )
+            .is_ok()
+        );
         assert!(validate(&tx, &policy("add", json!("jwt"), json!({"x-ms-ver": "1"}))).is_err());
-        assert!(validate(&tx, &policy("add", json!("snp-cvm"), json!({"pcr23": "00"}))).is_ok());
-        assert!(validate(&tx, &policy("add", json!("snp-cvm"), json!({"pcr24": "00"}))).is_err());
+        assert!(
+            validate(
+                &tx,
+                &policy("add", json!("snp-cvm"), json!({"pcr23": "00"}))
+            )
+            .is_ok()
+        );
+        assert!(
+            validate(
+                &tx,
+                &policy("add", json!("snp-cvm"), json!({"pcr24": "00"}))
+            )
+            .is_err()
+        );
         assert!(validate(&tx, &policy("add", json!("tdx"), json!({}))).is_err());
         let mut other = policy("add", Value::Null, json!({}));
         other.actions[0].args["contractId"] = json!("not-accepted");
@@ -877,11 +1147,26 @@ pub(crate) mod tests {
         apply_clean_room_policy(&mut tx, &add).unwrap();
         apply_clean_room_policy(&mut tx, &json!({"contractId": "c", "type": "add", "claims": {"x-ms-sevsnpvm-hostdata": "a", "x-ms-sevsnpvm-is-debuggable": true}})).unwrap();
         let map = maps::clean_room_policy("c");
-        assert_eq!(tx.get(&map, "x-ms-sevsnpvm-hostdata"), Some(&json!(["a", "b"])));
-        assert_eq!(tx.get(&map, "x-ms-sevsnpvm-is-debuggable"), Some(&json!([true])));
+        assert_eq!(
+            tx.get(&map, "x-ms-sevsnpvm-hostdata"),
+            Some(&json!(["a", "b"]))
+        );
+        assert_eq!(
+            tx.get(&map, "x-ms-sevsnpvm-is-debuggable"),
+            Some(&json!([true]))
+        );
         let remove = |claims: Value| json!({"contractId": "c", "type": "remove", "claims": claims});
-        assert!(apply_clean_room_policy(&mut tx, &remove(json!({"x-ms-sevsnpvm-hostdata": "z"}))).is_err());
-        apply_clean_room_policy(&mut tx, &remove(json!({"x-ms-sevsnpvm-hostdata": ["a", "b"], "x-ms-sevsnpvm-is-debuggable": true}))).unwrap();
+        assert!(
+            apply_clean_room_policy(&mut tx, &remove(json!({"x-ms-sevsnpvm-hostdata": "z"})))
+                .is_err()
+        );
+        apply_clean_room_policy(
+            &mut tx,
+            &remove(
+                json!({"x-ms-sevsnpvm-hostdata": ["a", "b"], "x-ms-sevsnpvm-is-debuggable": true}),
+            ),
+        )
+        .unwrap();
         assert!(tx.entries(&map).is_empty());
         store.commit(&tx.into_write_set());
     }
@@ -892,13 +1177,37 @@ pub(crate) mod tests {
         let tx = store.transaction();
         for name in VETO_ACTIONS {
             let p = action(name, json!({"contractId": "c", "documentId": "d"}));
-            let state = resolve(&tx, &p, &ids[0], &[(ids[0].clone(), true), (ids[1].clone(), false)]);
+            let state = resolve(
+                &tx,
+                &p,
+                &ids[0],
+                &[(ids[0].clone(), true), (ids[1].clone(), false)],
+            );
             assert_eq!(state, ProposalState::Rejected, "{name}");
         }
         let p = action("set_recovery_threshold", json!({"recovery_threshold": 1}));
-        assert_eq!(resolve(&tx, &p, &ids[0], &[(ids[0].clone(), false), (ids[1].clone(), false)]), ProposalState::Open);
-        assert_eq!(resolve(&tx, &p, &ids[0], &[(ids[0].clone(), true)]), ProposalState::Open);
-        assert_eq!(resolve(&tx, &p, &ids[0], &[(ids[0].clone(), true), (ids[1].clone(), true)]), ProposalState::Accepted);
+        assert_eq!(
+            resolve(
+                &tx,
+                &p,
+                &ids[0],
+                &[(ids[0].clone(), false), (ids[1].clone(), false)]
+            ),
+            ProposalState::Open
+        );
+        assert_eq!(
+            resolve(&tx, &p, &ids[0], &[(ids[0].clone(), true)]),
+            ProposalState::Open
+        );
+        assert_eq!(
+            resolve(
+                &tx,
+                &p,
+                &ids[0],
+                &[(ids[0].clone(), true), (ids[1].clone(), true)]
+            ),
+            ProposalState::Accepted
+        );
     }
 
     #[test]
@@ -906,33 +1215,73 @@ pub(crate) mod tests {
         let (store, ids) = with_members(&[("Active", Value::Null), ("Active", Value::Null)]);
         let tx = store.transaction();
         for name in AUTO_ACCEPT_ACTIONS {
-            assert_eq!(resolve(&tx, &action(name, json!({"contractId": "c"})), &ids[0], &[]), ProposalState::Accepted);
+            assert_eq!(
+                resolve(&tx, &action(name, json!({"contractId": "c"})), &ids[0], &[]),
+                ProposalState::Accepted
+            );
         }
-        let enable = action("set_contract_runtime_options_enable_logging", json!({"contractId": "c"}));
-        assert_eq!(resolve(&tx, &enable, &ids[0], &[(ids[0].clone(), true)]), ProposalState::Open);
+        let enable = action(
+            "set_contract_runtime_options_enable_logging",
+            json!({"contractId": "c"}),
+        );
+        assert_eq!(
+            resolve(&tx, &enable, &ids[0], &[(ids[0].clone(), true)]),
+            ProposalState::Open
+        );
     }
 
     #[test]
     fn operators_do_not_count() {
         let op = json!({"cgsRoles": {"contractOperator": "true"}});
-        let (store, ids) = with_members(&[("Active", Value::Null), ("Active", op), ("Active", json!({"isOperator": true}))]);
+        let (store, ids) = with_members(&[
+            ("Active", Value::Null),
+            ("Active", op),
+            ("Active", json!({"isOperator": true})),
+        ]);
         let tx = store.transaction();
         let p = action("set_recovery_threshold", json!({"recovery_threshold": 1}));
-        assert_eq!(resolve(&tx, &p, &ids[0], &[(ids[0].clone(), true)]), ProposalState::Accepted);
-        assert_eq!(resolve(&tx, &p, &ids[1], &[(ids[1].clone(), true), (ids[2].clone(), true)]), ProposalState::Open);
+        assert_eq!(
+            resolve(&tx, &p, &ids[0], &[(ids[0].clone(), true)]),
+            ProposalState::Accepted
+        );
+        assert_eq!(
+            resolve(
+                &tx,
+                &p,
+                &ids[1],
+                &[(ids[1].clone(), true), (ids[2].clone(), true)]
+            ),
+            ProposalState::Open
+        );
     }
 
     #[test]
     fn contract_operator_auto_approval_needs_the_option() {
         let op = json!({"cgsRoles": {"contractOperator": "true"}});
         let (mut store, ids) = with_members(&[("Active", Value::Null), ("Active", op)]);
-        let p = action("set_deployment_spec", json!({"contractId": "c", "spec": {"data": {}}}));
-        assert_eq!(resolve(&store.transaction(), &p, &ids[1], &[]), ProposalState::Open);
+        let p = action(
+            "set_deployment_spec",
+            json!({"contractId": "c", "spec": {"data": {}}}),
+        );
+        assert_eq!(
+            resolve(&store.transaction(), &p, &ids[1], &[]),
+            ProposalState::Open
+        );
         let mut tx = store.transaction();
-        tx.put(maps::CGS_RUNTIME_OPTIONS, "autoapprove-deploymentspec-proposal", json!({"status": "enabled"}));
+        tx.put(
+            maps::CGS_RUNTIME_OPTIONS,
+            "autoapprove-deploymentspec-proposal",
+            json!({"status": "enabled"}),
+        );
         store.commit(&tx.into_write_set());
-        assert_eq!(resolve(&store.transaction(), &p, &ids[1], &[]), ProposalState::Accepted);
-        assert_eq!(resolve(&store.transaction(), &p, &ids[0], &[]), ProposalState::Open);
+        assert_eq!(
+            resolve(&store.transaction(), &p, &ids[1], &[]),
+            ProposalState::Accepted
+        );
+        assert_eq!(
+            resolve(&store.transaction(), &p, &ids[0], &[]),
+            ProposalState::Open
+        );
     }
 
     #[test]
@@ -945,20 +1294,35 @@ pub(crate) mod tests {
         // Alone: accepted by the single member's vote.
         let one = json!({"actions": [contract("c1")]});
         store_open(&mut tx, "p1", &one);
-        assert_eq!(resolve(&tx, &Proposal::from_value(&one).unwrap(), me, &yes), ProposalState::Accepted);
+        assert_eq!(
+            resolve(&tx, &Proposal::from_value(&one).unwrap(), me, &yes),
+            ProposalState::Accepted
+        );
         // Mixed with another action → Rejected.
         let mixed = json!({"actions": [contract("c2"), {"name": "set_recovery_threshold", "args": {"recovery_threshold": 1}}]});
-        assert_eq!(resolve(&tx, &Proposal::from_value(&mixed).unwrap(), me, &yes), ProposalState::Rejected);
+        assert_eq!(
+            resolve(&tx, &Proposal::from_value(&mixed).unwrap(), me, &yes),
+            ProposalState::Rejected
+        );
         // Duplicate ids → Rejected.
         let dup = json!({"actions": [contract("c3"), contract("c3")]});
-        assert_eq!(resolve(&tx, &Proposal::from_value(&dup).unwrap(), me, &yes), ProposalState::Rejected);
+        assert_eq!(
+            resolve(&tx, &Proposal::from_value(&dup).unwrap(), me, &yes),
+            ProposalState::Rejected
+        );
         // A second open proposal for c1 → Rejected (both count as open).
         store_open(&mut tx, "p2", &one);
-        assert_eq!(resolve(&tx, &Proposal::from_value(&one).unwrap(), me, &[]), ProposalState::Rejected);
+        assert_eq!(
+            resolve(&tx, &Proposal::from_value(&one).unwrap(), me, &[]),
+            ProposalState::Rejected
+        );
         // Already accepted → Rejected.
         tx.put(maps::ACCEPTED_CONTRACTS, "c9", json!({}));
         let nine = json!({"actions": [contract("c9")]});
-        assert_eq!(resolve(&tx, &Proposal::from_value(&nine).unwrap(), me, &yes), ProposalState::Rejected);
+        assert_eq!(
+            resolve(&tx, &Proposal::from_value(&nine).unwrap(), me, &yes),
+            ProposalState::Rejected
+        );
     }
 
     #[test]
@@ -966,9 +1330,15 @@ pub(crate) mod tests {
         let (store, ids) = with_members(&[("Active", Value::Null), ("Accepted", Value::Null)]);
         let tx = store.transaction();
         let p = action("set_contract", json!({"contractId": "c", "contract": {}}));
-        assert_eq!(resolve(&tx, &p, &ids[0], &[(ids[0].clone(), true)]), ProposalState::Open);
+        assert_eq!(
+            resolve(&tx, &p, &ids[0], &[(ids[0].clone(), true)]),
+            ProposalState::Open
+        );
         let q = action("set_recovery_threshold", json!({"recovery_threshold": 1}));
-        assert_eq!(resolve(&tx, &q, &ids[0], &[(ids[0].clone(), true)]), ProposalState::Accepted);
+        assert_eq!(
+            resolve(&tx, &q, &ids[0], &[(ids[0].clone(), true)]),
+            ProposalState::Accepted
+        );
     }
 
     #[test]
@@ -992,25 +1362,102 @@ pub(crate) mod tests {
         let (mut store, ids) = with_members(&[("Active", Value::Null)]);
         let mut tx = store.transaction();
         let votes: BTreeMap<String, bool> = [(ids[0].clone(), true)].into();
-        apply(&mut tx, &action("set_contract", json!({"contractId": "c", "contract": {"data": "spec", "version": "1.1"}})), "pid", &votes).unwrap();
+        apply(
+            &mut tx,
+            &action(
+                "set_contract",
+                json!({"contractId": "c", "contract": {"data": "spec", "version": "1.1"}}),
+            ),
+            "pid",
+            &votes,
+        )
+        .unwrap();
         assert_eq!(
             tx.get(maps::ACCEPTED_CONTRACTS, "c"),
-            Some(&json!({"data": "spec", "proposalId": "pid", "finalVotes": {ids[0].clone(): true}}))
+            Some(
+                &json!({"data": "spec", "proposalId": "pid", "finalVotes": {ids[0].clone(): true}})
+            )
         );
-        apply(&mut tx, &action("set_contract_runtime_options_enable_logging", json!({"contractId": "c"})), "p", &votes).unwrap();
-        assert_eq!(tx.get(maps::CONTRACTS_LOGGING_STATUS, "c"), Some(&json!({"status": "enabled"})));
-        apply(&mut tx, &action("set_contract_runtime_options_disable_telemetry", json!({"contractId": "c"})), "p", &votes).unwrap();
-        assert_eq!(tx.get(maps::CONTRACTS_TELEMETRY_STATUS, "c"), Some(&json!({"status": "disabled"})));
-        let e = apply(&mut tx, &action("set_recovery_threshold", json!({"recovery_threshold": 2})), "p", &votes).unwrap_err();
-        assert!(e.contains("cannot be greater than the number of recovery members (0)"), "{e}");
-        apply(&mut tx, &action("set_recovery_threshold", json!({"recovery_threshold": 1})), "p", &votes).unwrap();
-        let e = apply(&mut tx, &action("set_member_data", json!({"member_id": "ab".repeat(32), "member_data": {}})), "p", &votes).unwrap_err();
+        apply(
+            &mut tx,
+            &action(
+                "set_contract_runtime_options_enable_logging",
+                json!({"contractId": "c"}),
+            ),
+            "p",
+            &votes,
+        )
+        .unwrap();
+        assert_eq!(
+            tx.get(maps::CONTRACTS_LOGGING_STATUS, "c"),
+            Some(&json!({"status": "enabled"}))
+        );
+        apply(
+            &mut tx,
+            &action(
+                "set_contract_runtime_options_disable_telemetry",
+                json!({"contractId": "c"}),
+            ),
+            "p",
+            &votes,
+        )
+        .unwrap();
+        assert_eq!(
+            tx.get(maps::CONTRACTS_TELEMETRY_STATUS, "c"),
+            Some(&json!({"status": "disabled"}))
+        );
+        let e = apply(
+            &mut tx,
+            &action("set_recovery_threshold", json!({"recovery_threshold": 2})),
+            "p",
+            &votes,
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("cannot be greater than the number of recovery members (0)"),
+            "{e}"
+        );
+        apply(
+            &mut tx,
+            &action("set_recovery_threshold", json!({"recovery_threshold": 1})),
+            "p",
+            &votes,
+        )
+        .unwrap();
+        let e = apply(
+            &mut tx,
+            &action(
+                "set_member_data",
+                json!({"member_id": "ab".repeat(32), "member_data": {}}),
+            ),
+            "p",
+            &votes,
+        )
+        .unwrap_err();
         assert!(e.contains("does not exist"), "{e}");
         let cert = test_cert("new");
-        apply(&mut tx, &action("set_member", json!({"cert": cert, "member_data": {"identifier": "n"}})), "p", &votes).unwrap();
+        apply(
+            &mut tx,
+            &action(
+                "set_member",
+                json!({"cert": cert, "member_data": {"identifier": "n"}}),
+            ),
+            "p",
+            &votes,
+        )
+        .unwrap();
         let new_id = member_id_of_certificate(&cert).unwrap();
-        assert_eq!(tx.get(maps::MEMBER_INFO, &new_id).unwrap()["status"], "Accepted");
-        apply(&mut tx, &action("remove_member", json!({"member_id": new_id})), "p", &votes).unwrap();
+        assert_eq!(
+            tx.get(maps::MEMBER_INFO, &new_id).unwrap()["status"],
+            "Accepted"
+        );
+        apply(
+            &mut tx,
+            &action("remove_member", json!({"member_id": new_id})),
+            "p",
+            &votes,
+        )
+        .unwrap();
         assert!(!tx.contains(maps::MEMBER_INFO, &new_id));
         store.commit(&tx.into_write_set());
     }

@@ -52,6 +52,8 @@ pub enum ErrorCode {
     // ---- CGS app: caller ----
     /// 403: the jwt caller is not a registered user identity.
     CallerNotAuthorized,
+    /// 403: the jwt caller's tenant is not the registered one.
+    CallerTenantNotAuthorized,
     // ---- CGS app: contracts ----
     /// 405: the contract is accepted and can no longer change.
     ContractAlreadyAccepted,
@@ -147,6 +149,7 @@ impl ErrorCode {
             UnsupportedApiVersionValue => "UnsupportedApiVersionValue",
             InternalError => "InternalError",
             CallerNotAuthorized => "CallerNotAuthorized",
+            CallerTenantNotAuthorized => "CallerTenantNotAuthorized",
             ContractAlreadyAccepted => "ContractAlreadyAccepted",
             DataMissing => "DataMissing",
             ContractAlreadyExists => "ContractAlreadyExists",
@@ -189,7 +192,7 @@ impl ErrorCode {
         match self {
             ProposalNotFound | VoteNotFound | ResourceNotFound | ContractNotFound
             | SecretNotFound | DocumentNotFound => 404,
-            AuthorizationFailed | CallerNotAuthorized => 403,
+            AuthorizationFailed | CallerNotAuthorized | CallerTenantNotAuthorized => 403,
             InvalidAuthenticationInfo => 401,
             ContractAlreadyAccepted | DocumentAlreadyAccepted => 405,
             ContractAlreadyExists | DocumentAlreadyExists => 409,
@@ -222,7 +225,11 @@ pub struct ApiError {
 impl ApiError {
     /// An error with the code's default status.
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self { status: code.default_status(), code, message: message.into() }
+        Self {
+            status: code.default_status(),
+            code,
+            message: message.into(),
+        }
     }
 
     /// The same error with another status (for the codes CCF answers with two statuses).
@@ -251,7 +258,10 @@ mod tests {
 
     #[test]
     fn body_has_the_reference_shape() {
-        let e = ApiError::new(ErrorCode::PreconditionFailed, "The operation specified a version that is different from the version available at the server.");
+        let e = ApiError::new(
+            ErrorCode::PreconditionFailed,
+            "The operation specified a version that is different from the version available at the server.",
+        );
         assert_eq!(e.status(), 412);
         assert_eq!(
             e.body().to_string(),

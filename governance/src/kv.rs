@@ -57,7 +57,10 @@ impl FromStr for Version {
         if !digits(view) || !digits(seqno) {
             return Err(bad());
         }
-        Ok(Self { view: view.parse().map_err(|_| bad())?, seqno: seqno.parse().map_err(|_| bad())? })
+        Ok(Self {
+            view: view.parse().map_err(|_| bad())?,
+            seqno: seqno.parse().map_err(|_| bad())?,
+        })
     }
 }
 
@@ -180,7 +183,14 @@ pub struct Store {
     last: Version,
     /// `(view, first seqno of that view)`, in order: the view history for transaction status.
     views: Vec<(u64, u64)>,
+    /// Every write to a map whose name starts with [`HISTORY_PREFIX`] (the events), kept so a
+    /// seqno range can be listed without reading the ledger. Rebuilt by replaying the ledger; not
+    /// part of a snapshot.
+    history: BTreeMap<(String, String), Vec<(Version, Value)>>,
 }
+
+/// The maps whose write history the store keeps (the clean-room events).
+pub const HISTORY_PREFIX: &str = "public:events-";
 
 impl Default for Store {
     fn default() -> Self {
@@ -194,7 +204,13 @@ impl Store {
 
     /// An empty store whose new transactions commit in `view`.
     pub fn new(view: u64) -> Self {
-        Self { maps: BTreeMap::new(), view, last: Version::default(), views: Vec::new() }
+        Self {
+            maps: BTreeMap::new(),
+            view,
+            last: Version::default(),
+            views: Vec::new(),
+            history: BTreeMap::new(),
+        }
     }
 
     /// The view new transactions commit in.
@@ -219,7 +235,10 @@ impl Store {
 
     /// A new transaction over the current state.
     pub fn transaction(&self) -> Tx<'_> {
-        Tx { store: self, writes: BTreeMap::new() }
+        Tx {
+            store: self,
+            writes: BTreeMap::new(),
+        }
     }
 
     /// A committed entry.
@@ -243,19 +262,53 @@ impl Store {
     /// The seqno must be after the last applied one; the view must not go back.
     pub fn apply(&mut self, version: Version, write_set: &WriteSet) -> Result<(), KvError> {
         if version.seqno <= self.last.seqno || version.view < self.last.view {
-            return Err(KvError::VersionNotAfter { last: self.last, given: version });
+            return Err(KvError::VersionNotAfter {
+                last: self.last,
+                given: version,
+            });
         }
         self.apply_unchecked(version, write_set);
         Ok(())
     }
 
+    /// The recorded writes to `map[key]` with `from ≤ seqno ≤ to` (only maps under
+    /// [`HISTORY_PREFIX`]; a removal is not listed).
+    pub fn key_history(&self, map: &str, key: &str, from: u64, to: u64) -> Vec<(Version, Value)> {
+        self.history
+            .get(&(map.to_owned(), key.to_owned()))
+            .map(|writes| {
+                writes
+                    .iter()
+                    .filter(|(v, _)| v.seqno >= from && v.seqno <= to)
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     fn apply_unchecked(&mut self, version: Version, write_set: &WriteSet) {
         for (map_name, writes) in &write_set.maps {
+            if map_name.starts_with(HISTORY_PREFIX) {
+                for (key, write) in writes {
+                    if let Some(value) = write {
+                        self.history
+                            .entry((map_name.clone(), key.clone()))
+                            .or_default()
+                            .push((version, value.clone()));
+                    }
+                }
+            }
             let map = self.maps.entry(map_name.clone()).or_default();
             for (key, write) in writes {
                 match write {
                     Some(value) => {
-                        map.insert(key.clone(), Entry { value: value.clone(), version });
+                        map.insert(
+                            key.clone(),
+                            Entry {
+                                value: value.clone(),
+                                version,
+                            },
+                        );
                     }
                     None => {
                         map.remove(key);
@@ -266,7 +319,11 @@ impl Store {
                 self.maps.remove(map_name);
             }
         }
-        if self.views.last().is_none_or(|&(view, _)| view != version.view) {
+        if self
+            .views
+            .last()
+            .is_none_or(|&(view, _)| view != version.view)
+        {
             self.views.push((version.view, version.seqno));
         }
         self.last = version;
@@ -285,8 +342,17 @@ impl Store {
                 TxStatus::Unknown
             };
         }
-        let view_at = self.views.iter().rev().find(|&&(_, first)| first <= version.seqno).map(|&(v, _)| v);
-        if view_at == Some(version.view) { TxStatus::Committed } else { TxStatus::Invalid }
+        let view_at = self
+            .views
+            .iter()
+            .rev()
+            .find(|&&(_, first)| first <= version.seqno)
+            .map(|&(v, _)| v);
+        if view_at == Some(version.view) {
+            TxStatus::Committed
+        } else {
+            TxStatus::Invalid
+        }
     }
 
     /// The whole state in a canonical encoding (equal states, equal bytes): a snapshot.
@@ -342,10 +408,18 @@ impl Store {
             maps.insert(name, map);
         }
         r.end()?;
-        let store = Self { maps, view, last, views };
+        let store = Self {
+            maps,
+            view,
+            last,
+            views,
+            history: BTreeMap::new(),
+        };
         let again = store.snapshot_bytes();
         if again != bytes {
-            return Err(KvError::NotCanonical { offset: first_difference(&again, bytes) });
+            return Err(KvError::NotCanonical {
+                offset: first_difference(&again, bytes),
+            });
         }
         Ok(store)
     }
@@ -392,10 +466,23 @@ pub mod maps {
     pub const DOCUMENTS: &str = "public:documents";
     /// Accepted member documents: id → `{contractId, data, proposalId, finalVotes}`.
     pub const ACCEPTED_DOCUMENTS: &str = "public:ccf.gov.accepted_member_documents";
+    /// Registered jwt callers: `oid` → `{tid?, …}`.
+    pub const USER_IDENTITIES: &str = "public:ccf.gov.user_identities";
 
     /// The clean-room policy of a contract: claim → JSON array of allowed values.
     pub fn clean_room_policy(contract_id: &str) -> String {
         format!("public:ccf.gov.policies.cleanroom-{contract_id}")
+    }
+
+    /// A delegate policy of a contract (`<type>` e.g. `events`, `secrets`; `<delegateId>` e.g.
+    /// `writer`, a secret id): claim → allowed values.
+    pub fn delegate_policy(contract_id: &str, kind: &str, delegate_id: &str) -> String {
+        format!("public:policies.cleanroom-delegates-{contract_id}_{kind}_{delegate_id}")
+    }
+
+    /// The delegate policies of a contract: `"<type>_<delegateId>"` → `{type, id}`.
+    pub fn delegate_policy_list(contract_id: &str) -> String {
+        format!("public:policies.cleanroom-delegates-list-{contract_id}")
     }
 
     /// The events of a contract and scope: id → `{timestamp, data}`.
@@ -460,18 +547,27 @@ impl<'a> Tx<'a> {
 
     /// Writes a key.
     pub fn put(&mut self, map: &str, key: &str, value: Value) {
-        self.writes.entry(map.to_owned()).or_default().insert(key.to_owned(), Some(value));
+        self.writes
+            .entry(map.to_owned())
+            .or_default()
+            .insert(key.to_owned(), Some(value));
     }
 
     /// Removes a key (a no-op on commit if it is absent).
     pub fn remove(&mut self, map: &str, key: &str) {
-        self.writes.entry(map.to_owned()).or_default().insert(key.to_owned(), None);
+        self.writes
+            .entry(map.to_owned())
+            .or_default()
+            .insert(key.to_owned(), None);
     }
 
     /// The keys and values of a map in key order, seeing this transaction's writes.
     pub fn entries(&self, map: &str) -> Vec<(String, Value)> {
-        let mut merged: BTreeMap<&str, &Value> =
-            self.store.entries(map).map(|(k, e)| (k.as_str(), &e.value)).collect();
+        let mut merged: BTreeMap<&str, &Value> = self
+            .store
+            .entries(map)
+            .map(|(k, e)| (k.as_str(), &e.value))
+            .collect();
         if let Some(writes) = self.writes.get(map) {
             for (key, write) in writes {
                 match write {
@@ -484,7 +580,10 @@ impl<'a> Tx<'a> {
                 }
             }
         }
-        merged.into_iter().map(|(k, v)| (k.to_owned(), v.clone())).collect()
+        merged
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.clone()))
+            .collect()
     }
 
     /// The keys of a map in order.
@@ -528,6 +627,35 @@ impl WriteSet {
     /// The writes, map by map, in order.
     pub fn maps(&self) -> impl Iterator<Item = (&str, &BTreeMap<String, Option<Value>>)> {
         self.maps.iter().map(|(k, v)| (k.as_str(), v))
+    }
+
+    /// The writes to public maps (names starting `public:`), which the ledger stores in the clear.
+    pub fn public_part(&self) -> WriteSet {
+        self.filtered(true)
+    }
+
+    /// The writes to private maps (e.g. `secrets-<contractId>`), which CCF encrypts in the ledger.
+    pub fn private_part(&self) -> WriteSet {
+        self.filtered(false)
+    }
+
+    /// Both parts back together (`public_part().merged(&private_part())` is the whole set).
+    pub fn merged(&self, other: &WriteSet) -> WriteSet {
+        let mut maps = self.maps.clone();
+        for (name, writes) in &other.maps {
+            maps.entry(name.clone()).or_default().extend(writes.clone());
+        }
+        WriteSet { maps }
+    }
+
+    fn filtered(&self, public: bool) -> WriteSet {
+        let maps = self
+            .maps
+            .iter()
+            .filter(|(name, _)| name.starts_with("public:") == public)
+            .map(|(n, w)| (n.clone(), w.clone()))
+            .collect();
+        WriteSet { maps }
     }
 
     /// The canonical encoding (module documentation).
@@ -578,7 +706,9 @@ impl WriteSet {
         let set = Self { maps };
         let again = set.to_bytes();
         if again != bytes {
-            return Err(KvError::NotCanonical { offset: first_difference(&again, bytes) });
+            return Err(KvError::NotCanonical {
+                offset: first_difference(&again, bytes),
+            });
         }
         Ok(set)
     }
@@ -634,7 +764,10 @@ fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
 }
 
 fn first_difference(a: &[u8], b: &[u8]) -> usize {
-    a.iter().zip(b).position(|(x, y)| x != y).unwrap_or(a.len().min(b.len()))
+    a.iter()
+        .zip(b)
+        .position(|(x, y)| x != y)
+        .unwrap_or(a.len().min(b.len()))
 }
 
 struct Reader<'b> {
@@ -690,7 +823,10 @@ impl<'b> Reader<'b> {
     }
     fn end(&self) -> Result<(), KvError> {
         if self.pos != self.bytes.len() {
-            return Err(KvError::TrailingBytes { offset: self.pos, extra: self.bytes.len() - self.pos });
+            return Err(KvError::TrailingBytes {
+                offset: self.pos,
+                extra: self.bytes.len() - self.pos,
+            });
         }
         Ok(())
     }
@@ -707,7 +843,10 @@ mod tests {
         let mut store = Store::default();
         let mut tx = store.transaction();
         tx.put("public:contracts", "c1", json!({"data": "a"}));
-        assert_eq!(tx.get("public:contracts", "c1"), Some(&json!({"data": "a"})));
+        assert_eq!(
+            tx.get("public:contracts", "c1"),
+            Some(&json!({"data": "a"}))
+        );
         assert_eq!(tx.committed_version("public:contracts", "c1"), None);
         let ws = tx.into_write_set();
         let v1 = store.commit(&ws);
@@ -746,6 +885,25 @@ mod tests {
     }
 
     #[test]
+    fn private_maps_split_out() {
+        let store = Store::default();
+        let mut tx = store.transaction();
+        tx.put("public:contracts", "c", json!(1));
+        tx.put("secrets-c", "m_s", json!({"value": "v"}));
+        let ws = tx.into_write_set();
+        let (public, private) = (ws.public_part(), ws.private_part());
+        assert_eq!(
+            public.maps().map(|(n, _)| n).collect::<Vec<_>>(),
+            vec!["public:contracts"]
+        );
+        assert_eq!(
+            private.maps().map(|(n, _)| n).collect::<Vec<_>>(),
+            vec!["secrets-c"]
+        );
+        assert_eq!(public.merged(&private), ws);
+    }
+
+    #[test]
     fn versions_parse_and_print() {
         assert_eq!("2.45".parse::<Version>().unwrap(), Version::new(2, 45));
         for bad in ["", "2", "2.", ".4", "a.1", "1.2.3", "-1.2", "+1.2"] {
@@ -762,11 +920,19 @@ mod tests {
         let v = store.commit(&ws);
         let bytes = ws.to_bytes();
         let mut replay = Store::default();
-        replay.apply(v, &WriteSet::from_bytes(&bytes).unwrap()).unwrap();
+        replay
+            .apply(v, &WriteSet::from_bytes(&bytes).unwrap())
+            .unwrap();
         assert_eq!(replay, store);
         assert_eq!(replay.snapshot_bytes(), store.snapshot_bytes());
-        assert!(matches!(replay.apply(v, &ws), Err(KvError::VersionNotAfter { .. })));
-        assert_eq!(Store::from_snapshot(&store.snapshot_bytes()).unwrap(), store);
+        assert!(matches!(
+            replay.apply(v, &ws),
+            Err(KvError::VersionNotAfter { .. })
+        ));
+        assert_eq!(
+            Store::from_snapshot(&store.snapshot_bytes()).unwrap(),
+            store
+        );
     }
 
     #[test]
@@ -784,19 +950,31 @@ mod tests {
         }
         let mut longer = bytes.clone();
         longer.push(0);
-        assert!(matches!(WriteSet::from_bytes(&longer), Err(KvError::TrailingBytes { .. })));
+        assert!(matches!(
+            WriteSet::from_bytes(&longer),
+            Err(KvError::TrailingBytes { .. })
+        ));
         let mut bad_magic = bytes.clone();
         bad_magic[0] = b'X';
-        assert!(matches!(WriteSet::from_bytes(&bad_magic), Err(KvError::BadMagic { .. })));
+        assert!(matches!(
+            WriteSet::from_bytes(&bad_magic),
+            Err(KvError::BadMagic { .. })
+        ));
         // The same content with whitespace in the JSON is not canonical.
         let text = "{\"x\":1}";
         let spaced = "{\"x\": 1}";
-        let pos = bytes.windows(text.len()).position(|w| w == text.as_bytes()).unwrap();
+        let pos = bytes
+            .windows(text.len())
+            .position(|w| w == text.as_bytes())
+            .unwrap();
         let mut other = bytes[..pos - 4].to_vec();
         other.extend_from_slice(&(spaced.len() as u32).to_be_bytes());
         other.extend_from_slice(spaced.as_bytes());
         other.extend_from_slice(&bytes[pos + text.len()..]);
-        assert!(matches!(WriteSet::from_bytes(&other), Err(KvError::NotCanonical { .. })));
+        assert!(matches!(
+            WriteSet::from_bytes(&other),
+            Err(KvError::NotCanonical { .. })
+        ));
     }
 
     #[test]

@@ -9,7 +9,10 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use serde_json::{Value, json};
 
-use super::{AttestationVerifier, Caller, SignatureVerifier, check_report_data, decode_base64, iso_from_millis, match_policy, verify_clean_room};
+use super::{
+    AttestationVerifier, Caller, SignatureVerifier, check_report_data, decode_base64,
+    iso_from_millis, match_policy, verify_clean_room_for,
+};
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::kv::{Tx, Version, maps};
 
@@ -30,7 +33,10 @@ pub struct EventKey {
 
 impl EventKey {
     fn resolve<'a>(&'a self, contract_id: &'a str) -> (&'a str, &'a str) {
-        (self.id.as_deref().unwrap_or(contract_id), self.scope.as_deref().unwrap_or(""))
+        (
+            self.id.as_deref().unwrap_or(contract_id),
+            self.scope.as_deref().unwrap_or(""),
+        )
     }
 }
 
@@ -54,48 +60,88 @@ pub fn put_event(
     body: &Value,
 ) -> ApiResult<()> {
     if *caller == Caller::Unauthenticated && body.get("attestation").is_none_or(Value::is_null) {
-        return Err(ApiError::new(ErrorCode::AttestationMissing, "Attestation payload must be supplied."));
+        return Err(ApiError::new(
+            ErrorCode::AttestationMissing,
+            "Attestation payload must be supplied.",
+        ));
     }
     let Some(sign) = body.get("sign").filter(|s| s.is_object()) else {
-        return Err(ApiError::new(ErrorCode::SignatureMissing, "Signature payload must be supplied."));
+        return Err(ApiError::new(
+            ErrorCode::SignatureMissing,
+            "Signature payload must be supplied.",
+        ));
     };
     let timestamp_text = match body.get("timestamp") {
         Some(Value::String(s)) if !s.is_empty() => s.clone(),
         Some(Value::Number(n)) => n.to_string(),
-        _ => return Err(ApiError::new(ErrorCode::TimestampMissing, "Timestamp must be supplied.")),
+        _ => {
+            return Err(ApiError::new(
+                ErrorCode::TimestampMissing,
+                "Timestamp must be supplied.",
+            ));
+        }
     };
     let timestamp: u64 = timestamp_text.parse().map_err(|_| {
-        ApiError::new(ErrorCode::InvalidInput, format!("timestamp '{timestamp_text}' is not milliseconds since the epoch."))
+        ApiError::new(
+            ErrorCode::InvalidInput,
+            format!("timestamp '{timestamp_text}' is not milliseconds since the epoch."),
+        )
     })?;
     if timestamp > MAX_TIMESTAMP {
-        return Err(ApiError::new(ErrorCode::TimestampTooLarge, format!("Timestamp {timestamp} is larger than {MAX_TIMESTAMP}.")));
+        return Err(ApiError::new(
+            ErrorCode::TimestampTooLarge,
+            format!("Timestamp {timestamp} is larger than {MAX_TIMESTAMP}."),
+        ));
     }
     let public_key_b64 = sign.get("publicKey").and_then(Value::as_str).unwrap_or("");
     let public_key_pem = match caller {
         Caller::Unauthenticated => {
-            let verified = verify_clean_room(tx, verifiers.attestation, contract_id, body)?;
+            let delegate = Some(("events", "writer"));
+            let verified =
+                verify_clean_room_for(tx, verifiers.attestation, contract_id, body, delegate)?;
             check_report_data(&verified.report_data, public_key_b64)?
         }
         Caller::Jwt(claims) => {
-            match_policy(tx, contract_id, claims).map_err(|m| ApiError::new(ErrorCode::VerifyJwtAttestationFailed, m))?;
-            String::from_utf8(decode_base64("sign.publicKey", public_key_b64)?)
-                .map_err(|_| ApiError::new(ErrorCode::InvalidInput, "sign.publicKey is not PEM text."))?
+            match_policy(tx, contract_id, claims)
+                .map_err(|m| ApiError::new(ErrorCode::VerifyJwtAttestationFailed, m))?;
+            String::from_utf8(decode_base64("sign.publicKey", public_key_b64)?).map_err(|_| {
+                ApiError::new(ErrorCode::InvalidInput, "sign.publicKey is not PEM text.")
+            })?
         }
         _ => {
-            return Err(ApiError::new(ErrorCode::UnsupportedAuthPolicy, "Events can only be written by a clean room (attestation or jwt)."));
+            return Err(ApiError::new(
+                ErrorCode::UnsupportedAuthPolicy,
+                "Events can only be written by a clean room (attestation or jwt).",
+            ));
         }
     };
     let data_b64 = body.get("data").and_then(Value::as_str).unwrap_or("");
     let data_bytes = decode_base64("data", data_b64)?;
-    let signature = decode_base64("sign.signature", sign.get("signature").and_then(Value::as_str).unwrap_or(""))?;
+    let signature = decode_base64(
+        "sign.signature",
+        sign.get("signature").and_then(Value::as_str).unwrap_or(""),
+    )?;
     verifiers
         .signature
         .verify_rsa_pss_sha256(&public_key_pem, &data_bytes, &signature)
-        .map_err(|e| ApiError::new(ErrorCode::SignatureMismatch, format!("Signature verification was not successful: {e}")))?;
-    let data: Value = serde_json::from_slice(&data_bytes)
-        .map_err(|e| ApiError::new(ErrorCode::InvalidInput, format!("data is not base64 of JSON: {e}")))?;
+        .map_err(|e| {
+            ApiError::new(
+                ErrorCode::SignatureMismatch,
+                format!("Signature verification was not successful: {e}"),
+            )
+        })?;
+    let data: Value = serde_json::from_slice(&data_bytes).map_err(|e| {
+        ApiError::new(
+            ErrorCode::InvalidInput,
+            format!("data is not base64 of JSON: {e}"),
+        )
+    })?;
     let (id, scope) = key.resolve(contract_id);
-    tx.put(&maps::events(contract_id, scope), id, json!({"timestamp": format!("{timestamp:0>13}"), "data": data}));
+    tx.put(
+        &maps::events(contract_id, scope),
+        id,
+        json!({"timestamp": format!("{timestamp:0>13}"), "data": data}),
+    );
     Ok(())
 }
 
@@ -103,6 +149,14 @@ pub fn put_event(
 pub trait EventHistory {
     /// The values written to `map[key]` by transactions with `from ≤ seqno ≤ to`, in order.
     fn writes(&self, map: &str, key: &str, from: u64, to: u64) -> ApiResult<Vec<(Version, Value)>>;
+}
+
+/// The store's own record of event writes (complete when the store was rebuilt by replaying the
+/// whole ledger; after a snapshot only the tail since it).
+impl EventHistory for crate::kv::Store {
+    fn writes(&self, map: &str, key: &str, from: u64, to: u64) -> ApiResult<Vec<(Version, Value)>> {
+        Ok(self.key_history(map, key, from, to))
+    }
 }
 
 /// A seqno range of a listing: `from_seqno`, `to_seqno`, `max_seqno_per_page`.
@@ -117,7 +171,10 @@ pub struct SeqnoRange {
 }
 
 fn entry(scope: &str, id: &str, seqno: u64, value: &Value, iso_key: &str) -> Value {
-    let timestamp = value.get("timestamp").and_then(Value::as_str).unwrap_or("0");
+    let timestamp = value
+        .get("timestamp")
+        .and_then(Value::as_str)
+        .unwrap_or("0");
     let millis = timestamp.parse::<u64>().unwrap_or(0);
     let mut out = json!({
         "scope": scope,
@@ -133,7 +190,13 @@ fn entry(scope: &str, id: &str, seqno: u64, value: &Value, iso_key: &str) -> Val
 /// `GET /app/contracts/{cid}/events[?id][&scope][&from_seqno][&to_seqno][&max_seqno_per_page]`.
 /// Without a seqno: the latest value only (`timestamp_iso`, as the reference). With one: a page
 /// of the history (`timestampIso`) and a `nextLink` when more remains.
-pub fn list_events(tx: &Tx, history: Option<&dyn EventHistory>, contract_id: &str, key: &EventKey, range: SeqnoRange) -> ApiResult<Value> {
+pub fn list_events(
+    tx: &Tx,
+    history: Option<&dyn EventHistory>,
+    contract_id: &str,
+    key: &EventKey,
+    range: SeqnoRange,
+) -> ApiResult<Value> {
     let (id, scope) = key.resolve(contract_id);
     let map = maps::events(contract_id, scope);
     let last = tx.committed_version(&map, id);
@@ -145,7 +208,10 @@ pub fn list_events(tx: &Tx, history: Option<&dyn EventHistory>, contract_id: &st
         return Ok(json!({ "value": value }));
     }
     let Some(history) = history else {
-        return Err(ApiError::new(ErrorCode::InternalError, "The event history is not available."));
+        return Err(ApiError::new(
+            ErrorCode::InternalError,
+            "The event history is not available.",
+        ));
     };
     let from = range.from_seqno.unwrap_or(1);
     let Some(to) = range.to_seqno.or(last.map(|v| v.seqno)) else {
@@ -169,7 +235,13 @@ pub fn list_events(tx: &Tx, history: Option<&dyn EventHistory>, contract_id: &st
 }
 
 /// A test-and-reference event body: what a clean room sends (`data` = base64 of the JSON).
-pub fn event_body(timestamp_ms: u64, data: &Value, signature_b64: &str, public_key_b64: &str, attestation: Option<Value>) -> Value {
+pub fn event_body(
+    timestamp_ms: u64,
+    data: &Value,
+    signature_b64: &str,
+    public_key_b64: &str,
+    attestation: Option<Value>,
+) -> Value {
     let mut body = json!({
         "timestamp": timestamp_ms.to_string(),
         "data": BASE64.encode(data.to_string()),
@@ -201,12 +273,26 @@ mod tests {
 
     fn signed_body(key: &CleanRoomKey, data: &Value, claims: Value, ts: u64) -> Value {
         let sig = key.sign(data.to_string().as_bytes());
-        event_body(ts, data, &sig, &key.public_pem_b64, Some(key.attestation(claims)))
+        event_body(
+            ts,
+            data,
+            &sig,
+            &key.public_pem_b64,
+            Some(key.attestation(claims)),
+        )
     }
 
-    const V: CleanRoomVerifiers<'static> = CleanRoomVerifiers { attestation: &FakeAttestation, signature: &RsaPssVerifier };
+    const V: CleanRoomVerifiers<'static> = CleanRoomVerifiers {
+        attestation: &FakeAttestation,
+        signature: &RsaPssVerifier,
+    };
 
-    fn put(store: &Store, caller: &Caller, key: &EventKey, body: &Value) -> ApiResult<crate::kv::WriteSet> {
+    fn put(
+        store: &Store,
+        caller: &Caller,
+        key: &EventKey,
+        body: &Value,
+    ) -> ApiResult<crate::kv::WriteSet> {
         let mut tx = store.transaction();
         put_event(&mut tx, caller, &V, "c", key, body)?;
         Ok(tx.into_write_set())
@@ -251,7 +337,10 @@ mod tests {
         let mut b = good.clone();
         b.as_object_mut().unwrap().remove("attestation");
         assert!(put(&store, &jwt_good, &k, &b).is_ok());
-        assert_eq!(code(&good, &Caller::Member("m".into())), ErrorCode::UnsupportedAuthPolicy);
+        assert_eq!(
+            code(&good, &Caller::Member("m".into())),
+            ErrorCode::UnsupportedAuthPolicy
+        );
         let mut b = good.clone();
         b["data"] = json!(BASE64.encode(b"{\"message\":\"forged\"}"));
         assert_eq!(code(&b, &un), ErrorCode::SignatureMismatch);
@@ -262,10 +351,18 @@ mod tests {
     fn put_then_list_latest_and_history() {
         let mut store = store_with_policy();
         let key = CleanRoomKey::new();
-        let k = EventKey { id: Some("e1".into()), scope: Some("s".into()) };
+        let k = EventKey {
+            id: Some("e1".into()),
+            scope: Some("s".into()),
+        };
         let mut seqnos = Vec::new();
         for (i, msg) in ["one", "two"].iter().enumerate() {
-            let body = signed_body(&key, &json!({"message": msg}), hostdata("good"), 1_700_000_000_000 + i as u64);
+            let body = signed_body(
+                &key,
+                &json!({"message": msg}),
+                hostdata("good"),
+                1_700_000_000_000 + i as u64,
+            );
             let ws = put(&store, &Caller::Unauthenticated, &k, &body).unwrap();
             seqnos.push(store.commit(&ws));
         }
@@ -278,29 +375,83 @@ mod tests {
                 "timestamp_iso": "2023-11-14T22:13:20.001Z", "data": {"message": "two"}
             }]})
         );
-        assert_eq!(list_events(&tx, None, "c", &EventKey::default(), SeqnoRange::default()).unwrap(), json!({"value": []}));
-        assert_eq!(tx.get("public:events-c-s", "e1").unwrap()["timestamp"], "1700000000001");
+        assert_eq!(
+            list_events(&tx, None, "c", &EventKey::default(), SeqnoRange::default()).unwrap(),
+            json!({"value": []})
+        );
+        assert_eq!(
+            tx.get("public:events-c-s", "e1").unwrap()["timestamp"],
+            "1700000000001"
+        );
 
         struct Recorded(Vec<(Version, Value)>);
         impl EventHistory for Recorded {
-            fn writes(&self, _map: &str, _key: &str, from: u64, to: u64) -> ApiResult<Vec<(Version, Value)>> {
-                Ok(self.0.iter().filter(|(v, _)| v.seqno >= from && v.seqno <= to).cloned().collect())
+            fn writes(
+                &self,
+                _map: &str,
+                _key: &str,
+                from: u64,
+                to: u64,
+            ) -> ApiResult<Vec<(Version, Value)>> {
+                Ok(self
+                    .0
+                    .iter()
+                    .filter(|(v, _)| v.seqno >= from && v.seqno <= to)
+                    .cloned()
+                    .collect())
             }
         }
         let history = Recorded(vec![
-            (seqnos[0], json!({"timestamp": "1700000000000", "data": {"message": "one"}})),
-            (seqnos[1], json!({"timestamp": "1700000000001", "data": {"message": "two"}})),
+            (
+                seqnos[0],
+                json!({"timestamp": "1700000000000", "data": {"message": "one"}}),
+            ),
+            (
+                seqnos[1],
+                json!({"timestamp": "1700000000001", "data": {"message": "two"}}),
+            ),
         ]);
-        let range = SeqnoRange { from_seqno: Some(1), to_seqno: None, max_seqno_per_page: Some(seqnos[0].seqno) };
+        let range = SeqnoRange {
+            from_seqno: Some(1),
+            to_seqno: None,
+            max_seqno_per_page: Some(seqnos[0].seqno),
+        };
         let page = list_events(&tx, Some(&history), "c", &k, range).unwrap();
         assert_eq!(page["value"].as_array().unwrap().len(), 1);
         assert_eq!(page["value"][0]["timestampIso"], "2023-11-14T22:13:20.000Z");
         assert_eq!(
             page["nextLink"],
-            format!("/app/contracts/c/events?from_seqno={}&to_seqno={}&id=e1&scope=s", seqnos[0].seqno + 1, seqnos[1].seqno)
+            format!(
+                "/app/contracts/c/events?from_seqno={}&to_seqno={}&id=e1&scope=s",
+                seqnos[0].seqno + 1,
+                seqnos[1].seqno
+            )
         );
-        let all = list_events(&tx, Some(&history), "c", &k, SeqnoRange { from_seqno: Some(1), ..Default::default() }).unwrap();
+        let all = list_events(
+            &tx,
+            Some(&history),
+            "c",
+            &k,
+            SeqnoRange {
+                from_seqno: Some(1),
+                ..Default::default()
+            },
+        )
+        .unwrap();
         assert_eq!(all["value"].as_array().unwrap().len(), 2);
         assert!(all.get("nextLink").is_none());
+        // The store's own history gives the same page.
+        let from_store = list_events(
+            &tx,
+            Some(&store),
+            "c",
+            &k,
+            SeqnoRange {
+                from_seqno: Some(1),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(from_store, all);
     }
 }

@@ -54,7 +54,12 @@ pub trait AttestationVerifier {
 /// Verifies RSA-PSS (SHA-256, salt 32) signatures by a PEM public key.
 pub trait SignatureVerifier {
     /// `Ok(())` if `signature` signs `message` under `public_key_pem`.
-    fn verify_rsa_pss_sha256(&self, public_key_pem: &str, message: &[u8], signature: &[u8]) -> Result<(), String>;
+    fn verify_rsa_pss_sha256(
+        &self,
+        public_key_pem: &str,
+        message: &[u8],
+        signature: &[u8],
+    ) -> Result<(), String>;
 }
 
 /// Wraps bytes for a clean room's RSA public key (RSA-OAEP-SHA-256 of an AES-256 key ‖ RFC 5649 KWP).
@@ -67,14 +72,46 @@ pub trait KeyWrapper {
 pub struct RsaPssVerifier;
 
 impl SignatureVerifier for RsaPssVerifier {
-    fn verify_rsa_pss_sha256(&self, public_key_pem: &str, message: &[u8], signature: &[u8]) -> Result<(), String> {
-        let block = pem::parse(public_key_pem).map_err(|e| format!("public key is not PEM: {e}"))?;
+    fn verify_rsa_pss_sha256(
+        &self,
+        public_key_pem: &str,
+        message: &[u8],
+        signature: &[u8],
+    ) -> Result<(), String> {
+        let block =
+            pem::parse(public_key_pem).map_err(|e| format!("public key is not PEM: {e}"))?;
         let key = aws_lc_rs::signature::UnparsedPublicKey::new(
             &aws_lc_rs::signature::RSA_PSS_2048_8192_SHA256,
             block.contents(),
         );
-        key.verify(message, signature).map_err(|_| "RSA-PSS signature does not verify".to_owned())
+        key.verify(message, signature)
+            .map_err(|_| "RSA-PSS signature does not verify".to_owned())
     }
+}
+
+/// The caller check of every member/user/jwt app route (AC `validateCallerAuthorized`): a jwt
+/// caller must be registered in `public:ccf.gov.user_identities` by `oid`, with the same `tid`
+/// when one is registered; member and user certificates pass.
+pub fn authorize_caller(tx: &Tx, caller: &Caller) -> ApiResult<()> {
+    let Caller::Jwt(claims) = caller else {
+        return Ok(());
+    };
+    let oid = claims.get("oid").and_then(Value::as_str).unwrap_or("");
+    let identity = tx.get(maps::USER_IDENTITIES, oid).ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::CallerNotAuthorized,
+            format!("Caller {oid} is not a registered user identity."),
+        )
+    })?;
+    if let Some(tid) = identity.get("tid").and_then(Value::as_str)
+        && claims.get("tid").and_then(Value::as_str) != Some(tid)
+    {
+        return Err(ApiError::new(
+            ErrorCode::CallerTenantNotAuthorized,
+            format!("Caller {oid} is not authorized for this tenant."),
+        ));
+    }
+    Ok(())
 }
 
 /// The platforms CGS accepts.
@@ -84,7 +121,10 @@ pub const PLATFORMS: &[&str] = &["snp-caci", "snp-cvm"];
 fn attestation_of(body: &Value) -> ApiResult<&Value> {
     match body.get("attestation") {
         Some(a) if !a.is_null() => Ok(a),
-        _ => Err(ApiError::new(ErrorCode::AttestationMissing, "Attestation payload must be supplied.")),
+        _ => Err(ApiError::new(
+            ErrorCode::AttestationMissing,
+            "Attestation payload must be supplied.",
+        )),
     }
 }
 
@@ -97,23 +137,55 @@ pub fn verify_clean_room(
     contract_id: &str,
     body: &Value,
 ) -> ApiResult<VerifiedAttestation> {
+    verify_clean_room_for(tx, verifier, contract_id, body, None)
+}
+
+/// [`verify_clean_room`], falling back (only when the main policy fails) to the delegate policy
+/// `(type, delegateId)` if the route has one: events `("events", "writer")`, secrets
+/// `("secrets", secretId)`.
+pub fn verify_clean_room_for(
+    tx: &Tx,
+    verifier: &dyn AttestationVerifier,
+    contract_id: &str,
+    body: &Value,
+    delegate: Option<(&str, &str)>,
+) -> ApiResult<VerifiedAttestation> {
     let attestation = attestation_of(body)?;
-    let platform = body.get("platform").and_then(Value::as_str).unwrap_or("snp-caci");
+    let platform = body
+        .get("platform")
+        .and_then(Value::as_str)
+        .unwrap_or("snp-caci");
     if !PLATFORMS.contains(&platform) {
-        return Err(ApiError::new(ErrorCode::UnsupportedPlatform, format!("Platform '{platform}' is not supported.")));
+        return Err(ApiError::new(
+            ErrorCode::UnsupportedPlatform,
+            format!("Platform '{platform}' is not supported."),
+        ));
     }
     let failed = |m: String| ApiError::new(ErrorCode::VerifySnpAttestationFailed, m);
     let verified = verifier.verify(platform, attestation).map_err(failed)?;
-    match_policy(tx, contract_id, &verified.claims).map_err(failed)?;
+    if let Err(main) = match_policy(tx, contract_id, &verified.claims) {
+        let delegate_ok = delegate.is_some_and(|(kind, id)| {
+            let map = maps::delegate_policy(contract_id, kind, id);
+            match_policy_map(tx, &map, &verified.claims).is_ok()
+        });
+        if !delegate_ok {
+            return Err(failed(main));
+        }
+    }
     Ok(verified)
 }
 
 /// The clean-room policy match rule: every policy claim must be present and `===` one of its
 /// allowed values; claims absent from the policy are ignored; an empty policy matches nothing.
 pub fn match_policy(tx: &Tx, contract_id: &str, claims: &Map<String, Value>) -> Result<(), String> {
-    let policy = tx.entries(&maps::clean_room_policy(contract_id));
+    match_policy_map(tx, &maps::clean_room_policy(contract_id), claims)
+}
+
+/// [`match_policy`] against any policy map (the main one or a delegate's).
+pub fn match_policy_map(tx: &Tx, map: &str, claims: &Map<String, Value>) -> Result<(), String> {
+    let policy = tx.entries(map);
     if policy.is_empty() {
-        return Err(format!("The clean room policy is missing for contract {contract_id}."));
+        return Err(format!("The clean room policy is missing ({map})."));
     }
     for (claim, allowed) in policy {
         let allowed = allowed.as_array().cloned().unwrap_or_default();
@@ -121,7 +193,10 @@ pub fn match_policy(tx: &Tx, contract_id: &str, claims: &Map<String, Value>) -> 
             return Err(format!("Claim {claim} is missing from the attestation."));
         };
         if !allowed.contains(actual) {
-            return Err(format!("Attestation claim {claim}, value {actual} does not match policy values: {}", Value::Array(allowed)));
+            return Err(format!(
+                "Attestation claim {claim}, value {actual} does not match policy values: {}",
+                Value::Array(allowed)
+            ));
         }
     }
     Ok(())
@@ -141,7 +216,8 @@ pub fn check_report_data(report_data: &[u8], public_key_b64: &str) -> ApiResult<
             "Attestation report_data value did not match the expected value.",
         ));
     }
-    String::from_utf8(pem_bytes).map_err(|_| ApiError::new(ErrorCode::InvalidInput, "The public key is not PEM text."))
+    String::from_utf8(pem_bytes)
+        .map_err(|_| ApiError::new(ErrorCode::InvalidInput, "The public key is not PEM text."))
 }
 
 fn decode_base64(field: &str, text: &str) -> ApiResult<Vec<u8>> {
@@ -191,16 +267,30 @@ pub(crate) mod test_support {
     pub struct FakeAttestation;
 
     impl AttestationVerifier for FakeAttestation {
-        fn verify(&self, _platform: &str, attestation: &Value) -> Result<VerifiedAttestation, String> {
+        fn verify(
+            &self,
+            _platform: &str,
+            attestation: &Value,
+        ) -> Result<VerifiedAttestation, String> {
             if attestation.get("bad").is_some() {
                 return Err("the report's signature does not verify".into());
             }
-            let claims = attestation.get("claims").and_then(Value::as_object).cloned().unwrap_or_default();
-            let hex = attestation.get("report_data").and_then(Value::as_str).unwrap_or("");
+            let claims = attestation
+                .get("claims")
+                .and_then(Value::as_object)
+                .cloned()
+                .unwrap_or_default();
+            let hex = attestation
+                .get("report_data")
+                .and_then(Value::as_str)
+                .unwrap_or("");
             let report_data = (0..hex.len() / 2)
                 .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap_or(0))
                 .collect();
-            Ok(VerifiedAttestation { claims, report_data })
+            Ok(VerifiedAttestation {
+                claims,
+                report_data,
+            })
         }
     }
 
@@ -233,13 +323,24 @@ pub(crate) mod test_support {
             let mut rd = digest(&SHA256, pem_text.as_bytes()).as_ref().to_vec();
             rd.extend_from_slice(&[0; 32]);
             let report_data_hex = crate::constitution::hex(&rd);
-            Self { key, public_pem_b64: BASE64.encode(pem_text), report_data_hex }
+            Self {
+                key,
+                public_pem_b64: BASE64.encode(pem_text),
+                report_data_hex,
+            }
         }
 
         pub fn sign(&self, message: &[u8]) -> String {
             let rng = aws_lc_rs::rand::SystemRandom::new();
             let mut sig = vec![0; self.key.public_modulus_len()];
-            self.key.sign(&aws_lc_rs::signature::RSA_PSS_SHA256, &rng, message, &mut sig).unwrap();
+            self.key
+                .sign(
+                    &aws_lc_rs::signature::RSA_PSS_SHA256,
+                    &rng,
+                    message,
+                    &mut sig,
+                )
+                .unwrap();
             BASE64.encode(sig)
         }
 
@@ -260,9 +361,42 @@ mod tests {
     use super::*;
 
     #[test]
+    fn jwt_callers_must_be_registered() {
+        let mut store = crate::kv::Store::default();
+        let jwt = |oid: &str, tid: &str| {
+            Caller::Jwt(
+                serde_json::json!({"oid": oid, "tid": tid})
+                    .as_object()
+                    .unwrap()
+                    .clone(),
+            )
+        };
+        assert!(authorize_caller(&store.transaction(), &Caller::Member("m".into())).is_ok());
+        assert_eq!(
+            authorize_caller(&store.transaction(), &jwt("o", "t"))
+                .unwrap_err()
+                .code,
+            ErrorCode::CallerNotAuthorized
+        );
+        let mut tx = store.transaction();
+        tx.put(maps::USER_IDENTITIES, "o", serde_json::json!({"tid": "t"}));
+        store.commit(&tx.into_write_set());
+        assert!(authorize_caller(&store.transaction(), &jwt("o", "t")).is_ok());
+        assert_eq!(
+            authorize_caller(&store.transaction(), &jwt("o", "x"))
+                .unwrap_err()
+                .code,
+            ErrorCode::CallerTenantNotAuthorized
+        );
+    }
+
+    #[test]
     fn iso_timestamps_like_javascript() {
         assert_eq!(iso_from_millis(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(iso_from_millis(1_709_251_199_999), "2024-02-29T23:59:59.999Z");
+        assert_eq!(
+            iso_from_millis(1_709_251_199_999),
+            "2024-02-29T23:59:59.999Z"
+        );
         assert_eq!(iso_from_millis(951_782_400_123), "2000-02-29T00:00:00.123Z");
     }
 
@@ -271,17 +405,36 @@ mod tests {
         let key = CleanRoomKey::new();
         let pem_text = String::from_utf8(BASE64.decode(&key.public_pem_b64).unwrap()).unwrap();
         let sig = BASE64.decode(key.sign(b"hello")).unwrap();
-        assert!(RsaPssVerifier.verify_rsa_pss_sha256(&pem_text, b"hello", &sig).is_ok());
-        assert!(RsaPssVerifier.verify_rsa_pss_sha256(&pem_text, b"hellO", &sig).is_err());
-        assert!(RsaPssVerifier.verify_rsa_pss_sha256("junk", b"hello", &sig).is_err());
+        assert!(
+            RsaPssVerifier
+                .verify_rsa_pss_sha256(&pem_text, b"hello", &sig)
+                .is_ok()
+        );
+        assert!(
+            RsaPssVerifier
+                .verify_rsa_pss_sha256(&pem_text, b"hellO", &sig)
+                .is_err()
+        );
+        assert!(
+            RsaPssVerifier
+                .verify_rsa_pss_sha256("junk", b"hello", &sig)
+                .is_err()
+        );
     }
 
     #[test]
     fn report_data_binds_the_pem() {
         let key = CleanRoomKey::new();
-        let rd: Vec<u8> = (0..64).map(|i| u8::from_str_radix(&key.report_data_hex[2 * i..2 * i + 2], 16).unwrap()).collect();
+        let rd: Vec<u8> = (0..64)
+            .map(|i| u8::from_str_radix(&key.report_data_hex[2 * i..2 * i + 2], 16).unwrap())
+            .collect();
         assert!(check_report_data(&rd, &key.public_pem_b64).is_ok());
         let other = CleanRoomKey::new();
-        assert_eq!(check_report_data(&rd, &other.public_pem_b64).unwrap_err().code, ErrorCode::ReportDataMismatch);
+        assert_eq!(
+            check_report_data(&rd, &other.public_pem_b64)
+                .unwrap_err()
+                .code,
+            ErrorCode::ReportDataMismatch
+        );
     }
 }

@@ -15,7 +15,10 @@ fn check_option(option: &str) -> ApiResult<()> {
     if OPTIONS.contains(&option) {
         Ok(())
     } else {
-        Err(ApiError::new(ErrorCode::InvalidOption, format!("Invalid option '{option}'. Valid options: execution, logging, telemetry.")))
+        Err(ApiError::new(
+            ErrorCode::InvalidOption,
+            format!("Invalid option '{option}'. Valid options: execution, logging, telemetry."),
+        ))
     }
 }
 
@@ -29,13 +32,25 @@ fn execution_map(tx: &Tx, contract_id: &str) -> Vec<(String, String)> {
 
 /// `POST /app/contracts/{id}/runtimeoptions/{option}/{enable|disable}` by a member → 200, empty.
 /// `enable` is `true` for the enable route.
-pub fn set_contract_runtime_option(tx: &mut Tx, member_id: &str, contract_id: &str, option: &str, enable: bool) -> ApiResult<()> {
+pub fn set_contract_runtime_option(
+    tx: &mut Tx,
+    member_id: &str,
+    contract_id: &str,
+    option: &str,
+    enable: bool,
+) -> ApiResult<()> {
     check_option(option)?;
     if option != "execution" {
-        return Err(ApiError::new(ErrorCode::InvalidOption, "Use proposals for options other than 'execution'."));
+        return Err(ApiError::new(
+            ErrorCode::InvalidOption,
+            "Use proposals for options other than 'execution'.",
+        ));
     }
     if !is_accepted(tx, contract_id) {
-        return Err(ApiError::new(ErrorCode::ContractNotAccepted, format!("Contract {contract_id} does not exist or has not been accepted.")));
+        return Err(ApiError::new(
+            ErrorCode::ContractNotAccepted,
+            format!("Contract {contract_id} does not exist or has not been accepted."),
+        ));
     }
     let mut entries = execution_map(tx, contract_id);
     let status = if enable { "enabled" } else { "disabled" };
@@ -44,14 +59,22 @@ pub fn set_contract_runtime_option(tx: &mut Tx, member_id: &str, contract_id: &s
         None => entries.push((member_id.to_owned(), status.to_owned())),
     }
     let serialized = serde_json::to_string(&entries).unwrap_or_default();
-    tx.put(maps::CONTRACTS_EXECUTION_STATUS, contract_id, json!({ "serializedMemberToStatusMap": serialized }));
+    tx.put(
+        maps::CONTRACTS_EXECUTION_STATUS,
+        contract_id,
+        json!({ "serializedMemberToStatusMap": serialized }),
+    );
     Ok(())
 }
 
 /// `POST /app/contracts/{id}/runtimeoptions/{option}/status` → `{status, reason?, proposalIds?}`.
 /// For the unauthenticated (clean-room) caller, verify the attestation first with
 /// [`super::verify_clean_room`] (no report-data binding, as the reference).
-pub fn contract_runtime_option_status(tx: &Tx, contract_id: &str, option: &str) -> ApiResult<Value> {
+pub fn contract_runtime_option_status(
+    tx: &Tx,
+    contract_id: &str,
+    option: &str,
+) -> ApiResult<Value> {
     check_option(option)?;
     if !is_accepted(tx, contract_id) {
         return Ok(json!({
@@ -60,8 +83,11 @@ pub fn contract_runtime_option_status(tx: &Tx, contract_id: &str, option: &str) 
         }));
     }
     if option == "execution" {
-        let disabled: Vec<String> =
-            execution_map(tx, contract_id).into_iter().filter(|(_, s)| s == "disabled").map(|(m, _)| m).collect();
+        let disabled: Vec<String> = execution_map(tx, contract_id)
+            .into_iter()
+            .filter(|(_, s)| s == "disabled")
+            .map(|(m, _)| m)
+            .collect();
         if disabled.is_empty() {
             return Ok(json!({"status": "enabled"}));
         }
@@ -74,23 +100,56 @@ pub fn contract_runtime_option_status(tx: &Tx, contract_id: &str, option: &str) 
         }));
     }
     let (map, action) = if option == "logging" {
-        (maps::CONTRACTS_LOGGING_STATUS, "set_contract_runtime_options_enable_logging")
+        (
+            maps::CONTRACTS_LOGGING_STATUS,
+            "set_contract_runtime_options_enable_logging",
+        )
     } else {
-        (maps::CONTRACTS_TELEMETRY_STATUS, "set_contract_runtime_options_enable_telemetry")
+        (
+            maps::CONTRACTS_TELEMETRY_STATUS,
+            "set_contract_runtime_options_enable_telemetry",
+        )
     };
-    let status = tx.get(map, contract_id).and_then(|r| r.get("status")).cloned().unwrap_or(json!("disabled"));
+    let status = tx
+        .get(map, contract_id)
+        .and_then(|r| r.get("status"))
+        .cloned()
+        .unwrap_or(json!("disabled"));
     Ok(json!({
         "status": status,
         "proposalIds": open_proposal_ids_with(tx, action, "contractId", contract_id),
     }))
 }
 
+/// The unauthenticated (clean-room) form of the status route: body `{attestation, platform?}`,
+/// verified against the contract's policy (400 `AttestationMissing` /
+/// `VerifySnpAttestationFailed`), with no report-data binding (as the reference: the status is
+/// not secret).
+pub fn clean_room_runtime_option_status(
+    tx: &Tx,
+    verifier: &dyn super::AttestationVerifier,
+    contract_id: &str,
+    option: &str,
+    body: &Value,
+) -> ApiResult<Value> {
+    check_option(option)?;
+    super::verify_clean_room(tx, verifier, contract_id, body)?;
+    contract_runtime_option_status(tx, contract_id, option)
+}
+
 /// `POST /app/runtimeoptions/{option}/status` (CGS-wide `autoapprove-*`) → `{status}`.
 pub fn runtime_option_status(tx: &Tx, option: &str) -> ApiResult<Value> {
     if !CGS_RUNTIME_OPTIONS.contains(&option) {
-        return Err(ApiError::new(ErrorCode::InvalidOption, format!("Invalid option '{option}'.")));
+        return Err(ApiError::new(
+            ErrorCode::InvalidOption,
+            format!("Invalid option '{option}'."),
+        ));
     }
-    let status = if cgs_option_enabled(tx, option) { "enabled" } else { "disabled" };
+    let status = if cgs_option_enabled(tx, option) {
+        "enabled"
+    } else {
+        "disabled"
+    };
     Ok(json!({ "status": status }))
 }
 
@@ -106,25 +165,81 @@ mod tests {
         let s = contract_runtime_option_status(&tx, "c", "execution").unwrap();
         assert_eq!(s["status"], "disabled");
         assert_eq!(s["reason"]["code"], "ContractNotAccepted");
-        assert_eq!(contract_runtime_option_status(&tx, "c", "nope").unwrap_err().code, ErrorCode::InvalidOption);
+        assert_eq!(
+            contract_runtime_option_status(&tx, "c", "nope")
+                .unwrap_err()
+                .code,
+            ErrorCode::InvalidOption
+        );
         let mut tx = store.transaction();
-        assert_eq!(set_contract_runtime_option(&mut tx, "m1", "c", "execution", false).unwrap_err().code, ErrorCode::ContractNotAccepted);
-        assert_eq!(set_contract_runtime_option(&mut tx, "m1", "c", "logging", true).unwrap_err().code, ErrorCode::InvalidOption);
+        assert_eq!(
+            set_contract_runtime_option(&mut tx, "m1", "c", "execution", false)
+                .unwrap_err()
+                .code,
+            ErrorCode::ContractNotAccepted
+        );
+        assert_eq!(
+            set_contract_runtime_option(&mut tx, "m1", "c", "logging", true)
+                .unwrap_err()
+                .code,
+            ErrorCode::InvalidOption
+        );
         tx.put(maps::ACCEPTED_CONTRACTS, "c", json!({"data": 1}));
         store.commit(&tx.into_write_set());
         let tx = store.transaction();
-        assert_eq!(contract_runtime_option_status(&tx, "c", "execution").unwrap(), json!({"status": "enabled"}));
-        assert_eq!(contract_runtime_option_status(&tx, "c", "logging").unwrap(), json!({"status": "disabled", "proposalIds": []}));
+        assert_eq!(
+            contract_runtime_option_status(&tx, "c", "execution").unwrap(),
+            json!({"status": "enabled"})
+        );
+        assert_eq!(
+            contract_runtime_option_status(&tx, "c", "logging").unwrap(),
+            json!({"status": "disabled", "proposalIds": []})
+        );
         let mut tx = store.transaction();
         set_contract_runtime_option(&mut tx, "m1", "c", "execution", false).unwrap();
         set_contract_runtime_option(&mut tx, "m2", "c", "execution", false).unwrap();
         let s = contract_runtime_option_status(&tx, "c", "execution").unwrap();
         assert_eq!(s["reason"]["code"], "ContractDisabled");
-        assert_eq!(s["reason"]["message"], "Contract has been disabled by the following member(s): m[m1,m2].");
+        assert_eq!(
+            s["reason"]["message"],
+            "Contract has been disabled by the following member(s): m[m1,m2]."
+        );
         set_contract_runtime_option(&mut tx, "m1", "c", "execution", true).unwrap();
         set_contract_runtime_option(&mut tx, "m2", "c", "execution", true).unwrap();
-        assert_eq!(contract_runtime_option_status(&tx, "c", "execution").unwrap()["status"], "enabled");
-        assert_eq!(runtime_option_status(&tx, "autoapprove-jsapp-proposal").unwrap()["status"], "disabled");
-        assert_eq!(runtime_option_status(&tx, "x").unwrap_err().code, ErrorCode::InvalidOption);
+        assert_eq!(
+            contract_runtime_option_status(&tx, "c", "execution").unwrap()["status"],
+            "enabled"
+        );
+        assert_eq!(
+            runtime_option_status(&tx, "autoapprove-jsapp-proposal").unwrap()["status"],
+            "disabled"
+        );
+        assert_eq!(
+            runtime_option_status(&tx, "x").unwrap_err().code,
+            ErrorCode::InvalidOption
+        );
+        use super::super::test_support::{FakeAttestation, hostdata};
+        tx.put(
+            &maps::clean_room_policy("c"),
+            "x-ms-sevsnpvm-hostdata",
+            json!(["good"]),
+        );
+        let status = |body: Value| {
+            clean_room_runtime_option_status(&tx, &FakeAttestation, "c", "execution", &body)
+        };
+        assert_eq!(
+            status(json!({})).unwrap_err().code,
+            ErrorCode::AttestationMissing
+        );
+        assert_eq!(
+            status(json!({"attestation": {"claims": hostdata("bad")}}))
+                .unwrap_err()
+                .code,
+            ErrorCode::VerifySnpAttestationFailed
+        );
+        assert_eq!(
+            status(json!({"attestation": {"claims": hostdata("good")}})).unwrap()["status"],
+            "enabled"
+        );
     }
 }

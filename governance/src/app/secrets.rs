@@ -10,7 +10,10 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use serde_json::{Value, json};
 
 use super::events::CleanRoomVerifiers;
-use super::{AttestationVerifier, Caller, KeyWrapper, check_report_data, decode_base64, verify_clean_room};
+use super::{
+    AttestationVerifier, Caller, KeyWrapper, check_report_data, decode_base64, verify_clean_room,
+    verify_clean_room_for,
+};
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::kv::{Tx, maps};
 
@@ -21,17 +24,30 @@ fn encrypt_key_of(body: &Value) -> ApiResult<&str> {
     body.get("encrypt")
         .and_then(|e| e.get("publicKey"))
         .and_then(Value::as_str)
-        .ok_or_else(|| ApiError::new(ErrorCode::EncryptionMissing, "Encrypt payload must be supplied."))
+        .ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::EncryptionMissing,
+                "Encrypt payload must be supplied.",
+            )
+        })
 }
 
 fn check_value(value: Option<&Value>) -> ApiResult<String> {
     let value = value.and_then(Value::as_str).unwrap_or("");
     if value.is_empty() {
-        return Err(ApiError::new(ErrorCode::ValueMissing, "Value must be supplied."));
+        return Err(ApiError::new(
+            ErrorCode::ValueMissing,
+            "Value must be supplied.",
+        ));
     }
     let chars = value.chars().count();
     if chars > MAX_SECRET_CHARS {
-        return Err(ApiError::new(ErrorCode::ValueTooLarge, format!("Length of the value should be less than {MAX_SECRET_CHARS} characters; it is {chars}.")));
+        return Err(ApiError::new(
+            ErrorCode::ValueTooLarge,
+            format!(
+                "Length of the value should be less than {MAX_SECRET_CHARS} characters; it is {chars}."
+            ),
+        ));
     }
     Ok(value.to_owned())
 }
@@ -49,32 +65,67 @@ pub fn put_secret(
     body: &Value,
 ) -> ApiResult<Value> {
     let (secret_id, value) = match caller {
-        Caller::Member(id) | Caller::User(id) => (format!("{id}_{secret_name}"), check_value(body.get("value"))?),
+        Caller::Member(id) | Caller::User(id) => (
+            format!("{id}_{secret_name}"),
+            check_value(body.get("value"))?,
+        ),
         Caller::Jwt(claims) => {
             let oid = claims.get("oid").and_then(Value::as_str).unwrap_or("");
-            (format!("{oid}_{secret_name}"), check_value(body.get("value"))?)
+            (
+                format!("{oid}_{secret_name}"),
+                check_value(body.get("value"))?,
+            )
         }
         Caller::Unauthenticated => {
             if body.get("attestation").is_none_or(Value::is_null) {
-                return Err(ApiError::new(ErrorCode::AttestationMissing, "Attestation payload must be supplied."));
+                return Err(ApiError::new(
+                    ErrorCode::AttestationMissing,
+                    "Attestation payload must be supplied.",
+                ));
             }
             let key_b64 = encrypt_key_of(body)?;
             let verified = verify_clean_room(tx, verifiers.attestation, contract_id, body)?;
             let pem = check_report_data(&verified.report_data, key_b64)?;
-            let Some(signature) = body.get("sign").and_then(|s| s.get("signature")).and_then(Value::as_str) else {
-                return Err(ApiError::new(ErrorCode::SignatureMissing, "Signature payload must be supplied."));
+            let Some(signature) = body
+                .get("sign")
+                .and_then(|s| s.get("signature"))
+                .and_then(Value::as_str)
+            else {
+                return Err(ApiError::new(
+                    ErrorCode::SignatureMissing,
+                    "Signature payload must be supplied.",
+                ));
             };
-            let data = decode_base64("data", body.get("data").and_then(Value::as_str).unwrap_or(""))?;
+            let data = decode_base64(
+                "data",
+                body.get("data").and_then(Value::as_str).unwrap_or(""),
+            )?;
             verifiers
                 .signature
                 .verify_rsa_pss_sha256(&pem, &data, &decode_base64("sign.signature", signature)?)
-                .map_err(|e| ApiError::new(ErrorCode::SignatureMismatch, format!("Signature verification was not successful: {e}")))?;
-            let inner: Value = serde_json::from_slice(&data)
-                .map_err(|e| ApiError::new(ErrorCode::InvalidInput, format!("data is not base64 of JSON: {e}")))?;
-            (format!("cleanroom_{secret_name}"), check_value(inner.get("value"))?)
+                .map_err(|e| {
+                    ApiError::new(
+                        ErrorCode::SignatureMismatch,
+                        format!("Signature verification was not successful: {e}"),
+                    )
+                })?;
+            let inner: Value = serde_json::from_slice(&data).map_err(|e| {
+                ApiError::new(
+                    ErrorCode::InvalidInput,
+                    format!("data is not base64 of JSON: {e}"),
+                )
+            })?;
+            (
+                format!("cleanroom_{secret_name}"),
+                check_value(inner.get("value"))?,
+            )
         }
     };
-    tx.put(&maps::secrets(contract_id), &secret_id, json!({ "value": value }));
+    tx.put(
+        &maps::secrets(contract_id),
+        &secret_id,
+        json!({ "value": value }),
+    );
     Ok(json!({ "secretId": secret_id }))
 }
 
@@ -89,25 +140,41 @@ pub fn get_secret(
     body: &Value,
 ) -> ApiResult<Value> {
     if body.get("attestation").is_none_or(Value::is_null) {
-        return Err(ApiError::new(ErrorCode::AttestationMissing, "Attestation payload must be supplied."));
+        return Err(ApiError::new(
+            ErrorCode::AttestationMissing,
+            "Attestation payload must be supplied.",
+        ));
     }
     let key_b64 = encrypt_key_of(body)?;
-    let verified = verify_clean_room(tx, attestation, contract_id, body)?;
+    let delegate = Some(("secrets", secret_id));
+    let verified = verify_clean_room_for(tx, attestation, contract_id, body, delegate)?;
     let pem = check_report_data(&verified.report_data, key_b64)?;
     let value = tx
         .get(&maps::secrets(contract_id), secret_id)
         .and_then(|s| s.get("value"))
         .and_then(Value::as_str)
-        .ok_or_else(|| ApiError::new(ErrorCode::SecretNotFound, format!("A secret with the id {secret_id} was not found.")))?;
-    let wrapped = wrapper
-        .wrap(&pem, value.as_bytes())
-        .map_err(|e| ApiError::new(ErrorCode::InvalidInput, format!("encrypt.publicKey cannot wrap the secret: {e}")))?;
+        .ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::SecretNotFound,
+                format!("A secret with the id {secret_id} was not found."),
+            )
+        })?;
+    let wrapped = wrapper.wrap(&pem, value.as_bytes()).map_err(|e| {
+        ApiError::new(
+            ErrorCode::InvalidInput,
+            format!("encrypt.publicKey cannot wrap the secret: {e}"),
+        )
+    })?;
     Ok(json!({ "value": BASE64.encode(wrapped) }))
 }
 
 /// `GET /app/contracts/{cid}/secrets` → `{value:[{secretId}]}`.
 pub fn list_secrets(tx: &Tx, contract_id: &str) -> Value {
-    let value: Vec<Value> = tx.keys(&maps::secrets(contract_id)).into_iter().map(|id| json!({ "secretId": id })).collect();
+    let value: Vec<Value> = tx
+        .keys(&maps::secrets(contract_id))
+        .into_iter()
+        .map(|id| json!({ "secretId": id }))
+        .collect();
     json!({ "value": value })
 }
 
@@ -118,7 +185,10 @@ mod tests {
     use super::*;
     use crate::kv::Store;
 
-    const V: CleanRoomVerifiers<'static> = CleanRoomVerifiers { attestation: &FakeAttestation, signature: &RsaPssVerifier };
+    const V: CleanRoomVerifiers<'static> = CleanRoomVerifiers {
+        attestation: &FakeAttestation,
+        signature: &RsaPssVerifier,
+    };
 
     fn store() -> Store {
         let mut store = Store::default();
@@ -135,9 +205,19 @@ mod tests {
         let mut store = store();
         let member = Caller::Member("m1".into());
         let mut tx = store.transaction();
-        assert_eq!(put_secret(&mut tx, &member, &V, "c", "s", &json!({"value": ""})).unwrap_err().code, ErrorCode::ValueMissing);
+        assert_eq!(
+            put_secret(&mut tx, &member, &V, "c", "s", &json!({"value": ""}))
+                .unwrap_err()
+                .code,
+            ErrorCode::ValueMissing
+        );
         let big = "x".repeat(MAX_SECRET_CHARS + 1);
-        assert_eq!(put_secret(&mut tx, &member, &V, "c", "s", &json!({ "value": big })).unwrap_err().code, ErrorCode::ValueTooLarge);
+        assert_eq!(
+            put_secret(&mut tx, &member, &V, "c", "s", &json!({ "value": big }))
+                .unwrap_err()
+                .code,
+            ErrorCode::ValueTooLarge
+        );
         let out = put_secret(&mut tx, &member, &V, "c", "s", &json!({"value": "hunter2"})).unwrap();
         assert_eq!(out, json!({"secretId": "m1_s"}));
         store.commit(&tx.into_write_set());
@@ -147,15 +227,65 @@ mod tests {
         let key = CleanRoomKey::new();
         let body = |claims: Value, pk: &str| json!({"attestation": key.attestation(claims), "encrypt": {"publicKey": pk}});
         let get = |b: &Value, id: &str| get_secret(&tx, &FakeAttestation, &FakeWrapper, "c", id, b);
-        assert_eq!(get(&json!({}), "m1_s").unwrap_err().code, ErrorCode::AttestationMissing);
-        assert_eq!(get(&json!({"attestation": {}}), "m1_s").unwrap_err().code, ErrorCode::EncryptionMissing);
-        assert_eq!(get(&body(hostdata("bad"), &key.public_pem_b64), "m1_s").unwrap_err().code, ErrorCode::VerifySnpAttestationFailed);
+        assert_eq!(
+            get(&json!({}), "m1_s").unwrap_err().code,
+            ErrorCode::AttestationMissing
+        );
+        assert_eq!(
+            get(&json!({"attestation": {}}), "m1_s").unwrap_err().code,
+            ErrorCode::EncryptionMissing
+        );
+        assert_eq!(
+            get(&body(hostdata("bad"), &key.public_pem_b64), "m1_s")
+                .unwrap_err()
+                .code,
+            ErrorCode::VerifySnpAttestationFailed
+        );
         let other = CleanRoomKey::new();
-        assert_eq!(get(&body(hostdata("good"), &other.public_pem_b64), "m1_s").unwrap_err().code, ErrorCode::ReportDataMismatch);
-        assert_eq!(get(&body(hostdata("good"), &key.public_pem_b64), "nope").unwrap_err().code, ErrorCode::SecretNotFound);
+        assert_eq!(
+            get(&body(hostdata("good"), &other.public_pem_b64), "m1_s")
+                .unwrap_err()
+                .code,
+            ErrorCode::ReportDataMismatch
+        );
+        assert_eq!(
+            get(&body(hostdata("good"), &key.public_pem_b64), "nope")
+                .unwrap_err()
+                .code,
+            ErrorCode::SecretNotFound
+        );
         let got = get(&body(hostdata("second"), &key.public_pem_b64), "m1_s").unwrap();
-        assert_eq!(BASE64.decode(got["value"].as_str().unwrap()).unwrap(), b"wrapped:hunter2");
-        assert_eq!(list_secrets(&tx, "c"), json!({"value": [{"secretId": "m1_s"}]}));
+        assert_eq!(
+            BASE64.decode(got["value"].as_str().unwrap()).unwrap(),
+            b"wrapped:hunter2"
+        );
+        assert_eq!(
+            list_secrets(&tx, "c"),
+            json!({"value": [{"secretId": "m1_s"}]})
+        );
+    }
+
+    #[test]
+    fn a_secret_specific_delegate_policy_admits_another_hostdata() {
+        let mut store = store();
+        let mut tx = store.transaction();
+        tx.put("secrets-c", "m1_s", json!({"value": "v"}));
+        tx.put("secrets-c", "m1_t", json!({"value": "w"}));
+        tx.put(
+            &maps::delegate_policy("c", "secrets", "m1_s"),
+            "x-ms-sevsnpvm-hostdata",
+            json!(["third"]),
+        );
+        store.commit(&tx.into_write_set());
+        let tx = store.transaction();
+        let key = CleanRoomKey::new();
+        let body = json!({"attestation": key.attestation(hostdata("third")), "encrypt": {"publicKey": key.public_pem_b64}});
+        assert!(get_secret(&tx, &FakeAttestation, &FakeWrapper, "c", "m1_s", &body).is_ok());
+        let other = get_secret(&tx, &FakeAttestation, &FakeWrapper, "c", "m1_t", &body);
+        assert_eq!(
+            other.unwrap_err().code,
+            ErrorCode::VerifySnpAttestationFailed
+        );
     }
 
     #[test]
@@ -174,6 +304,11 @@ mod tests {
         assert_eq!(out["secretId"], "cleanroom_k");
         let mut forged = body.clone();
         forged["data"] = json!(BASE64.encode("{\"value\":\"other\"}"));
-        assert_eq!(put_secret(&mut tx, &Caller::Unauthenticated, &V, "c", "k", &forged).unwrap_err().code, ErrorCode::SignatureMismatch);
+        assert_eq!(
+            put_secret(&mut tx, &Caller::Unauthenticated, &V, "c", "k", &forged)
+                .unwrap_err()
+                .code,
+            ErrorCode::SignatureMismatch
+        );
     }
 }
