@@ -49,6 +49,17 @@ pub enum Command {
     Mount(MountArgs),
     /// Unmount an encfs mount.
     Unmount(UnmountArgs),
+    /// Consortium governance: the service, members, proposals, contracts, the ledger.
+    Governance(GovernanceArgs),
+}
+
+/// `encfs governance …` and its output options.
+#[derive(Args, Debug)]
+pub struct GovernanceArgs {
+    #[command(subcommand)]
+    pub command: crate::governance_args::GovernanceCommand,
+    #[command(flatten)]
+    pub output: crate::governance_args::GovOutput,
 }
 
 #[derive(Args, Debug)]

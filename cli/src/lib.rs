@@ -8,6 +8,7 @@
 mod args;
 mod commands;
 mod duration;
+mod governance_args;
 mod output;
 mod pipeline;
 mod size;

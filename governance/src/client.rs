@@ -50,7 +50,10 @@ pub enum ClientError {
 
 impl ClientError {
     fn refused(code: &'static str, message: impl Into<String>) -> Self {
-        Self::Refused { code, message: message.into() }
+        Self::Refused {
+            code,
+            message: message.into(),
+        }
     }
 }
 
@@ -74,7 +77,9 @@ impl std::fmt::Debug for GovernanceClient {
 }
 
 fn now_seconds() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 impl GovernanceClient {
@@ -82,12 +87,24 @@ impl GovernanceClient {
     ///
     /// # Errors
     /// [`ClientError::Transport`] for a bad endpoint or certificate, [`ClientError::Identity`].
-    pub fn new(endpoint: &str, service_cert_pem: &str, identity: MemberIdentity) -> ClientResult<Self> {
+    pub fn new(
+        endpoint: &str,
+        service_cert_pem: &str,
+        identity: MemberIdentity,
+    ) -> ClientResult<Self> {
         let tls_identity = ClientIdentity::from_pem(&identity.cert_pem(), &identity.key().to_pem())
             .map_err(ClientError::Identity)?;
-        let transport =
-            GovernanceTransport::new(endpoint, service_cert_pem, Some(tls_identity), TransportOptions::default())?;
-        Ok(Self { transport, identity, wait: CommitWait::default() })
+        let transport = GovernanceTransport::new(
+            endpoint,
+            service_cert_pem,
+            Some(tls_identity),
+            TransportOptions::default(),
+        )?;
+        Ok(Self {
+            transport,
+            identity,
+            wait: CommitWait::default(),
+        })
     }
 
     /// The member id this client signs as.
@@ -100,10 +117,23 @@ impl GovernanceClient {
         self.transport.endpoint()
     }
 
-    fn sign(&self, msg_type: GovMessageType, proposal_id: Option<&str>, payload: &[u8]) -> ClientResult<Vec<u8>> {
+    fn sign(
+        &self,
+        msg_type: GovMessageType,
+        proposal_id: Option<&str>,
+        payload: &[u8],
+    ) -> ClientResult<Vec<u8>> {
         self.identity
-            .sign(&GovernanceMessage { msg_type, created_at: now_seconds(), proposal_id, payload })
-            .map_err(|e| ClientError::Signing { what: msg_type.as_str(), reason: e.to_string() })
+            .sign(&GovernanceMessage {
+                msg_type,
+                created_at: now_seconds(),
+                proposal_id,
+                payload,
+            })
+            .map_err(|e| ClientError::Signing {
+                what: msg_type.as_str(),
+                reason: e.to_string(),
+            })
     }
 
     async fn signed(
@@ -128,10 +158,19 @@ impl GovernanceClient {
     }
 
     async fn gov_get(&self, path: &str) -> ClientResult<Value> {
-        Ok(self.transport.get(&format!("{path}?{API_VERSION}")).await?.json()?)
+        Ok(self
+            .transport
+            .get(&format!("{path}?{API_VERSION}"))
+            .await?
+            .json()?)
     }
 
-    async fn app(&self, method: Method, path: &str, body: Option<&Value>) -> ClientResult<ServiceResponse> {
+    async fn app(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> ClientResult<ServiceResponse> {
         let body = body.map_or(RequestBody::Empty, RequestBody::json);
         let write = method != Method::GET && !path.ends_with("/status");
         if write {
@@ -158,7 +197,12 @@ impl GovernanceClient {
     pub async fn propose(&self, actions: Value) -> ClientResult<Value> {
         let payload = serde_json::to_vec(&json!({ "actions": actions })).expect("JSON");
         let response = self
-            .signed("/gov/members/proposals:create", GovMessageType::Proposal, None, &payload)
+            .signed(
+                "/gov/members/proposals:create",
+                GovMessageType::Proposal,
+                None,
+                &payload,
+            )
             .await?;
         Ok(response.json()?)
     }
@@ -172,14 +216,22 @@ impl GovernanceClient {
     /// Submits a ballot (JavaScript source, as CCF takes it); the proposal object.
     pub async fn submit_ballot(&self, proposal_id: &str, ballot: &str) -> ClientResult<Value> {
         let payload = serde_json::to_vec(&json!({ "ballot": ballot })).expect("JSON");
-        let path = format!("/gov/members/proposals/{proposal_id}/ballots/{}:submit", self.member_id());
-        Ok(self.signed(&path, GovMessageType::Ballot, Some(proposal_id), &payload).await?.json()?)
+        let path = format!(
+            "/gov/members/proposals/{proposal_id}/ballots/{}:submit",
+            self.member_id()
+        );
+        Ok(self
+            .signed(&path, GovMessageType::Ballot, Some(proposal_id), &payload)
+            .await?
+            .json()?)
     }
 
     /// Withdraws one of this member's proposals; the proposal object (`null` if unknown).
     pub async fn withdraw(&self, proposal_id: &str) -> ClientResult<Value> {
         let path = format!("/gov/members/proposals/{proposal_id}:withdraw");
-        let response = self.signed(&path, GovMessageType::Withdrawal, Some(proposal_id), &[]).await?;
+        let response = self
+            .signed(&path, GovMessageType::Withdrawal, Some(proposal_id), &[])
+            .await?;
         Self::json_or_empty(&response)
     }
 
@@ -190,12 +242,14 @@ impl GovernanceClient {
 
     /// One proposal.
     pub async fn proposal(&self, proposal_id: &str) -> ClientResult<Value> {
-        self.gov_get(&format!("/gov/members/proposals/{proposal_id}")).await
+        self.gov_get(&format!("/gov/members/proposals/{proposal_id}"))
+            .await
     }
 
     /// The actions a proposal carries.
     pub async fn proposal_actions(&self, proposal_id: &str) -> ClientResult<Value> {
-        self.gov_get(&format!("/gov/members/proposals/{proposal_id}/actions")).await
+        self.gov_get(&format!("/gov/members/proposals/{proposal_id}/actions"))
+            .await
     }
 
     // -- members -------------------------------------------------------------------------------
@@ -210,12 +264,22 @@ impl GovernanceClient {
     pub async fn activate(&self) -> ClientResult<Value> {
         let me = self.member_id();
         let digest: Value = self
-            .signed(&format!("/gov/members/state-digests/{me}:update"), GovMessageType::StateDigest, None, &[])
+            .signed(
+                &format!("/gov/members/state-digests/{me}:update"),
+                GovMessageType::StateDigest,
+                None,
+                &[],
+            )
             .await?
             .json()?;
         let payload = serde_json::to_vec(&digest).expect("JSON");
-        self.signed(&format!("/gov/members/state-digests/{me}:ack"), GovMessageType::Ack, None, &payload)
-            .await?;
+        self.signed(
+            &format!("/gov/members/state-digests/{me}:ack"),
+            GovMessageType::Ack,
+            None,
+            &payload,
+        )
+        .await?;
         Ok(json!({ "memberId": me, "status": "Active" }))
     }
 
@@ -235,7 +299,8 @@ impl GovernanceClient {
         if let Some(key) = encryption_pub_key {
             args["encryption_pub_key"] = json!(key);
         }
-        self.propose(json!([{ "name": "set_member", "args": args }])).await
+        self.propose(json!([{ "name": "set_member", "args": args }]))
+            .await
     }
 
     /// Proposes new member data for this member (`set_member_data`, e.g. a tenant id).
@@ -247,18 +312,31 @@ impl GovernanceClient {
     // -- contracts -----------------------------------------------------------------------------
 
     /// Creates (or, with `version`, updates) a draft contract.
-    pub async fn put_contract(&self, contract_id: &str, data: Value, version: Option<&str>) -> ClientResult<()> {
+    pub async fn put_contract(
+        &self,
+        contract_id: &str,
+        data: Value,
+        version: Option<&str>,
+    ) -> ClientResult<()> {
         let mut body = json!({ "data": data });
         if let Some(v) = version {
             body["version"] = json!(v);
         }
-        self.app(Method::PUT, &format!("/app/contracts/{contract_id}"), Some(&body)).await?;
+        self.app(
+            Method::PUT,
+            &format!("/app/contracts/{contract_id}"),
+            Some(&body),
+        )
+        .await?;
         Ok(())
     }
 
     /// A contract: `{id, version, state, data, proposalId, finalVotes?}`.
     pub async fn contract(&self, contract_id: &str) -> ClientResult<Value> {
-        Ok(self.app(Method::POST, &format!("/app/contracts/{contract_id}"), None).await?.json()?)
+        Ok(self
+            .app(Method::POST, &format!("/app/contracts/{contract_id}"), None)
+            .await?
+            .json()?)
     }
 
     /// Contract ids, optionally of one state.
@@ -272,16 +350,28 @@ impl GovernanceClient {
 
     /// Proposes a contract for acceptance at `version` (the reference client refuses a missing
     /// or stale version: `VersionMissing`, `ContractModified`).
-    pub async fn propose_contract(&self, contract_id: &str, version: Option<&str>) -> ClientResult<Value> {
+    pub async fn propose_contract(
+        &self,
+        contract_id: &str,
+        version: Option<&str>,
+    ) -> ClientResult<Value> {
         let Some(version) = version else {
-            return Err(ClientError::refused("VersionMissing", format!("contract {contract_id}: a version is required")));
+            return Err(ClientError::refused(
+                "VersionMissing",
+                format!("contract {contract_id}: a version is required"),
+            ));
         };
         let contract = self.contract(contract_id).await?;
-        let current = contract.get("version").and_then(Value::as_str).unwrap_or_default();
+        let current = contract
+            .get("version")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
         if current != version {
             return Err(ClientError::refused(
                 "ContractModified",
-                format!("contract {contract_id} is at version {current}, not {version}: it was modified"),
+                format!(
+                    "contract {contract_id} is at version {current}, not {version}: it was modified"
+                ),
             ));
         }
         self.propose(json!([{ "name": "set_contract", "args": { "contractId": contract_id, "contract": contract } }]))
@@ -289,18 +379,31 @@ impl GovernanceClient {
     }
 
     /// Votes on a contract's open proposal, checking it is the one the contract names.
-    pub async fn vote_contract(&self, contract_id: &str, proposal_id: Option<&str>, accept: bool) -> ClientResult<Value> {
+    pub async fn vote_contract(
+        &self,
+        contract_id: &str,
+        proposal_id: Option<&str>,
+        accept: bool,
+    ) -> ClientResult<Value> {
         let Some(proposal_id) = proposal_id else {
-            return Err(ClientError::refused("ProposalIdMissing", format!("contract {contract_id}: a proposal id is required")));
+            return Err(ClientError::refused(
+                "ProposalIdMissing",
+                format!("contract {contract_id}: a proposal id is required"),
+            ));
         };
         let contract = self.contract(contract_id).await?;
         if contract.get("state").and_then(Value::as_str) != Some("Proposed") {
-            return Err(ClientError::refused("ContractNotProposed", format!("contract {contract_id} is not proposed")));
+            return Err(ClientError::refused(
+                "ContractNotProposed",
+                format!("contract {contract_id} is not proposed"),
+            ));
         }
         if contract.get("proposalId").and_then(Value::as_str) != Some(proposal_id) {
             return Err(ClientError::refused(
                 "ProposalIdMismatch",
-                format!("contract {contract_id} is proposed by another proposal than {proposal_id}"),
+                format!(
+                    "contract {contract_id} is proposed by another proposal than {proposal_id}"
+                ),
             ));
         }
         self.vote(proposal_id, accept).await
@@ -315,15 +418,29 @@ impl GovernanceClient {
     }
 
     /// Sets this member's execution consent (`execution` only; others go through proposals).
-    pub async fn set_runtime_option(&self, contract_id: &str, option: &str, enable: bool) -> ClientResult<()> {
+    pub async fn set_runtime_option(
+        &self,
+        contract_id: &str,
+        option: &str,
+        enable: bool,
+    ) -> ClientResult<()> {
         let verb = if enable { "enable" } else { "disable" };
-        self.app(Method::POST, &format!("/app/contracts/{contract_id}/runtimeoptions/{option}/{verb}"), None)
-            .await?;
+        self.app(
+            Method::POST,
+            &format!("/app/contracts/{contract_id}/runtimeoptions/{option}/{verb}"),
+            None,
+        )
+        .await?;
         Ok(())
     }
 
     /// Proposes enabling or disabling logging or telemetry for a contract.
-    pub async fn propose_runtime_option(&self, contract_id: &str, option: &str, enable: bool) -> ClientResult<Value> {
+    pub async fn propose_runtime_option(
+        &self,
+        contract_id: &str,
+        option: &str,
+        enable: bool,
+    ) -> ClientResult<Value> {
         if option != "logging" && option != "telemetry" {
             return Err(ClientError::refused(
                 "InvalidOption",
@@ -332,11 +449,18 @@ impl GovernanceClient {
         }
         let verb = if enable { "enable" } else { "disable" };
         let action = format!("set_contract_runtime_options_{verb}_{option}");
-        self.propose(json!([{ "name": action, "args": { "contractId": contract_id } }])).await
+        self.propose(json!([{ "name": action, "args": { "contractId": contract_id } }]))
+            .await
     }
 
     /// A contract's events: the latest of each key, or with `all` the whole history.
-    pub async fn events(&self, contract_id: &str, id: Option<&str>, scope: Option<&str>, all: bool) -> ClientResult<Value> {
+    pub async fn events(
+        &self,
+        contract_id: &str,
+        id: Option<&str>,
+        scope: Option<&str>,
+        all: bool,
+    ) -> ClientResult<Value> {
         let mut query = Vec::new();
         if let Some(id) = id {
             query.push(format!("id={id}"));
@@ -357,32 +481,58 @@ impl GovernanceClient {
     // -- deployment spec and clean-room policy -------------------------------------------------
 
     /// Proposes a deployment template (`set_deployment_spec`).
-    pub async fn propose_deployment_spec(&self, contract_id: &str, template: Value) -> ClientResult<Value> {
+    pub async fn propose_deployment_spec(
+        &self,
+        contract_id: &str,
+        template: Value,
+    ) -> ClientResult<Value> {
         self.propose(json!([{ "name": "set_deployment_spec", "args": { "contractId": contract_id, "spec": { "data": template } } }]))
             .await
     }
 
     /// The deployment spec (`{proposalIds, data}`).
     pub async fn deployment_spec(&self, contract_id: &str) -> ClientResult<Value> {
-        Ok(self.app(Method::POST, &format!("/app/contracts/{contract_id}/deploymentspec"), None).await?.json()?)
+        Ok(self
+            .app(
+                Method::POST,
+                &format!("/app/contracts/{contract_id}/deploymentspec"),
+                None,
+            )
+            .await?
+            .json()?)
     }
 
     /// Proposes a clean-room policy (`{type, policyType?, claims}`, as `deployment generate`
     /// writes it to `cleanroom-governance-policy.json`).
-    pub async fn propose_clean_room_policy(&self, contract_id: &str, policy: Value) -> ClientResult<Value> {
+    pub async fn propose_clean_room_policy(
+        &self,
+        contract_id: &str,
+        policy: Value,
+    ) -> ClientResult<Value> {
         for (field, code) in [("type", "TypeMissing"), ("claims", "ClaimsMissing")] {
             if policy.get(field).is_none() {
-                return Err(ClientError::refused(code, format!("the policy for contract {contract_id} has no '{field}'")));
+                return Err(ClientError::refused(
+                    code,
+                    format!("the policy for contract {contract_id} has no '{field}'"),
+                ));
             }
         }
         let mut args = policy;
         args["contractId"] = json!(contract_id);
-        self.propose(json!([{ "name": "set_clean_room_policy", "args": args }])).await
+        self.propose(json!([{ "name": "set_clean_room_policy", "args": args }]))
+            .await
     }
 
     /// The clean-room policy (`{proposalIds, policy}`).
     pub async fn clean_room_policy(&self, contract_id: &str) -> ClientResult<Value> {
-        Ok(self.app(Method::POST, &format!("/app/contracts/{contract_id}/cleanroompolicy"), None).await?.json()?)
+        Ok(self
+            .app(
+                Method::POST,
+                &format!("/app/contracts/{contract_id}/cleanroompolicy"),
+                None,
+            )
+            .await?
+            .json()?)
     }
 
     /// A receipt of a committed transaction (`view.seqno`), waiting while the service answers
@@ -396,11 +546,19 @@ impl GovernanceClient {
             }
             tokio::time::sleep(self.wait.interval).await;
         }
-        Err(ClientError::refused("ReceiptNotReady", format!("no signature covers transaction {transaction_id} yet")))
+        Err(ClientError::refused(
+            "ReceiptNotReady",
+            format!("no signature covers transaction {transaction_id} yet"),
+        ))
     }
 
     /// Sends a raw request (for tests and scripts): the response as received.
-    pub async fn raw(&self, method: Method, path: &str, body: RequestBody) -> ClientResult<ServiceResponse> {
+    pub async fn raw(
+        &self,
+        method: Method,
+        path: &str,
+        body: RequestBody,
+    ) -> ClientResult<ServiceResponse> {
         Ok(self.transport.send(method, path, body).await?)
     }
 }

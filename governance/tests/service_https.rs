@@ -32,7 +32,10 @@ fn config(dir: &Path, initial: &[&MemberIdentity]) -> ServiceConfig {
     ServiceConfig {
         data_dir: dir.to_path_buf(),
         initial_members: initial.iter().map(|m| m.cert_pem()).collect(),
-        ledger: LedgerConfig { signature_interval_txs: 10, signature_interval: std::time::Duration::from_millis(100) },
+        ledger: LedgerConfig {
+            signature_interval_txs: 10,
+            signature_interval: std::time::Duration::from_millis(100),
+        },
     }
 }
 
@@ -46,7 +49,12 @@ async fn start(config: &ServiceConfig) -> (Arc<Service>, RunningServer, String) 
 
 fn client(endpoint: &str, service: &Service, dir: &Path, name: &str) -> GovernanceClient {
     let (key, cert) = MemberIdentity::file_paths(dir, name);
-    GovernanceClient::new(endpoint, service.service_cert_pem(), MemberIdentity::load(&cert, &key).unwrap()).unwrap()
+    GovernanceClient::new(
+        endpoint,
+        service.service_cert_pem(),
+        MemberIdentity::load(&cert, &key).unwrap(),
+    )
+    .unwrap()
 }
 
 fn state(proposal: &Value) -> &str {
@@ -87,7 +95,12 @@ async fn the_consortium_flow_over_https_and_its_refusals() {
     identity_in(&keys, "stranger");
     let config = config(&dir.path().join("service"), &[&isv_id]);
     let (service, server, endpoint) = start(&config).await;
-    assert!(dir.path().join("service").join(identity::SERVICE_CERT_FILE).exists());
+    assert!(
+        dir.path()
+            .join("service")
+            .join(identity::SERVICE_CERT_FILE)
+            .exists()
+    );
 
     // The consortium: the ISV activates, then adds the publisher and the consumer.
     let isv = client(&endpoint, &service, &keys, "isv");
@@ -97,132 +110,330 @@ async fn the_consortium_flow_over_https_and_its_refusals() {
     assert_eq!(members["value"][0]["status"], "Accepted");
     isv.activate().await.unwrap();
     let p = isv
-        .propose_member(&std::fs::read_to_string(keys.join("publisher_cert.pem")).unwrap(), "publisher", Some("tenant-p"), None)
+        .propose_member(
+            &std::fs::read_to_string(keys.join("publisher_cert.pem")).unwrap(),
+            "publisher",
+            Some("tenant-p"),
+            None,
+        )
         .await
         .unwrap();
     assert_eq!(state(&p), "Open");
     assert_eq!(state(&isv.vote(&id(&p), true).await.unwrap()), "Accepted");
     publisher.activate().await.unwrap();
     let p = isv
-        .propose_member(&std::fs::read_to_string(keys.join("consumer_cert.pem")).unwrap(), "consumer", None, None)
+        .propose_member(
+            &std::fs::read_to_string(keys.join("consumer_cert.pem")).unwrap(),
+            "consumer",
+            None,
+            None,
+        )
         .await
         .unwrap();
-    assert_eq!(state(&all_accept(&[&isv, &publisher], &id(&p)).await), "Accepted");
+    assert_eq!(
+        state(&all_accept(&[&isv, &publisher], &id(&p)).await),
+        "Accepted"
+    );
     consumer.activate().await.unwrap();
     let members = isv.members().await.unwrap();
-    let active = members["value"].as_array().unwrap().iter().filter(|m| m["status"] == "Active").count();
+    let active = members["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["status"] == "Active")
+        .count();
     assert_eq!(active, 3, "{members}");
     let everyone = [&isv, &publisher, &consumer];
 
     // A contract: create, propose at its version, all three accept.
-    publisher.put_contract("collab", json!("spec: v1"), None).await.unwrap();
+    publisher
+        .put_contract("collab", json!("spec: v1"), None)
+        .await
+        .unwrap();
     let draft = publisher.contract("collab").await.unwrap();
     assert_eq!(draft["state"], "Draft");
     let version = draft["version"].as_str().unwrap().to_owned();
-    let p = publisher.propose_contract("collab", Some(&version)).await.unwrap();
-    assert_eq!(publisher.contract("collab").await.unwrap()["state"], "Proposed");
+    let p = publisher
+        .propose_contract("collab", Some(&version))
+        .await
+        .unwrap();
+    assert_eq!(
+        publisher.contract("collab").await.unwrap()["state"],
+        "Proposed"
+    );
     for voter in everyone {
-        voter.vote_contract("collab", Some(&id(&p)), true).await.unwrap();
+        voter
+            .vote_contract("collab", Some(&id(&p)), true)
+            .await
+            .unwrap();
     }
     let accepted = consumer.contract("collab").await.unwrap();
     assert_eq!(accepted["state"], "Accepted", "{accepted}");
     assert_eq!(accepted["finalVotes"].as_array().unwrap().len(), 3);
-    assert_eq!(refusal(publisher.put_contract("collab", json!("x"), Some(&version)).await), (405, "ContractAlreadyAccepted".into()));
+    assert_eq!(
+        refusal(
+            publisher
+                .put_contract("collab", json!("x"), Some(&version))
+                .await
+        ),
+        (405, "ContractAlreadyAccepted".into())
+    );
 
     // A rejected contract goes back to Draft; stale versions are refused.
-    consumer.put_contract("other", json!("spec: v1"), None).await.unwrap();
-    assert_eq!(refusal(consumer.put_contract("other", json!("spec: v2"), None).await), (409, "ContractAlreadyExists".into()));
-    assert_eq!(refusal(consumer.put_contract("other", json!("spec: v2"), Some("1.1")).await), (412, "PreconditionFailed".into()));
-    let v = consumer.contract("other").await.unwrap()["version"].as_str().unwrap().to_owned();
-    assert_eq!(refusal(consumer.propose_contract("other", None).await), (400, "VersionMissing".into()));
-    assert_eq!(refusal(consumer.propose_contract("other", Some("1.1")).await), (400, "ContractModified".into()));
+    consumer
+        .put_contract("other", json!("spec: v1"), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        refusal(
+            consumer
+                .put_contract("other", json!("spec: v2"), None)
+                .await
+        ),
+        (409, "ContractAlreadyExists".into())
+    );
+    assert_eq!(
+        refusal(
+            consumer
+                .put_contract("other", json!("spec: v2"), Some("1.1"))
+                .await
+        ),
+        (412, "PreconditionFailed".into())
+    );
+    let v = consumer.contract("other").await.unwrap()["version"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        refusal(consumer.propose_contract("other", None).await),
+        (400, "VersionMissing".into())
+    );
+    assert_eq!(
+        refusal(consumer.propose_contract("other", Some("1.1")).await),
+        (400, "ContractModified".into())
+    );
     let p = consumer.propose_contract("other", Some(&v)).await.unwrap();
-    assert_eq!(refusal(isv.vote_contract("other", Some("0".repeat(64).as_str()), true).await), (400, "ProposalIdMismatch".into()));
-    let rejected = isv.vote_contract("other", Some(&id(&p)), false).await.unwrap();
+    assert_eq!(
+        refusal(
+            isv.vote_contract("other", Some("0".repeat(64).as_str()), true)
+                .await
+        ),
+        (400, "ProposalIdMismatch".into())
+    );
+    let rejected = isv
+        .vote_contract("other", Some(&id(&p)), false)
+        .await
+        .unwrap();
     assert_eq!(state(&rejected), "Rejected");
     assert_eq!(consumer.contract("other").await.unwrap()["state"], "Draft");
 
     // Deployment template and clean-room policy, voted by all.
     let template = json!({"$schema": "arm", "resources": []});
-    let p = publisher.propose_deployment_spec("collab", template.clone()).await.unwrap();
+    let p = publisher
+        .propose_deployment_spec("collab", template.clone())
+        .await
+        .unwrap();
     assert_eq!(state(&all_accept(&everyone, &id(&p)).await), "Accepted");
-    assert_eq!(isv.deployment_spec("collab").await.unwrap()["data"], template);
+    assert_eq!(
+        isv.deployment_spec("collab").await.unwrap()["data"],
+        template
+    );
     let policy = json!({"type": "add", "policyType": "snp-caci", "claims": {"x-ms-sevsnpvm-is-debuggable": false, "x-ms-sevsnpvm-hostdata": "73973b78"}});
-    let p = consumer.propose_clean_room_policy("collab", policy).await.unwrap();
+    let p = consumer
+        .propose_clean_room_policy("collab", policy)
+        .await
+        .unwrap();
     assert_eq!(state(&all_accept(&everyone, &id(&p)).await), "Accepted");
     let shown = publisher.clean_room_policy("collab").await.unwrap();
-    assert_eq!(shown["policy"]["x-ms-sevsnpvm-hostdata"], json!(["73973b78"]), "{shown}");
+    assert_eq!(
+        shown["policy"]["x-ms-sevsnpvm-hostdata"],
+        json!(["73973b78"]),
+        "{shown}"
+    );
 
     // Logging: one reject vetoes an enable; all accept enables; disable needs no vote.
-    let p = publisher.propose_runtime_option("collab", "logging", true).await.unwrap();
+    let p = publisher
+        .propose_runtime_option("collab", "logging", true)
+        .await
+        .unwrap();
     isv.vote(&id(&p), true).await.unwrap();
-    assert_eq!(state(&consumer.vote(&id(&p), false).await.unwrap()), "Rejected");
-    assert_eq!(isv.runtime_option("collab", "logging").await.unwrap()["status"], "disabled");
-    let p = publisher.propose_runtime_option("collab", "logging", true).await.unwrap();
+    assert_eq!(
+        state(&consumer.vote(&id(&p), false).await.unwrap()),
+        "Rejected"
+    );
+    assert_eq!(
+        isv.runtime_option("collab", "logging").await.unwrap()["status"],
+        "disabled"
+    );
+    let p = publisher
+        .propose_runtime_option("collab", "logging", true)
+        .await
+        .unwrap();
     assert_eq!(state(&all_accept(&everyone, &id(&p)).await), "Accepted");
-    assert_eq!(isv.runtime_option("collab", "logging").await.unwrap()["status"], "enabled");
-    let p = consumer.propose_runtime_option("collab", "logging", false).await.unwrap();
-    assert_eq!(state(&p), "Accepted", "disabling logging is accepted with zero votes");
-    assert_eq!(isv.runtime_option("collab", "logging").await.unwrap()["status"], "disabled");
+    assert_eq!(
+        isv.runtime_option("collab", "logging").await.unwrap()["status"],
+        "enabled"
+    );
+    let p = consumer
+        .propose_runtime_option("collab", "logging", false)
+        .await
+        .unwrap();
+    assert_eq!(
+        state(&p),
+        "Accepted",
+        "disabling logging is accepted with zero votes"
+    );
+    assert_eq!(
+        isv.runtime_option("collab", "logging").await.unwrap()["status"],
+        "disabled"
+    );
 
     // Execution consent: on by default once accepted; one member withdraws it.
-    assert_eq!(isv.runtime_option("collab", "execution").await.unwrap()["status"], "enabled");
-    consumer.set_runtime_option("collab", "execution", false).await.unwrap();
+    assert_eq!(
+        isv.runtime_option("collab", "execution").await.unwrap()["status"],
+        "enabled"
+    );
+    consumer
+        .set_runtime_option("collab", "execution", false)
+        .await
+        .unwrap();
     let status = isv.runtime_option("collab", "execution").await.unwrap();
     assert_eq!(status["status"], "disabled");
     assert_eq!(status["reason"]["code"], "ContractDisabled");
-    assert_eq!(isv.events("collab", None, None, false).await.unwrap(), json!({"value": []}));
+    assert_eq!(
+        isv.events("collab", None, None, false).await.unwrap(),
+        json!({"value": []})
+    );
 
     // Refusals.
     let stranger = client(&endpoint, &service, &keys, "stranger");
-    assert_eq!(refusal(stranger.propose(json!([])).await), (401, "InvalidAuthenticationInfo".into()));
-    assert_eq!(refusal(stranger.contract("collab").await), (401, "InvalidAuthenticationInfo".into()));
+    assert_eq!(
+        refusal(stranger.propose(json!([])).await),
+        (401, "InvalidAuthenticationInfo".into())
+    );
+    assert_eq!(
+        refusal(stranger.contract("collab").await),
+        (401, "InvalidAuthenticationInfo".into())
+    );
     // An Accepted-but-not-Active member may not vote, and blocks set_contract.
     let p = isv
-        .propose_member(&std::fs::read_to_string(keys.join("late_cert.pem")).unwrap(), "late", None, None)
+        .propose_member(
+            &std::fs::read_to_string(keys.join("late_cert.pem")).unwrap(),
+            "late",
+            None,
+            None,
+        )
         .await
         .unwrap();
     all_accept(&everyone, &id(&p)).await;
     let late = client(&endpoint, &service, &keys, "late");
-    let open = publisher.propose_runtime_option("collab", "telemetry", true).await.unwrap();
-    assert_eq!(refusal(late.vote(&id(&open), true).await), (401, "InvalidAuthenticationInfo".into()));
+    let open = publisher
+        .propose_runtime_option("collab", "telemetry", true)
+        .await
+        .unwrap();
+    assert_eq!(
+        refusal(late.vote(&id(&open), true).await),
+        (401, "InvalidAuthenticationInfo".into())
+    );
     // A second, different ballot from one member.
     isv.vote(&id(&open), true).await.unwrap();
     isv.vote(&id(&open), true).await.unwrap();
-    assert_eq!(refusal(isv.vote(&id(&open), false).await), (400, "VoteAlreadyExists".into()));
+    assert_eq!(
+        refusal(isv.vote(&id(&open), false).await),
+        (400, "VoteAlreadyExists".into())
+    );
     // A replayed proposal: the same signed bytes twice.
-    let isv_member = MemberIdentity::load(&keys.join("isv_cert.pem"), &keys.join("isv_privk.pem")).unwrap();
+    let isv_member =
+        MemberIdentity::load(&keys.join("isv_cert.pem"), &keys.join("isv_privk.pem")).unwrap();
     let payload = json!({"actions": [{"name": "set_contract_runtime_options_disable_telemetry", "args": {"contractId": "collab"}}]}).to_string();
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
     let signed = isv_member
-        .sign(&GovernanceMessage { msg_type: GovMessageType::Proposal, created_at: now, proposal_id: None, payload: payload.as_bytes() })
+        .sign(&GovernanceMessage {
+            msg_type: GovMessageType::Proposal,
+            created_at: now,
+            proposal_id: None,
+            payload: payload.as_bytes(),
+        })
         .unwrap();
     let create = "/gov/members/proposals:create?api-version=2024-07-01";
-    isv.raw(Method::POST, create, RequestBody::Cose(signed.clone())).await.unwrap();
-    assert_eq!(refusal(isv.raw(Method::POST, create, RequestBody::Cose(signed)).await), (400, "ProposalReplay".into()));
+    isv.raw(Method::POST, create, RequestBody::Cose(signed.clone()))
+        .await
+        .unwrap();
+    assert_eq!(
+        refusal(
+            isv.raw(Method::POST, create, RequestBody::Cose(signed))
+                .await
+        ),
+        (400, "ProposalReplay".into())
+    );
     // The wrong message type for the route, and an untagged envelope.
     let ballot_typed = isv_member
-        .sign(&GovernanceMessage { msg_type: GovMessageType::Ballot, created_at: now, proposal_id: None, payload: payload.as_bytes() })
+        .sign(&GovernanceMessage {
+            msg_type: GovMessageType::Ballot,
+            created_at: now,
+            proposal_id: None,
+            payload: payload.as_bytes(),
+        })
         .unwrap();
-    assert_eq!(refusal(isv.raw(Method::POST, create, RequestBody::Cose(ballot_typed)).await), (401, "InvalidAuthenticationInfo".into()));
+    assert_eq!(
+        refusal(
+            isv.raw(Method::POST, create, RequestBody::Cose(ballot_typed))
+                .await
+        ),
+        (401, "InvalidAuthenticationInfo".into())
+    );
     let untagged = encfs_governance::cose::sign_untagged_for_tests(
         isv_member.key().signing_key(),
         &isv_member.member_id(),
-        &GovernanceMessage { msg_type: GovMessageType::Proposal, created_at: now, proposal_id: None, payload: payload.as_bytes() },
+        &GovernanceMessage {
+            msg_type: GovMessageType::Proposal,
+            created_at: now,
+            proposal_id: None,
+            payload: payload.as_bytes(),
+        },
     )
     .unwrap();
-    assert_eq!(refusal(isv.raw(Method::POST, create, RequestBody::Cose(untagged)).await), (401, "InvalidAuthenticationInfo".into()));
-    assert_eq!(refusal(isv.raw(Method::POST, create, RequestBody::Json(b"{}".to_vec())).await), (401, "InvalidAuthenticationInfo".into()));
+    assert_eq!(
+        refusal(
+            isv.raw(Method::POST, create, RequestBody::Cose(untagged))
+                .await
+        ),
+        (401, "InvalidAuthenticationInfo".into())
+    );
+    assert_eq!(
+        refusal(
+            isv.raw(Method::POST, create, RequestBody::Json(b"{}".to_vec()))
+                .await
+        ),
+        (401, "InvalidAuthenticationInfo".into())
+    );
     // A forged signature: one flipped bit of a signed envelope.
     let mut forged = isv_member
-        .sign(&GovernanceMessage { msg_type: GovMessageType::Proposal, created_at: now + 1, proposal_id: None, payload: payload.as_bytes() })
+        .sign(&GovernanceMessage {
+            msg_type: GovMessageType::Proposal,
+            created_at: now + 1,
+            proposal_id: None,
+            payload: payload.as_bytes(),
+        })
         .unwrap();
     let last = forged.len() - 1;
     forged[last] ^= 1;
-    assert_eq!(refusal(isv.raw(Method::POST, create, RequestBody::Cose(forged)).await), (401, "InvalidAuthenticationInfo".into()));
+    assert_eq!(
+        refusal(
+            isv.raw(Method::POST, create, RequestBody::Cose(forged))
+                .await
+        ),
+        (401, "InvalidAuthenticationInfo".into())
+    );
     // Oversized bodies.
     let big = vec![b' '; 2 << 20];
-    assert_eq!(refusal(isv.raw(Method::POST, create, RequestBody::Cose(big)).await).0, 413);
+    assert_eq!(
+        refusal(isv.raw(Method::POST, create, RequestBody::Cose(big)).await).0,
+        413
+    );
 
     // A receipt of the contract's acceptance verifies against the service certificate.
     let tx = isv
@@ -230,7 +441,10 @@ async fn the_consortium_flow_over_https_and_its_refusals() {
         .await
         .unwrap();
     assert_eq!(tx.status, 200);
-    publisher.put_contract("receipted", json!("r"), None).await.unwrap();
+    publisher
+        .put_contract("receipted", json!("r"), None)
+        .await
+        .unwrap();
     let last_write = publisher
         .raw(Method::POST, "/app/contracts/receipted", RequestBody::Empty)
         .await
@@ -244,7 +458,10 @@ async fn the_consortium_flow_over_https_and_its_refusals() {
     let service_der = identity::cert_der_from_pem(service.service_cert_pem()).unwrap();
     receipt.verify(&service_der).unwrap();
     let other = identity::ServiceIdentity::generate().unwrap();
-    assert!(receipt.verify(&other.service.cert_der).is_err(), "a receipt must not verify under another service");
+    assert!(
+        receipt.verify(&other.service.cert_der).is_err(),
+        "a receipt must not verify under another service"
+    );
 
     // A restart keeps every acknowledged transaction.
     let before = isv.contract("collab").await.unwrap();
@@ -255,8 +472,15 @@ async fn the_consortium_flow_over_https_and_its_refusals() {
     let isv = client(&endpoint, &service, &keys, "isv");
     assert_eq!(isv.contract("collab").await.unwrap(), before);
     assert_eq!(isv.proposals().await.unwrap(), proposals_before);
-    assert_eq!(isv.contract("receipted").await.unwrap()["version"], json!(last_write));
+    assert_eq!(
+        isv.contract("receipted").await.unwrap()["version"],
+        json!(last_write)
+    );
     server.shutdown().await;
-    let summary = encfs_governance::ledger::verify_ledger(&dir.path().join("service").join("ledger"), &service_der).unwrap();
+    let summary = encfs_governance::ledger::verify_ledger(
+        &dir.path().join("service").join("ledger"),
+        &service_der,
+    )
+    .unwrap();
     assert!(summary.transactions > 20, "{summary:?}");
 }

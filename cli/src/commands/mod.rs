@@ -3,6 +3,7 @@
 mod credentials;
 mod crypt;
 mod datastore;
+mod governance;
 mod keys;
 mod mount;
 mod transfer;
@@ -41,5 +42,6 @@ pub fn dispatch(cli: Cli) -> Result<()> {
         Command::Datastore(command) => runtime()?.block_on(datastore::run(command, &cli.access)),
         Command::Mount(args) => mount::mount(&args, &cli.access),
         Command::Unmount(args) => mount::unmount(&args),
+        Command::Governance(args) => governance::run(args.command, &args.output),
     }
 }

@@ -87,13 +87,19 @@ pub struct Service {
 
 impl std::fmt::Debug for Service {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Service").field("data_dir", &self.data_dir).finish()
+        f.debug_struct("Service")
+            .field("data_dir", &self.data_dir)
+            .finish()
     }
 }
 
 const EVENT_MAP_PREFIX: &str = "public:events-";
 
-fn record_events(history: &mut HashMap<(String, String), Vec<(Version, Value)>>, version: Version, write_set: &WriteSet) {
+fn record_events(
+    history: &mut HashMap<(String, String), Vec<(Version, Value)>>,
+    version: Version,
+    write_set: &WriteSet,
+) {
     for (map, writes) in write_set.maps() {
         if !map.starts_with(EVENT_MAP_PREFIX) {
             continue;
@@ -122,9 +128,16 @@ impl Service {
     /// [`ServiceError`] naming the directory, the ledger file and offset, or the member.
     pub fn open(config: &ServiceConfig) -> Result<Arc<Self>, ServiceError> {
         let dir = &config.data_dir;
-        let identity_error = |source| ServiceError::Identity { dir: dir.clone(), source };
-        std::fs::create_dir_all(dir)
-            .map_err(|e| identity_error(IdentityError::Io { path: dir.clone(), source: e }))?;
+        let identity_error = |source| ServiceError::Identity {
+            dir: dir.clone(),
+            source,
+        };
+        std::fs::create_dir_all(dir).map_err(|e| {
+            identity_error(IdentityError::Io {
+                path: dir.clone(),
+                source: e,
+            })
+        })?;
         let identity = if dir.join(identity::SERVICE_CERT_FILE).exists() {
             ServiceIdentity::load_from_dir(dir).map_err(identity_error)?
         } else {
@@ -132,21 +145,35 @@ impl Service {
             fresh.write_to_dir(dir).map_err(identity_error)?;
             fresh
         };
-        let (ledger, replayed) =
-            Ledger::open(&dir.join("ledger"), config.ledger.clone(), &identity.node, &identity.service.cert_der)?;
+        let (ledger, replayed) = Ledger::open(
+            &dir.join("ledger"),
+            config.ledger.clone(),
+            &identity.node,
+            &identity.service.cert_der,
+        )?;
         let mut store = Store::new(ledger.view());
         let mut event_history = HashMap::new();
         for transaction in replayed {
             let version = Version::new(transaction.view, transaction.seqno);
-            let replay_error = |message: String| ServiceError::Replay { version: version.to_string(), message };
-            let write_set = WriteSet::from_bytes(&transaction.write_set).map_err(|e| replay_error(e.to_string()))?;
-            store.apply(version, &write_set).map_err(|e| replay_error(e.to_string()))?;
+            let replay_error = |message: String| ServiceError::Replay {
+                version: version.to_string(),
+                message,
+            };
+            let write_set = WriteSet::from_bytes(&transaction.write_set)
+                .map_err(|e| replay_error(e.to_string()))?;
+            store
+                .apply(version, &write_set)
+                .map_err(|e| replay_error(e.to_string()))?;
             record_events(&mut event_history, version, &write_set);
         }
         let service = Arc::new(Self {
             service_cert_pem: identity.service.cert_pem(),
             identity,
-            inner: Mutex::new(Inner { store, ledger, event_history }),
+            inner: Mutex::new(Inner {
+                store,
+                ledger,
+                event_history,
+            }),
             data_dir: dir.clone(),
         });
         let empty = service.lock().ledger.last_seqno() == 0;
@@ -155,8 +182,15 @@ impl Service {
             let (_, ticket) = service
                 .write_locked(|tx, _| {
                     for pem in &members {
-                        let der = identity::cert_der_from_pem(pem).map_err(|e| ApiError::new(ErrorCode::InvalidInput, e))?;
-                        crate::gov_api::bootstrap_member(tx, &identity::member_id(&der), pem, None, None)?;
+                        let der = identity::cert_der_from_pem(pem)
+                            .map_err(|e| ApiError::new(ErrorCode::InvalidInput, e))?;
+                        crate::gov_api::bootstrap_member(
+                            tx,
+                            &identity::member_id(&der),
+                            pem,
+                            None,
+                            None,
+                        )?;
                     }
                     Ok(())
                 })
@@ -214,7 +248,10 @@ impl Service {
         if write_set.is_empty() {
             return Ok((out, None));
         }
-        let ticket = inner.ledger.append(write_set.to_bytes(), None).map_err(internal)?;
+        let ticket = inner
+            .ledger
+            .append(write_set.to_bytes(), None)
+            .map_err(internal)?;
         let version = Version::new(ticket.view(), ticket.seqno());
         inner.store.apply(version, &write_set).map_err(internal)?;
         record_events(&mut inner.event_history, version, &write_set);
@@ -241,6 +278,23 @@ impl Service {
         self.lock().ledger.sign_if_due().map(drop)
     }
 
+    /// Signs every transaction not yet covered by a signature and waits until that is durable:
+    /// what a clean shutdown does, so the ledger ends on a signature (as a complete CCF ledger
+    /// file does) and every transaction has a receipt.
+    ///
+    /// # Errors
+    /// [`LedgerError`] from signing or the fsync.
+    pub async fn sign_pending(&self) -> Result<(), LedgerError> {
+        let ticket = {
+            let mut inner = self.lock();
+            if inner.ledger.last_seqno() == inner.ledger.last_signed_seqno() {
+                return Ok(());
+            }
+            inner.ledger.sign_now()?
+        };
+        ticket.wait_async().await
+    }
+
     /// The current Merkle root (zeros for an empty ledger).
     pub fn merkle_root(&self) -> [u8; 32] {
         self.lock().ledger.root().unwrap_or([0; 32])
@@ -251,7 +305,10 @@ impl Service {
     /// view, `Invalid` otherwise.
     pub fn transaction_status(&self, transaction_id: &str) -> ApiResult<&'static str> {
         let version: Version = transaction_id.parse().map_err(|_| {
-            ApiError::new(ErrorCode::InvalidResourceName, format!("'{transaction_id}' is not a transaction ID (view.seqno)"))
+            ApiError::new(
+                ErrorCode::InvalidResourceName,
+                format!("'{transaction_id}' is not a transaction ID (view.seqno)"),
+            )
         })?;
         let inner = self.lock();
         if version.seqno == 0 || version.view == 0 {
@@ -275,7 +332,11 @@ impl Service {
     ///
     /// # Errors
     /// [`ServiceError::Server`] when the address cannot be bound.
-    pub async fn serve(self: &Arc<Self>, listen: SocketAddr, limits: ServerLimits) -> Result<RunningServer, ServiceError> {
+    pub async fn serve(
+        self: &Arc<Self>,
+        listen: SocketAddr,
+        limits: ServerLimits,
+    ) -> Result<RunningServer, ServiceError> {
         let chain = format!("{}{}", self.identity.node.cert_pem(), self.service_cert_pem);
         let tls = ServerIdentity::from_pem(&chain, &self.identity.node.key.to_pem())
             .map_err(|e| ServiceError::Tls(e.to_string()))?;
@@ -285,7 +346,9 @@ impl Service {
             let mut tick = tokio::time::interval(Duration::from_millis(100));
             loop {
                 tick.tick().await;
-                let Some(service) = weak.upgrade() else { return };
+                let Some(service) = weak.upgrade() else {
+                    return;
+                };
                 if let Err(error) = service.sign_if_due() {
                     eprintln!("encfs governance: signature transaction failed: {error}");
                 }

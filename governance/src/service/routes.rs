@@ -17,7 +17,9 @@ use serde_json::{Value, json};
 
 use super::Service;
 use crate::app::events::{CleanRoomVerifiers, EventKey, SeqnoRange};
-use crate::app::{self, AttestationVerifier, Caller, KeyWrapper, RsaPssVerifier, VerifiedAttestation};
+use crate::app::{
+    self, AttestationVerifier, Caller, KeyWrapper, RsaPssVerifier, VerifiedAttestation,
+};
 use crate::cose;
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::gov_api::{self, SignedRequest};
@@ -33,13 +35,25 @@ pub fn router(service: Arc<Service>) -> Router {
     Router::new()
         .route("/gov/members/proposals:create", post(create_proposal))
         .route("/gov/members/proposals", get(list_proposals))
-        .route("/gov/members/proposals/{segment}", get(get_proposal).post(withdraw_proposal))
+        .route(
+            "/gov/members/proposals/{segment}",
+            get(get_proposal).post(withdraw_proposal),
+        )
         .route("/gov/members/proposals/{id}/actions", get(proposal_actions))
-        .route("/gov/members/proposals/{id}/ballots/{segment}", get(get_ballot).post(submit_ballot))
-        .route("/gov/members/state-digests/{segment}", get(get_state_digest).post(state_digest))
+        .route(
+            "/gov/members/proposals/{id}/ballots/{segment}",
+            get(get_ballot).post(submit_ballot),
+        )
+        .route(
+            "/gov/members/state-digests/{segment}",
+            get(get_state_digest).post(state_digest),
+        )
         .route("/gov/service/members", get(list_members))
         .route("/gov/service/members/{member_id}", get(get_member))
-        .route("/gov/service/transactions/{transaction_id}", get(gov_transaction))
+        .route(
+            "/gov/service/transactions/{transaction_id}",
+            get(gov_transaction),
+        )
         .route("/gov/service/info", get(service_info))
         .route("/gov/service/constitution", get(constitution))
         .route("/node/network", get(node_network))
@@ -49,15 +63,33 @@ pub fn router(service: Arc<Service>) -> Router {
         .route("/app/receipt", get(get_receipt))
         .route("/node/receipt", get(get_receipt))
         .route("/app/contracts", get(list_contracts))
-        .route("/app/contracts/{id}", axum::routing::put(put_contract).post(get_contract))
-        .route("/app/contracts/{id}/runtimeoptions/{option}/{verb}", post(contract_runtime_option))
-        .route("/app/runtimeoptions/{option}/status", post(cgs_runtime_option))
-        .route("/app/contracts/{id}/events", get(list_events).put(put_event))
-        .route("/app/contracts/{id}/cleanroompolicy", post(clean_room_policy))
+        .route(
+            "/app/contracts/{id}",
+            axum::routing::put(put_contract).post(get_contract),
+        )
+        .route(
+            "/app/contracts/{id}/runtimeoptions/{option}/{verb}",
+            post(contract_runtime_option),
+        )
+        .route(
+            "/app/runtimeoptions/{option}/status",
+            post(cgs_runtime_option),
+        )
+        .route(
+            "/app/contracts/{id}/events",
+            get(list_events).put(put_event),
+        )
+        .route(
+            "/app/contracts/{id}/cleanroompolicy",
+            post(clean_room_policy),
+        )
         .route("/app/contracts/{id}/deploymentspec", post(deployment_spec))
         .route("/app/contracts/{id}/deploymentinfo", post(deployment_info))
         .route("/app/contracts/{id}/secrets", get(list_secrets))
-        .route("/app/contracts/{id}/secrets/{name}", axum::routing::put(put_secret).post(get_secret))
+        .route(
+            "/app/contracts/{id}/secrets/{name}",
+            axum::routing::put(put_secret).post(get_secret),
+        )
         .with_state(service)
 }
 
@@ -103,8 +135,12 @@ fn json_body(bytes: &[u8], what: &str) -> Result<Value, Response> {
         return Ok(Value::Object(Default::default()));
     }
     serde_json::from_slice(bytes).map_err(|e| {
-        ErrorResponse::new(StatusCode::BAD_REQUEST, "InvalidInput", format!("{what}: the body is not JSON: {e}"))
-            .into_response()
+        ErrorResponse::new(
+            StatusCode::BAD_REQUEST,
+            "InvalidInput",
+            format!("{what}: the body is not JSON: {e}"),
+        )
+        .into_response()
     })
 }
 
@@ -116,12 +152,16 @@ fn json_body(bytes: &[u8], what: &str) -> Result<Value, Response> {
 fn authenticate(service: &Service, body: &[u8]) -> Result<SignedRequest, Response> {
     let refuse = |reason: String| ErrorResponse::cose_authentication_failed(reason).into_response();
     let envelope = cose::parse(body).map_err(|e| refuse(e.to_string()))?;
-    envelope.check_algorithm().map_err(|e| refuse(e.to_string()))?;
+    envelope
+        .check_algorithm()
+        .map_err(|e| refuse(e.to_string()))?;
     let cert_pem = service
         .read(|tx| gov_api::member_certificate(tx, &envelope.kid))
         .ok_or_else(|| refuse(format!("Signer {} is not a known member", envelope.kid)))?;
     let der = identity::cert_der_from_pem(&cert_pem).map_err(refuse)?;
-    envelope.verify_signature(&der).map_err(|e| refuse(e.to_string()))?;
+    envelope
+        .verify_signature(&der)
+        .map_err(|e| refuse(e.to_string()))?;
     Ok(SignedRequest {
         member_id: envelope.kid.clone(),
         msg_type: envelope.msg_type.clone(),
@@ -135,12 +175,18 @@ fn authenticate(service: &Service, body: &[u8]) -> Result<SignedRequest, Respons
 /// CCF's `member_cert` policy: the TLS client certificate is a registered member's.
 fn member(service: &Service, peer: &PeerCertificate) -> Result<String, Response> {
     let unauthenticated = || {
-        ErrorResponse::new(StatusCode::UNAUTHORIZED, "InvalidAuthenticationInfo", "Invalid authentication credentials.")
-            .into_response()
+        ErrorResponse::new(
+            StatusCode::UNAUTHORIZED,
+            "InvalidAuthenticationInfo",
+            "Invalid authentication credentials.",
+        )
+        .into_response()
     };
     let der = peer.0.as_ref().ok_or_else(unauthenticated)?;
     let id = identity::member_id(der);
-    service.read(|tx| gov_api::member_status(tx, &id)).ok_or_else(unauthenticated)?;
+    service
+        .read(|tx| gov_api::member_status(tx, &id))
+        .ok_or_else(unauthenticated)?;
     Ok(id)
 }
 
@@ -176,7 +222,11 @@ async fn create_proposal(State(service): Shared, CoseBody(body): CoseBody) -> Re
         Ok(r) => r,
         Err(e) => return e,
     };
-    reply(service.write(|tx, root| gov_api::create_proposal(tx, &request, root)).await)
+    reply(
+        service
+            .write(|tx, root| gov_api::create_proposal(tx, &request, root))
+            .await,
+    )
 }
 
 async fn list_proposals(State(service): Shared) -> Response {
@@ -199,7 +249,10 @@ async fn withdraw_proposal(
         Ok(r) => r,
         Err(e) => return e,
     };
-    match service.write(|tx, _| gov_api::withdraw_proposal(tx, &request, id)).await {
+    match service
+        .write(|tx, _| gov_api::withdraw_proposal(tx, &request, id))
+        .await
+    {
         Ok((Some(value), version)) => written(axum::Json(value), version),
         Ok((None, version)) => written(StatusCode::NO_CONTENT, version),
         Err(error) => api_error(error).into_response(),
@@ -208,7 +261,11 @@ async fn withdraw_proposal(
 
 async fn proposal_actions(State(service): Shared, Path(id): Path<String>) -> Response {
     match service.read(|tx| gov_api::proposal_actions(tx, &id)) {
-        Ok(text) => ([(axum::http::header::CONTENT_TYPE, "application/json")], text).into_response(),
+        Ok(text) => (
+            [(axum::http::header::CONTENT_TYPE, "application/json")],
+            text,
+        )
+            .into_response(),
         Err(error) => api_error(error).into_response(),
     }
 }
@@ -225,12 +282,23 @@ async fn submit_ballot(
         Ok(r) => r,
         Err(e) => return e,
     };
-    reply(service.write(|tx, _| gov_api::submit_ballot(tx, &request, &id, member_id)).await)
+    reply(
+        service
+            .write(|tx, _| gov_api::submit_ballot(tx, &request, &id, member_id))
+            .await,
+    )
 }
 
-async fn get_ballot(State(service): Shared, Path((id, member_id)): Path<(String, String)>) -> Response {
+async fn get_ballot(
+    State(service): Shared,
+    Path((id, member_id)): Path<(String, String)>,
+) -> Response {
     match service.read(|tx| gov_api::get_ballot(tx, &id, &member_id)) {
-        Ok(text) => ([(axum::http::header::CONTENT_TYPE, "text/javascript")], text).into_response(),
+        Ok(text) => (
+            [(axum::http::header::CONTENT_TYPE, "text/javascript")],
+            text,
+        )
+            .into_response(),
         Err(error) => api_error(error).into_response(),
     }
 }
@@ -239,7 +307,11 @@ async fn get_state_digest(State(service): Shared, Path(member_id): Path<String>)
     json_or_error(service.read(|tx| gov_api::get_state_digest(tx, &member_id)))
 }
 
-async fn state_digest(State(service): Shared, Path(segment): Path<String>, CoseBody(body): CoseBody) -> Response {
+async fn state_digest(
+    State(service): Shared,
+    Path(segment): Path<String>,
+    CoseBody(body): CoseBody,
+) -> Response {
     let request = match authenticate(&service, &body) {
         Ok(r) => r,
         Err(e) => return e,
@@ -252,7 +324,10 @@ async fn state_digest(State(service): Shared, Path(segment): Path<String>, CoseB
         );
     }
     if let Some(member_id) = segment.strip_suffix(":ack") {
-        return match service.write(|tx, _| gov_api::ack_state_digest(tx, &request, member_id)).await {
+        return match service
+            .write(|tx, _| gov_api::ack_state_digest(tx, &request, member_id))
+            .await
+        {
             Ok(((), version)) => written(StatusCode::NO_CONTENT, version),
             Err(error) => api_error(error).into_response(),
         };
@@ -284,8 +359,12 @@ struct TransactionQuery {
 /// `GET /app/tx?transaction_id=V.S` (CCF's node frontend shape).
 async fn tx_status(State(service): Shared, Query(query): Query<TransactionQuery>) -> Response {
     let Some(id) = query.transaction_id else {
-        return ErrorResponse::new(StatusCode::BAD_REQUEST, "InvalidQueryParameterValue", "transaction_id is required")
-            .into_response();
+        return ErrorResponse::new(
+            StatusCode::BAD_REQUEST,
+            "InvalidQueryParameterValue",
+            "transaction_id is required",
+        )
+        .into_response();
     };
     json_or_error(
         service
@@ -300,7 +379,11 @@ async fn service_info(State(service): Shared) -> Response {
 }
 
 async fn constitution() -> Response {
-    ([(axum::http::header::CONTENT_TYPE, "text/javascript")], gov_api::service_constitution()).into_response()
+    (
+        [(axum::http::header::CONTENT_TYPE, "text/javascript")],
+        gov_api::service_constitution(),
+    )
+        .into_response()
 }
 
 /// `GET /node/network`: where CCF clients (and the reference's tests) read the service certificate.
@@ -317,8 +400,12 @@ async fn node_network(State(service): Shared) -> Response {
 /// signature covers the transaction.
 async fn get_receipt(State(service): Shared, Query(query): Query<TransactionQuery>) -> Response {
     let Some(id) = query.transaction_id else {
-        return ErrorResponse::new(StatusCode::BAD_REQUEST, "InvalidQueryParameterValue", "transaction_id is required")
-            .into_response();
+        return ErrorResponse::new(
+            StatusCode::BAD_REQUEST,
+            "InvalidQueryParameterValue",
+            "transaction_id is required",
+        )
+        .into_response();
     };
     let Ok(version) = id.parse::<Version>() else {
         return ErrorResponse::new(
@@ -329,15 +416,22 @@ async fn get_receipt(State(service): Shared, Query(query): Query<TransactionQuer
         .into_response();
     };
     if service.transaction_status(&id).ok() != Some("Committed") {
-        return ErrorResponse::new(StatusCode::NOT_FOUND, "TransactionNotFound", format!("transaction {id} is not committed"))
-            .into_response();
+        return ErrorResponse::new(
+            StatusCode::NOT_FOUND,
+            "TransactionNotFound",
+            format!("transaction {id} is not committed"),
+        )
+        .into_response();
     }
     match service.receipt_material(version.seqno) {
         Ok(material) => match receipt::build(&material) {
             Ok(receipt) => axum::Json(receipt).into_response(),
-            Err(error) => {
-                ErrorResponse::new(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", error.to_string()).into_response()
-            }
+            Err(error) => ErrorResponse::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "InternalError",
+                error.to_string(),
+            )
+            .into_response(),
         },
         Err(crate::ledger::LedgerError::NotSigned(_)) => (
             StatusCode::ACCEPTED,
@@ -345,7 +439,12 @@ async fn get_receipt(State(service): Shared, Query(query): Query<TransactionQuer
             "",
         )
             .into_response(),
-        Err(error) => ErrorResponse::new(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", error.to_string()).into_response(),
+        Err(error) => ErrorResponse::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "InternalError",
+            error.to_string(),
+        )
+        .into_response(),
     }
 }
 
@@ -357,7 +456,11 @@ struct StateQuery {
     state: Option<String>,
 }
 
-async fn list_contracts(State(service): Shared, peer: PeerCertificate, Query(query): Query<StateQuery>) -> Response {
+async fn list_contracts(
+    State(service): Shared,
+    peer: PeerCertificate,
+    Query(query): Query<StateQuery>,
+) -> Response {
     if let Err(e) = member(&service, &peer) {
         return e;
     }
@@ -377,13 +480,20 @@ async fn put_contract(
         Ok(b) => b,
         Err(e) => return e,
     };
-    match service.write(|tx, _| app::contracts::put_contract(tx, &id, &body)).await {
+    match service
+        .write(|tx, _| app::contracts::put_contract(tx, &id, &body))
+        .await
+    {
         Ok(((), version)) => written(StatusCode::OK, version),
         Err(error) => api_error(error).into_response(),
     }
 }
 
-async fn get_contract(State(service): Shared, peer: PeerCertificate, Path(id): Path<String>) -> Response {
+async fn get_contract(
+    State(service): Shared,
+    peer: PeerCertificate,
+    Path(id): Path<String>,
+) -> Response {
     if let Err(e) = member(&service, &peer) {
         return e;
     }
@@ -405,11 +515,17 @@ async fn contract_runtime_option(
                     Ok(b) => b,
                     Err(e) => return e,
                 };
-                if let Err(error) = service.read(|tx| app::verify_clean_room(tx, &NoAttestationProvider, &id, &body)) {
+                if let Err(error) = service
+                    .read(|tx| app::verify_clean_room(tx, &NoAttestationProvider, &id, &body))
+                {
                     return api_error(error).into_response();
                 }
             }
-            json_or_error(service.read(|tx| app::runtime_options::contract_runtime_option_status(tx, &id, &option)))
+            json_or_error(
+                service.read(|tx| {
+                    app::runtime_options::contract_runtime_option_status(tx, &id, &option)
+                }),
+            )
         }
         "enable" | "disable" => {
             let member_id = match member(&service, &peer) {
@@ -418,18 +534,29 @@ async fn contract_runtime_option(
             };
             let enable = verb == "enable";
             match service
-                .write(|tx, _| app::runtime_options::set_contract_runtime_option(tx, &member_id, &id, &option, enable))
+                .write(|tx, _| {
+                    app::runtime_options::set_contract_runtime_option(
+                        tx, &member_id, &id, &option, enable,
+                    )
+                })
                 .await
             {
                 Ok(((), version)) => written(StatusCode::OK, version),
                 Err(error) => api_error(error).into_response(),
             }
         }
-        other => ErrorResponse::unknown_path(&format!("/app/contracts/{id}/runtimeoptions/{option}/{other}")).into_response(),
+        other => ErrorResponse::unknown_path(&format!(
+            "/app/contracts/{id}/runtimeoptions/{option}/{other}"
+        ))
+        .into_response(),
     }
 }
 
-async fn cgs_runtime_option(State(service): Shared, peer: PeerCertificate, Path(option): Path<String>) -> Response {
+async fn cgs_runtime_option(
+    State(service): Shared,
+    peer: PeerCertificate,
+    Path(option): Path<String>,
+) -> Response {
     if let Err(e) = member(&service, &peer) {
         return e;
     }
@@ -454,13 +581,18 @@ async fn list_events(
     if let Err(e) = member(&service, &peer) {
         return e;
     }
-    let key = EventKey { id: query.id, scope: query.scope };
+    let key = EventKey {
+        id: query.id,
+        scope: query.scope,
+    };
     let range = SeqnoRange {
         from_seqno: query.from_seqno,
         to_seqno: query.to_seqno,
         max_seqno_per_page: query.max_seqno_per_page,
     };
-    json_or_error(service.read_with_history(|tx, history| app::events::list_events(tx, Some(history), &id, &key, range)))
+    json_or_error(service.read_with_history(|tx, history| {
+        app::events::list_events(tx, Some(history), &id, &key, range)
+    }))
 }
 
 async fn put_event(
@@ -475,9 +607,15 @@ async fn put_event(
         Ok(b) => b,
         Err(e) => return e,
     };
-    let key = EventKey { id: query.id, scope: query.scope };
+    let key = EventKey {
+        id: query.id,
+        scope: query.scope,
+    };
     let put = |tx: &mut crate::kv::Tx<'_>, _: &[u8]| {
-        let verifiers = CleanRoomVerifiers { attestation: &NoAttestationProvider, signature: &RsaPssVerifier };
+        let verifiers = CleanRoomVerifiers {
+            attestation: &NoAttestationProvider,
+            signature: &RsaPssVerifier,
+        };
         app::events::put_event(tx, &caller, &verifiers, &id, &key, &body)
     };
     match service.write(put).await {
@@ -486,7 +624,11 @@ async fn put_event(
     }
 }
 
-async fn clean_room_policy(State(service): Shared, peer: PeerCertificate, Path(id): Path<String>) -> Response {
+async fn clean_room_policy(
+    State(service): Shared,
+    peer: PeerCertificate,
+    Path(id): Path<String>,
+) -> Response {
     if let Err(e) = member(&service, &peer) {
         return e;
     }
@@ -501,7 +643,11 @@ async fn deployment_info(State(service): Shared, Path(id): Path<String>) -> Resp
     axum::Json(service.read(|tx| app::policy::deployment_info(tx, &id))).into_response()
 }
 
-async fn list_secrets(State(service): Shared, peer: PeerCertificate, Path(id): Path<String>) -> Response {
+async fn list_secrets(
+    State(service): Shared,
+    peer: PeerCertificate,
+    Path(id): Path<String>,
+) -> Response {
     if let Err(e) = member(&service, &peer) {
         return e;
     }
@@ -520,19 +666,33 @@ async fn put_secret(
         Err(e) => return e,
     };
     let put = |tx: &mut crate::kv::Tx<'_>, _: &[u8]| {
-        let verifiers = CleanRoomVerifiers { attestation: &NoAttestationProvider, signature: &RsaPssVerifier };
+        let verifiers = CleanRoomVerifiers {
+            attestation: &NoAttestationProvider,
+            signature: &RsaPssVerifier,
+        };
         app::secrets::put_secret(tx, &caller, &verifiers, &id, &name, &body)
     };
     reply(service.write(put).await)
 }
 
-async fn get_secret(State(service): Shared, Path((id, name)): Path<(String, String)>, body: axum::body::Bytes) -> Response {
+async fn get_secret(
+    State(service): Shared,
+    Path((id, name)): Path<(String, String)>,
+    body: axum::body::Bytes,
+) -> Response {
     let body = match json_body(&body, &format!("secret {name} of contract {id}")) {
         Ok(b) => b,
         Err(e) => return e,
     };
     json_or_error(service.read(|tx| {
-        app::secrets::get_secret(tx, &NoAttestationProvider, &NoAttestationProvider, &id, &name, &body)
+        app::secrets::get_secret(
+            tx,
+            &NoAttestationProvider,
+            &NoAttestationProvider,
+            &id,
+            &name,
+            &body,
+        )
     }))
 }
 
@@ -542,12 +702,22 @@ mod tests {
 
     #[test]
     fn an_api_error_keeps_its_status_code_and_message() {
-        let e = api_error(ApiError::new(ErrorCode::PreconditionFailed, "stale version of contract c1"));
+        let e = api_error(ApiError::new(
+            ErrorCode::PreconditionFailed,
+            "stale version of contract c1",
+        ));
         assert_eq!(e.status, StatusCode::PRECONDITION_FAILED);
         assert_eq!(e.code, "PreconditionFailed");
         assert!(e.message.contains("c1"));
-        let auth = api_error(ApiError::new(ErrorCode::InvalidAuthenticationInfo, "not Active"));
-        assert!(auth.headers.iter().any(|(name, _)| name == axum::http::header::WWW_AUTHENTICATE));
+        let auth = api_error(ApiError::new(
+            ErrorCode::InvalidAuthenticationInfo,
+            "not Active",
+        ));
+        assert!(
+            auth.headers
+                .iter()
+                .any(|(name, _)| name == axum::http::header::WWW_AUTHENTICATE)
+        );
     }
 
     #[test]
@@ -560,7 +730,10 @@ mod tests {
     #[test]
     fn gov_message_types_name_the_routes() {
         use crate::cose::GovMessageType;
-        assert_eq!(GovMessageType::Proposal.as_str(), gov_api::msg_type::PROPOSAL);
+        assert_eq!(
+            GovMessageType::Proposal.as_str(),
+            gov_api::msg_type::PROPOSAL
+        );
         assert_eq!(GovMessageType::Ballot.as_str(), gov_api::msg_type::BALLOT);
     }
 }
