@@ -1,5 +1,6 @@
 //! encfs governance: the consortium service's building blocks (member identities, COSE-signed
 //! governance messages, the constitution, the clean-room contract app and the ledger).
+#![forbid(unsafe_code)]
 pub mod app;
 pub mod client;
 pub mod constitution;
