@@ -198,8 +198,9 @@ pub fn parse(body: &[u8]) -> Result<GovernanceEnvelope, CoseError> {
     // CCF's QCBOR decoder enters the array first (any decode error there is an "outer array"
     // failure), then looks at the tag, and only at the end checks that nothing trails.
     let mut rest = body;
-    let top: Value = coset::cbor::de::from_reader_with_recursion_limit(&mut rest, CBOR_RECURSION_LIMIT)
-        .map_err(|_| CoseError::OuterArray)?;
+    let top: Value =
+        coset::cbor::de::from_reader_with_recursion_limit(&mut rest, CBOR_RECURSION_LIMIT)
+            .map_err(|_| CoseError::OuterArray)?;
     let trailing = !rest.is_empty();
     let (tag, inner) = match top {
         Value::Tag(tag, inner) => (Some(tag), *inner),
@@ -214,7 +215,11 @@ pub fn parse(body: &[u8]) -> Result<GovernanceEnvelope, CoseError> {
     let mut items = items.into_iter();
     let protected = match items.next() {
         Some(Value::Bytes(bytes)) => bytes,
-        _ => return Err(CoseError::ProtectedHeader("protected header is not a bstr".into())),
+        _ => {
+            return Err(CoseError::ProtectedHeader(
+                "protected header is not a bstr".into(),
+            ));
+        }
     };
     let header = parse_protected(&protected)?;
 
@@ -265,7 +270,9 @@ fn parse_protected(protected: &[u8]) -> Result<ProtectedFields, CoseError> {
     let mut proposal_id = None;
     fn set<T>(slot: &mut Option<T>, value: T, name: &str) -> Result<(), CoseError> {
         if slot.replace(value).is_some() {
-            return Err(CoseError::ProtectedHeader(format!("duplicate label {name}")));
+            return Err(CoseError::ProtectedHeader(format!(
+                "duplicate label {name}"
+            )));
         }
         Ok(())
     }
@@ -320,7 +327,13 @@ fn parse_protected(protected: &[u8]) -> Result<ProtectedFields, CoseError> {
     if created_at > MAX_CREATED_AT {
         return Err(CoseError::CreatedAtTooLarge(created_at));
     }
-    Ok(ProtectedFields { alg, kid, msg_type, created_at, proposal_id })
+    Ok(ProtectedFields {
+        alg,
+        kid,
+        msg_type,
+        created_at,
+        proposal_id,
+    })
 }
 
 /// The curve of an EC public key, as far as COSE's ECDSA algorithms go.
@@ -343,7 +356,9 @@ pub(crate) fn ecdsa_for_spki(
         OID_EC_P256, OID_KEY_TYPE_EC_PUBLIC_KEY, OID_NIST_EC_P384, OID_NIST_EC_P521,
     };
     if spki.algorithm.algorithm != OID_KEY_TYPE_EC_PUBLIC_KEY {
-        return Err(CoseError::Certificate("the public key is not an EC key".into()));
+        return Err(CoseError::Certificate(
+            "the public key is not an EC key".into(),
+        ));
     }
     let curve = spki
         .algorithm
@@ -358,7 +373,9 @@ pub(crate) fn ecdsa_for_spki(
     } else if curve == OID_NIST_EC_P521 {
         Ok((ALG_ES512, &signature::ECDSA_P521_SHA512_FIXED))
     } else {
-        Err(CoseError::Certificate(format!("unsupported EC curve {curve}")))
+        Err(CoseError::Certificate(format!(
+            "unsupported EC curve {curve}"
+        )))
     }
 }
 
@@ -414,13 +431,18 @@ impl GovernanceEnvelope {
         match self.msg_type.as_deref() {
             None => Err(CoseError::MissingMessageType { expected }),
             Some(found) if found == expected.as_str() => Ok(()),
-            Some(found) => Err(CoseError::WrongMessageType { found: found.to_string(), expected }),
+            Some(found) => Err(CoseError::WrongMessageType {
+                found: found.to_string(),
+                expected,
+            }),
         }
     }
 
     /// The message type, if the header names a known one.
     pub fn message_type(&self) -> Option<GovMessageType> {
-        self.msg_type.as_deref().and_then(GovMessageType::from_header)
+        self.msg_type
+            .as_deref()
+            .and_then(GovMessageType::from_header)
     }
 
     /// The protected header bytes as received.
@@ -455,7 +477,9 @@ pub fn sign(
     message: &GovernanceMessage<'_>,
 ) -> Result<Vec<u8>, CoseError> {
     if key.algorithm() != &signature::ECDSA_P384_SHA384_FIXED_SIGNING {
-        return Err(CoseError::Signing("the key is not an ES384 (P-384, fixed r‖s) key"));
+        return Err(CoseError::Signing(
+            "the key is not an ES384 (P-384, fixed r‖s) key",
+        ));
     }
     if message.created_at > MAX_CREATED_AT {
         return Err(CoseError::CreatedAtTooLarge(message.created_at));
@@ -463,8 +487,14 @@ pub fn sign(
     let mut header = HeaderBuilder::new()
         .algorithm(iana::Algorithm::ES384)
         .key_id(member_id.as_bytes().to_vec())
-        .text_value(HEADER_MSG_TYPE.to_string(), Value::Text(message.msg_type.as_str().into()))
-        .text_value(HEADER_CREATED_AT.to_string(), Value::Integer(message.created_at.into()));
+        .text_value(
+            HEADER_MSG_TYPE.to_string(),
+            Value::Text(message.msg_type.as_str().into()),
+        )
+        .text_value(
+            HEADER_CREATED_AT.to_string(),
+            Value::Integer(message.created_at.into()),
+        );
     if let Some(id) = message.proposal_id {
         header = header.text_value(HEADER_PROPOSAL_ID.to_string(), Value::Text(id.to_string()));
     }
@@ -484,7 +514,9 @@ pub fn sign(
     if let Some(err) = failure {
         return Err(err);
     }
-    sign1.to_tagged_vec().map_err(|_| CoseError::Signing("CBOR encoding failed"))
+    sign1
+        .to_tagged_vec()
+        .map_err(|_| CoseError::Signing("CBOR encoding failed"))
 }
 
 /// Signs with the [`sign`] rules but returns the *untagged* encoding (for tests of the
@@ -500,7 +532,9 @@ pub fn sign_untagged_for_tests(
     let tagged = sign(key, member_id, message)?;
     let sign1 = coset::CoseSign1::from_tagged_slice(&tagged)
         .map_err(|_| CoseError::Signing("re-decoding failed"))?;
-    sign1.to_vec().map_err(|_| CoseError::Signing("CBOR encoding failed"))
+    sign1
+        .to_vec()
+        .map_err(|_| CoseError::Signing("CBOR encoding failed"))
 }
 
 /// The hook the `cose_decode` fuzz target calls: parse, then check the message type and the
@@ -511,7 +545,11 @@ pub fn fuzz_parse_and_verify(body: &[u8]) {
     let cert = CERT.get_or_init(|| {
         let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).expect("keygen");
         let params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
-        params.self_signed(&key).expect("self-signed").der().to_vec()
+        params
+            .self_signed(&key)
+            .expect("self-signed")
+            .der()
+            .to_vec()
     });
     if let Ok(envelope) = parse(body) {
         let _ = envelope.check_message_type(GovMessageType::Proposal);
@@ -573,7 +611,10 @@ mod tests {
         vec![
             (Value::Integer(1.into()), Value::Integer((-35).into())),
             (Value::Integer(4.into()), Value::Bytes(b"abcd".to_vec())),
-            (Value::Text(HEADER_CREATED_AT.into()), Value::Integer(5.into())),
+            (
+                Value::Text(HEADER_CREATED_AT.into()),
+                Value::Integer(5.into()),
+            ),
         ]
     }
 
@@ -594,7 +635,9 @@ mod tests {
         env.verify_signature(&cert).unwrap();
         env.check_message_type(GovMessageType::Ballot).unwrap();
         assert_eq!(
-            env.check_message_type(GovMessageType::Proposal).unwrap_err().to_string(),
+            env.check_message_type(GovMessageType::Proposal)
+                .unwrap_err()
+                .to_string(),
             "Found ccf.gov.msg.type set to ballot, expected ccf.gov.msg.type to be proposal"
         );
     }
@@ -633,14 +676,20 @@ mod tests {
         let (key, _) = cert_and_key();
         let (_, other_cert) = cert_and_key();
         let env = parse(&sign(&key, "ab", &message(b"{}")).unwrap()).unwrap();
-        assert_eq!(env.verify_signature(&other_cert), Err(CoseError::BadSignature));
+        assert_eq!(
+            env.verify_signature(&other_cert),
+            Err(CoseError::BadSignature)
+        );
     }
 
     #[test]
     fn untagged_is_refused_with_ccfs_message() {
         let (key, _) = cert_and_key();
         let body = sign_untagged_for_tests(&key, "ab", &message(b"{}")).unwrap();
-        assert_eq!(parse(&body).unwrap_err().to_string(), "COSE_Sign1 is not tagged");
+        assert_eq!(
+            parse(&body).unwrap_err().to_string(),
+            "COSE_Sign1 is not tagged"
+        );
         // Another tag is "not tagged" too.
         let mut other = sign(&key, "ab", &message(b"{}")).unwrap();
         other[0] = 0xd1; // tag 17 (COSE_Mac0)
@@ -658,11 +707,22 @@ mod tests {
     fn header_errors_match_ccf() {
         let (key, _) = cert_and_key();
         let without = |label: Value| {
-            let entries = base_entries().into_iter().filter(|(l, _)| *l != label).collect();
-            parse(&with_protected(&key, entries, b"")).unwrap_err().to_string()
+            let entries = base_entries()
+                .into_iter()
+                .filter(|(l, _)| *l != label)
+                .collect();
+            parse(&with_protected(&key, entries, b""))
+                .unwrap_err()
+                .to_string()
         };
-        assert_eq!(without(Value::Integer(1.into())), "Missing algorithm in protected header");
-        assert_eq!(without(Value::Integer(4.into())), "Missing kid in protected header");
+        assert_eq!(
+            without(Value::Integer(1.into())),
+            "Missing algorithm in protected header"
+        );
+        assert_eq!(
+            without(Value::Integer(4.into())),
+            "Missing kid in protected header"
+        );
         assert_eq!(
             without(Value::Text(HEADER_CREATED_AT.into())),
             "Missing created_at in protected header"
@@ -670,29 +730,47 @@ mod tests {
         let replace = |label: Value, value: Value| {
             let entries = base_entries()
                 .into_iter()
-                .map(|(l, v)| if l == label { (l, value.clone()) } else { (l, v) })
+                .map(|(l, v)| {
+                    if l == label {
+                        (l, value.clone())
+                    } else {
+                        (l, v)
+                    }
+                })
                 .collect();
             parse(&with_protected(&key, entries, b""))
         };
         assert_eq!(
-            replace(Value::Text(HEADER_CREATED_AT.into()), Value::Integer((-1).into()))
-                .unwrap_err()
-                .to_string(),
+            replace(
+                Value::Text(HEADER_CREATED_AT.into()),
+                Value::Integer((-1).into())
+            )
+            .unwrap_err()
+            .to_string(),
             "Header parameter created_at must be positive"
         );
         assert_eq!(
-            replace(Value::Text(HEADER_CREATED_AT.into()), Value::Integer(10_000_000_000u64.into()))
-                .unwrap_err(),
+            replace(
+                Value::Text(HEADER_CREATED_AT.into()),
+                Value::Integer(10_000_000_000u64.into())
+            )
+            .unwrap_err(),
             CoseError::CreatedAtTooLarge(10_000_000_000)
         );
         assert_eq!(
-            replace(Value::Text(HEADER_CREATED_AT.into()), Value::Integer(MAX_CREATED_AT.into()))
-                .unwrap()
-                .created_at,
+            replace(
+                Value::Text(HEADER_CREATED_AT.into()),
+                Value::Integer(MAX_CREATED_AT.into())
+            )
+            .unwrap()
+            .created_at,
             MAX_CREATED_AT
         );
         assert!(matches!(
-            replace(Value::Text(HEADER_CREATED_AT.into()), Value::Text("5".into())),
+            replace(
+                Value::Text(HEADER_CREATED_AT.into()),
+                Value::Text("5".into())
+            ),
             Err(CoseError::ProtectedHeader(_))
         ));
         assert!(matches!(
@@ -700,7 +778,10 @@ mod tests {
             Err(CoseError::ProtectedHeader(m)) if m.contains("kid is not a bstr")
         ));
         let env = replace(Value::Integer(1.into()), Value::Integer((-257).into())).unwrap();
-        assert_eq!(env.check_algorithm().unwrap_err().to_string(), "Unsupported algorithm: -257");
+        assert_eq!(
+            env.check_algorithm().unwrap_err().to_string(),
+            "Unsupported algorithm: -257"
+        );
         let mut dup = base_entries();
         dup.push((Value::Integer(4.into()), Value::Bytes(b"ef".to_vec())));
         assert!(matches!(
@@ -714,7 +795,10 @@ mod tests {
         let (key, _) = cert_and_key();
         let mut body = sign(&key, "ab", &message(b"{}")).unwrap();
         body.push(0x00);
-        assert_eq!(parse(&body).unwrap_err().to_string(), "Failed to decode COSE_Sign1");
+        assert_eq!(
+            parse(&body).unwrap_err().to_string(),
+            "Failed to decode COSE_Sign1"
+        );
         // Detached payload (nil) is refused: CCF reads the payload from the body.
         let good = parse(&sign(&key, "ab", &message(b"{}")).unwrap()).unwrap();
         let detached = Value::Tag(
@@ -761,10 +845,14 @@ mod tests {
     #[test]
     fn signing_refuses_a_non_p384_key() {
         let rng = SystemRandom::new();
-        let pkcs8 =
-            EcdsaKeyPair::generate_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
-        let key = EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref())
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
             .unwrap();
-        assert!(matches!(sign(&key, "a", &message(b"")), Err(CoseError::Signing(_))));
+        let key =
+            EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref())
+                .unwrap();
+        assert!(matches!(
+            sign(&key, "a", &message(b"")),
+            Err(CoseError::Signing(_))
+        ));
     }
 }

@@ -99,7 +99,10 @@ pub fn from_hex(text: &str) -> Option<Vec<u8>> {
     if bytes.len() % 2 != 0 {
         return None;
     }
-    bytes.chunks(2).map(|pair| Some(digit(pair[0])? << 4 | digit(pair[1])?)).collect()
+    bytes
+        .chunks(2)
+        .map(|pair| Some(digit(pair[0])? << 4 | digit(pair[1])?))
+        .collect()
 }
 
 /// A member id: lower-case hex SHA-256 of the DER certificate (CCF).
@@ -113,7 +116,11 @@ pub fn member_id(cert_der: &[u8]) -> String {
 /// [`IdentityError::Certificate`] when the certificate does not parse.
 pub fn node_id(cert_der: &[u8]) -> Result<String, IdentityError> {
     let cert = parse_cert(cert_der)?;
-    Ok(hex(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, cert.public_key().raw).as_ref()))
+    Ok(hex(aws_lc_rs::digest::digest(
+        &aws_lc_rs::digest::SHA256,
+        cert.public_key().raw,
+    )
+    .as_ref()))
 }
 
 /// The DER of the first `CERTIFICATE` block of a PEM text.
@@ -138,7 +145,9 @@ fn parse_cert(der: &[u8]) -> Result<x509_parser::certificate::X509Certificate<'_
     let (rest, cert) = x509_parser::certificate::X509Certificate::from_der(der)
         .map_err(|e| IdentityError::Certificate(format!("not a DER X.509 certificate: {e}")))?;
     if !rest.is_empty() {
-        return Err(IdentityError::Certificate("trailing bytes after the certificate".into()));
+        return Err(IdentityError::Certificate(
+            "trailing bytes after the certificate".into(),
+        ));
     }
     Ok(cert)
 }
@@ -182,7 +191,10 @@ pub fn verify_endorsement(endorsee_der: &[u8], endorser_der: &[u8]) -> Result<()
         (_, _) => &signature::ECDSA_P521_SHA512_ASN1,
     };
     signature::UnparsedPublicKey::new(verification, &endorser.public_key().subject_public_key.data)
-        .verify(endorsee.tbs_certificate.as_ref(), &endorsee.signature_value.data)
+        .verify(
+            endorsee.tbs_certificate.as_ref(),
+            &endorsee.signature_value.data,
+        )
         .map_err(|_| IdentityError::NotEndorsed {
             endorsee: endorsee.subject().to_string(),
             endorser: endorser.subject().to_string(),
@@ -203,17 +215,26 @@ impl std::fmt::Debug for P384Key {
 
 impl P384Key {
     fn generate() -> Result<(Self, rcgen::KeyPair), IdentityError> {
-        let generated = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384)
-            .map_err(|e| IdentityError::Generate { what: "a P-384 key", reason: e.to_string() })?;
-        let key = Self::from_pkcs8(Zeroizing::new(generated.serialize_der()))
-            .map_err(|reason| IdentityError::Generate { what: "a P-384 key", reason })?;
+        let generated =
+            rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).map_err(|e| {
+                IdentityError::Generate {
+                    what: "a P-384 key",
+                    reason: e.to_string(),
+                }
+            })?;
+        let key =
+            Self::from_pkcs8(Zeroizing::new(generated.serialize_der())).map_err(|reason| {
+                IdentityError::Generate {
+                    what: "a P-384 key",
+                    reason,
+                }
+            })?;
         Ok((key, generated))
     }
 
     fn from_pkcs8(pkcs8: Zeroizing<Vec<u8>>) -> Result<Self, String> {
-        let signing =
-            EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P384_SHA384_FIXED_SIGNING, &pkcs8)
-                .map_err(|e| format!("not a P-384 PKCS#8 key: {e}"))?;
+        let signing = EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P384_SHA384_FIXED_SIGNING, &pkcs8)
+            .map_err(|e| format!("not a P-384 PKCS#8 key: {e}"))?;
         Ok(Self { pkcs8, signing })
     }
 
@@ -231,8 +252,9 @@ impl P384Key {
                         &der,
                     )
                     .map_err(|e| format!("not a P-384 EC key: {e}"))?;
-                    let pkcs8 =
-                        key.to_pkcs8v1().map_err(|e| format!("re-encoding the key: {e}"))?;
+                    let pkcs8 = key
+                        .to_pkcs8v1()
+                        .map_err(|e| format!("re-encoding the key: {e}"))?;
                     return Self::from_pkcs8(Zeroizing::new(pkcs8.as_ref().to_vec()));
                 }
                 _ => {}
@@ -253,7 +275,10 @@ impl P384Key {
 
     /// PKCS#8 PEM of the key (zeroized on drop).
     pub fn to_pem(&self) -> Zeroizing<String> {
-        Zeroizing::new(pem::encode(&pem::Pem::new("PRIVATE KEY", self.pkcs8.to_vec())))
+        Zeroizing::new(pem::encode(&pem::Pem::new(
+            "PRIVATE KEY",
+            self.pkcs8.to_vec(),
+        )))
     }
 
     /// PKCS#8 DER of the key (zeroized on drop).
@@ -263,8 +288,10 @@ impl P384Key {
 
     #[cfg(test)]
     fn rcgen_key(&self) -> Result<rcgen::KeyPair, IdentityError> {
-        rcgen::KeyPair::try_from(self.pkcs8.as_slice())
-            .map_err(|e| IdentityError::Generate { what: "a certificate", reason: e.to_string() })
+        rcgen::KeyPair::try_from(self.pkcs8.as_slice()).map_err(|e| IdentityError::Generate {
+            what: "a certificate",
+            reason: e.to_string(),
+        })
     }
 }
 
@@ -284,18 +311,27 @@ fn write_new_file(path: &Path, contents: &[u8], mode: u32) -> Result<(), Identit
             if source.kind() == std::io::ErrorKind::AlreadyExists {
                 IdentityError::Exists(path.to_path_buf())
             } else {
-                IdentityError::Io { path: path.to_path_buf(), source }
+                IdentityError::Io {
+                    path: path.to_path_buf(),
+                    source,
+                }
             }
         })?;
     file.write_all(contents)
         .and_then(|()| file.sync_all())
-        .map_err(|source| IdentityError::Io { path: path.to_path_buf(), source })
+        .map_err(|source| IdentityError::Io {
+            path: path.to_path_buf(),
+            source,
+        })
 }
 
 fn read_text(path: &Path) -> Result<Zeroizing<String>, IdentityError> {
     std::fs::read_to_string(path)
         .map(Zeroizing::new)
-        .map_err(|source| IdentityError::Io { path: path.to_path_buf(), source })
+        .map_err(|source| IdentityError::Io {
+            path: path.to_path_buf(),
+            source,
+        })
 }
 
 fn refuse_existing(paths: &[&Path]) -> Result<(), IdentityError> {
@@ -320,19 +356,35 @@ impl MemberIdentity {
     /// [`IdentityError::Generate`].
     pub fn generate(name: &str) -> Result<Self, IdentityError> {
         let (key, rcgen_key) = P384Key::generate()?;
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new())
-            .map_err(|e| IdentityError::Generate { what: "a certificate", reason: e.to_string() })?;
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).map_err(|e| {
+            IdentityError::Generate {
+                what: "a certificate",
+                reason: e.to_string(),
+            }
+        })?;
         params.distinguished_name = rcgen::DistinguishedName::new();
-        params.distinguished_name.push(rcgen::DnType::CommonName, name);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
         let cert = params
             .self_signed(&rcgen_key)
-            .map_err(|e| IdentityError::Generate { what: "a certificate", reason: e.to_string() })?;
-        Ok(Self { name: name.to_string(), cert_der: cert.der().to_vec(), key })
+            .map_err(|e| IdentityError::Generate {
+                what: "a certificate",
+                reason: e.to_string(),
+            })?;
+        Ok(Self {
+            name: name.to_string(),
+            cert_der: cert.der().to_vec(),
+            key,
+        })
     }
 
     /// The file names for `name` in `dir`: (`NAME_privk.pem`, `NAME_cert.pem`).
     pub fn file_paths(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
-        (dir.join(format!("{name}_privk.pem")), dir.join(format!("{name}_cert.pem")))
+        (
+            dir.join(format!("{name}_privk.pem")),
+            dir.join(format!("{name}_cert.pem")),
+        )
     }
 
     /// Writes `NAME_privk.pem` (0600) and `NAME_cert.pem` (0644) into `dir`; refuses to overwrite.
@@ -355,7 +407,10 @@ impl MemberIdentity {
     pub fn load(cert_path: &Path, key_path: &Path) -> Result<Self, IdentityError> {
         let cert_text = read_text(cert_path)?;
         let key_text = read_text(key_path)?;
-        let bad = |path: &Path, reason: String| IdentityError::BadPem { path: path.into(), reason };
+        let bad = |path: &Path, reason: String| IdentityError::BadPem {
+            path: path.into(),
+            reason,
+        };
         let cert_der = cert_der_from_pem(&cert_text).map_err(|r| bad(cert_path, r))?;
         let key = P384Key::from_pem(&key_text).map_err(|r| bad(key_path, r))?;
         if !key_matches_cert(&key, &cert_der).map_err(|e| bad(cert_path, e.to_string()))? {
@@ -371,7 +426,11 @@ impl MemberIdentity {
             .and_then(|cn| cn.as_str().ok())
             .unwrap_or_default()
             .to_string();
-        Ok(Self { name, cert_der, key })
+        Ok(Self {
+            name,
+            cert_der,
+            key,
+        })
     }
 
     /// The certificate's common name.
@@ -430,7 +489,8 @@ impl EncryptionKeyPair {
             what: "an RSA-2048 key",
             reason: e.to_string(),
         };
-        let key = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).map_err(err)?;
+        let key =
+            aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).map_err(err)?;
         let private: Pkcs8V1Der<'static> = key.as_der().map_err(err)?;
         let public: PublicKeyX509Der<'static> = key.public_key().as_der().map_err(err)?;
         Ok(Self {
@@ -441,7 +501,10 @@ impl EncryptionKeyPair {
 
     /// The file names for `name` in `dir`: (`NAME_enc_privk.pem`, `NAME_enc_pubk.pem`).
     pub fn file_paths(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
-        (dir.join(format!("{name}_enc_privk.pem")), dir.join(format!("{name}_enc_pubk.pem")))
+        (
+            dir.join(format!("{name}_enc_privk.pem")),
+            dir.join(format!("{name}_enc_pubk.pem")),
+        )
     }
 
     /// PEM (`PUBLIC KEY`, SPKI) of the public key, as `publicEncryptionKey` carries it.
@@ -456,8 +519,10 @@ impl EncryptionKeyPair {
     pub fn write_pems(&self, dir: &Path, name: &str) -> Result<(PathBuf, PathBuf), IdentityError> {
         let (private_path, public_path) = Self::file_paths(dir, name);
         refuse_existing(&[&private_path, &public_path])?;
-        let private_pem =
-            Zeroizing::new(pem::encode(&pem::Pem::new("PRIVATE KEY", self.private_pkcs8.to_vec())));
+        let private_pem = Zeroizing::new(pem::encode(&pem::Pem::new(
+            "PRIVATE KEY",
+            self.private_pkcs8.to_vec(),
+        )));
         write_new_file(&private_path, private_pem.as_bytes(), 0o600)?;
         write_new_file(&public_path, self.public_pem().as_bytes(), 0o644)?;
         Ok((private_path, public_path))
@@ -520,7 +585,8 @@ impl ServiceIdentity {
         let (service_key, service_rcgen) = P384Key::generate()?;
         let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).map_err(gen_err)?;
         ca.distinguished_name = rcgen::DistinguishedName::new();
-        ca.distinguished_name.push(rcgen::DnType::CommonName, "service");
+        ca.distinguished_name
+            .push(rcgen::DnType::CommonName, "service");
         ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
         ca.key_usages = vec![
             rcgen::KeyUsagePurpose::KeyCertSign,
@@ -531,11 +597,15 @@ impl ServiceIdentity {
         let issuer = rcgen::Issuer::new(ca, &service_rcgen);
 
         let (node_key, node_rcgen) = P384Key::generate()?;
-        let mut node = rcgen::CertificateParams::new(vec!["localhost".to_string()]).map_err(gen_err)?;
+        let mut node =
+            rcgen::CertificateParams::new(vec!["localhost".to_string()]).map_err(gen_err)?;
         node.subject_alt_names
-            .push(rcgen::SanType::IpAddress(std::net::IpAddr::from([127, 0, 0, 1])));
+            .push(rcgen::SanType::IpAddress(std::net::IpAddr::from([
+                127, 0, 0, 1,
+            ])));
         node.distinguished_name = rcgen::DistinguishedName::new();
-        node.distinguished_name.push(rcgen::DnType::CommonName, "node");
+        node.distinguished_name
+            .push(rcgen::DnType::CommonName, "node");
         node.is_ca = rcgen::IsCa::ExplicitNoCa;
         node.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature];
         node.extended_key_usages = vec![
@@ -545,8 +615,14 @@ impl ServiceIdentity {
         node.use_authority_key_identifier_extension = true;
         let node_cert = node.signed_by(&node_rcgen, &issuer).map_err(gen_err)?;
         Ok(Self {
-            service: CertifiedKey { cert_der: service_cert.der().to_vec(), key: service_key },
-            node: CertifiedKey { cert_der: node_cert.der().to_vec(), key: node_key },
+            service: CertifiedKey {
+                cert_der: service_cert.der().to_vec(),
+                key: service_key,
+            },
+            node: CertifiedKey {
+                cert_der: node_cert.der().to_vec(),
+                key: node_key,
+            },
         })
     }
 
@@ -555,8 +631,13 @@ impl ServiceIdentity {
     /// # Errors
     /// [`IdentityError::Exists`] or [`IdentityError::Io`].
     pub fn write_to_dir(&self, dir: &Path) -> Result<(), IdentityError> {
-        let paths = [SERVICE_CERT_FILE, SERVICE_KEY_FILE, NODE_CERT_FILE, NODE_KEY_FILE]
-            .map(|f| dir.join(f));
+        let paths = [
+            SERVICE_CERT_FILE,
+            SERVICE_KEY_FILE,
+            NODE_CERT_FILE,
+            NODE_KEY_FILE,
+        ]
+        .map(|f| dir.join(f));
         refuse_existing(&paths.iter().map(PathBuf::as_path).collect::<Vec<_>>())?;
         write_new_file(&paths[1], self.service.key.to_pem().as_bytes(), 0o600)?;
         write_new_file(&paths[3], self.node.key.to_pem().as_bytes(), 0o600)?;
@@ -573,11 +654,18 @@ impl ServiceIdentity {
     pub fn load_from_dir(dir: &Path) -> Result<Self, IdentityError> {
         let load = |cert_file: &str, key_file: &str| -> Result<CertifiedKey, IdentityError> {
             let (cert_path, key_path) = (dir.join(cert_file), dir.join(key_file));
-            let bad = |path: &Path, reason: String| IdentityError::BadPem { path: path.into(), reason };
-            let cert_der = cert_der_from_pem(&read_text(&cert_path)?).map_err(|r| bad(&cert_path, r))?;
+            let bad = |path: &Path, reason: String| IdentityError::BadPem {
+                path: path.into(),
+                reason,
+            };
+            let cert_der =
+                cert_der_from_pem(&read_text(&cert_path)?).map_err(|r| bad(&cert_path, r))?;
             let key = P384Key::from_pem(&read_text(&key_path)?).map_err(|r| bad(&key_path, r))?;
             if !key_matches_cert(&key, &cert_der).map_err(|e| bad(&cert_path, e.to_string()))? {
-                return Err(IdentityError::KeyCertificateMismatch { key: key_path, cert: cert_path });
+                return Err(IdentityError::KeyCertificateMismatch {
+                    key: key_path,
+                    cert: cert_path,
+                });
             }
             Ok(CertifiedKey { cert_der, key })
         };
@@ -614,7 +702,10 @@ mod tests {
         let m = MemberIdentity::generate("alice").unwrap();
         let id = m.member_id();
         assert_eq!(id.len(), 64);
-        assert!(id.bytes().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+        assert!(
+            id.bytes()
+                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+        );
         let expected = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, m.cert_der());
         assert_eq!(from_hex(&id).unwrap(), expected.as_ref());
         assert_eq!(m.name(), "alice");
@@ -637,7 +728,10 @@ mod tests {
         assert_eq!(cert_path.file_name().unwrap(), "bob_cert.pem");
         let mode = std::fs::metadata(&key_path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
-        assert!(matches!(m.write_pems(dir.path()), Err(IdentityError::Exists(_))));
+        assert!(matches!(
+            m.write_pems(dir.path()),
+            Err(IdentityError::Exists(_))
+        ));
 
         let loaded = MemberIdentity::load(&cert_path, &key_path).unwrap();
         assert_eq!(loaded.member_id(), m.member_id());
@@ -665,7 +759,10 @@ mod tests {
         let err = MemberIdentity::load(&b_cert, &a_key).unwrap_err();
         assert!(matches!(err, IdentityError::KeyCertificateMismatch { .. }));
         let text = err.to_string();
-        assert!(text.contains("a_privk.pem") && text.contains("b_cert.pem"), "{text}");
+        assert!(
+            text.contains("a_privk.pem") && text.contains("b_cert.pem"),
+            "{text}"
+        );
         // A certificate file given as the key is a clear error too.
         assert!(matches!(
             MemberIdentity::load(&b_cert, &b_cert),
@@ -681,10 +778,19 @@ mod tests {
         let sec1 = sec1_from_pkcs8(&rc.serialize_der());
         let dir = tempfile::tempdir().unwrap();
         let key_path = dir.path().join("c_privk.pem");
-        std::fs::write(&key_path, pem::encode(&pem::Pem::new("EC PRIVATE KEY", sec1))).unwrap();
+        std::fs::write(
+            &key_path,
+            pem::encode(&pem::Pem::new("EC PRIVATE KEY", sec1)),
+        )
+        .unwrap();
         let cert_path = dir.path().join("c_cert.pem");
         std::fs::write(&cert_path, m.cert_pem()).unwrap();
-        assert_eq!(MemberIdentity::load(&cert_path, &key_path).unwrap().member_id(), m.member_id());
+        assert_eq!(
+            MemberIdentity::load(&cert_path, &key_path)
+                .unwrap()
+                .member_id(),
+            m.member_id()
+        );
     }
 
     /// Extracts the SEC1 ECPrivateKey from a PKCS#8 PrivateKeyInfo (test helper: the OCTET
@@ -706,8 +812,15 @@ mod tests {
         assert_eq!(public.file_name().unwrap(), "alice_enc_pubk.pem");
         let mode = std::fs::metadata(&private).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
-        assert!(std::fs::read_to_string(&public).unwrap().starts_with("-----BEGIN PUBLIC KEY-----"));
-        assert!(matches!(k.write_pems(dir.path(), "alice"), Err(IdentityError::Exists(_))));
+        assert!(
+            std::fs::read_to_string(&public)
+                .unwrap()
+                .starts_with("-----BEGIN PUBLIC KEY-----")
+        );
+        assert!(matches!(
+            k.write_pems(dir.path(), "alice"),
+            Err(IdentityError::Exists(_))
+        ));
     }
 
     #[test]
@@ -723,7 +836,13 @@ mod tests {
         assert!(verify_endorsement(&s.node.cert_der, &other.service.cert_der).is_err());
 
         let node = parse_cert(&s.node.cert_der).unwrap();
-        let sans = node.subject_alternative_name().unwrap().unwrap().value.general_names.clone();
+        let sans = node
+            .subject_alternative_name()
+            .unwrap()
+            .unwrap()
+            .value
+            .general_names
+            .clone();
         let text = format!("{sans:?}");
         assert!(text.contains("localhost") && text.contains("127"), "{text}");
         let service = parse_cert(&s.service.cert_der).unwrap();
@@ -735,11 +854,18 @@ mod tests {
         assert!(ServiceIdentity::exists_in(dir.path()));
         let loaded = ServiceIdentity::load_from_dir(dir.path()).unwrap();
         assert_eq!(loaded.node.cert_der, s.node.cert_der);
-        assert!(matches!(s.write_to_dir(dir.path()), Err(IdentityError::Exists(_))));
+        assert!(matches!(
+            s.write_to_dir(dir.path()),
+            Err(IdentityError::Exists(_))
+        ));
         let _ = s.rcgen_node_key();
         // A swapped node key is refused with the file names.
         std::fs::remove_file(dir.path().join(NODE_KEY_FILE)).unwrap();
-        std::fs::write(dir.path().join(NODE_KEY_FILE), other.node.key.to_pem().as_bytes()).unwrap();
+        std::fs::write(
+            dir.path().join(NODE_KEY_FILE),
+            other.node.key.to_pem().as_bytes(),
+        )
+        .unwrap();
         assert!(matches!(
             ServiceIdentity::load_from_dir(dir.path()),
             Err(IdentityError::KeyCertificateMismatch { .. })

@@ -117,7 +117,10 @@ pub struct LedgerConfig {
 impl Default for LedgerConfig {
     /// CCF's defaults: 5000 transactions or 1000 ms.
     fn default() -> Self {
-        Self { signature_interval_txs: 5000, signature_interval: Duration::from_millis(1000) }
+        Self {
+            signature_interval_txs: 5000,
+            signature_interval: Duration::from_millis(1000),
+        }
     }
 }
 
@@ -164,7 +167,11 @@ impl SignatureRecord {
         if !r.0.is_empty() {
             return Err("trailing bytes in the signature write set".into());
         }
-        Ok(Self { root, signature, node_cert: Arc::new(node_cert) })
+        Ok(Self {
+            root,
+            signature,
+            node_cert: Arc::new(node_cert),
+        })
     }
 }
 
@@ -172,14 +179,19 @@ struct Reader<'a>(&'a [u8]);
 impl<'a> Reader<'a> {
     fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
         if self.0.len() < n {
-            return Err(format!("truncated: wanted {n} bytes, {} left", self.0.len()));
+            return Err(format!(
+                "truncated: wanted {n} bytes, {} left",
+                self.0.len()
+            ));
         }
         let (head, rest) = self.0.split_at(n);
         self.0 = rest;
         Ok(head)
     }
     fn u64(&mut self) -> Result<u64, String> {
-        Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8 bytes")))
+        Ok(u64::from_le_bytes(
+            self.take(8)?.try_into().expect("8 bytes"),
+        ))
     }
 }
 
@@ -227,7 +239,14 @@ impl Body {
         if !r.0.is_empty() {
             return Err("the body is longer than its fields".into());
         }
-        Ok(Self { kind, view, seqno, nonce, claims_digest, write_set })
+        Ok(Self {
+            kind,
+            view,
+            seqno,
+            nonce,
+            claims_digest,
+            write_set,
+        })
     }
 
     fn commit_evidence(&self) -> String {
@@ -235,7 +254,11 @@ impl Body {
     }
 
     fn leaf(&self) -> Digest {
-        merkle::leaf_hash(&merkle::sha256(&[&self.write_set]), &self.commit_evidence(), &self.claims_digest)
+        merkle::leaf_hash(
+            &merkle::sha256(&[&self.write_set]),
+            &self.commit_evidence(),
+            &self.claims_digest,
+        )
     }
 }
 
@@ -350,7 +373,13 @@ impl Ticket {
 
     /// Whether the transaction is already on disk (never blocks).
     pub fn is_durable(&self) -> bool {
-        self.durability.state.lock().expect("flush state").status.synced >= self.seqno
+        self.durability
+            .state
+            .lock()
+            .expect("flush state")
+            .status
+            .synced
+            >= self.seqno
     }
 
     /// Blocks until the transaction is on disk.
@@ -430,9 +459,15 @@ struct RootSigner {
 
 impl RootSigner {
     fn new(node: &CertifiedKey) -> Result<Self, LedgerError> {
-        let key = EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P384_SHA384_ASN1_SIGNING, node.key.pkcs8_der())
-            .map_err(|e| LedgerError::Signing(format!("the node key is not a P-384 key: {e}")))?;
-        Ok(Self { key, cert: Arc::new(node.cert_der.clone()) })
+        let key = EcdsaKeyPair::from_pkcs8(
+            &signature::ECDSA_P384_SHA384_ASN1_SIGNING,
+            node.key.pkcs8_der(),
+        )
+        .map_err(|e| LedgerError::Signing(format!("the node key is not a P-384 key: {e}")))?;
+        Ok(Self {
+            key,
+            cert: Arc::new(node.cert_der.clone()),
+        })
     }
 
     /// ECDSA over `root` taken as a prehashed SHA-256 digest (see the module comment).
@@ -454,7 +489,11 @@ impl RootSigner {
 ///
 /// # Errors
 /// A reason when the certificate is unusable or the signature does not verify.
-pub fn verify_root_signature(root: &Digest, signature_der: &[u8], cert_der: &[u8]) -> Result<(), String> {
+pub fn verify_root_signature(
+    root: &Digest,
+    signature_der: &[u8],
+    cert_der: &[u8],
+) -> Result<(), String> {
     use x509_parser::prelude::FromDer;
     let (_, cert) = x509_parser::certificate::X509Certificate::from_der(cert_der)
         .map_err(|e| format!("node certificate: {e}"))?;
@@ -464,10 +503,14 @@ pub fn verify_root_signature(root: &Digest, signature_der: &[u8], cert_der: &[u8
         crate::cose::ALG_ES384 => &signature::ECDSA_P384_SHA256_ASN1,
         _ => &signature::ECDSA_P521_SHA256_ASN1,
     };
-    let digest = AwsDigest::import_less_safe(root, &SHA256).map_err(|_| "digest import".to_string())?;
+    let digest =
+        AwsDigest::import_less_safe(root, &SHA256).map_err(|_| "digest import".to_string())?;
     UnparsedPublicKey::new(verification, &cert.public_key().subject_public_key.data)
         .verify_digest(&digest, signature_der)
-        .map_err(|_| "the signature over the Merkle root does not verify with the node certificate".to_string())
+        .map_err(|_| {
+            "the signature over the Merkle root does not verify with the node certificate"
+                .to_string()
+        })
 }
 
 /// The result of reading a ledger file back.
@@ -481,8 +524,17 @@ struct Scan {
     last_view: u64,
 }
 
-fn scan(path: &Path, bytes: &[u8], service_cert: &[u8], keep_write_sets: bool) -> Result<Scan, LedgerError> {
-    let corrupt = |offset: u64, reason: String| LedgerError::Corrupt { path: path.to_path_buf(), offset, reason };
+fn scan(
+    path: &Path,
+    bytes: &[u8],
+    service_cert: &[u8],
+    keep_write_sets: bool,
+) -> Result<Scan, LedgerError> {
+    let corrupt = |offset: u64, reason: String| LedgerError::Corrupt {
+        path: path.to_path_buf(),
+        offset,
+        reason,
+    };
     if bytes.len() < FILE_HEADER_LEN as usize
         || &bytes[..8] != MAGIC
         || bytes[8..12] != FORMAT_VERSION.to_le_bytes()
@@ -536,18 +588,31 @@ fn scan(path: &Path, bytes: &[u8], service_cert: &[u8], keep_write_sets: bool) -
         let body = Body::decode(&covered[FRAME_HEADER_LEN..]).map_err(|r| corrupt(at, r))?;
         let expected_seqno = scan.tree.len() + 1;
         if body.seqno != expected_seqno {
-            return Err(corrupt(at, format!("seqno {} where {expected_seqno} was expected", body.seqno)));
+            return Err(corrupt(
+                at,
+                format!("seqno {} where {expected_seqno} was expected", body.seqno),
+            ));
         }
         if body.view < scan.last_view {
-            return Err(corrupt(at, format!("view {} after view {}", body.view, scan.last_view)));
+            return Err(corrupt(
+                at,
+                format!("view {} after view {}", body.view, scan.last_view),
+            ));
         }
         if body.kind == KIND_SIGNATURE {
             let record = SignatureRecord::decode(&body.write_set).map_err(|r| corrupt(at, r))?;
-            let root = scan.tree.root().ok_or_else(|| corrupt(at, "a signature over an empty tree".into()))?;
+            let root = scan
+                .tree
+                .root()
+                .ok_or_else(|| corrupt(at, "a signature over an empty tree".into()))?;
             if record.root != root {
-                return Err(corrupt(at, "the signed root is not the root of the preceding transactions".into()));
+                return Err(corrupt(
+                    at,
+                    "the signed root is not the root of the preceding transactions".into(),
+                ));
             }
-            verify_root_signature(&root, &record.signature, &record.node_cert).map_err(|r| corrupt(at, r))?;
+            verify_root_signature(&root, &record.signature, &record.node_cert)
+                .map_err(|r| corrupt(at, r))?;
             if !endorsed.iter().any(|c| **c == *record.node_cert) {
                 identity::verify_endorsement(&record.node_cert, service_cert)
                     .map_err(|e| corrupt(at, format!("node certificate: {e}")))?;
@@ -580,7 +645,10 @@ fn read_file(path: &Path) -> Result<Vec<u8>, LedgerError> {
     let mut bytes = Vec::new();
     File::open(path)
         .and_then(|mut f| f.read_to_end(&mut bytes))
-        .map_err(|source| LedgerError::Io { path: path.to_path_buf(), source })?;
+        .map_err(|source| LedgerError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
     Ok(bytes)
 }
 
@@ -622,14 +690,20 @@ pub struct Ledger {
 
 impl std::fmt::Debug for Ledger {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Ledger").field("path", &self.path).field("len", &self.tree.len()).finish()
+        f.debug_struct("Ledger")
+            .field("path", &self.path)
+            .field("len", &self.tree.len())
+            .finish()
     }
 }
 
 fn sync_dir(dir: &Path) -> Result<(), LedgerError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
-        .map_err(|source| LedgerError::Io { path: dir.to_path_buf(), source })
+        .map_err(|source| LedgerError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })
 }
 
 impl Ledger {
@@ -660,25 +734,40 @@ impl Ledger {
             let mut header = MAGIC.to_vec();
             header.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
             header.extend_from_slice(&[0; 4]);
-            f.write_all(&header).and_then(|()| f.sync_all()).map_err(io(&tmp))?;
+            f.write_all(&header)
+                .and_then(|()| f.sync_all())
+                .map_err(io(&tmp))?;
             std::fs::rename(&tmp, &path).map_err(io(&path))?;
             sync_dir(dir)?;
         }
         let bytes = read_file(&path)?;
         let scan = scan(&path, &bytes, service_cert_der, true)?;
-        let mut file = OpenOptions::new().read(true).write(true).open(&path).map_err(io(&path))?;
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(io(&path))?;
         if scan.torn_tail_bytes > 0 {
-            file.set_len(scan.bodies_end).and_then(|()| file.sync_all()).map_err(io(&path))?;
+            file.set_len(scan.bodies_end)
+                .and_then(|()| file.sync_all())
+                .map_err(io(&path))?;
         }
-        file.seek(SeekFrom::Start(scan.bodies_end)).map_err(io(&path))?;
+        file.seek(SeekFrom::Start(scan.bodies_end))
+            .map_err(io(&path))?;
         let flush_file = file.try_clone().map_err(io(&path))?;
         let len = scan.tree.len();
-        let (watch, _) = tokio::sync::watch::channel(SyncStatus { synced: len, failed: false });
+        let (watch, _) = tokio::sync::watch::channel(SyncStatus {
+            synced: len,
+            failed: false,
+        });
         let durability = Arc::new(Durability {
             path: path.clone(),
             state: Mutex::new(FlushState {
                 written: len,
-                status: SyncStatus { synced: len, failed: false },
+                status: SyncStatus {
+                    synced: len,
+                    failed: false,
+                },
                 ..FlushState::default()
             }),
             work: Condvar::new(),
@@ -744,14 +833,19 @@ impl Ledger {
 
     /// The view of transaction `seqno`, if present.
     pub fn view_of(&self, seqno: u64) -> Option<u64> {
-        self.metas.get(usize::try_from(seqno.checked_sub(1)?).ok()?).map(|m| m.view)
+        self.metas
+            .get(usize::try_from(seqno.checked_sub(1)?).ok()?)
+            .map(|m| m.view)
     }
 
     fn write_body(&mut self, body: &Body) -> Result<(), LedgerError> {
         let frame = body.encode_frame();
         self.file
             .write_all(&frame)
-            .map_err(|source| LedgerError::Io { path: self.path.clone(), source })?;
+            .map_err(|source| LedgerError::Io {
+                path: self.path.clone(),
+                source,
+            })?;
         self.tree.append(body.leaf());
         self.metas.push(EntryMeta {
             view: body.view,
@@ -767,12 +861,24 @@ impl Ledger {
         Ok(())
     }
 
-    fn new_body(&self, kind: u8, write_set: Vec<u8>, claims_digest: Digest) -> Result<Body, LedgerError> {
+    fn new_body(
+        &self,
+        kind: u8,
+        write_set: Vec<u8>,
+        claims_digest: Digest,
+    ) -> Result<Body, LedgerError> {
         let mut nonce = [0u8; 32];
         self.rng
             .fill(&mut nonce)
             .map_err(|_| LedgerError::Signing("the RNG failed".into()))?;
-        Ok(Body { kind, view: self.view, seqno: self.tree.len() + 1, nonce, claims_digest, write_set })
+        Ok(Body {
+            kind,
+            view: self.view,
+            seqno: self.tree.len() + 1,
+            nonce,
+            claims_digest,
+            write_set,
+        })
     }
 
     /// Appends a transaction (and, when due, a signature transaction after it). Returns the
@@ -781,15 +887,27 @@ impl Ledger {
     /// # Errors
     /// [`LedgerError::TooLarge`], [`LedgerError::Io`] (the ledger must then be reopened) or
     /// [`LedgerError::Signing`].
-    pub fn append(&mut self, write_set: Vec<u8>, claims_digest: Option<Digest>) -> Result<Ticket, LedgerError> {
+    pub fn append(
+        &mut self,
+        write_set: Vec<u8>,
+        claims_digest: Option<Digest>,
+    ) -> Result<Ticket, LedgerError> {
         if write_set.len() > (MAX_BODY_LEN as usize - BODY_FIXED_LEN) {
             return Err(LedgerError::TooLarge(write_set.len()));
         }
-        let body = self.new_body(KIND_TRANSACTION, write_set, claims_digest.unwrap_or([0; 32]))?;
+        let body = self.new_body(
+            KIND_TRANSACTION,
+            write_set,
+            claims_digest.unwrap_or([0; 32]),
+        )?;
         self.write_body(&body)?;
         self.unsigned_count += 1;
         self.unsigned_since.get_or_insert_with(Instant::now);
-        let ticket = Ticket { seqno: body.seqno, view: body.view, durability: self.durability.clone() };
+        let ticket = Ticket {
+            seqno: body.seqno,
+            view: body.view,
+            durability: self.durability.clone(),
+        };
         if self.signature_due() {
             // The signature's own ticket completes no later than a later one; the caller waits
             // on the transaction's.
@@ -801,7 +919,9 @@ impl Ledger {
     fn signature_due(&self) -> bool {
         self.unsigned_count > 0
             && (self.unsigned_count >= self.config.signature_interval_txs
-                || self.unsigned_since.is_some_and(|t| t.elapsed() >= self.config.signature_interval))
+                || self
+                    .unsigned_since
+                    .is_some_and(|t| t.elapsed() >= self.config.signature_interval))
     }
 
     /// Appends a signature transaction if one is due by count or time (call from a timer every
@@ -810,7 +930,11 @@ impl Ledger {
     /// # Errors
     /// As [`sign_now`](Self::sign_now).
     pub fn sign_if_due(&mut self) -> Result<Option<Ticket>, LedgerError> {
-        if self.signature_due() { self.sign_now().map(Some) } else { Ok(None) }
+        if self.signature_due() {
+            self.sign_now().map(Some)
+        } else {
+            Ok(None)
+        }
     }
 
     /// Appends a signature transaction over every transaction so far.
@@ -818,7 +942,10 @@ impl Ledger {
     /// # Errors
     /// [`LedgerError::Signing`] (also for an empty ledger) or [`LedgerError::Io`].
     pub fn sign_now(&mut self) -> Result<Ticket, LedgerError> {
-        let root = self.tree.root().ok_or_else(|| LedgerError::Signing("the ledger is empty".into()))?;
+        let root = self
+            .tree
+            .root()
+            .ok_or_else(|| LedgerError::Signing("the ledger is empty".into()))?;
         let record = SignatureRecord {
             root,
             signature: self.signer.sign_root(&root)?,
@@ -829,7 +956,11 @@ impl Ledger {
         self.signatures.push((body.seqno, record));
         self.unsigned_count = 0;
         self.unsigned_since = None;
-        Ok(Ticket { seqno: body.seqno, view: body.view, durability: self.durability.clone() })
+        Ok(Ticket {
+            seqno: body.seqno,
+            view: body.view,
+            durability: self.durability.clone(),
+        })
     }
 
     /// What a receipt for `seqno` needs: the first signature at or after it (a signature
@@ -838,12 +969,17 @@ impl Ledger {
     /// # Errors
     /// [`LedgerError::UnknownTransaction`] or [`LedgerError::NotSigned`].
     pub fn receipt_material(&self, seqno: u64) -> Result<ReceiptMaterial, LedgerError> {
-        let index = seqno.checked_sub(1).ok_or(LedgerError::UnknownTransaction(seqno))?;
+        let index = seqno
+            .checked_sub(1)
+            .ok_or(LedgerError::UnknownTransaction(seqno))?;
         let meta = self
             .metas
             .get(usize::try_from(index).map_err(|_| LedgerError::UnknownTransaction(seqno))?)
             .ok_or(LedgerError::UnknownTransaction(seqno))?;
-        let mut leaf = self.tree.leaf(index).ok_or(LedgerError::UnknownTransaction(seqno))?;
+        let mut leaf = self
+            .tree
+            .leaf(index)
+            .ok_or(LedgerError::UnknownTransaction(seqno))?;
         let commit_evidence = commit_evidence(meta.view, seqno, &meta.nonce);
         let (proof, record) = if meta.is_signature {
             let (_, record) = self
@@ -855,8 +991,14 @@ impl Ledger {
             (Vec::new(), record)
         } else {
             let at = self.signatures.partition_point(|(s, _)| *s <= seqno);
-            let (sig_seqno, record) = self.signatures.get(at).ok_or(LedgerError::NotSigned(seqno))?;
-            let proof = self.tree.proof(index, sig_seqno - 1).ok_or(LedgerError::NotSigned(seqno))?;
+            let (sig_seqno, record) = self
+                .signatures
+                .get(at)
+                .ok_or(LedgerError::NotSigned(seqno))?;
+            let proof = self
+                .tree
+                .proof(index, sig_seqno - 1)
+                .ok_or(LedgerError::NotSigned(seqno))?;
             (proof, record)
         };
         Ok(ReceiptMaterial {
@@ -898,7 +1040,10 @@ mod tests {
     use crate::identity::ServiceIdentity;
 
     fn config(n: u64) -> LedgerConfig {
-        LedgerConfig { signature_interval_txs: n, signature_interval: Duration::from_secs(3600) }
+        LedgerConfig {
+            signature_interval_txs: n,
+            signature_interval: Duration::from_secs(3600),
+        }
     }
 
     fn small_ledger(dir: &Path, service: &ServiceIdentity) {
@@ -916,8 +1061,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let service = ServiceIdentity::generate().unwrap();
         small_ledger(dir.path(), &service);
-        let (ledger, replayed) =
-            Ledger::open(dir.path(), config(2), &service.node, &service.service.cert_der).unwrap();
+        let (ledger, replayed) = Ledger::open(
+            dir.path(),
+            config(2),
+            &service.node,
+            &service.service.cert_der,
+        )
+        .unwrap();
         // tx1 tx2 sig3 tx4 tx5 sig6 tx7 sig8
         assert_eq!(ledger.last_seqno(), 8);
         assert_eq!(ledger.last_signed_seqno(), 8);
@@ -927,7 +1077,12 @@ mod tests {
         let summary = verify_ledger(dir.path(), &service.service.cert_der).unwrap();
         assert_eq!(
             summary,
-            LedgerSummary { transactions: 8, signatures: 3, last_signed_seqno: 8, torn_tail_bytes: 0 }
+            LedgerSummary {
+                transactions: 8,
+                signatures: 3,
+                last_signed_seqno: 8,
+                torn_tail_bytes: 0
+            }
         );
     }
 
@@ -949,11 +1104,21 @@ mod tests {
                 good.len()
             );
             assert!(
-                Ledger::open(dir.path(), config(2), &service.node, &service.service.cert_der).is_err(),
+                Ledger::open(
+                    dir.path(),
+                    config(2),
+                    &service.node,
+                    &service.service.cert_der
+                )
+                .is_err(),
                 "open accepted flipped byte {i}"
             );
             // open must not have cut anything off.
-            assert_eq!(std::fs::read(&path).unwrap(), bad, "open changed the file at flip {i}");
+            assert_eq!(
+                std::fs::read(&path).unwrap(),
+                bad,
+                "open changed the file at flip {i}"
+            );
         }
         std::fs::write(&path, &good).unwrap();
         verify_ledger(dir.path(), &service.service.cert_der).unwrap();
@@ -966,7 +1131,13 @@ mod tests {
         small_ledger(dir.path(), &service);
         let path = dir.path().join(LEDGER_FILE);
         let good = std::fs::read(&path).unwrap();
-        let (ledger, _) = Ledger::open(dir.path(), config(2), &service.node, &service.service.cert_der).unwrap();
+        let (ledger, _) = Ledger::open(
+            dir.path(),
+            config(2),
+            &service.node,
+            &service.service.cert_der,
+        )
+        .unwrap();
         drop(ledger);
         // Frame boundaries: re-scan to find the offset of the last frame.
         let full = verify_ledger(dir.path(), &service.service.cert_der).unwrap();
@@ -974,8 +1145,13 @@ mod tests {
             std::fs::write(&path, &good[..cut]).unwrap();
             let summary = verify_ledger(dir.path(), &service.service.cert_der).unwrap();
             assert!(summary.transactions < full.transactions);
-            let (ledger, _) =
-                Ledger::open(dir.path(), config(2), &service.node, &service.service.cert_der).unwrap();
+            let (ledger, _) = Ledger::open(
+                dir.path(),
+                config(2),
+                &service.node,
+                &service.service.cert_der,
+            )
+            .unwrap();
             assert_eq!(ledger.last_seqno(), summary.transactions);
             drop(ledger);
             let after = std::fs::read(&path).unwrap();
@@ -986,7 +1162,12 @@ mod tests {
         let mut zeroed = good.clone();
         zeroed.extend_from_slice(&[0u8; 100]);
         std::fs::write(&path, &zeroed).unwrap();
-        assert_eq!(verify_ledger(dir.path(), &service.service.cert_der).unwrap().torn_tail_bytes, 100);
+        assert_eq!(
+            verify_ledger(dir.path(), &service.service.cert_der)
+                .unwrap()
+                .torn_tail_bytes,
+            100
+        );
     }
 
     #[test]
@@ -1003,21 +1184,42 @@ mod tests {
     fn receipts_material_folds_to_the_signed_root() {
         let dir = tempfile::tempdir().unwrap();
         let service = ServiceIdentity::generate().unwrap();
-        let (mut ledger, _) =
-            Ledger::open(dir.path(), config(3), &service.node, &service.service.cert_der).unwrap();
+        let (mut ledger, _) = Ledger::open(
+            dir.path(),
+            config(3),
+            &service.node,
+            &service.service.cert_der,
+        )
+        .unwrap();
         for i in 0..7u8 {
             let _ = ledger.append(vec![i], Some([i; 32])).unwrap();
         }
         // tx1 tx2 tx3 sig4 tx5 tx6 tx7 sig8 tx9 tx10
-        assert!(matches!(ledger.receipt_material(9), Err(LedgerError::NotSigned(9))));
-        assert!(matches!(ledger.receipt_material(0), Err(LedgerError::UnknownTransaction(0))));
-        assert!(matches!(ledger.receipt_material(99), Err(LedgerError::UnknownTransaction(99))));
+        assert!(matches!(
+            ledger.receipt_material(9),
+            Err(LedgerError::NotSigned(9))
+        ));
+        assert!(matches!(
+            ledger.receipt_material(0),
+            Err(LedgerError::UnknownTransaction(0))
+        ));
+        assert!(matches!(
+            ledger.receipt_material(99),
+            Err(LedgerError::UnknownTransaction(99))
+        ));
         for seqno in [1, 2, 3, 4, 5, 7, 8] {
             let m = ledger.receipt_material(seqno).unwrap();
-            assert_eq!(merkle::root_from_proof(&m.leaf, &m.proof), m.root, "seqno {seqno}");
+            assert_eq!(
+                merkle::root_from_proof(&m.leaf, &m.proof),
+                m.root,
+                "seqno {seqno}"
+            );
             verify_root_signature(&m.root, &m.signature, &m.node_cert).unwrap();
             if !m.is_signature {
-                assert_eq!(m.leaf, merkle::leaf_hash(&m.write_set_digest, &m.commit_evidence, &m.claims_digest));
+                assert_eq!(
+                    m.leaf,
+                    merkle::leaf_hash(&m.write_set_digest, &m.commit_evidence, &m.claims_digest)
+                );
                 assert!(m.commit_evidence.starts_with(&format!("ce:1.{seqno}:")));
             }
         }
@@ -1028,14 +1230,24 @@ mod tests {
     fn group_commit_completes_concurrent_tickets() {
         let dir = tempfile::tempdir().unwrap();
         let service = ServiceIdentity::generate().unwrap();
-        let (ledger, _) = Ledger::open(dir.path(), config(50), &service.node, &service.service.cert_der).unwrap();
+        let (ledger, _) = Ledger::open(
+            dir.path(),
+            config(50),
+            &service.node,
+            &service.service.cert_der,
+        )
+        .unwrap();
         let ledger = Arc::new(Mutex::new(ledger));
         let threads: Vec<_> = (0..8)
             .map(|t| {
                 let ledger = ledger.clone();
                 std::thread::spawn(move || {
                     for i in 0..50u32 {
-                        let ticket = ledger.lock().unwrap().append(format!("{t}:{i}").into_bytes(), None).unwrap();
+                        let ticket = ledger
+                            .lock()
+                            .unwrap()
+                            .append(format!("{t}:{i}").into_bytes(), None)
+                            .unwrap();
                         ticket.wait().unwrap();
                     }
                 })
@@ -1047,7 +1259,13 @@ mod tests {
         let ledger = Arc::try_unwrap(ledger).unwrap().into_inner().unwrap();
         assert_eq!(ledger.last_seqno(), 400 + 8);
         drop(ledger);
-        let (_, replayed) = Ledger::open(dir.path(), config(50), &service.node, &service.service.cert_der).unwrap();
+        let (_, replayed) = Ledger::open(
+            dir.path(),
+            config(50),
+            &service.node,
+            &service.service.cert_der,
+        )
+        .unwrap();
         assert_eq!(replayed.len(), 400);
     }
 
@@ -1055,10 +1273,16 @@ mod tests {
     fn async_wait_and_time_based_signatures() {
         let dir = tempfile::tempdir().unwrap();
         let service = ServiceIdentity::generate().unwrap();
-        let cfg = LedgerConfig { signature_interval_txs: 1000, signature_interval: Duration::from_millis(20) };
-        let (mut ledger, _) = Ledger::open(dir.path(), cfg, &service.node, &service.service.cert_der).unwrap();
+        let cfg = LedgerConfig {
+            signature_interval_txs: 1000,
+            signature_interval: Duration::from_millis(20),
+        };
+        let (mut ledger, _) =
+            Ledger::open(dir.path(), cfg, &service.node, &service.service.cert_der).unwrap();
         let ticket = ledger.append(b"a".to_vec(), None).unwrap();
-        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
         rt.block_on(ticket.wait_async()).unwrap();
         assert!(ledger.sign_if_due().unwrap().is_none());
         std::thread::sleep(Duration::from_millis(30));
@@ -1077,14 +1301,13 @@ mod tests {
         let other = merkle::sha256(&[b"other"]);
         assert!(verify_root_signature(&other, &sig, &service.node.cert_der).is_err());
         // Not a plain SHA-384 signature over the root bytes.
-        let plain = UnparsedPublicKey::new(
-            &signature::ECDSA_P384_SHA384_ASN1,
-            {
-                use x509_parser::prelude::FromDer;
-                let (_, c) = x509_parser::certificate::X509Certificate::from_der(&service.node.cert_der).unwrap();
-                c.public_key().subject_public_key.data.to_vec()
-            },
-        );
+        let plain = UnparsedPublicKey::new(&signature::ECDSA_P384_SHA384_ASN1, {
+            use x509_parser::prelude::FromDer;
+            let (_, c) =
+                x509_parser::certificate::X509Certificate::from_der(&service.node.cert_der)
+                    .unwrap();
+            c.public_key().subject_public_key.data.to_vec()
+        });
         assert!(plain.verify(&root, &sig).is_err());
     }
 }

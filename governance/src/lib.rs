@@ -2,6 +2,6 @@
 //! governance messages, the constitution, the clean-room contract app and the ledger).
 pub mod cose;
 pub mod identity;
-pub mod merkle;
 pub mod ledger;
+pub mod merkle;
 pub mod receipt;

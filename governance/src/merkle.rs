@@ -39,8 +39,16 @@ pub fn node_hash(left: &Digest, right: &Digest) -> Digest {
 }
 
 /// A leaf: `SHA-256(write_set_digest ‖ SHA-256(commit_evidence) ‖ claims_digest)`.
-pub fn leaf_hash(write_set_digest: &Digest, commit_evidence: &str, claims_digest: &Digest) -> Digest {
-    sha256(&[write_set_digest, &sha256(&[commit_evidence.as_bytes()]), claims_digest])
+pub fn leaf_hash(
+    write_set_digest: &Digest,
+    commit_evidence: &str,
+    claims_digest: &Digest,
+) -> Digest {
+    sha256(&[
+        write_set_digest,
+        &sha256(&[commit_evidence.as_bytes()]),
+        claims_digest,
+    ])
 }
 
 /// Which side of the running hash a proof element sits on.
@@ -147,7 +155,10 @@ impl MerkleTree {
 
     /// The leaf at `index`.
     pub fn leaf(&self, index: u64) -> Option<Digest> {
-        self.levels.first()?.get(usize::try_from(index).ok()?).copied()
+        self.levels
+            .first()?
+            .get(usize::try_from(index).ok()?)
+            .copied()
     }
 
     /// The hash of leaves `[start, start + size)`, a node of the tree over the first `n` leaves
@@ -158,7 +169,10 @@ impl MerkleTree {
             return self.levels[h][(start >> h) as usize];
         }
         let k = split_point(size);
-        node_hash(&self.range_hash(start, k), &self.range_hash(start + k, size - k))
+        node_hash(
+            &self.range_hash(start, k),
+            &self.range_hash(start + k, size - k),
+        )
     }
 
     /// The root of the tree over the first `size` leaves (`None` for `size` 0 or beyond `len`).
@@ -183,10 +197,16 @@ impl MerkleTree {
         while n > 1 {
             let k = split_point(n);
             if i < k {
-                steps.push(ProofStep { side: Side::Right, hash: self.range_hash(start + k, n - k) });
+                steps.push(ProofStep {
+                    side: Side::Right,
+                    hash: self.range_hash(start + k, n - k),
+                });
                 n = k;
             } else {
-                steps.push(ProofStep { side: Side::Left, hash: self.range_hash(start, k) });
+                steps.push(ProofStep {
+                    side: Side::Left,
+                    hash: self.range_hash(start, k),
+                });
                 start += k;
                 i -= k;
                 n -= k;
@@ -237,7 +257,9 @@ mod tests {
                 return Node::Inner(Box::new(self), Box::new(Node::Leaf(leaf)), s);
             }
             match self {
-                Node::Inner(l, r, s) if !l.is_full() => Node::Inner(Box::new(l.insert(leaf)), r, s + 1),
+                Node::Inner(l, r, s) if !l.is_full() => {
+                    Node::Inner(Box::new(l.insert(leaf)), r, s + 1)
+                }
                 Node::Inner(l, r, s) => Node::Inner(l, Box::new(r.insert(leaf)), s + 1),
                 Node::Leaf(_) => unreachable!("a leaf is full"),
             }
@@ -251,7 +273,9 @@ mod tests {
     }
 
     fn leaves(n: usize) -> Vec<Digest> {
-        (0..n).map(|i| sha256(&[&(i as u64).to_le_bytes()])).collect()
+        (0..n)
+            .map(|i| sha256(&[&(i as u64).to_le_bytes()]))
+            .collect()
     }
 
     #[test]
@@ -268,14 +292,23 @@ mod tests {
         assert_eq!(t.root_at(3), Some(node_hash(&h01, &l[2])));
         assert_eq!(t.root_at(5), Some(node_hash(&h0123, &l[4])));
         let h45 = node_hash(&l[4], &l[5]);
-        assert_eq!(t.root_at(7), Some(node_hash(&h0123, &node_hash(&h45, &l[6]))));
+        assert_eq!(
+            t.root_at(7),
+            Some(node_hash(&h0123, &node_hash(&h45, &l[6])))
+        );
         assert_eq!(t.root_at(0), None);
         assert_eq!(t.root_at(8), None);
         assert_eq!(
             t.proof(6, 7).unwrap(),
             vec![
-                ProofStep { side: Side::Left, hash: h45 },
-                ProofStep { side: Side::Left, hash: h0123 }
+                ProofStep {
+                    side: Side::Left,
+                    hash: h45
+                },
+                ProofStep {
+                    side: Side::Left,
+                    hash: h0123
+                }
             ]
         );
     }
@@ -288,17 +321,26 @@ mod tests {
         let mut concat = ws.to_vec();
         concat.extend_from_slice(digest::digest(&SHA256, ce.as_bytes()).as_ref());
         concat.extend_from_slice(&claims);
-        assert_eq!(&leaf_hash(&ws, ce, &claims)[..], digest::digest(&SHA256, &concat).as_ref());
+        assert_eq!(
+            &leaf_hash(&ws, ce, &claims)[..],
+            digest::digest(&SHA256, &concat).as_ref()
+        );
     }
 
     #[test]
     fn proof_json_round_trips() {
-        let step = ProofStep { side: Side::Left, hash: [0xab; 32] };
+        let step = ProofStep {
+            side: Side::Left,
+            hash: [0xab; 32],
+        };
         let json = step.to_json();
         assert_eq!(json, serde_json::json!({ "left": "ab".repeat(32) }));
         assert_eq!(ProofStep::from_json(&json), Some(step));
         assert_eq!(ProofStep::from_json(&serde_json::json!({"up": "00"})), None);
-        assert_eq!(ProofStep::from_json(&serde_json::json!({"left": "00"})), None);
+        assert_eq!(
+            ProofStep::from_json(&serde_json::json!({"left": "00"})),
+            None
+        );
     }
 
     proptest! {

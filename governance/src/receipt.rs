@@ -99,7 +99,8 @@ pub struct VerifiedReceipt {
 /// # Errors
 /// [`ReceiptError::Build`] when the node certificate does not parse.
 pub fn build(material: &ReceiptMaterial) -> Result<Receipt, ReceiptError> {
-    let node_id = identity::node_id(&material.node_cert).map_err(|e| ReceiptError::Build(e.to_string()))?;
+    let node_id =
+        identity::node_id(&material.node_cert).map_err(|e| ReceiptError::Build(e.to_string()))?;
     let (leaf_components, leaf) = if material.is_signature {
         (None, Some(hex(&material.leaf)))
     } else {
@@ -143,10 +144,12 @@ impl Receipt {
     /// [`ReceiptError::Field`] for a missing or malformed leaf.
     pub fn leaf_digest(&self) -> Result<Digest, ReceiptError> {
         let digest = |field: &'static str, text: &str| -> Result<Digest, ReceiptError> {
-            from_hex(text).and_then(|b| b.try_into().ok()).ok_or(ReceiptError::Field {
-                field,
-                reason: "not 32 bytes of hex".into(),
-            })
+            from_hex(text)
+                .and_then(|b| b.try_into().ok())
+                .ok_or(ReceiptError::Field {
+                    field,
+                    reason: "not 32 bytes of hex".into(),
+                })
         };
         match (&self.leaf_components, &self.leaf) {
             (Some(c), None) => Ok(merkle::leaf_hash(
@@ -179,24 +182,39 @@ impl Receipt {
             })
             .collect::<Result<Vec<_>, _>>()?;
         let root = merkle::root_from_proof(&leaf, &proof);
-        let node_cert = identity::cert_der_from_pem(&self.cert)
-            .map_err(|reason| ReceiptError::Field { field: "cert", reason })?;
+        let node_cert =
+            identity::cert_der_from_pem(&self.cert).map_err(|reason| ReceiptError::Field {
+                field: "cert",
+                reason,
+            })?;
         let signature = BASE64
             .decode(self.signature.trim())
-            .map_err(|e| ReceiptError::Field { field: "signature", reason: e.to_string() })?;
+            .map_err(|e| ReceiptError::Field {
+                field: "signature",
+                reason: e.to_string(),
+            })?;
         verify_root_signature(&root, &signature, &node_cert).map_err(ReceiptError::Signature)?;
         let mut endorsee = node_cert;
         for pem in &self.service_endorsements {
-            let endorser = identity::cert_der_from_pem(pem)
-                .map_err(|reason| ReceiptError::Field { field: "service_endorsements", reason })?;
+            let endorser =
+                identity::cert_der_from_pem(pem).map_err(|reason| ReceiptError::Field {
+                    field: "service_endorsements",
+                    reason,
+                })?;
             identity::verify_endorsement(&endorsee, &endorser)
                 .map_err(|e| ReceiptError::Endorsement(e.to_string()))?;
             endorsee = endorser;
         }
         identity::verify_endorsement(&endorsee, service_cert_der)
             .map_err(|e| ReceiptError::Endorsement(e.to_string()))?;
-        let transaction_id = self.leaf_components.as_ref().and_then(|c| parse_commit_evidence(&c.commit_evidence));
-        Ok(VerifiedReceipt { root, transaction_id })
+        let transaction_id = self
+            .leaf_components
+            .as_ref()
+            .and_then(|c| parse_commit_evidence(&c.commit_evidence));
+        Ok(VerifiedReceipt {
+            root,
+            transaction_id,
+        })
     }
 }
 
@@ -218,11 +236,17 @@ mod tests {
     use std::time::Duration;
 
     fn ledger_with(dir: &std::path::Path, service: &ServiceIdentity, n: u64, every: u64) -> Ledger {
-        let cfg = LedgerConfig { signature_interval_txs: every, signature_interval: Duration::from_secs(3600) };
-        let (mut ledger, _) = Ledger::open(dir, cfg, &service.node, &service.service.cert_der).unwrap();
+        let cfg = LedgerConfig {
+            signature_interval_txs: every,
+            signature_interval: Duration::from_secs(3600),
+        };
+        let (mut ledger, _) =
+            Ledger::open(dir, cfg, &service.node, &service.service.cert_der).unwrap();
         for i in 0..n {
             let claims = (i % 3 == 0).then_some(merkle::sha256(&[&i.to_le_bytes()]));
-            let _ = ledger.append(format!("ws{i}").into_bytes(), claims).unwrap();
+            let _ = ledger
+                .append(format!("ws{i}").into_bytes(), claims)
+                .unwrap();
         }
         let _ = ledger.sign_now().unwrap();
         ledger
@@ -239,7 +263,11 @@ mod tests {
         let verified = parsed.verify(&service.service.cert_der).unwrap();
         assert_eq!(verified.transaction_id, Some((1, 2)));
         assert!(parsed.leaf.is_none() && parsed.service_endorsements.is_empty());
-        assert!(!json.windows(b"service_endorsements".len()).any(|w| w == b"service_endorsements"));
+        assert!(
+            !json
+                .windows(b"service_endorsements".len())
+                .any(|w| w == b"service_endorsements")
+        );
 
         // A signature transaction's receipt: leaf, empty proof.
         let sig = build(&ledger.receipt_material(5).unwrap()).unwrap();
@@ -248,29 +276,65 @@ mod tests {
 
         // Tampering with any part fails.
         let mut bad = receipt.clone();
-        bad.leaf_components.as_mut().unwrap().commit_evidence.push('0');
-        assert!(matches!(bad.verify(&service.service.cert_der), Err(ReceiptError::Signature(_))));
+        bad.leaf_components
+            .as_mut()
+            .unwrap()
+            .commit_evidence
+            .push('0');
+        assert!(matches!(
+            bad.verify(&service.service.cert_der),
+            Err(ReceiptError::Signature(_))
+        ));
         let mut bad = receipt.clone();
         bad.leaf_components.as_mut().unwrap().claims_digest = "11".repeat(32);
-        assert!(matches!(bad.verify(&service.service.cert_der), Err(ReceiptError::Signature(_))));
+        assert!(matches!(
+            bad.verify(&service.service.cert_der),
+            Err(ReceiptError::Signature(_))
+        ));
         let mut bad = receipt.clone();
         let step = ProofStep::from_json(&bad.proof[0]).unwrap();
-        bad.proof[0] = ProofStep { side: if step.side == merkle::Side::Left { merkle::Side::Right } else { merkle::Side::Left }, ..step }.to_json();
-        assert!(matches!(bad.verify(&service.service.cert_der), Err(ReceiptError::Signature(_))));
+        bad.proof[0] = ProofStep {
+            side: if step.side == merkle::Side::Left {
+                merkle::Side::Right
+            } else {
+                merkle::Side::Left
+            },
+            ..step
+        }
+        .to_json();
+        assert!(matches!(
+            bad.verify(&service.service.cert_der),
+            Err(ReceiptError::Signature(_))
+        ));
         let other = ServiceIdentity::generate().unwrap();
-        assert!(matches!(receipt.verify(&other.service.cert_der), Err(ReceiptError::Endorsement(_))));
+        assert!(matches!(
+            receipt.verify(&other.service.cert_der),
+            Err(ReceiptError::Endorsement(_))
+        ));
         let mut bad = receipt.clone();
         bad.cert = identity::cert_pem_from_der(&other.node.cert_der);
-        assert!(matches!(bad.verify(&service.service.cert_der), Err(ReceiptError::Signature(_))));
+        assert!(matches!(
+            bad.verify(&service.service.cert_der),
+            Err(ReceiptError::Signature(_))
+        ));
         let mut bad = receipt.clone();
         bad.leaf = Some("00".repeat(32));
-        assert!(matches!(bad.verify(&service.service.cert_der), Err(ReceiptError::Field { .. })));
-        assert!(matches!(Receipt::from_json(b"{}"), Err(ReceiptError::Json(_))));
+        assert!(matches!(
+            bad.verify(&service.service.cert_der),
+            Err(ReceiptError::Field { .. })
+        ));
+        assert!(matches!(
+            Receipt::from_json(b"{}"),
+            Err(ReceiptError::Json(_))
+        ));
     }
 
     #[test]
     fn commit_evidence_parses() {
-        assert_eq!(parse_commit_evidence(&format!("ce:2.15:{}", "ab".repeat(32))), Some((2, 15)));
+        assert_eq!(
+            parse_commit_evidence(&format!("ce:2.15:{}", "ab".repeat(32))),
+            Some((2, 15))
+        );
         assert_eq!(parse_commit_evidence("ce:2.15"), None);
         assert_eq!(parse_commit_evidence("xx:2.15:ab"), None);
     }

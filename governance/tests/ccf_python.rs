@@ -24,7 +24,12 @@ fn python() -> String {
 }
 
 fn run_python(script: &str, args: &[&Path]) -> Result<String, String> {
-    let out = Command::new(python()).arg("-c").arg(script).args(args).output().expect("run python");
+    let out = Command::new(python())
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .output()
+        .expect("run python");
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     if out.status.success() {
         Ok(stdout)
@@ -102,7 +107,12 @@ fn ccf_cose_verifies_messages_signed_by_encfs() {
         .unwrap();
     let good = dir.path().join("good.cose");
     std::fs::write(&good, &body).unwrap();
-    assert_eq!(run_python(VALIDATE_SCRIPT, &[&cert_path, &good]).unwrap().trim(), "valid");
+    assert_eq!(
+        run_python(VALIDATE_SCRIPT, &[&cert_path, &good])
+            .unwrap()
+            .trim(),
+        "valid"
+    );
     // The Python check can fail: a flipped payload byte is refused.
     let mut bad_body = body.clone();
     let at = bad_body.len() - 100;
@@ -141,9 +151,17 @@ fn ccf_receipt_verifies_encfs_receipts() {
     let service = ServiceIdentity::generate().unwrap();
     let service_cert = dir.path().join("service_cert.pem");
     std::fs::write(&service_cert, service.service.cert_pem()).unwrap();
-    let config = LedgerConfig { signature_interval_txs: 5, signature_interval: Duration::from_secs(3600) };
-    let (mut ledger, _) =
-        Ledger::open(&dir.path().join("ledger"), config, &service.node, &service.service.cert_der).unwrap();
+    let config = LedgerConfig {
+        signature_interval_txs: 5,
+        signature_interval: Duration::from_secs(3600),
+    };
+    let (mut ledger, _) = Ledger::open(
+        &dir.path().join("ledger"),
+        config,
+        &service.node,
+        &service.service.cert_der,
+    )
+    .unwrap();
     // 13 transactions: signatures at 6 and 12 and a final one, so trees of 5, 11 and 15 leaves
     // (none a power of two) sign the roots.
     for i in 0..13u8 {
@@ -156,7 +174,9 @@ fn ccf_receipt_verifies_encfs_receipts() {
     let mut roots = Vec::new();
     for seqno in 1..=ledger.last_seqno() {
         let r = receipt::build(&ledger.receipt_material(seqno).unwrap()).unwrap();
-        roots.push(encfs_governance::identity::hex(&r.verify(&service.service.cert_der).unwrap().root));
+        roots.push(encfs_governance::identity::hex(
+            &r.verify(&service.service.cert_der).unwrap().root,
+        ));
         let path = dir.path().join(format!("receipt-{seqno}.json"));
         std::fs::write(&path, serde_json::to_vec_pretty(&r.to_json()).unwrap()).unwrap();
         paths.push(path);

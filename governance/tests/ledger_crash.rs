@@ -24,13 +24,21 @@ use encfs_governance::ledger::{Ledger, LedgerConfig, verify_ledger};
 const CHILD_ENV: &str = "ENCFS_LEDGER_CRASH_CHILD";
 
 fn config() -> LedgerConfig {
-    LedgerConfig { signature_interval_txs: 25, signature_interval: Duration::from_millis(50) }
+    LedgerConfig {
+        signature_interval_txs: 25,
+        signature_interval: Duration::from_millis(50),
+    }
 }
 
 fn run_child(dir: &Path) -> ! {
     let service = ServiceIdentity::load_from_dir(dir).expect("identity");
-    let (ledger, _) = Ledger::open(&dir.join("ledger"), config(), &service.node, &service.service.cert_der)
-        .expect("open");
+    let (ledger, _) = Ledger::open(
+        &dir.join("ledger"),
+        config(),
+        &service.node,
+        &service.service.cert_der,
+    )
+    .expect("open");
     let ledger = Arc::new(Mutex::new(ledger));
     let out = Arc::new(Mutex::new(std::io::stdout()));
     let threads: Vec<_> = (0..6)
@@ -40,7 +48,11 @@ fn run_child(dir: &Path) -> ! {
             std::thread::spawn(move || {
                 for i in 0u64.. {
                     let payload = format!("t{t}-{i}-{}", "x".repeat((i % 97) as usize));
-                    let ticket = ledger.lock().unwrap().append(payload.clone().into_bytes(), None).unwrap();
+                    let ticket = ledger
+                        .lock()
+                        .unwrap()
+                        .append(payload.clone().into_bytes(), None)
+                        .unwrap();
                     let seqno = ticket.seqno();
                     ticket.wait().unwrap();
                     let mut out = out.lock().unwrap();
@@ -74,7 +86,11 @@ fn sigkill_under_load_loses_no_acknowledged_transaction() {
     let mut acknowledged: HashMap<u64, String> = HashMap::new();
     for round in 0..3 {
         let mut child = Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "sigkill_under_load_loses_no_acknowledged_transaction", "--nocapture"])
+            .args([
+                "--exact",
+                "sigkill_under_load_loses_no_acknowledged_transaction",
+                "--nocapture",
+            ])
             .env(CHILD_ENV, dir.path())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -113,13 +129,22 @@ fn sigkill_under_load_loses_no_acknowledged_transaction() {
             }
         }
         let _ = reader.join();
-        assert!(this_round > 0, "round {round}: the child acknowledged nothing");
+        assert!(
+            this_round > 0,
+            "round {round}: the child acknowledged nothing"
+        );
 
-        let (ledger, replayed) =
-            Ledger::open(&dir.path().join("ledger"), config(), &service.node, &service.service.cert_der)
-                .expect("reopen after SIGKILL");
-        let by_seqno: HashMap<u64, &[u8]> =
-            replayed.iter().map(|t| (t.seqno, t.write_set.as_slice())).collect();
+        let (ledger, replayed) = Ledger::open(
+            &dir.path().join("ledger"),
+            config(),
+            &service.node,
+            &service.service.cert_der,
+        )
+        .expect("reopen after SIGKILL");
+        let by_seqno: HashMap<u64, &[u8]> = replayed
+            .iter()
+            .map(|t| (t.seqno, t.write_set.as_slice()))
+            .collect();
         for (seqno, payload) in &acknowledged {
             assert_eq!(
                 by_seqno.get(seqno).copied(),
