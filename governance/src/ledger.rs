@@ -1125,6 +1125,54 @@ mod tests {
     }
 
     #[test]
+    fn random_flips_in_a_larger_ledger_are_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let service = ServiceIdentity::generate().unwrap();
+        let (mut ledger, _) = Ledger::open(
+            dir.path(),
+            config(10),
+            &service.node,
+            &service.service.cert_der,
+        )
+        .unwrap();
+        for i in 0..150u32 {
+            let _ = ledger
+                .append(
+                    format!("write set {i}")
+                        .repeat(1 + i as usize % 5)
+                        .into_bytes(),
+                    None,
+                )
+                .unwrap();
+        }
+        ledger.sign_now().unwrap().wait().unwrap();
+        drop(ledger);
+        let path = dir.path().join(LEDGER_FILE);
+        let good = std::fs::read(&path).unwrap();
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..200 {
+            // xorshift64*: deterministic positions and bit masks.
+            state ^= state >> 12;
+            state ^= state << 25;
+            state ^= state >> 27;
+            let r = state.wrapping_mul(0x2545_f491_4f6c_dd1d);
+            let at = (r % good.len() as u64) as usize;
+            let mask = 1u8 << ((r >> 32) % 8);
+            let mut bad = good.clone();
+            bad[at] ^= mask;
+            std::fs::write(&path, &bad).unwrap();
+            assert!(
+                matches!(
+                    verify_ledger(dir.path(), &service.service.cert_der),
+                    Err(LedgerError::Corrupt { .. })
+                ),
+                "flip at {at} (mask {mask:#x}) of {} not found",
+                good.len()
+            );
+        }
+    }
+
+    #[test]
     fn a_torn_final_frame_is_cut_and_nothing_else() {
         let dir = tempfile::tempdir().unwrap();
         let service = ServiceIdentity::generate().unwrap();
