@@ -688,6 +688,9 @@ pub struct Ledger {
     rng: SystemRandom,
     durability: Arc<Durability>,
     flusher: Option<std::thread::JoinHandle<()>>,
+    /// Set when a write failed part-way: the file may end in a partial frame, so nothing more
+    /// may be appended until the ledger is reopened (which cuts it).
+    broken: bool,
 }
 
 impl std::fmt::Debug for Ledger {
@@ -799,6 +802,7 @@ impl Ledger {
             rng: SystemRandom::new(),
             durability,
             flusher: Some(flusher),
+            broken: false,
         };
         Ok((ledger, scan.replayed))
     }
@@ -858,13 +862,20 @@ impl Ledger {
     }
 
     fn write_body(&mut self, body: &Body) -> Result<(), LedgerError> {
+        if self.broken {
+            return Err(LedgerError::Io {
+                path: self.path.clone(),
+                source: std::io::Error::other("an earlier write failed; reopen the ledger"),
+            });
+        }
         let frame = body.encode_frame();
-        self.file
-            .write_all(&frame)
-            .map_err(|source| LedgerError::Io {
+        if let Err(source) = self.file.write_all(&frame) {
+            self.broken = true;
+            return Err(LedgerError::Io {
                 path: self.path.clone(),
                 source,
-            })?;
+            });
+        }
         self.tree.append(body.leaf());
         self.metas.push(EntryMeta {
             view: body.view,
