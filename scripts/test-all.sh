@@ -45,6 +45,11 @@ export ENCFS_AZURITE_URL=http://127.0.0.1:$port/devstoreaccount1
 # The mount tests need the FUSE device (present on these machines; load the module if not).
 [[ -e /dev/fuse ]] || modprobe fuse 2>/dev/null || true
 
+# governance: CCF's own Python tools (PyPI `ccf`) for governance/tests/ccf_python.rs, in a venv
+# (target/ccf-venv) because they need cryptography < 47.
+ENCFS_CCF_PYTHON=$(scripts/ccf-venv.sh)
+export ENCFS_CCF_PYTHON
+
 echo "== cargo test --workspace"
 if cargo nextest --version >/dev/null 2>&1; then
   # (No doc tests exist yet; add `cargo test --doc` here when one does.)

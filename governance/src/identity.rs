@@ -96,7 +96,7 @@ pub fn from_hex(text: &str) -> Option<Vec<u8>> {
         }
     }
     let bytes = text.as_bytes();
-    if bytes.len() % 2 != 0 {
+    if !bytes.len().is_multiple_of(2) {
         return None;
     }
     bytes
@@ -201,6 +201,22 @@ pub fn verify_endorsement(endorsee_der: &[u8], endorser_der: &[u8]) -> Result<()
         })
 }
 
+/// PEM (`PRIVATE KEY`) of PKCS#8 DER, built in zeroizing buffers (the `pem` crate's encoder
+/// would leave a copy of the key in freed memory).
+fn private_key_pem(pkcs8: &[u8]) -> Zeroizing<String> {
+    use base64::Engine as _;
+    let mut b64 = Zeroizing::new(String::with_capacity(pkcs8.len() * 4 / 3 + 4));
+    base64::engine::general_purpose::STANDARD.encode_string(pkcs8, &mut b64);
+    let mut out = Zeroizing::new(String::with_capacity(b64.len() + b64.len() / 64 + 64));
+    out.push_str("-----BEGIN PRIVATE KEY-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        out.push_str(std::str::from_utf8(line).expect("base64 is ASCII"));
+        out.push('\n');
+    }
+    out.push_str("-----END PRIVATE KEY-----\n");
+    out
+}
+
 /// A P-384 private key with its PKCS#8 encoding kept (zeroized on drop) for writing.
 pub struct P384Key {
     pkcs8: Zeroizing<Vec<u8>>,
@@ -243,8 +259,9 @@ impl P384Key {
     fn from_pem(pem_text: &str) -> Result<Self, String> {
         let blocks = pem::parse_many(pem_text).map_err(|e| format!("not PEM: {e}"))?;
         for block in blocks {
-            let der = Zeroizing::new(block.contents().to_vec());
-            match block.tag() {
+            let tag = block.tag().to_string();
+            let der = Zeroizing::new(block.into_contents());
+            match tag.as_str() {
                 "PRIVATE KEY" => return Self::from_pkcs8(der),
                 "EC PRIVATE KEY" => {
                     let key = EcdsaKeyPair::from_private_key_der(
@@ -275,10 +292,7 @@ impl P384Key {
 
     /// PKCS#8 PEM of the key (zeroized on drop).
     pub fn to_pem(&self) -> Zeroizing<String> {
-        Zeroizing::new(pem::encode(&pem::Pem::new(
-            "PRIVATE KEY",
-            self.pkcs8.to_vec(),
-        )))
+        private_key_pem(&self.pkcs8)
     }
 
     /// PKCS#8 DER of the key (zeroized on drop).
@@ -519,10 +533,7 @@ impl EncryptionKeyPair {
     pub fn write_pems(&self, dir: &Path, name: &str) -> Result<(PathBuf, PathBuf), IdentityError> {
         let (private_path, public_path) = Self::file_paths(dir, name);
         refuse_existing(&[&private_path, &public_path])?;
-        let private_pem = Zeroizing::new(pem::encode(&pem::Pem::new(
-            "PRIVATE KEY",
-            self.private_pkcs8.to_vec(),
-        )));
+        let private_pem = private_key_pem(&self.private_pkcs8);
         write_new_file(&private_path, private_pem.as_bytes(), 0o600)?;
         write_new_file(&public_path, self.public_pem().as_bytes(), 0o644)?;
         Ok((private_path, public_path))

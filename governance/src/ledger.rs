@@ -330,6 +330,7 @@ struct SyncStatus {
 #[derive(Default)]
 struct FlushState {
     written: u64,
+    fsyncs: u64,
     status: SyncStatus,
     failure: Option<String>,
     shutdown: bool,
@@ -437,6 +438,7 @@ fn flusher(file: File, d: Arc<Durability>) {
         };
         let result = file.sync_data();
         let mut state = d.state.lock().expect("flush state");
+        state.fsyncs += 1;
         match result {
             Ok(()) => state.status.synced = state.status.synced.max(target),
             Err(e) => {
@@ -686,6 +688,9 @@ pub struct Ledger {
     rng: SystemRandom,
     durability: Arc<Durability>,
     flusher: Option<std::thread::JoinHandle<()>>,
+    /// Set when a write failed part-way: the file may end in a partial frame, so nothing more
+    /// may be appended until the ledger is reopened (which cuts it).
+    broken: bool,
 }
 
 impl std::fmt::Debug for Ledger {
@@ -797,6 +802,7 @@ impl Ledger {
             rng: SystemRandom::new(),
             durability,
             flusher: Some(flusher),
+            broken: false,
         };
         Ok((ledger, scan.replayed))
     }
@@ -821,6 +827,23 @@ impl Ledger {
         self.tree.len()
     }
 
+    /// Every seqno up to this one is on disk (for CCF's transaction status: a transaction of
+    /// this view at or below it is `Committed`).
+    pub fn durable_seqno(&self) -> u64 {
+        self.durability
+            .state
+            .lock()
+            .expect("flush state")
+            .status
+            .synced
+    }
+
+    /// How many fsyncs the flusher has done since open (group commit: fewer than appends under
+    /// concurrent load).
+    pub fn fsync_count(&self) -> u64 {
+        self.durability.state.lock().expect("flush state").fsyncs
+    }
+
     /// The seqno of the last signature transaction (0 when none).
     pub fn last_signed_seqno(&self) -> u64 {
         self.signatures.last().map_or(0, |(s, _)| *s)
@@ -839,13 +862,20 @@ impl Ledger {
     }
 
     fn write_body(&mut self, body: &Body) -> Result<(), LedgerError> {
+        if self.broken {
+            return Err(LedgerError::Io {
+                path: self.path.clone(),
+                source: std::io::Error::other("an earlier write failed; reopen the ledger"),
+            });
+        }
         let frame = body.encode_frame();
-        self.file
-            .write_all(&frame)
-            .map_err(|source| LedgerError::Io {
+        if let Err(source) = self.file.write_all(&frame) {
+            self.broken = true;
+            return Err(LedgerError::Io {
                 path: self.path.clone(),
                 source,
-            })?;
+            });
+        }
         self.tree.append(body.leaf());
         self.metas.push(EntryMeta {
             view: body.view,
@@ -1125,6 +1155,54 @@ mod tests {
     }
 
     #[test]
+    fn random_flips_in_a_larger_ledger_are_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let service = ServiceIdentity::generate().unwrap();
+        let (mut ledger, _) = Ledger::open(
+            dir.path(),
+            config(10),
+            &service.node,
+            &service.service.cert_der,
+        )
+        .unwrap();
+        for i in 0..150u32 {
+            let _ = ledger
+                .append(
+                    format!("write set {i}")
+                        .repeat(1 + i as usize % 5)
+                        .into_bytes(),
+                    None,
+                )
+                .unwrap();
+        }
+        ledger.sign_now().unwrap().wait().unwrap();
+        drop(ledger);
+        let path = dir.path().join(LEDGER_FILE);
+        let good = std::fs::read(&path).unwrap();
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..200 {
+            // xorshift64*: deterministic positions and bit masks.
+            state ^= state >> 12;
+            state ^= state << 25;
+            state ^= state >> 27;
+            let r = state.wrapping_mul(0x2545_f491_4f6c_dd1d);
+            let at = (r % good.len() as u64) as usize;
+            let mask = 1u8 << ((r >> 32) % 8);
+            let mut bad = good.clone();
+            bad[at] ^= mask;
+            std::fs::write(&path, &bad).unwrap();
+            assert!(
+                matches!(
+                    verify_ledger(dir.path(), &service.service.cert_der),
+                    Err(LedgerError::Corrupt { .. })
+                ),
+                "flip at {at} (mask {mask:#x}) of {} not found",
+                good.len()
+            );
+        }
+    }
+
+    #[test]
     fn a_torn_final_frame_is_cut_and_nothing_else() {
         let dir = tempfile::tempdir().unwrap();
         let service = ServiceIdentity::generate().unwrap();
@@ -1258,6 +1336,12 @@ mod tests {
         }
         let ledger = Arc::try_unwrap(ledger).unwrap().into_inner().unwrap();
         assert_eq!(ledger.last_seqno(), 400 + 8);
+        let fsyncs = ledger.fsync_count();
+        eprintln!("group commit: 408 frames, {fsyncs} fsyncs");
+        assert!(
+            fsyncs < 400,
+            "{fsyncs} fsyncs for 400 concurrent appends: no group commit"
+        );
         drop(ledger);
         let (_, replayed) = Ledger::open(
             dir.path(),
@@ -1280,10 +1364,12 @@ mod tests {
         let (mut ledger, _) =
             Ledger::open(dir.path(), cfg, &service.node, &service.service.cert_der).unwrap();
         let ticket = ledger.append(b"a".to_vec(), None).unwrap();
+        assert!(ledger.durable_seqno() <= 1);
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
         rt.block_on(ticket.wait_async()).unwrap();
+        assert_eq!(ledger.durable_seqno(), 1);
         assert!(ledger.sign_if_due().unwrap().is_none());
         std::thread::sleep(Duration::from_millis(30));
         let sig = ledger.sign_if_due().unwrap().expect("due by time");

@@ -141,7 +141,7 @@ impl MerkleTree {
         self.levels[0].push(leaf);
         let index = self.len() - 1;
         let mut h = 0;
-        while self.levels[h].len() % 2 == 0 {
+        while self.levels[h].len().is_multiple_of(2) {
             let n = self.levels[h].len();
             let parent = node_hash(&self.levels[h][n - 2], &self.levels[h][n - 1]);
             if self.levels.len() == h + 1 {
