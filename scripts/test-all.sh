@@ -13,6 +13,8 @@ need_apt=()
 for pair in openssl:openssl age:age fusermount3:fuse3 rclone:rclone /usr/bin/time:time gocryptfs:gocryptfs fio:fio; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || need_apt+=("${pair##*:}")
 done
+# The governance tests' venv (scripts/ccf-venv.sh) needs ensurepip, which Debian ships separately.
+python3 -c 'import ensurepip' 2>/dev/null || need_apt+=(python3-venv)
 if ((${#need_apt[@]})); then
   echo "== installing ${need_apt[*]}"
   apt-get update -qq

@@ -484,3 +484,92 @@ async fn the_consortium_flow_over_https_and_its_refusals() {
     .unwrap();
     assert!(summary.transactions > 20, "{summary:?}");
 }
+
+/// CCF's own Python tools (PyPI `ccf`, the venv of `scripts/ccf-venv.sh`) as an independent
+/// client of the live service over HTTPS: `ccf.cose.create_cose_sign1` signs the activation
+/// (state digest update and ack), a proposal and a ballot; Python's `ssl` pins the service
+/// certificate; `ccf.receipt` verifies the receipt the service returns for the ballot.
+const CCF_CLIENT_SCRIPT: &str = r#"
+import sys, json, ssl, time, urllib.request, urllib.error
+from hashlib import sha256
+import ccf.cose, ccf.receipt
+from cryptography.x509 import load_pem_x509_certificate
+endpoint, service_pem, key, cert, member = sys.argv[1:6]
+key, cert = open(key).read(), open(cert).read()
+ctx = ssl.create_default_context(cafile=service_pem)
+def call(method, path, body=None, cose=False):
+    req = urllib.request.Request(endpoint + path, data=body, method=method)
+    if cose:
+        req.add_header("Content-Type", "application/cose")
+    try:
+        with urllib.request.urlopen(req, context=ctx) as r:
+            return r.status, dict(r.headers), r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers), e.read()
+def signed(path, kind, payload=b"", proposal_id=None):
+    headers = {"ccf.gov.msg.type": kind, "ccf.gov.msg.created_at": int(time.time())}
+    if proposal_id:
+        headers["ccf.gov.msg.proposal_id"] = proposal_id
+    return call("POST", path + "?api-version=2024-07-01", ccf.cose.create_cose_sign1(payload, key, cert, headers), True)
+s, _, digest = signed(f"/gov/members/state-digests/{member}:update", "state_digest")
+assert s == 200, (s, digest)
+s, _, body = signed(f"/gov/members/state-digests/{member}:ack", "ack", digest)
+assert s == 204, (s, body)
+proposal = json.dumps({"actions": [{"name": "set_member_data", "args": {"member_id": member, "member_data": {"identifier": "py"}}}]}).encode()
+s, _, body = signed("/gov/members/proposals:create", "proposal", proposal)
+assert s == 200, (s, body)
+pid = json.loads(body)["proposalId"]
+ballot = json.dumps({"ballot": "export function vote (proposal, proposerId) { return true }"}).encode()
+s, headers, body = signed(f"/gov/members/proposals/{pid}/ballots/{member}:submit", "ballot", ballot, pid)
+assert s == 200 and json.loads(body)["proposalState"] == "Accepted", (s, body)
+txid = {k.lower(): v for k, v in headers.items()}["x-ms-ccf-transaction-id"]
+s, _, body = call("GET", "/gov/service/members?api-version=2024-07-01")
+assert json.loads(body)["value"][0]["memberData"]["identifier"] == "py", body
+for _ in range(50):
+    s, _, body = call("GET", f"/app/receipt?transaction_id={txid}")
+    if s == 200:
+        break
+    time.sleep(0.1)
+assert s == 200, (s, body)
+r = json.loads(body)
+c = r["leaf_components"]
+assert c["commit_evidence"].startswith(f"ce:{txid}:"), c
+leaf = sha256(bytes.fromhex(c["write_set_digest"]) + sha256(c["commit_evidence"].encode()).digest() + bytes.fromhex(c["claims_digest"])).hexdigest()
+root = ccf.receipt.root(leaf, r["proof"])
+node = load_pem_x509_certificate(r["cert"].encode())
+ccf.receipt.verify(root, r["signature"], node)
+ccf.receipt.check_endorsements(node, load_pem_x509_certificate(open(service_pem, "rb").read()), [])
+s, _, body = call("POST", "/gov/members/proposals:create?api-version=2024-07-01", b"not cose", True)
+assert s == 401 and json.loads(body)["error"]["code"] == "InvalidAuthenticationInfo", (s, body)
+print("ok", txid)
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ccf_python_tools_drive_the_service_over_https() {
+    let python = std::env::var("ENCFS_CCF_PYTHON").expect(
+        "ENCFS_CCF_PYTHON is not set: run the tests with scripts/test-all.sh, which creates the \
+         virtual environment with CCF's Python tools (scripts/ccf-venv.sh) and sets it",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let member = identity_in(dir.path(), "m0");
+    let config = config(&dir.path().join("service"), &[&member]);
+    let (service, server, endpoint) = start(&config).await;
+    let service_pem = dir.path().join("service").join(identity::SERVICE_CERT_FILE);
+    let (key, cert) = MemberIdentity::file_paths(dir.path(), "m0");
+    let args = [endpoint.clone(), service_pem.display().to_string(), key.display().to_string(), cert.display().to_string(), member.member_id()];
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(python).arg("-c").arg(CCF_CLIENT_SCRIPT).args(args).output()
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    server.shutdown().await;
+    drop(service);
+    assert!(
+        out.status.success(),
+        "the CCF Python client failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("ok "));
+}
