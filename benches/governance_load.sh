@@ -25,7 +25,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-verify_rate=$(openssl speed -seconds 2 ecdsap384 2>/dev/null | awk '/ nistp384/ {print $NF}' | tail -1)
+verify_rate=$(openssl speed -seconds 2 ecdsap384 2>/dev/null | awk '/\(nistp384\)/ {print $NF}' | tail -1)
 mkdir -p "$work/svc"
 fsync_rate=$("$load" --fsync-rate "$work/svc" --seconds 2 | python3 -c 'import json,sys;print(round(json.load(sys.stdin)["fsyncs_per_second"]))')
 limit=$(python3 -c "print(min(float('$verify_rate'), float('$fsync_rate')))")
