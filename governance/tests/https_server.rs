@@ -547,8 +547,17 @@ async fn bodies_over_ccf_s_one_mebibyte_get_413_request_body_too_large() {
         .await
         .unwrap_err();
     match error {
-        TransportError::Service { status, code, .. } => {
-            assert_eq!((status, code.as_str()), (413, "RequestBodyTooLarge"))
+        TransportError::Service {
+            status,
+            code,
+            message,
+            ..
+        } => {
+            assert_eq!((status, code.as_str()), (413, "RequestBodyTooLarge"));
+            assert_eq!(
+                message,
+                "HTTP message body is too large (Content-Length: 1048577, max size allowed: 1MB)"
+            );
         }
         other => panic!("{other:?}"),
     }
@@ -570,6 +579,14 @@ async fn bodies_over_ccf_s_one_mebibyte_get_413_request_body_too_large() {
     .unwrap();
     assert_eq!(status, 413, "{head}");
     assert_eq!(error_code(&body)["code"], "RequestBodyTooLarge");
+    assert_eq!(
+        error_code(&body)["message"],
+        "HTTP request body is too large (max size allowed: 1MB)"
+    );
+    assert!(
+        head.to_ascii_lowercase().contains("connection: close"),
+        "{head}"
+    );
     server.shutdown().await;
 }
 

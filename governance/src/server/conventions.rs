@@ -107,12 +107,32 @@ impl ErrorResponse {
         error
     }
 
-    /// CCF's answer to a body over the limit: 413 `RequestBodyTooLarge` (CCF `http_session.h`).
+    /// CCF's answer to a body that grew over the limit while streaming: 413
+    /// `RequestBodyTooLarge`, "HTTP request body is too large (max size allowed: 1MB)" (CCF
+    /// `http_parser.h` `append_body`, `http_session.h`).
     pub fn body_too_large(max_bytes: usize) -> Self {
         Self::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "RequestBodyTooLarge",
-            format!("HTTP request body is too large (max size allowed: {max_bytes} bytes)"),
+            format!(
+                "HTTP request body is too large (max size allowed: {})",
+                size_string(max_bytes)
+            ),
+        )
+    }
+
+    /// CCF's answer to a `Content-Length` over the limit: 413 `RequestBodyTooLarge`, "HTTP
+    /// message body is too large (Content-Length: N, max size allowed: 1MB)" (CCF
+    /// `http_parser.h` `headers_complete`).
+    pub fn declared_body_too_large(content_length: u64, max_bytes: usize) -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "RequestBodyTooLarge",
+            format!(
+                "HTTP message body is too large (Content-Length: {content_length}, max size \
+                 allowed: {})",
+                size_string(max_bytes)
+            ),
         )
     }
 
@@ -266,6 +286,18 @@ fn percent_decode(text: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// A size as CCF's unit strings print it: `1MB` for 1024² bytes, `16KB`, or plain bytes.
+fn size_string(bytes: usize) -> String {
+    const KB: usize = 1024;
+    match bytes {
+        0 => "0".into(),
+        b if b % (KB * KB * KB) == 0 => format!("{}GB", b / (KB * KB * KB)),
+        b if b % (KB * KB) == 0 => format!("{}MB", b / (KB * KB)),
+        b if b % KB == 0 => format!("{}KB", b / KB),
+        b => b.to_string(),
+    }
+}
+
 impl<S: Send + Sync> FromRequestParts<S> for ApiVersion {
     type Rejection = ErrorResponse;
 
@@ -400,8 +432,8 @@ pub async fn limit_body(
     request: Request,
     next: Next,
 ) -> Response {
-    let too_large = || {
-        let mut response = ErrorResponse::body_too_large(limit.max_bytes).into_response();
+    let close = |error: ErrorResponse| {
+        let mut response = error.into_response();
         response
             .headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
@@ -412,31 +444,29 @@ pub async fn limit_body(
         .get(header::CONTENT_LENGTH)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.parse::<u64>().ok());
-    if declared.is_some_and(|length| length > limit.max_bytes as u64) {
-        return too_large();
+    if let Some(length) = declared.filter(|length| *length > limit.max_bytes as u64) {
+        return close(ErrorResponse::declared_body_too_large(
+            length,
+            limit.max_bytes,
+        ));
     }
     let (parts, body) = request.into_parts();
     let limited = http_body_util::Limited::new(body, limit.max_bytes);
     let collected = tokio::time::timeout(limit.read_timeout, limited.collect()).await;
     let bytes = match collected {
         Err(_elapsed) => {
-            let mut response = ErrorResponse::new(
+            return close(ErrorResponse::new(
                 StatusCode::REQUEST_TIMEOUT,
                 "RequestTimeout",
                 "The request body was not received in time",
-            )
-            .into_response();
-            response
-                .headers_mut()
-                .insert(header::CONNECTION, HeaderValue::from_static("close"));
-            return response;
+            ));
         }
         Ok(Err(error)) => {
             if error
                 .downcast_ref::<http_body_util::LengthLimitError>()
                 .is_some()
             {
-                return too_large();
+                return close(ErrorResponse::body_too_large(limit.max_bytes));
             }
             return ErrorResponse::new(
                 StatusCode::BAD_REQUEST,
@@ -527,6 +557,21 @@ mod tests {
         assert_eq!(
             json["error"]["details"][0]["auth_policy"],
             "member_cose_sign1"
+        );
+    }
+
+    #[test]
+    fn sizes_print_as_ccf_prints_them() {
+        assert_eq!(size_string(1024 * 1024), "1MB");
+        assert_eq!(size_string(16 * 1024), "16KB");
+        assert_eq!(size_string(1000), "1000");
+        assert_eq!(
+            ErrorResponse::body_too_large(DEFAULT_MAX_BODY_BYTES).message,
+            "HTTP request body is too large (max size allowed: 1MB)"
+        );
+        assert_eq!(
+            ErrorResponse::declared_body_too_large(2_000_000, DEFAULT_MAX_BODY_BYTES).message,
+            "HTTP message body is too large (Content-Length: 2000000, max size allowed: 1MB)"
         );
     }
 
