@@ -1039,3 +1039,32 @@ async fn a_body_that_stops_arriving_gets_408_and_oversized_headers_get_431() {
     assert_eq!(status, 431, "{head}");
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_service_that_accepts_but_never_answers_is_a_timeout() {
+    let pki = ServicePki::new(&["127.0.0.1"]);
+    // A TCP listener that accepts and then says nothing, not even a TLS ServerHello.
+    let listener = tokio::net::TcpListener::bind(port(18)).await.unwrap();
+    let holder = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    let client = GovernanceTransport::new(
+        "https://127.0.0.1:18418",
+        &pki.service_cert_pem,
+        None,
+        TransportOptions {
+            connect_timeout: Duration::from_millis(400),
+            request_timeout: Duration::from_millis(800),
+            ..TransportOptions::default()
+        },
+    )
+    .unwrap();
+    let started = Instant::now();
+    let error = client.get("/whoami").await.unwrap_err();
+    assert!(matches!(error, TransportError::Timeout { .. }), "{error:?}");
+    assert!(started.elapsed() < Duration::from_secs(3));
+    holder.abort();
+}
