@@ -1068,3 +1068,25 @@ async fn a_service_that_accepts_but_never_answers_is_a_timeout() {
     assert!(started.elapsed() < Duration::from_secs(3));
     holder.abort();
 }
+
+/// The server answers before reading a declared-too-large body and closes; the client must still
+/// see the 413 answer rather than a reset, even for a body far over the limit.
+#[tokio::test]
+async fn a_body_far_over_the_limit_still_gets_the_413_answer() {
+    let pki = ServicePki::new(&["127.0.0.1"]);
+    let server = start(19, &pki, ServerLimits::default()).await;
+    let client = transport(&server, "127.0.0.1", &pki.service_cert_pem, None).unwrap();
+    for size in [2usize << 20, 32 << 20] {
+        let error = client
+            .send(Method::POST, "/echo", RequestBody::Json(vec![b'a'; size]))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&error, TransportError::Service { status: 413, code, .. } if code == "RequestBodyTooLarge"),
+            "{size}: {error:?}"
+        );
+    }
+    // The connection was closed, the client reconnects and is served.
+    assert_eq!(&client.get("/whoami").await.unwrap().body[..], b"none");
+    server.shutdown().await;
+}
