@@ -67,13 +67,12 @@ async fn main() {
     let done = Arc::new(AtomicU64::new(0));
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let mut tasks = tokio::task::JoinSet::new();
+    let member = ClientIdentity::from_pem(&member_cert.pem(), &member_key.serialize_pem()).unwrap();
     for _ in 0..connections {
         let client = GovernanceTransport::new(
             &format!("https://{addr}"),
             &service_cert.pem(),
-            Some(
-                ClientIdentity::from_pem(&member_cert.pem(), &member_key.serialize_pem()).unwrap(),
-            ),
+            Some(&member),
             TransportOptions::default(),
         )
         .unwrap();

@@ -10,6 +10,7 @@
 //! the ring provider chosen explicitly, like the server. The same client works against Azure
 //! Managed CCF: nothing here is specific to encfs' service.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
@@ -18,7 +19,9 @@ use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderValue};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::server::conventions::{COSE_CONTENT_TYPE, TRANSACTION_ID_HEADER};
-use crate::server::tls::{certificates_from_pem, private_key_from_pem, ring_provider};
+use crate::server::tls::{
+    certificates_from_pem, certified_key, private_key_from_pem, ring_provider,
+};
 
 /// What went wrong talking to the governance service. Messages name the URL, never key material.
 #[derive(Debug, thiserror::Error)]
@@ -200,6 +203,12 @@ impl std::fmt::Debug for ClientIdentity {
     }
 }
 
+impl Drop for ClientIdentity {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.key);
+    }
+}
+
 impl ClientIdentity {
     /// Reads the member certificate PEM and its private key PEM (PKCS#8, SEC1 or PKCS#1).
     /// Whether the key matches the certificate is checked when the client is built.
@@ -351,7 +360,7 @@ impl GovernanceTransport {
     pub fn new(
         endpoint: &str,
         service_cert_pem: &str,
-        identity: Option<ClientIdentity>,
+        identity: Option<&ClientIdentity>,
         options: TransportOptions,
     ) -> Result<Self, TransportError> {
         let url = endpoint.trim_end_matches('/').to_owned();
@@ -384,12 +393,17 @@ impl GovernanceTransport {
             .with_root_certificates(roots);
         let mut config = match identity {
             None => builder.with_no_client_auth(),
-            Some(identity) => builder
-                .with_client_auth_cert(identity.chain, identity.key)
-                .map_err(|error| TransportError::ClientIdentity {
-                    url: url.clone(),
-                    reason: error.to_string(),
-                })?,
+            Some(identity) => {
+                let certified = certified_key(&identity.chain, &identity.key).map_err(|error| {
+                    TransportError::ClientIdentity {
+                        url: url.clone(),
+                        reason: error.to_string(),
+                    }
+                })?;
+                builder.with_client_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(
+                    certified,
+                )))
+            }
         };
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         let client = reqwest::Client::builder()

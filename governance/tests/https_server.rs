@@ -214,7 +214,7 @@ fn transport(
     GovernanceTransport::new(
         &format!("https://{host}:{}", server.local_addr().port()),
         service_cert_pem,
-        member.map(Member::identity),
+        member.map(Member::identity).as_ref(),
         TransportOptions::default(),
     )
 }
@@ -496,7 +496,7 @@ async fn a_member_key_that_does_not_match_its_certificate_is_a_clear_error() {
     let error = GovernanceTransport::new(
         "https://127.0.0.1:18405",
         &pki.service_cert_pem,
-        Some(identity),
+        Some(&identity),
         TransportOptions::default(),
     )
     .unwrap_err();
@@ -893,7 +893,7 @@ async fn server_config_is_usable_with_an_own_listener() {
     let listener = tokio::net::TcpListener::bind(port(14)).await.unwrap();
     let server = RunningServer::start(
         listener,
-        server_config(pki.identity()).unwrap(),
+        server_config(&pki.identity()).unwrap(),
         test_router(),
         ServerLimits::default(),
     )

@@ -309,7 +309,7 @@ impl RunningServer {
         router: Router,
         limits: ServerLimits,
     ) -> Result<Self, ServerError> {
-        let tls = server_config(identity)?;
+        let tls = server_config(&identity)?;
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| ServerError::Bind { addr, source })?;
