@@ -705,6 +705,12 @@ async fn api_versions_unknown_paths_and_verbs_get_ccf_s_answers() {
         }
         other => panic!("{other:?}"),
     }
+    let answer = client
+        .send(Method::OPTIONS, "/echo", RequestBody::Empty)
+        .await
+        .unwrap();
+    assert_eq!(answer.status, 204);
+    assert_eq!(answer.headers["allow"], "OPTIONS, POST");
     server.shutdown().await;
 }
 

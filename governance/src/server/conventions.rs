@@ -9,7 +9,7 @@
 use axum::body::{Body, Bytes};
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use http_body_util::BodyExt;
@@ -380,10 +380,11 @@ pub async fn unknown_path(request: Request) -> ErrorResponse {
 }
 
 /// Gives axum's bare 405 answers CCF's body: 405 `UnsupportedHttpVerb`, "Allowed methods for
-/// '{path}' are: OPTIONS, …." with the `Allow` header kept (CCF `frontend.h` `find_endpoint`).
+/// '{path}' are: OPTIONS, …." with the `Allow` header kept; an `OPTIONS` request to a known path
+/// gets 204 with that `Allow` header instead (CCF `frontend.h` `find_endpoint`).
 /// The accept loop applies it to every response: axum adds the `Allow` header after any
 /// `Router::layer` middleware has run, so this cannot be a router layer.
-pub fn ccf_method_not_allowed(path: &str, response: Response) -> Response {
+pub fn ccf_method_not_allowed(method: &Method, path: &str, response: Response) -> Response {
     if response.status() != StatusCode::METHOD_NOT_ALLOWED
         || response.headers().contains_key(header::CONTENT_TYPE)
     {
@@ -402,16 +403,24 @@ pub fn ccf_method_not_allowed(path: &str, response: Response) -> Response {
                 .filter(|verb| !verb.is_empty() && verb != "OPTIONS"),
         );
     }
-    let allow_value = allowed.join(", ");
-    let mut error = ErrorResponse::new(
+    let allow_value = HeaderValue::from_str(&allowed.join(", "))
+        .unwrap_or_else(|_| HeaderValue::from_static("OPTIONS"));
+    if method == Method::OPTIONS {
+        let mut response = StatusCode::NO_CONTENT.into_response();
+        response.headers_mut().insert(header::ALLOW, allow_value);
+        return response;
+    }
+    let message = format!(
+        "Allowed methods for '{path}' are: {}.",
+        allow_value.to_str().unwrap_or("OPTIONS")
+    );
+    ErrorResponse::new(
         StatusCode::METHOD_NOT_ALLOWED,
         "UnsupportedHttpVerb",
-        format!("Allowed methods for '{path}' are: {allow_value}."),
-    );
-    if let Ok(value) = HeaderValue::from_str(&allow_value) {
-        error.headers.push((header::ALLOW, value));
-    }
-    error.into_response()
+        message,
+    )
+    .with_header(header::ALLOW, allow_value)
+    .into_response()
 }
 
 /// The body limit, as middleware state.
