@@ -246,6 +246,8 @@ async fn raw_https(
         .connect(ServerName::try_from("127.0.0.1").unwrap(), tcp)
         .await?;
     tls.write_all(request).await?;
+    // tokio-rustls may keep records buffered until flushed.
+    tls.flush().await?;
     let mut answer = Vec::new();
     // The server may close right after answering (413): read what arrived.
     let _ = tls.read_to_end(&mut answer).await;
@@ -1022,6 +1024,7 @@ async fn a_body_that_stops_arriving_gets_408_and_oversized_headers_get_431() {
     tls.write_all(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")
         .await
         .unwrap();
+    tls.flush().await.unwrap();
     let mut answer = Vec::new();
     tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut answer))
         .await
