@@ -10,6 +10,7 @@
 //! the ring provider chosen explicitly, like the server. The same client works against Azure
 //! Managed CCF: nothing here is specific to encfs' service.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
@@ -18,7 +19,9 @@ use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderValue};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::server::conventions::{COSE_CONTENT_TYPE, TRANSACTION_ID_HEADER};
-use crate::server::tls::{certificates_from_pem, private_key_from_pem, ring_provider};
+use crate::server::tls::{
+    TlsSetupError, certificates_from_pem, certified_key, private_key_from_pem, ring_provider,
+};
 
 /// What went wrong talking to the governance service. Messages name the URL, never key material.
 #[derive(Debug, thiserror::Error)]
@@ -118,6 +121,14 @@ pub enum TransportError {
         /// The service's message.
         message: String,
     },
+    /// The request could not be built (e.g. a body that does not serialise).
+    #[error("the request to {url} could not be built: {detail}")]
+    InvalidRequest {
+        /// The URL to be called.
+        url: String,
+        /// What was wrong.
+        detail: String,
+    },
     /// A successful answer whose body or headers could not be read as expected.
     #[error("unexpected answer from {url}: {detail}")]
     InvalidResponse {
@@ -200,14 +211,23 @@ impl std::fmt::Debug for ClientIdentity {
     }
 }
 
+impl Drop for ClientIdentity {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.key);
+    }
+}
+
 impl ClientIdentity {
     /// Reads the member certificate PEM and its private key PEM (PKCS#8, SEC1 or PKCS#1).
     /// Whether the key matches the certificate is checked when the client is built.
-    pub fn from_pem(cert_pem: &str, key_pem: &str) -> Result<Self, String> {
-        let chain = certificates_from_pem(cert_pem)
-            .ok_or("the member certificate holds no readable CERTIFICATE block")?;
-        let key =
-            private_key_from_pem(key_pem).ok_or("the member key holds no readable private key")?;
+    pub fn from_pem(cert_pem: &str, key_pem: &str) -> Result<Self, TlsSetupError> {
+        let chain =
+            certificates_from_pem(cert_pem).ok_or_else(|| TlsSetupError::NoCertificate {
+                what: "member certificate".into(),
+            })?;
+        let key = private_key_from_pem(key_pem).ok_or_else(|| TlsSetupError::NoPrivateKey {
+            what: "member key".into(),
+        })?;
         Ok(Self { chain, key })
     }
 }
@@ -272,8 +292,8 @@ pub enum RequestBody {
 
 impl RequestBody {
     /// `value` serialised as a JSON body.
-    pub fn json(value: &impl serde::Serialize) -> Self {
-        Self::Json(serde_json::to_vec(value).unwrap_or_default())
+    pub fn json(value: &impl serde::Serialize) -> Result<Self, serde_json::Error> {
+        serde_json::to_vec(value).map(Self::Json)
     }
 }
 
@@ -351,7 +371,7 @@ impl GovernanceTransport {
     pub fn new(
         endpoint: &str,
         service_cert_pem: &str,
-        identity: Option<ClientIdentity>,
+        identity: Option<&ClientIdentity>,
         options: TransportOptions,
     ) -> Result<Self, TransportError> {
         let url = endpoint.trim_end_matches('/').to_owned();
@@ -384,12 +404,17 @@ impl GovernanceTransport {
             .with_root_certificates(roots);
         let mut config = match identity {
             None => builder.with_no_client_auth(),
-            Some(identity) => builder
-                .with_client_auth_cert(identity.chain, identity.key)
-                .map_err(|error| TransportError::ClientIdentity {
-                    url: url.clone(),
-                    reason: error.to_string(),
-                })?,
+            Some(identity) => {
+                let certified = certified_key(&identity.chain, &identity.key).map_err(|error| {
+                    TransportError::ClientIdentity {
+                        url: url.clone(),
+                        reason: error.to_string(),
+                    }
+                })?;
+                builder.with_client_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(
+                    certified,
+                )))
+            }
         };
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         let client = reqwest::Client::builder()
@@ -493,8 +518,11 @@ impl GovernanceTransport {
         path_and_query: &str,
         value: &impl serde::Serialize,
     ) -> Result<ServiceResponse, TransportError> {
-        self.send(method, path_and_query, RequestBody::json(value))
-            .await
+        let body = RequestBody::json(value).map_err(|error| TransportError::InvalidRequest {
+            url: self.url(path_and_query),
+            detail: format!("the JSON body cannot be serialised: {error}"),
+        })?;
+        self.send(method, path_and_query, body).await
     }
 
     /// Polls `route` for `transaction_id` until the service reports `Committed` (as the reference

@@ -214,7 +214,7 @@ fn transport(
     GovernanceTransport::new(
         &format!("https://{host}:{}", server.local_addr().port()),
         service_cert_pem,
-        member.map(Member::identity),
+        member.map(Member::identity).as_ref(),
         TransportOptions::default(),
     )
 }
@@ -246,6 +246,8 @@ async fn raw_https(
         .connect(ServerName::try_from("127.0.0.1").unwrap(), tcp)
         .await?;
     tls.write_all(request).await?;
+    // tokio-rustls may keep records buffered until flushed.
+    tls.flush().await?;
     let mut answer = Vec::new();
     // The server may close right after answering (413): read what arrived.
     let _ = tls.read_to_end(&mut answer).await;
@@ -496,7 +498,7 @@ async fn a_member_key_that_does_not_match_its_certificate_is_a_clear_error() {
     let error = GovernanceTransport::new(
         "https://127.0.0.1:18405",
         &pki.service_cert_pem,
-        Some(identity),
+        Some(&identity),
         TransportOptions::default(),
     )
     .unwrap_err();
@@ -547,8 +549,17 @@ async fn bodies_over_ccf_s_one_mebibyte_get_413_request_body_too_large() {
         .await
         .unwrap_err();
     match error {
-        TransportError::Service { status, code, .. } => {
-            assert_eq!((status, code.as_str()), (413, "RequestBodyTooLarge"))
+        TransportError::Service {
+            status,
+            code,
+            message,
+            ..
+        } => {
+            assert_eq!((status, code.as_str()), (413, "RequestBodyTooLarge"));
+            assert_eq!(
+                message,
+                "HTTP message body is too large (Content-Length: 1048577, max size allowed: 1MB)"
+            );
         }
         other => panic!("{other:?}"),
     }
@@ -570,6 +581,14 @@ async fn bodies_over_ccf_s_one_mebibyte_get_413_request_body_too_large() {
     .unwrap();
     assert_eq!(status, 413, "{head}");
     assert_eq!(error_code(&body)["code"], "RequestBodyTooLarge");
+    assert_eq!(
+        error_code(&body)["message"],
+        "HTTP request body is too large (max size allowed: 1MB)"
+    );
+    assert!(
+        head.to_ascii_lowercase().contains("connection: close"),
+        "{head}"
+    );
     server.shutdown().await;
 }
 
@@ -688,6 +707,12 @@ async fn api_versions_unknown_paths_and_verbs_get_ccf_s_answers() {
         }
         other => panic!("{other:?}"),
     }
+    let answer = client
+        .send(Method::OPTIONS, "/echo", RequestBody::Empty)
+        .await
+        .unwrap();
+    assert_eq!(answer.status, 204);
+    assert_eq!(answer.headers["allow"], "OPTIONS, POST");
     server.shutdown().await;
 }
 
@@ -876,7 +901,7 @@ async fn server_config_is_usable_with_an_own_listener() {
     let listener = tokio::net::TcpListener::bind(port(14)).await.unwrap();
     let server = RunningServer::start(
         listener,
-        server_config(pki.identity()).unwrap(),
+        server_config(&pki.identity()).unwrap(),
         test_router(),
         ServerLimits::default(),
     )
@@ -999,6 +1024,7 @@ async fn a_body_that_stops_arriving_gets_408_and_oversized_headers_get_431() {
     tls.write_all(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")
         .await
         .unwrap();
+    tls.flush().await.unwrap();
     let mut answer = Vec::new();
     tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut answer))
         .await
@@ -1020,5 +1046,56 @@ async fn a_body_that_stops_arriving_gets_408_and_oversized_headers_get_431() {
     .await
     .unwrap();
     assert_eq!(status, 431, "{head}");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_service_that_accepts_but_never_answers_is_a_timeout() {
+    let pki = ServicePki::new(&["127.0.0.1"]);
+    // A TCP listener that accepts and then says nothing, not even a TLS ServerHello.
+    let listener = tokio::net::TcpListener::bind(port(18)).await.unwrap();
+    let holder = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    let client = GovernanceTransport::new(
+        "https://127.0.0.1:18418",
+        &pki.service_cert_pem,
+        None,
+        TransportOptions {
+            connect_timeout: Duration::from_millis(400),
+            request_timeout: Duration::from_millis(800),
+            ..TransportOptions::default()
+        },
+    )
+    .unwrap();
+    let started = Instant::now();
+    let error = client.get("/whoami").await.unwrap_err();
+    assert!(matches!(error, TransportError::Timeout { .. }), "{error:?}");
+    assert!(started.elapsed() < Duration::from_secs(3));
+    holder.abort();
+}
+
+/// The server answers before reading a declared-too-large body and closes; the client must still
+/// see the 413 answer rather than a reset, even for a body far over the limit.
+#[tokio::test]
+async fn a_body_far_over_the_limit_still_gets_the_413_answer() {
+    let pki = ServicePki::new(&["127.0.0.1"]);
+    let server = start(19, &pki, ServerLimits::default()).await;
+    let client = transport(&server, "127.0.0.1", &pki.service_cert_pem, None).unwrap();
+    for size in [2usize << 20, 32 << 20] {
+        let error = client
+            .send(Method::POST, "/echo", RequestBody::Json(vec![b'a'; size]))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&error, TransportError::Service { status: 413, code, .. } if code == "RequestBodyTooLarge"),
+            "{size}: {error:?}"
+        );
+    }
+    // The connection was closed, the client reconnects and is served.
+    assert_eq!(&client.get("/whoami").await.unwrap().body[..], b"none");
     server.shutdown().await;
 }

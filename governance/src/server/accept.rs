@@ -265,9 +265,10 @@ pub async fn serve(
                     request.extensions_mut().insert(info.clone());
                     let mut router = router.clone();
                     let path = request.uri().path().to_owned();
+                    let method = request.method().clone();
                     async move {
                         let response = router.call(request.map(Body::new)).await;
-                        response.map(|response| ccf_method_not_allowed(&path, response))
+                        response.map(|response| ccf_method_not_allowed(&method, &path, response))
                     }
                 });
             let mut http = hyper::server::conn::http1::Builder::new();
@@ -309,7 +310,7 @@ impl RunningServer {
         router: Router,
         limits: ServerLimits,
     ) -> Result<Self, ServerError> {
-        let tls = server_config(identity)?;
+        let tls = server_config(&identity)?;
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| ServerError::Bind { addr, source })?;

@@ -9,7 +9,7 @@
 use axum::body::{Body, Bytes};
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use http_body_util::BodyExt;
@@ -26,9 +26,6 @@ pub const MEMBER_COSE_SIGN1_SCHEME: &str = "member_cose_sign1";
 /// CCF's default maximum request body: `default_max_body_size = "1MB"` with 1 MB = 1024² bytes
 /// (CCF `include/ccf/http_configuration.h`, `ds::convert_size_string`).
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
-/// A declared body over the limit but at most this long is read and dropped before the 413 is
-/// sent, so the client gets the answer; a longer one gets the 413 and the connection closed.
-pub const DRAIN_OVERSIZED_BYTES: u64 = 16 << 20;
 
 /// One entry of an error's `details` (CCF `ODataErrorDetails`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -110,12 +107,32 @@ impl ErrorResponse {
         error
     }
 
-    /// CCF's answer to a body over the limit: 413 `RequestBodyTooLarge` (CCF `http_session.h`).
+    /// CCF's answer to a body that grew over the limit while streaming: 413
+    /// `RequestBodyTooLarge`, "HTTP request body is too large (max size allowed: 1MB)" (CCF
+    /// `http_parser.h` `append_body`, `http_session.h`).
     pub fn body_too_large(max_bytes: usize) -> Self {
         Self::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "RequestBodyTooLarge",
-            format!("HTTP request body is too large (max size allowed: {max_bytes} bytes)"),
+            format!(
+                "HTTP request body is too large (max size allowed: {})",
+                size_string(max_bytes)
+            ),
+        )
+    }
+
+    /// CCF's answer to a `Content-Length` over the limit: 413 `RequestBodyTooLarge`, "HTTP
+    /// message body is too large (Content-Length: N, max size allowed: 1MB)" (CCF
+    /// `http_parser.h` `headers_complete`).
+    pub fn declared_body_too_large(content_length: u64, max_bytes: usize) -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "RequestBodyTooLarge",
+            format!(
+                "HTTP message body is too large (Content-Length: {content_length}, max size \
+                 allowed: {})",
+                size_string(max_bytes)
+            ),
         )
     }
 
@@ -269,6 +286,18 @@ fn percent_decode(text: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// A size as CCF's unit strings print it: `1MB` for 1024² bytes, `16KB`, or plain bytes.
+fn size_string(bytes: usize) -> String {
+    const KB: usize = 1024;
+    match bytes {
+        0 => "0".into(),
+        b if b % (KB * KB * KB) == 0 => format!("{}GB", b / (KB * KB * KB)),
+        b if b % (KB * KB) == 0 => format!("{}MB", b / (KB * KB)),
+        b if b % KB == 0 => format!("{}KB", b / KB),
+        b => b.to_string(),
+    }
+}
+
 impl<S: Send + Sync> FromRequestParts<S> for ApiVersion {
     type Rejection = ErrorResponse;
 
@@ -351,10 +380,11 @@ pub async fn unknown_path(request: Request) -> ErrorResponse {
 }
 
 /// Gives axum's bare 405 answers CCF's body: 405 `UnsupportedHttpVerb`, "Allowed methods for
-/// '{path}' are: OPTIONS, …." with the `Allow` header kept (CCF `frontend.h` `find_endpoint`).
+/// '{path}' are: OPTIONS, …." with the `Allow` header kept; an `OPTIONS` request to a known path
+/// gets 204 with that `Allow` header instead (CCF `frontend.h` `find_endpoint`).
 /// The accept loop applies it to every response: axum adds the `Allow` header after any
 /// `Router::layer` middleware has run, so this cannot be a router layer.
-pub fn ccf_method_not_allowed(path: &str, response: Response) -> Response {
+pub fn ccf_method_not_allowed(method: &Method, path: &str, response: Response) -> Response {
     if response.status() != StatusCode::METHOD_NOT_ALLOWED
         || response.headers().contains_key(header::CONTENT_TYPE)
     {
@@ -373,16 +403,24 @@ pub fn ccf_method_not_allowed(path: &str, response: Response) -> Response {
                 .filter(|verb| !verb.is_empty() && verb != "OPTIONS"),
         );
     }
-    let allow_value = allowed.join(", ");
-    let mut error = ErrorResponse::new(
+    let allow_value = HeaderValue::from_str(&allowed.join(", "))
+        .unwrap_or_else(|_| HeaderValue::from_static("OPTIONS"));
+    if method == Method::OPTIONS {
+        let mut response = StatusCode::NO_CONTENT.into_response();
+        response.headers_mut().insert(header::ALLOW, allow_value);
+        return response;
+    }
+    let message = format!(
+        "Allowed methods for '{path}' are: {}.",
+        allow_value.to_str().unwrap_or("OPTIONS")
+    );
+    ErrorResponse::new(
         StatusCode::METHOD_NOT_ALLOWED,
         "UnsupportedHttpVerb",
-        format!("Allowed methods for '{path}' are: {allow_value}."),
-    );
-    if let Ok(value) = HeaderValue::from_str(&allow_value) {
-        error.headers.push((header::ALLOW, value));
-    }
-    error.into_response()
+        message,
+    )
+    .with_header(header::ALLOW, allow_value)
+    .into_response()
 }
 
 /// The body limit, as middleware state.
@@ -403,8 +441,8 @@ pub async fn limit_body(
     request: Request,
     next: Next,
 ) -> Response {
-    let too_large = || {
-        let mut response = ErrorResponse::body_too_large(limit.max_bytes).into_response();
+    let close = |error: ErrorResponse| {
+        let mut response = error.into_response();
         response
             .headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
@@ -415,41 +453,29 @@ pub async fn limit_body(
         .get(header::CONTENT_LENGTH)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.parse::<u64>().ok());
-    if let Some(length) = declared.filter(|&length| length > limit.max_bytes as u64) {
-        // A client that sends its whole body before reading the answer (most do) would see a
-        // broken pipe instead of the 413: read and drop a moderately oversized body first.
-        if length <= DRAIN_OVERSIZED_BYTES {
-            let mut body = request.into_body();
-            let drain = async {
-                // Frame by frame, so nothing of it is kept.
-                while let Some(Ok(_frame)) = body.frame().await {}
-            };
-            let _ = tokio::time::timeout(limit.read_timeout, drain).await;
-        }
-        return too_large();
+    if let Some(length) = declared.filter(|length| *length > limit.max_bytes as u64) {
+        return close(ErrorResponse::declared_body_too_large(
+            length,
+            limit.max_bytes,
+        ));
     }
     let (parts, body) = request.into_parts();
     let limited = http_body_util::Limited::new(body, limit.max_bytes);
     let collected = tokio::time::timeout(limit.read_timeout, limited.collect()).await;
     let bytes = match collected {
         Err(_elapsed) => {
-            let mut response = ErrorResponse::new(
+            return close(ErrorResponse::new(
                 StatusCode::REQUEST_TIMEOUT,
                 "RequestTimeout",
                 "The request body was not received in time",
-            )
-            .into_response();
-            response
-                .headers_mut()
-                .insert(header::CONNECTION, HeaderValue::from_static("close"));
-            return response;
+            ));
         }
         Ok(Err(error)) => {
             if error
                 .downcast_ref::<http_body_util::LengthLimitError>()
                 .is_some()
             {
-                return too_large();
+                return close(ErrorResponse::body_too_large(limit.max_bytes));
             }
             return ErrorResponse::new(
                 StatusCode::BAD_REQUEST,
@@ -540,6 +566,21 @@ mod tests {
         assert_eq!(
             json["error"]["details"][0]["auth_policy"],
             "member_cose_sign1"
+        );
+    }
+
+    #[test]
+    fn sizes_print_as_ccf_prints_them() {
+        assert_eq!(size_string(1024 * 1024), "1MB");
+        assert_eq!(size_string(16 * 1024), "16KB");
+        assert_eq!(size_string(1000), "1000");
+        assert_eq!(
+            ErrorResponse::body_too_large(DEFAULT_MAX_BODY_BYTES).message,
+            "HTTP request body is too large (max size allowed: 1MB)"
+        );
+        assert_eq!(
+            ErrorResponse::declared_body_too_large(2_000_000, DEFAULT_MAX_BODY_BYTES).message,
+            "HTTP message body is too large (Content-Length: 2000000, max size allowed: 1MB)"
         );
     }
 

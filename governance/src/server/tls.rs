@@ -57,6 +57,12 @@ impl std::fmt::Debug for ServerIdentity {
     }
 }
 
+impl Drop for ServerIdentity {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.key);
+    }
+}
+
 impl ServerIdentity {
     /// Reads a chain of PEM `CERTIFICATE` blocks (leaf first) and a PEM private key
     /// (`PRIVATE KEY`, `EC PRIVATE KEY` or `RSA PRIVATE KEY`).
@@ -121,6 +127,18 @@ pub(crate) fn private_key_from_pem(pem_text: &str) -> Option<PrivateKeyDer<'stat
     })
 }
 
+/// The chain with a signing key loaded from `key` by the ring provider, checked to match the leaf.
+/// The key DER is only borrowed, so the caller's copy is the only one and zeroizes on drop.
+pub(crate) fn certified_key(
+    chain: &[CertificateDer<'static>],
+    key: &PrivateKeyDer<'static>,
+) -> Result<rustls::sign::CertifiedKey, rustls::Error> {
+    let signing_key = rustls::crypto::ring::sign::any_supported_type(key)?;
+    let certified = rustls::sign::CertifiedKey::new(chain.to_vec(), signing_key);
+    certified.keys_match()?;
+    Ok(certified)
+}
+
 /// The ring provider, which is the only one this crate links into rustls.
 pub fn ring_provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
@@ -128,7 +146,7 @@ pub fn ring_provider() -> Arc<CryptoProvider> {
 
 /// Builds the server configuration: ring provider, TLS 1.2 and 1.3, optional client certificates
 /// accepted as [`AnyClientCertificate`] does, ALPN `http/1.1`.
-pub fn server_config(identity: ServerIdentity) -> Result<Arc<ServerConfig>, TlsSetupError> {
+pub fn server_config(identity: &ServerIdentity) -> Result<Arc<ServerConfig>, TlsSetupError> {
     let provider = ring_provider();
     let verifier = Arc::new(AnyClientCertificate::new(
         provider.signature_verification_algorithms,
@@ -136,7 +154,9 @@ pub fn server_config(identity: ServerIdentity) -> Result<Arc<ServerConfig>, TlsS
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
         .with_client_cert_verifier(verifier)
-        .with_single_cert(identity.chain, identity.key)?;
+        .with_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(
+            certified_key(&identity.chain, &identity.key)?,
+        )));
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
@@ -225,7 +245,7 @@ mod tests {
         let (cert, key) = self_signed();
         let identity = ServerIdentity::from_pem(&cert, &key).unwrap();
         assert!(!identity.leaf_der().is_empty());
-        let config = server_config(identity).unwrap();
+        let config = server_config(&identity).unwrap();
         assert_eq!(config.alpn_protocols, vec![b"http/1.1".to_vec()]);
     }
 
@@ -235,7 +255,7 @@ mod tests {
         let (_, other_key) = self_signed();
         let identity = ServerIdentity::from_pem(&cert, &other_key).unwrap();
         assert!(matches!(
-            server_config(identity),
+            server_config(&identity),
             Err(TlsSetupError::Rustls(_))
         ));
     }
