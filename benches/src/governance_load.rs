@@ -43,8 +43,12 @@ fn options() -> Result<Options, String> {
             "--endpoint" => options.endpoint = value()?,
             "--service-cert" => options.service_cert = value()?.into(),
             "--keys" => options.keys = value()?.into(),
-            "--members" => options.members = value()?.parse().map_err(|e| format!("--members: {e}"))?,
-            "--seconds" => options.seconds = value()?.parse().map_err(|e| format!("--seconds: {e}"))?,
+            "--members" => {
+                options.members = value()?.parse().map_err(|e| format!("--members: {e}"))?
+            }
+            "--seconds" => {
+                options.seconds = value()?.parse().map_err(|e| format!("--seconds: {e}"))?
+            }
             "--activate" => options.activate = true,
             other => return Err(format!("unknown argument {other}")),
         }
@@ -74,7 +78,10 @@ async fn member_loop(client: GovernanceClient, deadline: Instant) -> Result<Vec<
         let started = Instant::now();
         let proposal = client.propose(actions).await.map_err(|e| e.to_string())?;
         latencies.push(started.elapsed());
-        let id = proposal["proposalId"].as_str().ok_or("no proposalId")?.to_owned();
+        let id = proposal["proposalId"]
+            .as_str()
+            .ok_or("no proposalId")?
+            .to_owned();
         let started = Instant::now();
         client.vote(&id, true).await.map_err(|e| e.to_string())?;
         latencies.push(started.elapsed());
@@ -102,7 +109,9 @@ fn fsync_rate(dir: &std::path::Path, seconds: f64) -> Result<f64, String> {
     let started = Instant::now();
     let mut syncs = 0u64;
     while started.elapsed().as_secs_f64() < seconds {
-        file.write_all(&block).and_then(|()| file.sync_data()).map_err(|e| format!("{}: {e}", path.display()))?;
+        file.write_all(&block)
+            .and_then(|()| file.sync_data())
+            .map_err(|e| format!("{}: {e}", path.display()))?;
         syncs += 1;
     }
     let rate = syncs as f64 / started.elapsed().as_secs_f64();
@@ -117,10 +126,17 @@ async fn main() -> Result<(), String> {
     if args.get(1).map(String::as_str) == Some("--fsync-rate") {
         let dir = args.get(2).ok_or("--fsync-rate needs a directory")?;
         let seconds = match args.get(3).map(String::as_str) {
-            Some("--seconds") => args.get(4).ok_or("--seconds needs a value")?.parse().map_err(|e| format!("--seconds: {e}"))?,
+            Some("--seconds") => args
+                .get(4)
+                .ok_or("--seconds needs a value")?
+                .parse()
+                .map_err(|e| format!("--seconds: {e}"))?,
             _ => 2.0,
         };
-        println!("{}", json!({"fsyncs_per_second": fsync_rate(std::path::Path::new(dir), seconds)?}));
+        println!(
+            "{}",
+            json!({"fsyncs_per_second": fsync_rate(std::path::Path::new(dir), seconds)?})
+        );
         return Ok(());
     }
     let options = options()?;
@@ -136,7 +152,10 @@ async fn main() -> Result<(), String> {
     }
     let started = Instant::now();
     let deadline = started + Duration::from_secs_f64(options.seconds);
-    let tasks: Vec<_> = clients.into_iter().map(|c| tokio::spawn(member_loop(c, deadline))).collect();
+    let tasks: Vec<_> = clients
+        .into_iter()
+        .map(|c| tokio::spawn(member_loop(c, deadline)))
+        .collect();
     let mut latencies = Vec::new();
     for task in tasks {
         latencies.extend(task.await.map_err(|e| e.to_string())??);

@@ -93,11 +93,11 @@ impl GovernanceClient {
         identity: MemberIdentity,
     ) -> ClientResult<Self> {
         let tls_identity = ClientIdentity::from_pem(&identity.cert_pem(), &identity.key().to_pem())
-            .map_err(ClientError::Identity)?;
+            .map_err(|e| ClientError::Identity(e.to_string()))?;
         let transport = GovernanceTransport::new(
             endpoint,
             service_cert_pem,
-            Some(tls_identity),
+            Some(&tls_identity),
             TransportOptions::default(),
         )?;
         Ok(Self {
@@ -171,7 +171,10 @@ impl GovernanceClient {
         path: &str,
         body: Option<&Value>,
     ) -> ClientResult<ServiceResponse> {
-        let body = body.map_or(RequestBody::Empty, RequestBody::json);
+        let body = match body {
+            Some(value) => RequestBody::json(value).expect("a JSON value serialises"),
+            None => RequestBody::Empty,
+        };
         let write = method != Method::GET && !path.ends_with("/status");
         if write {
             Ok(self

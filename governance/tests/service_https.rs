@@ -556,9 +556,19 @@ async fn ccf_python_tools_drive_the_service_over_https() {
     let (service, server, endpoint) = start(&config).await;
     let service_pem = dir.path().join("service").join(identity::SERVICE_CERT_FILE);
     let (key, cert) = MemberIdentity::file_paths(dir.path(), "m0");
-    let args = [endpoint.clone(), service_pem.display().to_string(), key.display().to_string(), cert.display().to_string(), member.member_id()];
+    let args = [
+        endpoint.clone(),
+        service_pem.display().to_string(),
+        key.display().to_string(),
+        cert.display().to_string(),
+        member.member_id(),
+    ];
     let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(python).arg("-c").arg(CCF_CLIENT_SCRIPT).args(args).output()
+        std::process::Command::new(python)
+            .arg("-c")
+            .arg(CCF_CLIENT_SCRIPT)
+            .args(args)
+            .output()
     })
     .await
     .unwrap()

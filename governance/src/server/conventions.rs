@@ -26,6 +26,9 @@ pub const MEMBER_COSE_SIGN1_SCHEME: &str = "member_cose_sign1";
 /// CCF's default maximum request body: `default_max_body_size = "1MB"` with 1 MB = 1024² bytes
 /// (CCF `include/ccf/http_configuration.h`, `ds::convert_size_string`).
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
+/// A declared body over the limit but at most this long is read and dropped before the 413 is
+/// sent, so the client gets the answer; a longer one gets the 413 and the connection closed.
+pub const DRAIN_OVERSIZED_BYTES: u64 = 16 << 20;
 
 /// One entry of an error's `details` (CCF `ODataErrorDetails`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -454,6 +457,14 @@ pub async fn limit_body(
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.parse::<u64>().ok());
     if let Some(length) = declared.filter(|length| *length > limit.max_bytes as u64) {
+        // A client that sends its whole body before reading the answer (reqwest does) would see
+        // a broken pipe instead of the 413 if the connection closed now: read and drop a
+        // moderately oversized body first, frame by frame, so nothing of it is kept.
+        if length <= DRAIN_OVERSIZED_BYTES {
+            let mut body = request.into_body();
+            let drain = async { while let Some(Ok(_frame)) = body.frame().await {} };
+            let _ = tokio::time::timeout(limit.read_timeout, drain).await;
+        }
         return close(ErrorResponse::declared_body_too_large(
             length,
             limit.max_bytes,

@@ -258,7 +258,8 @@ impl Service {
         Ok((out, Some(ticket)))
     }
 
-    /// [`Self::write_locked`], then waits (outside the lock) until the transaction is durable.
+    /// Runs `f` as a transaction under the lock (see `write_locked`), then waits, outside the
+    /// lock, until the transaction is durable.
     /// Returns the result and the transaction's version (`None` when nothing was written).
     pub async fn write<T>(
         &self,

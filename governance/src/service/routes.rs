@@ -30,6 +30,9 @@ use crate::server::{CoseBody, ErrorResponse, PeerCertificate, with_transaction_i
 
 type Shared = State<Arc<Service>>;
 
+/// A refusal already rendered as a response (boxed: responses are large).
+type Refused = Box<Response>;
+
 /// The service's routes.
 pub fn router(service: Arc<Service>) -> Router {
     Router::new()
@@ -130,7 +133,7 @@ fn bad_segment(segment: &str, verb: &str) -> Response {
 }
 
 /// A JSON body; an empty or malformed one is 400 `InvalidInput` naming the route.
-fn json_body(bytes: &[u8], what: &str) -> Result<Value, Response> {
+fn json_body(bytes: &[u8], what: &str) -> Result<Value, Refused> {
     if bytes.is_empty() {
         return Ok(Value::Object(Default::default()));
     }
@@ -141,6 +144,7 @@ fn json_body(bytes: &[u8], what: &str) -> Result<Value, Response> {
             format!("{what}: the body is not JSON: {e}"),
         )
         .into_response()
+        .into()
     })
 }
 
@@ -149,8 +153,10 @@ fn json_body(bytes: &[u8], what: &str) -> Result<Value, Response> {
 
 /// CCF's COSE_Sign1 authentication: parse, find the signer's certificate, verify. The state
 /// checks (message type, Active) are [`gov_api::authorize`], which every gov operation runs.
-fn authenticate(service: &Service, body: &[u8]) -> Result<SignedRequest, Response> {
-    let refuse = |reason: String| ErrorResponse::cose_authentication_failed(reason).into_response();
+fn authenticate(service: &Service, body: &[u8]) -> Result<SignedRequest, Refused> {
+    let refuse = |reason: String| -> Refused {
+        Box::new(ErrorResponse::cose_authentication_failed(reason).into_response())
+    };
     let envelope = cose::parse(body).map_err(|e| refuse(e.to_string()))?;
     envelope
         .check_algorithm()
@@ -173,7 +179,7 @@ fn authenticate(service: &Service, body: &[u8]) -> Result<SignedRequest, Respons
 }
 
 /// CCF's `member_cert` policy: the TLS client certificate is a registered member's.
-fn member(service: &Service, peer: &PeerCertificate) -> Result<String, Response> {
+fn member(service: &Service, peer: &PeerCertificate) -> Result<String, Refused> {
     let unauthenticated = || {
         ErrorResponse::new(
             StatusCode::UNAUTHORIZED,
@@ -220,7 +226,7 @@ impl KeyWrapper for NoAttestationProvider {
 async fn create_proposal(State(service): Shared, CoseBody(body): CoseBody) -> Response {
     let request = match authenticate(&service, &body) {
         Ok(r) => r,
-        Err(e) => return e,
+        Err(e) => return *e,
     };
     reply(
         service
@@ -230,7 +236,7 @@ async fn create_proposal(State(service): Shared, CoseBody(body): CoseBody) -> Re
 }
 
 async fn list_proposals(State(service): Shared) -> Response {
-    axum::Json(service.read(|tx| gov_api::list_proposals(tx))).into_response()
+    axum::Json(service.read(gov_api::list_proposals)).into_response()
 }
 
 async fn get_proposal(State(service): Shared, Path(segment): Path<String>) -> Response {
@@ -247,7 +253,7 @@ async fn withdraw_proposal(
     };
     let request = match authenticate(&service, &body) {
         Ok(r) => r,
-        Err(e) => return e,
+        Err(e) => return *e,
     };
     match service
         .write(|tx, _| gov_api::withdraw_proposal(tx, &request, id))
@@ -280,7 +286,7 @@ async fn submit_ballot(
     };
     let request = match authenticate(&service, &body) {
         Ok(r) => r,
-        Err(e) => return e,
+        Err(e) => return *e,
     };
     reply(
         service
@@ -314,7 +320,7 @@ async fn state_digest(
 ) -> Response {
     let request = match authenticate(&service, &body) {
         Ok(r) => r,
-        Err(e) => return e,
+        Err(e) => return *e,
     };
     if let Some(member_id) = segment.strip_suffix(":update") {
         return reply(
@@ -336,7 +342,7 @@ async fn state_digest(
 }
 
 async fn list_members(State(service): Shared) -> Response {
-    axum::Json(service.read(|tx| gov_api::list_members(tx))).into_response()
+    axum::Json(service.read(gov_api::list_members)).into_response()
 }
 
 async fn get_member(State(service): Shared, Path(member_id): Path<String>) -> Response {
@@ -462,7 +468,7 @@ async fn list_contracts(
     Query(query): Query<StateQuery>,
 ) -> Response {
     if let Err(e) = member(&service, &peer) {
-        return e;
+        return *e;
     }
     json_or_error(service.read(|tx| app::contracts::list_contracts(tx, query.state.as_deref())))
 }
@@ -474,11 +480,11 @@ async fn put_contract(
     body: axum::body::Bytes,
 ) -> Response {
     if let Err(e) = member(&service, &peer) {
-        return e;
+        return *e;
     }
     let body = match json_body(&body, &format!("contract {id}")) {
         Ok(b) => b,
-        Err(e) => return e,
+        Err(e) => return *e,
     };
     match service
         .write(|tx, _| app::contracts::put_contract(tx, &id, &body))
@@ -495,7 +501,7 @@ async fn get_contract(
     Path(id): Path<String>,
 ) -> Response {
     if let Err(e) = member(&service, &peer) {
-        return e;
+        return *e;
     }
     json_or_error(service.read(|tx| app::contracts::get_contract(tx, &id)))
 }
@@ -513,7 +519,7 @@ async fn contract_runtime_option(
             if let Caller::Unauthenticated = member_or_anyone(&service, &peer) {
                 let body = match json_body(&body, &format!("contract {id} {option} status")) {
                     Ok(b) => b,
-                    Err(e) => return e,
+                    Err(e) => return *e,
                 };
                 if let Err(error) = service
                     .read(|tx| app::verify_clean_room(tx, &NoAttestationProvider, &id, &body))
@@ -530,7 +536,7 @@ async fn contract_runtime_option(
         "enable" | "disable" => {
             let member_id = match member(&service, &peer) {
                 Ok(m) => m,
-                Err(e) => return e,
+                Err(e) => return *e,
             };
             let enable = verb == "enable";
             match service
@@ -558,7 +564,7 @@ async fn cgs_runtime_option(
     Path(option): Path<String>,
 ) -> Response {
     if let Err(e) = member(&service, &peer) {
-        return e;
+        return *e;
     }
     json_or_error(service.read(|tx| app::runtime_options::runtime_option_status(tx, &option)))
 }
@@ -579,7 +585,7 @@ async fn list_events(
     Query(query): Query<EventQuery>,
 ) -> Response {
     if let Err(e) = member(&service, &peer) {
-        return e;
+        return *e;
     }
     let key = EventKey {
         id: query.id,
@@ -605,7 +611,7 @@ async fn put_event(
     let caller = member_or_anyone(&service, &peer);
     let body = match json_body(&body, &format!("event of contract {id}")) {
         Ok(b) => b,
-        Err(e) => return e,
+        Err(e) => return *e,
     };
     let key = EventKey {
         id: query.id,
@@ -630,7 +636,7 @@ async fn clean_room_policy(
     Path(id): Path<String>,
 ) -> Response {
     if let Err(e) = member(&service, &peer) {
-        return e;
+        return *e;
     }
     axum::Json(service.read(|tx| app::policy::clean_room_policy(tx, &id))).into_response()
 }
@@ -649,7 +655,7 @@ async fn list_secrets(
     Path(id): Path<String>,
 ) -> Response {
     if let Err(e) = member(&service, &peer) {
-        return e;
+        return *e;
     }
     axum::Json(service.read(|tx| app::secrets::list_secrets(tx, &id))).into_response()
 }
@@ -663,7 +669,7 @@ async fn put_secret(
     let caller = member_or_anyone(&service, &peer);
     let body = match json_body(&body, &format!("secret {name} of contract {id}")) {
         Ok(b) => b,
-        Err(e) => return e,
+        Err(e) => return *e,
     };
     let put = |tx: &mut crate::kv::Tx<'_>, _: &[u8]| {
         let verifiers = CleanRoomVerifiers {
@@ -682,7 +688,7 @@ async fn get_secret(
 ) -> Response {
     let body = match json_body(&body, &format!("secret {name} of contract {id}")) {
         Ok(b) => b,
-        Err(e) => return e,
+        Err(e) => return *e,
     };
     json_or_error(service.read(|tx| {
         app::secrets::get_secret(
