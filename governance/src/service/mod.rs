@@ -9,13 +9,10 @@
 
 pub mod routes;
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-
-use serde_json::Value;
 
 use crate::app::events::EventHistory;
 use crate::error::{ApiError, ApiResult, ErrorCode};
@@ -72,9 +69,6 @@ pub struct ServiceConfig {
 struct Inner {
     store: Store,
     ledger: Ledger,
-    /// Every write of an event key, for `GET …/events` with a seqno range: `(map, key)` →
-    /// `(version, value)` in order. Built on replay and kept on commit.
-    event_history: HashMap<(String, String), Vec<(Version, Value)>>,
 }
 
 /// A running governance state machine (without its HTTPS front: see [`Service::serve`]).
@@ -90,28 +84,6 @@ impl std::fmt::Debug for Service {
         f.debug_struct("Service")
             .field("data_dir", &self.data_dir)
             .finish()
-    }
-}
-
-const EVENT_MAP_PREFIX: &str = "public:events-";
-
-fn record_events(
-    history: &mut HashMap<(String, String), Vec<(Version, Value)>>,
-    version: Version,
-    write_set: &WriteSet,
-) {
-    for (map, writes) in write_set.maps() {
-        if !map.starts_with(EVENT_MAP_PREFIX) {
-            continue;
-        }
-        for (key, value) in writes {
-            if let Some(value) = value {
-                history
-                    .entry((map.to_owned(), key.clone()))
-                    .or_default()
-                    .push((version, value.clone()));
-            }
-        }
     }
 }
 
@@ -152,7 +124,6 @@ impl Service {
             &identity.service.cert_der,
         )?;
         let mut store = Store::new(ledger.view());
-        let mut event_history = HashMap::new();
         for transaction in replayed {
             let version = Version::new(transaction.view, transaction.seqno);
             let replay_error = |message: String| ServiceError::Replay {
@@ -164,16 +135,11 @@ impl Service {
             store
                 .apply(version, &write_set)
                 .map_err(|e| replay_error(e.to_string()))?;
-            record_events(&mut event_history, version, &write_set);
         }
         let service = Arc::new(Self {
             service_cert_pem: identity.service.cert_pem(),
             identity,
-            inner: Mutex::new(Inner {
-                store,
-                ledger,
-                event_history,
-            }),
+            inner: Mutex::new(Inner { store, ledger }),
             data_dir: dir.clone(),
         });
         let empty = service.lock().ledger.last_seqno() == 0;
@@ -224,12 +190,12 @@ impl Service {
         f(&tx)
     }
 
-    /// Runs a read over the state with the event history at hand.
+    /// Runs a read over the state with the event history at hand (the store records every
+    /// write of an event key).
     pub fn read_with_history<T>(&self, f: impl FnOnce(&Tx<'_>, &dyn EventHistory) -> T) -> T {
         let inner = self.lock();
-        let history = HistoryView(&inner.event_history);
         let tx = inner.store.transaction();
-        f(&tx, &history)
+        f(&tx, &inner.store)
     }
 
     /// Runs `f` as a transaction under the lock (with the current Merkle root, for proposal ids
@@ -254,7 +220,6 @@ impl Service {
             .map_err(internal)?;
         let version = Version::new(ticket.view(), ticket.seqno());
         inner.store.apply(version, &write_set).map_err(internal)?;
-        record_events(&mut inner.event_history, version, &write_set);
         Ok((out, Some(ticket)))
     }
 
@@ -356,24 +321,5 @@ impl Service {
             }
         });
         Ok(server)
-    }
-}
-
-/// The event history as the app's [`EventHistory`] sees it.
-struct HistoryView<'a>(&'a HashMap<(String, String), Vec<(Version, Value)>>);
-
-impl EventHistory for HistoryView<'_> {
-    fn writes(&self, map: &str, key: &str, from: u64, to: u64) -> ApiResult<Vec<(Version, Value)>> {
-        Ok(self
-            .0
-            .get(&(map.to_owned(), key.to_owned()))
-            .map(|writes| {
-                writes
-                    .iter()
-                    .filter(|(v, _)| v.seqno >= from && v.seqno <= to)
-                    .cloned()
-                    .collect()
-            })
-            .unwrap_or_default())
     }
 }
