@@ -114,6 +114,14 @@ fn reply(result: ApiResult<(Value, Option<Version>)>) -> Response {
     }
 }
 
+/// The answer to a write that returns nothing: `status` with the transaction id, or the error.
+fn acknowledged(result: ApiResult<((), Option<Version>)>, status: StatusCode) -> Response {
+    match result {
+        Ok(((), version)) => written(status, version),
+        Err(error) => api_error(error).into_response(),
+    }
+}
+
 fn written(response: impl IntoResponse, version: Option<Version>) -> Response {
     match version {
         Some(v) => with_transaction_id(response, v.view, v.seqno),
@@ -330,13 +338,12 @@ async fn state_digest(
         );
     }
     if let Some(member_id) = segment.strip_suffix(":ack") {
-        return match service
-            .write(|tx, _| gov_api::ack_state_digest(tx, &request, member_id))
-            .await
-        {
-            Ok(((), version)) => written(StatusCode::NO_CONTENT, version),
-            Err(error) => api_error(error).into_response(),
-        };
+        return acknowledged(
+            service
+                .write(|tx, _| gov_api::ack_state_digest(tx, &request, member_id))
+                .await,
+            StatusCode::NO_CONTENT,
+        );
     }
     bad_segment(&segment, "update|ack")
 }
@@ -486,13 +493,12 @@ async fn put_contract(
         Ok(b) => b,
         Err(e) => return *e,
     };
-    match service
-        .write(|tx, _| app::contracts::put_contract(tx, &id, &body))
-        .await
-    {
-        Ok(((), version)) => written(StatusCode::OK, version),
-        Err(error) => api_error(error).into_response(),
-    }
+    acknowledged(
+        service
+            .write(|tx, _| app::contracts::put_contract(tx, &id, &body))
+            .await,
+        StatusCode::OK,
+    )
 }
 
 async fn get_contract(
@@ -539,17 +545,16 @@ async fn contract_runtime_option(
                 Err(e) => return *e,
             };
             let enable = verb == "enable";
-            match service
-                .write(|tx, _| {
-                    app::runtime_options::set_contract_runtime_option(
-                        tx, &member_id, &id, &option, enable,
-                    )
-                })
-                .await
-            {
-                Ok(((), version)) => written(StatusCode::OK, version),
-                Err(error) => api_error(error).into_response(),
-            }
+            acknowledged(
+                service
+                    .write(|tx, _| {
+                        app::runtime_options::set_contract_runtime_option(
+                            tx, &member_id, &id, &option, enable,
+                        )
+                    })
+                    .await,
+                StatusCode::OK,
+            )
         }
         other => ErrorResponse::unknown_path(&format!(
             "/app/contracts/{id}/runtimeoptions/{option}/{other}"
@@ -624,10 +629,7 @@ async fn put_event(
         };
         app::events::put_event(tx, &caller, &verifiers, &id, &key, &body)
     };
-    match service.write(put).await {
-        Ok(((), version)) => written(StatusCode::NO_CONTENT, version),
-        Err(error) => api_error(error).into_response(),
-    }
+    acknowledged(service.write(put).await, StatusCode::NO_CONTENT)
 }
 
 async fn clean_room_policy(
