@@ -12,8 +12,8 @@
 
 use aws_lc_rs::encoding::AsDer;
 use aws_lc_rs::rsa::{
-    KeySize, OAEP_SHA256_MGF1SHA256, OaepPrivateDecryptingKey, OaepPublicEncryptingKey,
-    PrivateDecryptingKey, PublicEncryptingKey,
+    KeySize, OAEP_SHA1_MGF1SHA1, OAEP_SHA256_MGF1SHA256, OAEP_SHA384_MGF1SHA384, OaepAlgorithm,
+    OaepPrivateDecryptingKey, OaepPublicEncryptingKey, PrivateDecryptingKey, PublicEncryptingKey,
 };
 use zeroize::Zeroizing;
 
@@ -46,6 +46,31 @@ impl KekSize {
             3072 => Some(Self::Rsa3072),
             4096 => Some(Self::Rsa4096),
             _ => None,
+        }
+    }
+}
+
+/// The hash of an RSA-OAEP operation (MGF1 uses the same hash; the label is empty).
+///
+/// Azure Key Vault's `CKM_RSA_AES_KEY_WRAP` is SHA-1, `RSA_AES_KEY_WRAP_256` SHA-256 and
+/// `RSA_AES_KEY_WRAP_384` SHA-384; the reference's DEK wrapping and CCF's `RSA-OAEP-AES-KWP`
+/// are SHA-256.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OaepHash {
+    /// SHA-1 (only for Key Vault's `CKM_RSA_AES_KEY_WRAP`).
+    Sha1,
+    /// SHA-256.
+    Sha256,
+    /// SHA-384.
+    Sha384,
+}
+
+impl OaepHash {
+    fn algorithm(self) -> &'static OaepAlgorithm {
+        match self {
+            Self::Sha1 => &OAEP_SHA1_MGF1SHA1,
+            Self::Sha256 => &OAEP_SHA256_MGF1SHA256,
+            Self::Sha384 => &OAEP_SHA384_MGF1SHA384,
         }
     }
 }
@@ -130,6 +155,37 @@ impl KekPrivateKey {
         ))))
     }
 
+    /// Parses a PKCS#8 DER private key (what a released Key Vault key holds).
+    pub fn from_pkcs8_der(der: &[u8]) -> Result<Self> {
+        let key = PrivateDecryptingKey::from_pkcs8(der)
+            .map_err(|e| Error::Kek(format!("not an RSA PKCS#8 private key: {e}")))?;
+        check_size(key.key_size_bits())?;
+        Ok(Self(key))
+    }
+
+    /// Serializes to PKCS#8 DER. The returned bytes are secret and zeroize on drop.
+    pub fn to_pkcs8_der(&self) -> Result<Zeroizing<Vec<u8>>> {
+        let der = self
+            .0
+            .as_der()
+            .map_err(kek_error("cannot encode private key"))?;
+        Ok(Zeroizing::new(der.as_ref().to_vec()))
+    }
+
+    /// RSA-OAEP decryption of `ciphertext` with `hash`; [`Error::UnwrapFailed`] on a wrong key or
+    /// damaged input. The plaintext zeroizes on drop.
+    pub fn decrypt_oaep(&self, hash: OaepHash, ciphertext: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
+        let key = OaepPrivateDecryptingKey::new(self.0.clone())
+            .map_err(kek_error("key unusable for OAEP"))?;
+        let mut out = Zeroizing::new(vec![0u8; key.min_output_size()]);
+        let len = key
+            .decrypt(hash.algorithm(), ciphertext, &mut out, None)
+            .map_err(|_| Error::UnwrapFailed)?
+            .len();
+        out.truncate(len);
+        Ok(out)
+    }
+
     /// The matching public key.
     pub fn public_key(&self) -> KekPublicKey {
         KekPublicKey(self.0.public_key())
@@ -142,13 +198,8 @@ impl KekPrivateKey {
 
     /// Unwraps a DEK wrapped with [`KekPublicKey::wrap`] or `openssl pkeyutl` (OAEP-SHA-256).
     pub fn unwrap(&self, wrapped: &[u8]) -> Result<DataKey> {
-        let key = OaepPrivateDecryptingKey::new(self.0.clone())
-            .map_err(kek_error("key unusable for OAEP"))?;
-        let mut out = Zeroizing::new(vec![0u8; key.min_output_size()]);
-        let plain = key
-            .decrypt(&OAEP_SHA256_MGF1SHA256, wrapped, &mut out, None)
-            .map_err(|_| Error::UnwrapFailed)?;
-        DataKey::from_slice(plain).map_err(|_| {
+        let plain = self.decrypt_oaep(OaepHash::Sha256, wrapped)?;
+        DataKey::from_slice(&plain).map_err(|_| {
             Error::Kek(format!(
                 "unwrapped {} bytes, but a data key is 32 bytes",
                 plain.len()
@@ -174,6 +225,39 @@ impl KekPublicKey {
         Ok(Self(key))
     }
 
+    /// Parses a SubjectPublicKeyInfo DER public key.
+    pub fn from_der(der: &[u8]) -> Result<Self> {
+        let key = PublicEncryptingKey::from_der(der)
+            .map_err(|e| Error::Kek(format!("not an RSA public key: {e}")))?;
+        check_size(key.key_size_bits())?;
+        Ok(Self(key))
+    }
+
+    /// Serializes to SubjectPublicKeyInfo DER.
+    pub fn to_der(&self) -> Result<Vec<u8>> {
+        let der = self
+            .0
+            .as_der()
+            .map_err(kek_error("cannot encode public key"))?;
+        Ok(der.as_ref().to_vec())
+    }
+
+    /// RSA-OAEP encryption of `plaintext` with `hash` (at most the modulus size less
+    /// 2 × hash length + 2 bytes).
+    pub fn encrypt_oaep(&self, hash: OaepHash, plaintext: &[u8]) -> Result<Vec<u8>> {
+        let public = OaepPublicEncryptingKey::new(self.0.clone())
+            .map_err(kek_error("key unusable for OAEP"))?;
+        let mut out = vec![0u8; public.ciphertext_size()];
+        let len = public
+            .encrypt(hash.algorithm(), plaintext, &mut out, None)
+            .map_err(kek_error(
+                "RSA-OAEP encryption failed (plaintext too long?)",
+            ))?
+            .len();
+        out.truncate(len);
+        Ok(out)
+    }
+
     /// Serializes to SubjectPublicKeyInfo PEM.
     pub fn to_pem(&self) -> Result<String> {
         let der = self
@@ -193,20 +277,7 @@ impl KekPublicKey {
 
     /// Wraps a DEK with RSA-OAEP (SHA-256, MGF1-SHA-256, empty label).
     pub fn wrap(&self, key: &DataKey) -> Result<Vec<u8>> {
-        let public = OaepPublicEncryptingKey::new(self.0.clone())
-            .map_err(kek_error("key unusable for OAEP"))?;
-        let mut out = vec![0u8; public.ciphertext_size()];
-        let len = public
-            .encrypt(
-                &OAEP_SHA256_MGF1SHA256,
-                key.dangerous_bytes(),
-                &mut out,
-                None,
-            )
-            .map_err(kek_error("RSA-OAEP encryption failed"))?
-            .len();
-        out.truncate(len);
-        Ok(out)
+        self.encrypt_oaep(OaepHash::Sha256, key.dangerous_bytes())
     }
 }
 
