@@ -667,7 +667,7 @@ pub fn transaction_status(
     store: &Store,
     transaction_id: &str,
     durable_seqno: u64,
-) -> ApiResult<Value> {
+) -> ApiResult<crate::kv::TxStatus> {
     let version: Version = transaction_id.parse().map_err(|_| {
         ApiError::new(
             ErrorCode::InvalidResourceName,
@@ -678,7 +678,7 @@ pub fn transaction_status(
     if status == crate::kv::TxStatus::Committed && version.seqno > durable_seqno {
         status = crate::kv::TxStatus::Pending;
     }
-    Ok(json!({"status": status.as_str(), "transactionId": version.to_string()}))
+    Ok(status)
 }
 
 /// `GET /gov/service/info` → `{status, certificate, recentCoseProposalsWindowSize, recoveryThreshold}`.
@@ -1335,15 +1335,15 @@ pub(crate) mod tests {
         let mut s = TestService::new();
         s.bootstrap("a");
         assert_eq!(
-            transaction_status(&s.store, "1.1", 0).unwrap()["status"],
+            transaction_status(&s.store, "1.1", 0).unwrap().as_str(),
             "Pending"
         );
         assert_eq!(
-            transaction_status(&s.store, "1.1", 1).unwrap(),
-            json!({"status": "Committed", "transactionId": "1.1"})
+            transaction_status(&s.store, "1.1", 1).unwrap().as_str(),
+            "Committed"
         );
         assert_eq!(
-            transaction_status(&s.store, "1.9", 1).unwrap()["status"],
+            transaction_status(&s.store, "1.9", 1).unwrap().as_str(),
             "Unknown"
         );
         assert_eq!(

@@ -477,6 +477,19 @@ async fn the_consortium_flow_over_https_and_its_refusals() {
         json!(last_write)
     );
     server.shutdown().await;
+    drop(service);
+    // A restart with a certificate that is not a member is refused, naming the member: an
+    // initial member applies only to a new service.
+    let outsider = identity_in(&keys, "outsider");
+    let mut with_stranger = config.clone();
+    with_stranger.initial_members.push(outsider.cert_pem());
+    let refused = Service::open(&with_stranger)
+        .err()
+        .expect("an outsider as initial member");
+    assert!(
+        refused.to_string().contains(&outsider.member_id()),
+        "{refused}"
+    );
     let summary = encfs_governance::ledger::verify_ledger(
         &dir.path().join("service").join("ledger"),
         &service_der,

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use crate::app::events::EventHistory;
 use crate::error::{ApiError, ApiResult, ErrorCode};
+use crate::gov_api;
 use crate::identity::{self, IdentityError, ServiceIdentity};
 use crate::kv::{Store, Tx, Version, WriteSet};
 use crate::ledger::{Ledger, LedgerConfig, LedgerError, ReceiptMaterial};
@@ -165,6 +166,23 @@ impl Service {
                 ticket.wait()?;
             }
             service.lock().ledger.sign_now()?.wait()?;
+        } else if !empty {
+            // A restart may repeat its first command line; a new member on an existing service
+            // is a proposal, never a flag that would be silently ignored.
+            for pem in &config.initial_members {
+                let der = identity::cert_der_from_pem(pem).map_err(ServiceError::InitialMember)?;
+                let id = identity::member_id(&der);
+                if service
+                    .read(|tx| crate::gov_api::member_status(tx, &id))
+                    .is_none()
+                {
+                    return Err(ServiceError::InitialMember(format!(
+                        "member {id} is not a member of the existing service in {}: an initial \
+                         member applies only to a new service (propose set_member to add one)",
+                        dir.display()
+                    )));
+                }
+            }
         }
         Ok(service)
     }
@@ -266,26 +284,16 @@ impl Service {
         self.lock().ledger.root().unwrap_or([0; 32])
     }
 
-    /// The status of a transaction id: `Committed` once it is in the ledger (durable: every
-    /// acknowledged write waited for its fsync), `Unknown` for a later seqno of the current
-    /// view, `Invalid` otherwise.
+    /// The status of a transaction id: `Committed` once it is in the ledger and fsynced,
+    /// `Pending` while its fsync is under way, `Unknown` for a later seqno of the current view,
+    /// `Invalid` otherwise (another view's history).
     pub fn transaction_status(&self, transaction_id: &str) -> ApiResult<&'static str> {
-        let version: Version = transaction_id.parse().map_err(|_| {
-            ApiError::new(
-                ErrorCode::InvalidResourceName,
-                format!("'{transaction_id}' is not a transaction ID (view.seqno)"),
-            )
-        })?;
         let inner = self.lock();
-        if version.seqno == 0 || version.view == 0 {
-            return Ok("Invalid");
-        }
-        Ok(match inner.ledger.view_of(version.seqno) {
-            Some(view) if view == version.view => "Committed",
-            Some(_) => "Invalid",
-            None if version.view >= inner.ledger.view() => "Unknown",
-            None => "Invalid",
-        })
+        // A transaction is Committed only once it is on disk: one appended but not yet fsynced
+        // (group commit in progress) is Pending, so no client sees "Committed" for a transaction
+        // a crash could still lose.
+        gov_api::transaction_status(&inner.store, transaction_id, inner.ledger.durable_seqno())
+            .map(|status| status.as_str())
     }
 
     /// What a receipt of `seqno` needs (the signature covering it must exist).
