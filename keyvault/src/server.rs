@@ -45,8 +45,10 @@ use crate::store::{Store, StoredKey, StoredSecret, valid_name};
 use crate::vault_dir::{VaultDir, VaultDirError};
 
 /// The api-versions accepted: Key Vault's 7.x data-plane versions and those the current Azure
-/// SDKs send (azure-keyvault-keys / -secrets 4.9–4.11 send 7.5 and 7.6; newer ones 2025-07-01).
-pub const SUPPORTED_API_VERSIONS: [&str; 9] = [
+/// SDKs for Python send (azure-keyvault-keys defaults to 2025-07-01, azure-keyvault-secrets to
+/// 2026-04-01; older releases 7.5 and 7.6).
+pub const SUPPORTED_API_VERSIONS: [&str; 11] = [
+    "2016-10-01",
     "7.0",
     "7.1",
     "7.2",
@@ -56,6 +58,7 @@ pub const SUPPORTED_API_VERSIONS: [&str; 9] = [
     "7.6",
     "7.6-preview.2",
     "2025-07-01",
+    "2026-04-01",
 ];
 /// Largest secret value accepted (Key Vault's limit, 25 KiB).
 pub const MAX_SECRET_BYTES: usize = 25 * 1024;
