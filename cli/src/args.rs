@@ -51,6 +51,9 @@ pub enum Command {
     Unmount(UnmountArgs),
     /// Consortium governance: the service, members, proposals, contracts, the ledger.
     Governance(GovernanceArgs),
+    /// The local Azure Key Vault (secure key release) and its identities.
+    #[command(subcommand)]
+    Keyvault(crate::keyvault_args::KeyvaultCommand),
 }
 
 /// `encfs governance …` and its output options.

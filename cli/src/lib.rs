@@ -9,6 +9,7 @@ mod args;
 mod commands;
 mod duration;
 mod governance_args;
+mod keyvault_args;
 mod output;
 mod pipeline;
 mod size;

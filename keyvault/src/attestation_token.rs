@@ -175,7 +175,11 @@ impl AuthorityKeys {
 }
 
 fn decoding_key(jwk: &Value) -> Result<DecodingKey, AttestationError> {
-    let member = |name: &str| jwk.get(name).and_then(Value::as_str).filter(|v| !v.is_empty());
+    let member = |name: &str| {
+        jwk.get(name)
+            .and_then(Value::as_str)
+            .filter(|v| !v.is_empty())
+    };
     if let (Some(n), Some(e)) = (member("n"), member("e")) {
         return DecodingKey::from_rsa_components(n, e)
             .map_err(|e| AttestationError::Invalid(e.to_string()));

@@ -217,12 +217,13 @@ impl KeyVaultClient {
             .timeout(std::time::Duration::from_secs(60))
             .connect_timeout(std::time::Duration::from_secs(10));
         for (index, pem) in extra_ca_pems.into_iter().enumerate() {
-            let certificates = reqwest::Certificate::from_pem_bundle(pem.as_ref()).map_err(|e| {
-                ClientError::CaCertificate {
-                    index,
-                    reason: e.to_string(),
-                }
-            })?;
+            let certificates =
+                reqwest::Certificate::from_pem_bundle(pem.as_ref()).map_err(|e| {
+                    ClientError::CaCertificate {
+                        index,
+                        reason: e.to_string(),
+                    }
+                })?;
             if certificates.is_empty() {
                 return Err(ClientError::CaCertificate {
                     index,
@@ -317,10 +318,7 @@ impl KeyVaultClient {
             }
         };
         drop(cached);
-        let mut request = self
-            .http
-            .request(method, &url)
-            .bearer_auth(&token.token);
+        let mut request = self.http.request(method, &url).bearer_auth(&token.token);
         if let Some(body) = body {
             request = request
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
@@ -395,12 +393,20 @@ impl KeyVaultClient {
             }),
         };
         let body = zeroize::Zeroizing::new(serde_json::to_vec(&parameters).expect("serialisable"));
-        self.request(Method::PUT, &Self::key_path(name, None), Some(body.to_vec()))
-            .await
+        self.request(
+            Method::PUT,
+            &Self::key_path(name, None),
+            Some(body.to_vec()),
+        )
+        .await
     }
 
     /// The key `name` (its latest version, or `version`): public part, attributes and policy.
-    pub async fn get_key(&self, name: &str, version: Option<&str>) -> Result<KeyBundle, ClientError> {
+    pub async fn get_key(
+        &self,
+        name: &str,
+        version: Option<&str>,
+    ) -> Result<KeyBundle, ClientError> {
         self.request(Method::GET, &Self::key_path(name, version), None)
             .await
     }
@@ -481,7 +487,10 @@ mod tests {
             Some("https://managedhsm.azure.net")
         );
         assert_eq!(challenge_resource(r#"Basic realm="x""#), None);
-        assert_eq!(challenge_resource(r#"Bearer resource="http://plain""#), None);
+        assert_eq!(
+            challenge_resource(r#"Bearer resource="http://plain""#),
+            None
+        );
     }
 
     #[test]

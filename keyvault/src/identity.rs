@@ -205,14 +205,18 @@ impl Credential {
                 path: path.to_path_buf(),
                 reason: e.to_string(),
             })?;
-        credential.signing_key().map_err(|_| IdentityError::BadCredential {
-            path: path.to_path_buf(),
-            reason: "private_key_pem is not a P-256 PKCS#8 private key".into(),
-        })?;
-        credential.certificate_der().map_err(|_| IdentityError::BadCredential {
-            path: path.to_path_buf(),
-            reason: "certificate_pem holds no certificate".into(),
-        })?;
+        credential
+            .signing_key()
+            .map_err(|_| IdentityError::BadCredential {
+                path: path.to_path_buf(),
+                reason: "private_key_pem is not a P-256 PKCS#8 private key".into(),
+            })?;
+        credential
+            .certificate_der()
+            .map_err(|_| IdentityError::BadCredential {
+                path: path.to_path_buf(),
+                reason: "certificate_pem holds no certificate".into(),
+            })?;
         Ok(credential)
     }
 
@@ -253,7 +257,9 @@ impl Credential {
         };
         let mut header = Header::new(Algorithm::ES256);
         header.typ = Some("JWT".into());
-        let der = self.certificate_der().map_err(|e| mint_error(e.to_string()))?;
+        let der = self
+            .certificate_der()
+            .map_err(|e| mint_error(e.to_string()))?;
         header.x5c = Some(vec![STANDARD.encode(der)]);
         let key = self.signing_key().map_err(|e| mint_error(e.to_string()))?;
         let token =
@@ -310,8 +316,8 @@ impl TokenVerifier {
 
     /// Verifies `token` and returns its principal, or the reason it was refused.
     pub fn verify(&self, token: &str) -> Result<Principal, IdentityError> {
-        let header = jsonwebtoken::decode_header(token)
-            .map_err(|e| refused(format!("not a JWT: {e}")))?;
+        let header =
+            jsonwebtoken::decode_header(token).map_err(|e| refused(format!("not a JWT: {e}")))?;
         if header.alg != Algorithm::ES256 {
             return Err(refused(format!("alg {:?} is not ES256", header.alg)));
         }
@@ -319,13 +325,17 @@ impl TokenVerifier {
             .x5c_der()
             .map_err(|e| refused(format!("x5c is not base64 DER: {e}")))?
             .unwrap_or_default();
-        let leaf_der = chain.first().ok_or_else(|| refused("the header has no x5c"))?;
+        let leaf_der = chain
+            .first()
+            .ok_or_else(|| refused("the header has no x5c"))?;
         let (rest, leaf) = x509_parser::parse_x509_certificate(leaf_der)
             .map_err(|e| refused(format!("x5c[0] is not a certificate: {e}")))?;
         if !rest.is_empty() {
             return Err(refused("x5c[0] has trailing bytes"));
         }
-        if leaf.signature_algorithm.algorithm != x509_parser::oid_registry::OID_SIG_ECDSA_WITH_SHA256 {
+        if leaf.signature_algorithm.algorithm
+            != x509_parser::oid_registry::OID_SIG_ECDSA_WITH_SHA256
+        {
             return Err(refused("the certificate is not signed by the vault's CA"));
         }
         aws_lc_rs::signature::UnparsedPublicKey::new(
@@ -366,7 +376,9 @@ impl TokenVerifier {
             || claims.appid != client.client_id
             || claims.sub != client.client_id
         {
-            return Err(refused("oid/appid/sub do not name the certificate's client"));
+            return Err(refused(
+                "oid/appid/sub do not name the certificate's client",
+            ));
         }
         if claims.tid != client.tenant_id {
             return Err(refused("tid is not the client's tenant"));
@@ -512,7 +524,12 @@ mod tests {
         assert_eq!(loaded.client_id, credential.client_id);
         let json: serde_json::Value =
             serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-        for field in ["client_id", "tenant_id", "private_key_pem", "certificate_pem"] {
+        for field in [
+            "client_id",
+            "tenant_id",
+            "private_key_pem",
+            "certificate_pem",
+        ] {
             assert!(json.get(field).is_some(), "{field}");
         }
         assert!(!format!("{loaded:?}").contains("PRIVATE"));
@@ -593,8 +610,8 @@ mod tests {
         };
         let mut header = Header::new(Algorithm::ES256);
         header.x5c = Some(vec![STANDARD.encode(credential.certificate_der().unwrap())]);
-        let token = jsonwebtoken::encode(&header, &claims, &credential.signing_key().unwrap())
-            .unwrap();
+        let token =
+            jsonwebtoken::encode(&header, &claims, &credential.signing_key().unwrap()).unwrap();
         assert!(verifier.verify(&token).is_err());
     }
 }

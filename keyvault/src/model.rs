@@ -57,13 +57,45 @@ impl JsonWebKey {
 
     /// The public part only (`kid`, `kty`, `key_ops`, `n`, `e`).
     pub fn public_part(&self) -> Self {
-        let mut public = Self::default();
-        public.kid = self.kid.clone();
-        public.kty = self.kty.clone();
-        public.key_ops = self.key_ops.clone();
-        public.n = self.n.clone();
-        public.e = self.e.clone();
-        public
+        Self::rsa(
+            self.kid.clone(),
+            self.kty.clone(),
+            self.key_ops.clone(),
+            [
+                self.n.clone(),
+                self.e.clone(),
+                None,
+                None,
+                None,
+                None,
+                None,
+                None,
+            ],
+        )
+    }
+
+    /// An RSA JWK from its members `[n, e, d, p, q, dp, dq, qi]`.
+    pub fn rsa(
+        kid: Option<String>,
+        kty: Option<String>,
+        key_ops: Option<Vec<String>>,
+        members: [Option<String>; 8],
+    ) -> Self {
+        let [n, e, d, p, q, dp, dq, qi] = members;
+        Self {
+            kid,
+            kty,
+            key_ops,
+            n,
+            e,
+            d,
+            dp,
+            dq,
+            qi,
+            p,
+            q,
+            key_hsm: None,
+        }
     }
 }
 

@@ -201,7 +201,10 @@ fn parse_value(value: &Value, at: &str) -> Result<PolicyValue, PolicyError> {
             .as_f64()
             .map(PolicyValue::Number)
             .ok_or_else(|| malformed(at, "a number out of range")),
-        _ => Err(malformed(at, "the value must be a string, a number, true or false")),
+        _ => Err(malformed(
+            at,
+            "the value must be a string, a number, true or false",
+        )),
     }
 }
 
@@ -214,7 +217,10 @@ fn parse_condition(value: &Value, at: &str, depth: usize) -> Result<Condition, P
         .ok_or_else(|| malformed(at, "a condition must be an object"))?;
     if let Some((combinator, list)) = combinator_member(object, at)? {
         if object.len() != 1 {
-            return Err(malformed(at, "anyOf/allOf must be the only member of its object"));
+            return Err(malformed(
+                at,
+                "anyOf/allOf must be the only member of its object",
+            ));
         }
         let name = match combinator {
             Combinator::AnyOf => "anyOf",
@@ -231,13 +237,17 @@ fn parse_condition(value: &Value, at: &str, depth: usize) -> Result<Condition, P
             Combinator::AllOf => Condition::AllOf(conditions),
         });
     }
-    let (_, claim) = member(object, "claim").ok_or_else(|| {
-        malformed(at, "a condition needs a claim, anyOf or allOf member")
-    })?;
+    let (_, claim) = member(object, "claim")
+        .ok_or_else(|| malformed(at, "a condition needs a claim, anyOf or allOf member"))?;
     let claim = claim
         .as_str()
         .filter(|c| !c.is_empty())
-        .ok_or_else(|| malformed(&format!("{at}.claim"), "the claim name must be a non-empty string"))?
+        .ok_or_else(|| {
+            malformed(
+                &format!("{at}.claim"),
+                "the claim name must be a non-empty string",
+            )
+        })?
         .to_owned();
     let mut found: Option<(Operator, &Value)> = None;
     let legacy = member(object, "condition");
@@ -245,25 +255,41 @@ fn parse_condition(value: &Value, at: &str, depth: usize) -> Result<Condition, P
         if key.eq_ignore_ascii_case("claim") {
             continue;
         }
-        if legacy.is_some() && (key.eq_ignore_ascii_case("condition") || key.eq_ignore_ascii_case("value")) {
+        if legacy.is_some()
+            && (key.eq_ignore_ascii_case("condition") || key.eq_ignore_ascii_case("value"))
+        {
             continue;
         }
-        let operator = Operator::from_name(key)
-            .ok_or_else(|| malformed(&format!("{at}.{key}"), "an unknown member (not an operator)"))?;
+        let operator = Operator::from_name(key).ok_or_else(|| {
+            malformed(
+                &format!("{at}.{key}"),
+                "an unknown member (not an operator)",
+            )
+        })?;
         if found.is_some() {
-            return Err(malformed(at, "a claim condition takes exactly one operator"));
+            return Err(malformed(
+                at,
+                "a claim condition takes exactly one operator",
+            ));
         }
         found = Some((operator, value));
     }
     if let Some((_, name)) = legacy {
         if found.is_some() {
-            return Err(malformed(at, "a claim condition takes exactly one operator"));
+            return Err(malformed(
+                at,
+                "a claim condition takes exactly one operator",
+            ));
         }
         let name = name
             .as_str()
             .ok_or_else(|| malformed(&format!("{at}.condition"), "must be an operator name"))?;
-        let operator = Operator::from_name(name)
-            .ok_or_else(|| malformed(&format!("{at}.condition"), format!("unknown operator {name:?}")))?;
+        let operator = Operator::from_name(name).ok_or_else(|| {
+            malformed(
+                &format!("{at}.condition"),
+                format!("unknown operator {name:?}"),
+            )
+        })?;
         let (_, value) = member(object, "value")
             .ok_or_else(|| malformed(at, "the condition form needs a value member"))?;
         found = Some((operator, value));
@@ -286,8 +312,8 @@ fn parse_authority(value: &Value, at: &str) -> Result<AuthorityRule, PolicyError
     let object = value
         .as_object()
         .ok_or_else(|| malformed(at, "an authority entry must be an object"))?;
-    let (_, authority) =
-        member(object, "authority").ok_or_else(|| malformed(at, "the authority member is missing"))?;
+    let (_, authority) = member(object, "authority")
+        .ok_or_else(|| malformed(at, "the authority member is missing"))?;
     let authority = authority
         .as_str()
         .filter(|a| !a.trim().is_empty())
@@ -296,7 +322,10 @@ fn parse_authority(value: &Value, at: &str) -> Result<AuthorityRule, PolicyError
     let (combinator, list) = combinator_member(object, at)?
         .ok_or_else(|| malformed(at, "an authority entry needs anyOf or allOf"))?;
     if object.len() != 2 {
-        return Err(malformed(at, "an authority entry has only authority and anyOf/allOf"));
+        return Err(malformed(
+            at,
+            "an authority entry has only authority and anyOf/allOf",
+        ));
     }
     let name = match combinator {
         Combinator::AnyOf => "anyOf",
@@ -328,8 +357,8 @@ impl ReleasePolicy {
         let object = value
             .as_object()
             .ok_or_else(|| malformed("$", "the policy must be an object"))?;
-        let (_, version) =
-            member(object, "version").ok_or_else(|| malformed("$", "the version member is missing"))?;
+        let (_, version) = member(object, "version")
+            .ok_or_else(|| malformed("$", "the version member is missing"))?;
         let version = version
             .as_str()
             .ok_or_else(|| malformed("$.version", "must be a string"))?
@@ -361,7 +390,10 @@ impl ReleasePolicy {
 
     /// The authority URLs the policy names (the issuers whose tokens may release).
     pub fn authorities(&self) -> Vec<&str> {
-        self.authorities.iter().map(|a| a.authority.as_str()).collect()
+        self.authorities
+            .iter()
+            .map(|a| a.authority.as_str())
+            .collect()
     }
 
     /// Whether the verified claims of a token issued by `issuer` satisfy the policy.
@@ -388,8 +420,16 @@ fn normalise_authority(url: &str) -> String {
     match url.split_once("://") {
         Some((scheme, rest)) => {
             let (host, path) = rest.split_once('/').map_or((rest, ""), |(h, p)| (h, p));
-            let path = if path.is_empty() { String::new() } else { format!("/{path}") };
-            format!("{}://{}{path}", scheme.to_ascii_lowercase(), host.to_ascii_lowercase())
+            let path = if path.is_empty() {
+                String::new()
+            } else {
+                format!("/{path}")
+            };
+            format!(
+                "{}://{}{path}",
+                scheme.to_ascii_lowercase(),
+                host.to_ascii_lowercase()
+            )
         }
         None => format!("https://{}", url.to_ascii_lowercase()),
     }
@@ -451,11 +491,17 @@ fn values_equal(claim: &Value, value: &PolicyValue) -> bool {
         (Value::String(c), PolicyValue::String(v)) => c == v,
         (Value::Bool(c), PolicyValue::Bool(v)) => c == v,
         (Value::Number(c), PolicyValue::Number(v)) => c.as_f64() == Some(*v),
-        (Value::Bool(c), PolicyValue::String(v)) => v.eq_ignore_ascii_case(if *c { "true" } else { "false" }),
-        (Value::String(c), PolicyValue::Bool(v)) => c.eq_ignore_ascii_case(if *v { "true" } else { "false" }),
-        (Value::Number(c), PolicyValue::String(v)) => {
-            v.trim().parse::<f64>().ok().is_some_and(|v| c.as_f64() == Some(v))
+        (Value::Bool(c), PolicyValue::String(v)) => {
+            v.eq_ignore_ascii_case(if *c { "true" } else { "false" })
         }
+        (Value::String(c), PolicyValue::Bool(v)) => {
+            c.eq_ignore_ascii_case(if *v { "true" } else { "false" })
+        }
+        (Value::Number(c), PolicyValue::String(v)) => v
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .is_some_and(|v| c.as_f64() == Some(v)),
         (Value::String(c), PolicyValue::Number(v)) => {
             c.trim().parse::<f64>().ok().is_some_and(|c| c == *v)
         }
@@ -513,22 +559,55 @@ mod tests {
             .unwrap();
             assert_eq!(policy.evaluate(MAA, &claims("aa")), expected, "{condition}");
         };
-        check(json!({"claim":"x-ms-sevsnpvm-is-debuggable","equals":false}), true);
-        check(json!({"claim":"x-ms-sevsnpvm-is-debuggable","equals":"false"}), true);
-        check(json!({"claim":"x-ms-sevsnpvm-is-debuggable","equals":true}), false);
-        check(json!({"claim":"x-ms-sevsnpvm-hostdata","notEquals":"bb"}), true);
-        check(json!({"claim":"x-ms-sevsnpvm-hostdata","notEquals":"aa"}), false);
+        check(
+            json!({"claim":"x-ms-sevsnpvm-is-debuggable","equals":false}),
+            true,
+        );
+        check(
+            json!({"claim":"x-ms-sevsnpvm-is-debuggable","equals":"false"}),
+            true,
+        );
+        check(
+            json!({"claim":"x-ms-sevsnpvm-is-debuggable","equals":true}),
+            false,
+        );
+        check(
+            json!({"claim":"x-ms-sevsnpvm-hostdata","notEquals":"bb"}),
+            true,
+        );
+        check(
+            json!({"claim":"x-ms-sevsnpvm-hostdata","notEquals":"aa"}),
+            false,
+        );
         check(json!({"claim":"missing","notEquals":"aa"}), false);
-        check(json!({"claim":"x-ms-sevsnpvm-guestsvn","greaterOrEquals":2}), true);
+        check(
+            json!({"claim":"x-ms-sevsnpvm-guestsvn","greaterOrEquals":2}),
+            true,
+        );
         check(json!({"claim":"x-ms-sevsnpvm-guestsvn","greater":2}), false);
         check(json!({"claim":"x-ms-sevsnpvm-guestsvn","less":3}), true);
-        check(json!({"claim":"x-ms-sevsnpvm-guestsvn","lessOrEquals":1}), false);
-        check(json!({"claim":"x-ms-sevsnpvm-hostdata","exists":true}), true);
+        check(
+            json!({"claim":"x-ms-sevsnpvm-guestsvn","lessOrEquals":1}),
+            false,
+        );
+        check(
+            json!({"claim":"x-ms-sevsnpvm-hostdata","exists":true}),
+            true,
+        );
         check(json!({"claim":"missing","exists":true}), false);
         check(json!({"claim":"missing","exists":false}), true);
-        check(json!({"claim":"x-ms-isolation-tee.x-ms-attestation-type","equals":"sevsnpvm"}), true);
-        check(json!({"anyOf":[{"claim":"missing","exists":true},{"allOf":[{"claim":"x-ms-sevsnpvm-guestsvn","equals":2}]}]}), true);
-        check(json!({"claim":"x-ms-sevsnpvm-guestsvn","condition":"equals","value":2}), true);
+        check(
+            json!({"claim":"x-ms-isolation-tee.x-ms-attestation-type","equals":"sevsnpvm"}),
+            true,
+        );
+        check(
+            json!({"anyOf":[{"claim":"missing","exists":true},{"allOf":[{"claim":"x-ms-sevsnpvm-guestsvn","equals":2}]}]}),
+            true,
+        );
+        check(
+            json!({"claim":"x-ms-sevsnpvm-guestsvn","condition":"equals","value":2}),
+            true,
+        );
     }
 
     #[test]
@@ -540,16 +619,37 @@ mod tests {
         refuse(json!({"anyOf":[]}), "version");
         refuse(json!({"version":"9","anyOf":[]}), "9");
         refuse(json!({"version":"1.0.0","anyOf":[]}), "empty");
-        refuse(json!({"version":"1.0.0","anyOf":[{"allOf":[{"claim":"a","equals":"b"}]}]}), "authority");
-        refuse(json!({"version":"1.0.0","anyOf":[{"authority":MAA,"allOf":[{"claim":"a","bigger":1}]}]}), "$.anyOf[0].allOf[0].bigger");
-        refuse(json!({"version":"1.0.0","anyOf":[{"authority":MAA,"allOf":[{"claim":"a","equals":1,"less":2}]}]}), "exactly one");
-        refuse(json!({"version":"1.0.0","anyOf":[{"authority":MAA,"allOf":[{"claim":"a","equals":[1]}]}]}), "string, a number");
-        refuse(json!({"version":"1.0.0","anyOf":[{"authority":MAA,"allOf":[{"claim":"a","exists":"yes"}]}]}), "exists");
-        assert!(matches!(ReleasePolicy::parse(b"{"), Err(PolicyError::NotJson(_))));
+        refuse(
+            json!({"version":"1.0.0","anyOf":[{"allOf":[{"claim":"a","equals":"b"}]}]}),
+            "authority",
+        );
+        refuse(
+            json!({"version":"1.0.0","anyOf":[{"authority":MAA,"allOf":[{"claim":"a","bigger":1}]}]}),
+            "$.anyOf[0].allOf[0].bigger",
+        );
+        refuse(
+            json!({"version":"1.0.0","anyOf":[{"authority":MAA,"allOf":[{"claim":"a","equals":1,"less":2}]}]}),
+            "exactly one",
+        );
+        refuse(
+            json!({"version":"1.0.0","anyOf":[{"authority":MAA,"allOf":[{"claim":"a","equals":[1]}]}]}),
+            "string, a number",
+        );
+        refuse(
+            json!({"version":"1.0.0","anyOf":[{"authority":MAA,"allOf":[{"claim":"a","exists":"yes"}]}]}),
+            "exists",
+        );
+        assert!(matches!(
+            ReleasePolicy::parse(b"{"),
+            Err(PolicyError::NotJson(_))
+        ));
         let mut deep = json!({"claim":"a","exists":true});
         for _ in 0..40 {
             deep = json!({"anyOf":[deep]});
         }
-        refuse(json!({"version":"1.0.0","anyOf":[{"authority":MAA,"allOf":[deep]}]}), "deeper");
+        refuse(
+            json!({"version":"1.0.0","anyOf":[{"authority":MAA,"allOf":[deep]}]}),
+            "deeper",
+        );
     }
 }

@@ -52,7 +52,9 @@ pub struct ReleaseSigner {
 
 impl std::fmt::Debug for ReleaseSigner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ReleaseSigner").field("kid", &self.kid).finish()
+        f.debug_struct("ReleaseSigner")
+            .field("kid", &self.kid)
+            .finish()
     }
 }
 
@@ -141,7 +143,13 @@ pub fn release_jws(signer: &ReleaseSigner, content: &ReleaseContent<'_>) -> Resu
     });
     let mut header = Header::new(Algorithm::RS256);
     header.kid = Some(signer.kid.clone());
-    header.x5c = Some(signer.chain_der.iter().map(|der| STANDARD.encode(der)).collect());
+    header.x5c = Some(
+        signer
+            .chain_der
+            .iter()
+            .map(|der| STANDARD.encode(der))
+            .collect(),
+    );
     header.x5t_s256 = Some(URL_SAFE_NO_PAD.encode(
         aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, signer.certificate_der()).as_ref(),
     ));
@@ -198,7 +206,8 @@ pub fn verify_release_jws(jws: &str) -> Result<DecodedRelease, String> {
     let leaf = chain.first().ok_or("the JWS header has an empty x5c")?;
     let (_, certificate) =
         x509_parser::parse_x509_certificate(leaf).map_err(|e| format!("x5c[0]: {e}"))?;
-    let key = jsonwebtoken::DecodingKey::from_rsa_der(&certificate.public_key().subject_public_key.data);
+    let key =
+        jsonwebtoken::DecodingKey::from_rsa_der(&certificate.public_key().subject_public_key.data);
     let mut validation = jsonwebtoken::Validation::new(header.alg);
     validation.required_spec_claims.clear();
     validation.validate_exp = false;

@@ -30,7 +30,10 @@ pub enum JwkError {
 
 const RSA_ENCRYPTION: [u64; 7] = [1, 2, 840, 113_549, 1, 1, 1];
 
-fn decode_member(value: Option<&String>, name: &'static str) -> Result<Zeroizing<Vec<u8>>, JwkError> {
+fn decode_member(
+    value: Option<&String>,
+    name: &'static str,
+) -> Result<Zeroizing<Vec<u8>>, JwkError> {
     let value = value.ok_or(JwkError::Member(name))?;
     let bytes = URL_SAFE_NO_PAD
         .decode(value.trim_end_matches('='))
@@ -44,7 +47,10 @@ fn decode_member(value: Option<&String>, name: &'static str) -> Result<Zeroizing
 /// Unsigned big-endian magnitude → DER INTEGER content (leading zeros stripped, a 0 prepended
 /// when the top bit is set).
 fn unsigned_integer_content(magnitude: &[u8]) -> Zeroizing<Vec<u8>> {
-    let first = magnitude.iter().position(|b| *b != 0).unwrap_or(magnitude.len());
+    let first = magnitude
+        .iter()
+        .position(|b| *b != 0)
+        .unwrap_or(magnitude.len());
     let trimmed = &magnitude[first..];
     let mut out = Zeroizing::new(Vec::with_capacity(trimmed.len() + 1));
     if trimmed.first().is_none_or(|b| b & 0x80 != 0) {
@@ -56,7 +62,10 @@ fn unsigned_integer_content(magnitude: &[u8]) -> Zeroizing<Vec<u8>> {
 
 /// DER INTEGER content → unsigned big-endian magnitude.
 fn integer_magnitude(content: &[u8]) -> &[u8] {
-    let first = content.iter().position(|b| *b != 0).unwrap_or(content.len().saturating_sub(1));
+    let first = content
+        .iter()
+        .position(|b| *b != 0)
+        .unwrap_or(content.len().saturating_sub(1));
     &content[first..]
 }
 
@@ -156,16 +165,28 @@ pub fn public_jwk(key: &KekPublicKey) -> Result<JsonWebKey, JwkError> {
     let (_, rsa) = Sequence::from_der(&bits.data).map_err(|_| malformed("RSAPublicKey"))?;
     let (rest, n) = Integer::from_der(&rsa.content).map_err(|_| malformed("modulus"))?;
     let (_, e) = Integer::from_der(rest).map_err(|_| malformed("exponent"))?;
-    let mut jwk = JsonWebKey::default();
-    jwk.kty = Some("RSA".into());
-    jwk.n = Some(b64(integer_magnitude(n.as_ref())));
-    jwk.e = Some(b64(integer_magnitude(e.as_ref())));
-    Ok(jwk)
+    Ok(JsonWebKey::rsa(
+        None,
+        Some("RSA".into()),
+        None,
+        [
+            Some(b64(integer_magnitude(n.as_ref()))),
+            Some(b64(integer_magnitude(e.as_ref()))),
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+        ],
+    ))
 }
 
 /// The private JWK (`kty: RSA` and all RSA members) of a private key.
 pub fn private_jwk(key: &KekPrivateKey) -> Result<JsonWebKey, JwkError> {
-    let pkcs8 = key.to_pkcs8_der().map_err(|e| JwkError::Key(e.to_string()))?;
+    let pkcs8 = key
+        .to_pkcs8_der()
+        .map_err(|e| JwkError::Key(e.to_string()))?;
     let (_, outer) = Sequence::from_der(&pkcs8).map_err(|_| malformed("PKCS#8"))?;
     let (rest, _version) = Any::from_der(&outer.content).map_err(|_| malformed("PKCS#8"))?;
     let (rest, _algorithm) = Any::from_der(rest).map_err(|_| malformed("PKCS#8"))?;
@@ -178,19 +199,20 @@ pub fn private_jwk(key: &KekPrivateKey) -> Result<JsonWebKey, JwkError> {
         values.push(b64(integer_magnitude(integer.as_ref())));
         rest = next;
     }
+    // RSAPrivateKey: version, n, e, d, p, q, dp, dq, qi.
     let mut values = values.into_iter().skip(1);
     let mut next = || values.next();
-    let mut jwk = JsonWebKey::default();
-    jwk.kty = Some("RSA".into());
-    jwk.n = next();
-    jwk.e = next();
-    jwk.d = next();
-    jwk.p = next();
-    jwk.q = next();
-    jwk.dp = next();
-    jwk.dq = next();
-    jwk.qi = next();
-    Ok(jwk)
+    let members = [
+        next(),
+        next(),
+        next(),
+        next(),
+        next(),
+        next(),
+        next(),
+        next(),
+    ];
+    Ok(JsonWebKey::rsa(None, Some("RSA".into()), None, members))
 }
 
 #[cfg(test)]
@@ -224,12 +246,18 @@ mod tests {
         let key = KekPrivateKey::generate(KekSize::Rsa2048).unwrap();
         let mut jwk = private_jwk(&key).unwrap();
         jwk.qi = None;
-        assert!(matches!(private_key_from_jwk(&jwk), Err(JwkError::Member("qi"))));
+        assert!(matches!(
+            private_key_from_jwk(&jwk),
+            Err(JwkError::Member("qi"))
+        ));
         let mut jwk = private_jwk(&key).unwrap();
         jwk.d = Some("AQAB".into());
         assert!(private_key_from_jwk(&jwk).is_err());
         let mut jwk = private_jwk(&key).unwrap();
         jwk.kty = Some("EC".into());
-        assert!(matches!(private_key_from_jwk(&jwk), Err(JwkError::KeyType(_))));
+        assert!(matches!(
+            private_key_from_jwk(&jwk),
+            Err(JwkError::KeyType(_))
+        ));
     }
 }

@@ -39,7 +39,9 @@ use crate::model::{
     SecretSetParameters,
 };
 use crate::policy::ReleasePolicy;
-use crate::release::{DEFAULT_ENC, ReleaseContent, ReleaseSigner, oaep_hash_of_enc, release_jws, runtime_key};
+use crate::release::{
+    DEFAULT_ENC, ReleaseContent, ReleaseSigner, oaep_hash_of_enc, release_jws, runtime_key,
+};
 use crate::rsa_jwk::{pkcs8_from_jwk, public_jwk};
 use crate::store::{Store, StoredKey, StoredSecret, valid_name};
 use crate::vault_dir::{VaultDir, VaultDirError};
@@ -82,10 +84,14 @@ pub enum VaultError {
     #[error("{0}")]
     BadParameter(String),
     /// The key does not exist (404 `KeyNotFound`).
-    #[error("A key with (name/id) {0} was not found in this key vault. If you recently deleted this key you may be able to recover it using the correct recovery command. For help resolving this issue, please see https://go.microsoft.com/fwlink/?linkid=2125182")]
+    #[error(
+        "A key with (name/id) {0} was not found in this key vault. If you recently deleted this key you may be able to recover it using the correct recovery command. For help resolving this issue, please see https://go.microsoft.com/fwlink/?linkid=2125182"
+    )]
     KeyNotFound(String),
     /// The secret does not exist (404 `SecretNotFound`).
-    #[error("A secret with (name/id) {0} was not found in this key vault. If you recently deleted this secret you may be able to recover it using the correct recovery command. For help resolving this issue, please see https://go.microsoft.com/fwlink/?linkid=2125182")]
+    #[error(
+        "A secret with (name/id) {0} was not found in this key vault. If you recently deleted this secret you may be able to recover it using the correct recovery command. For help resolving this issue, please see https://go.microsoft.com/fwlink/?linkid=2125182"
+    )]
     SecretNotFound(String),
     /// The operation is not allowed on this key (403 `Forbidden`).
     #[error("{0}")]
@@ -122,7 +128,11 @@ impl VaultError {
                 (*status, "MethodNotAllowed", None)
             }
             Self::Route(status, _) => (*status, "NotFound", None),
-            Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "InternalServerError", None),
+            Self::Internal(_) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "InternalServerError",
+                None,
+            ),
         }
     }
 
@@ -149,7 +159,9 @@ impl VaultError {
                 "Bearer authorization=\"https://encfs.local/{tenant_id}\", resource=\"{VAULT_RESOURCE}\""
             );
             if let Ok(value) = HeaderValue::from_str(&challenge) {
-                response.headers_mut().insert(header::WWW_AUTHENTICATE, value);
+                response
+                    .headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, value);
             }
         }
         response
@@ -220,7 +232,8 @@ impl Vault {
         let dir = VaultDir::open_or_init(data_dir)?;
         let store = Store::open(data_dir)?;
         let verifier = TokenVerifier::new(&dir, VAULT_RESOURCE)?;
-        let authority_keys = AuthorityKeys::new(trust_authority_ca_pems).map_err(StartError::Server)?;
+        let authority_keys =
+            AuthorityKeys::new(trust_authority_ca_pems).map_err(StartError::Server)?;
         let (signing_cert, signing_key) = dir.release_signing()?;
         let chain = signing_cert + &dir.ca_pem()?;
         let signer = ReleaseSigner::from_pem(&chain, &signing_key).map_err(StartError::Server)?;
@@ -252,8 +265,8 @@ impl Vault {
     /// Binds `addr` and serves the vault over HTTPS with its TLS certificate.
     pub async fn serve(&self, addr: SocketAddr) -> Result<RunningVault, StartError> {
         let (chain, key) = self.state.dir.tls_identity()?;
-        let identity =
-            ServerIdentity::from_pem(&chain, &key).map_err(|e| StartError::Server(e.to_string()))?;
+        let identity = ServerIdentity::from_pem(&chain, &key)
+            .map_err(|e| StartError::Server(e.to_string()))?;
         let tls = server_config(&identity).map_err(|e| StartError::Server(e.to_string()))?;
         let listener = TcpListener::bind(addr)
             .await
@@ -328,7 +341,9 @@ fn authorise(
     let token = authorization
         .strip_prefix("Bearer ")
         .or_else(|| authorization.strip_prefix("bearer "))
-        .ok_or_else(|| VaultError::InvalidToken("AKV10000: Request is missing a Bearer or PoP token.".into()))?;
+        .ok_or_else(|| {
+            VaultError::InvalidToken("AKV10000: Request is missing a Bearer or PoP token.".into())
+        })?;
     state
         .verifier
         .verify(token.trim())
@@ -337,7 +352,9 @@ fn authorise(
         .get("api-version")
         .filter(|v| !v.is_empty())
         .ok_or_else(|| {
-            VaultError::BadParameter("The request URI contains no api-version query parameter.".into())
+            VaultError::BadParameter(
+                "The request URI contains no api-version query parameter.".into(),
+            )
         })?;
     if !SUPPORTED_API_VERSIONS.contains(&api_version.as_str()) {
         return Err(VaultError::BadParameter(format!(
@@ -378,10 +395,17 @@ fn check_name(kind: &str, name: &str) -> Result<(), VaultError> {
     }
 }
 
-async fn unknown_route(State(state): State<Arc<VaultState>>, method: Method, uri: axum::http::Uri) -> Response {
+async fn unknown_route(
+    State(state): State<Arc<VaultState>>,
+    method: Method,
+    uri: axum::http::Uri,
+) -> Response {
     VaultError::Route(
         StatusCode::NOT_FOUND,
-        format!("The requested resource {method} {} was not found.", uri.path()),
+        format!(
+            "The requested resource {method} {} was not found.",
+            uri.path()
+        ),
     )
     .into_response_for(state.dir.tenant_id())
 }
@@ -429,13 +453,25 @@ async fn secrets_route(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let result = (|| {
-        authorise(&state, &headers, &query)?;
+    secrets_dispatch(&state, &method, &rest, &query, &headers, &body)
+        .unwrap_or_else(|error| error.into_response_for(state.dir.tenant_id()))
+}
+
+fn secrets_dispatch(
+    state: &VaultState,
+    method: &Method,
+    rest: &str,
+    query: &HashMap<String, String>,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Response, VaultError> {
+    {
+        authorise(state, headers, query)?;
         let segments: Vec<&str> = rest.split('/').collect();
         match (method.clone(), segments.as_slice()) {
-            (Method::PUT, [name]) => set_secret(&state, &headers, name, &body),
-            (Method::GET, [name]) => get_secret(&state, &headers, name, None),
-            (Method::GET, [name, version]) => get_secret(&state, &headers, name, Some(version)),
+            (Method::PUT, [name]) => set_secret(state, headers, name, body),
+            (Method::GET, [name]) => get_secret(state, headers, name, None),
+            (Method::GET, [name, version]) => get_secret(state, headers, name, Some(version)),
             (Method::PUT | Method::GET, _) => Err(VaultError::Route(
                 StatusCode::NOT_FOUND,
                 format!("The requested resource {method} /secrets/{rest} was not found."),
@@ -445,8 +481,7 @@ async fn secrets_route(
                 format!("The method {method} is not allowed on /secrets/{rest}."),
             )),
         }
-    })();
-    result.unwrap_or_else(|error| error.into_response_for(state.dir.tenant_id()))
+    }
 }
 
 fn key_bundle(base: &str, name: &str, key: &StoredKey) -> Result<KeyBundle, VaultError> {
@@ -455,8 +490,8 @@ fn key_bundle(base: &str, name: &str, key: &StoredKey) -> Result<KeyBundle, Vaul
         .ok_or_else(|| VaultError::Internal(format!("the stored key {name} is unreadable")))?;
     let private = encfs_crypto::kek::KekPrivateKey::from_pkcs8_der(&pkcs8)
         .map_err(|_| VaultError::Internal(format!("the stored key {name} is unreadable")))?;
-    let mut jwk: JsonWebKey = public_jwk(&private.public_key())
-        .map_err(|e| VaultError::Internal(e.to_string()))?;
+    let mut jwk: JsonWebKey =
+        public_jwk(&private.public_key()).map_err(|e| VaultError::Internal(e.to_string()))?;
     jwk.kid = Some(format!("{base}/keys/{name}/{}", key.version));
     jwk.kty = Some(key.kty.clone());
     jwk.key_ops = Some(key.key_ops.clone());
@@ -544,7 +579,9 @@ fn normalise_release_policy(policy: &KeyReleasePolicy) -> Result<KeyReleasePolic
         .filter(|d| !d.is_empty())
         .ok_or_else(|| VaultError::BadParameter("The release policy has no data.".into()))?;
     if let Some(content_type) = &policy.content_type
-        && !content_type.to_ascii_lowercase().starts_with("application/json")
+        && !content_type
+            .to_ascii_lowercase()
+            .starts_with("application/json")
     {
         return Err(VaultError::BadParameter(format!(
             "The release policy content type {content_type:?} is not supported (application/json; charset=utf-8)."
@@ -552,7 +589,9 @@ fn normalise_release_policy(policy: &KeyReleasePolicy) -> Result<KeyReleasePolic
     }
     let bytes = URL_SAFE_NO_PAD
         .decode(data.trim_end_matches('='))
-        .map_err(|_| VaultError::BadParameter("The release policy data is not base64url.".into()))?;
+        .map_err(|_| {
+            VaultError::BadParameter("The release policy data is not base64url.".into())
+        })?;
     ReleasePolicy::parse(&bytes)
         .map_err(|e| VaultError::BadParameter(format!("The release policy is invalid: {e}")))?;
     Ok(KeyReleasePolicy {
@@ -572,7 +611,11 @@ fn get_key(
         .store
         .key(name, version)?
         .ok_or_else(|| VaultError::KeyNotFound(name.to_owned()))?;
-    Ok(json_response(&key_bundle(&vault_base(headers), name, &key)?))
+    Ok(json_response(&key_bundle(
+        &vault_base(headers),
+        name,
+        &key,
+    )?))
 }
 
 async fn release_key(
@@ -590,16 +633,24 @@ async fn release_key(
     let parameters: KeyReleaseParameters =
         serde_json::from_slice(body).map_err(|e| body_error("key release", &e))?;
     if parameters.target.trim().is_empty() {
-        return Err(VaultError::BadParameter("The release target (attestation token) is missing.".into()));
+        return Err(VaultError::BadParameter(
+            "The release target (attestation token) is missing.".into(),
+        ));
     }
-    let enc = parameters.enc.as_deref().filter(|e| !e.is_empty()).unwrap_or(DEFAULT_ENC);
+    let enc = parameters
+        .enc
+        .as_deref()
+        .filter(|e| !e.is_empty())
+        .unwrap_or(DEFAULT_ENC);
     if oaep_hash_of_enc(enc).is_none() {
         return Err(VaultError::BadParameter(format!(
             "The release algorithm (enc) {enc:?} is not supported (CKM_RSA_AES_KEY_WRAP, RSA_AES_KEY_WRAP_256, RSA_AES_KEY_WRAP_384)."
         )));
     }
     if !key.enabled {
-        return Err(VaultError::Forbidden(format!("Operation release is not allowed on a disabled key ({name}).")));
+        return Err(VaultError::Forbidden(format!(
+            "Operation release is not allowed on a disabled key ({name})."
+        )));
     }
     if !key.exportable {
         return Err(VaultError::Forbidden(format!(
@@ -612,7 +663,9 @@ async fn release_key(
         .ok_or_else(|| VaultError::Forbidden(format!("The key {name} has no release policy.")))?;
     let policy_bytes = URL_SAFE_NO_PAD
         .decode(policy_record.data.as_deref().unwrap_or_default())
-        .map_err(|_| VaultError::Internal(format!("the stored release policy of {name} is unreadable")))?;
+        .map_err(|_| {
+            VaultError::Internal(format!("the stored release policy of {name} is unreadable"))
+        })?;
     let policy = ReleasePolicy::parse(&policy_bytes)
         .map_err(|e| VaultError::Internal(format!("the stored release policy of {name}: {e}")))?;
     let verified = verify_for_release(
@@ -624,14 +677,15 @@ async fn release_key(
     .await
     .map_err(|error| match error {
         AttestationError::PolicyNotSatisfied => VaultError::PolicyNotSatisfied,
-        AttestationError::Malformed(reason) => {
-            VaultError::BadParameter(format!("The release target is not an attestation token: {reason}"))
-        }
+        AttestationError::Malformed(reason) => VaultError::BadParameter(format!(
+            "The release target is not an attestation token: {reason}"
+        )),
         other => VaultError::Attestation(other),
     })?;
     let (target, target_kid) = runtime_key(&verified.claims).ok_or_else(|| {
         VaultError::BadParameter(
-            "The attestation token carries no RSA key in x-ms-runtime.keys to wrap the key to.".into(),
+            "The attestation token carries no RSA key in x-ms-runtime.keys to wrap the key to."
+                .into(),
         )
     })?;
     let pkcs8 = key
@@ -714,7 +768,13 @@ fn get_secret(
         .secret(name, version)?
         .ok_or_else(|| VaultError::SecretNotFound(name.to_owned()))?;
     if !secret.enabled {
-        return Err(VaultError::Forbidden(format!("Operation get is not allowed on a disabled secret ({name}).")));
+        return Err(VaultError::Forbidden(format!(
+            "Operation get is not allowed on a disabled secret ({name})."
+        )));
     }
-    Ok(json_response(&secret_bundle(&vault_base(headers), name, &secret)))
+    Ok(json_response(&secret_bundle(
+        &vault_base(headers),
+        name,
+        &secret,
+    )))
 }

@@ -224,9 +224,8 @@ impl Store {
         let _guard = self.write_lock.lock().unwrap_or_else(|e| e.into_inner());
         let mut versions = Self::read::<T>(path)?;
         versions.push(record);
-        let bytes = Zeroizing::new(
-            serde_json::to_vec(&Versions { versions }).expect("serialisable"),
-        );
+        let bytes =
+            Zeroizing::new(serde_json::to_vec(&Versions { versions }).expect("serialisable"));
         write_atomic(path, &bytes, PRIVATE_MODE).map_err(|source| StoreError::Io {
             path: path.to_path_buf(),
             source,
@@ -268,8 +267,7 @@ impl Store {
         if !valid_name(name) {
             return Ok(None);
         }
-        let versions =
-            Self::read::<StoredSecret>(&self.secrets_dir.join(format!("{name}.json")))?;
+        let versions = Self::read::<StoredSecret>(&self.secrets_dir.join(format!("{name}.json")))?;
         Ok(Self::pick(versions, version, |s| &s.version))
     }
 }
@@ -288,7 +286,11 @@ mod tests {
         store.put_secret("s", StoredSecret::new("two", 2)).unwrap();
         assert_eq!(store.secret("s", None).unwrap().unwrap().value(), "two");
         assert_eq!(
-            store.secret("s", Some(&first_version)).unwrap().unwrap().value(),
+            store
+                .secret("s", Some(&first_version))
+                .unwrap()
+                .unwrap()
+                .value(),
             "one"
         );
         assert!(store.secret("s", Some("nope")).unwrap().is_none());

@@ -186,7 +186,8 @@ impl VaultDir {
     }
 
     fn init(root: &Path) -> Result<(), VaultDirError> {
-        let ca_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(cert_error)?;
+        let ca_key =
+            rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(cert_error)?;
         let mut params = ca_params()?;
         validity(&mut params);
         let ca_cert = params.self_signed(&ca_key).map_err(cert_error)?;
@@ -195,7 +196,11 @@ impl VaultDir {
             write_atomic(&path, bytes, mode).map_err(io_error(&path))
         };
         // Keys first, the CA certificate last: its presence marks an initialised directory.
-        write(CA_KEY_FILE, Zeroizing::new(ca_key.serialize_pem()).as_bytes(), PRIVATE_MODE)?;
+        write(
+            CA_KEY_FILE,
+            Zeroizing::new(ca_key.serialize_pem()).as_bytes(),
+            PRIVATE_MODE,
+        )?;
         let vault = VaultFile {
             tenant_id: random_uuid(),
         };
@@ -206,7 +211,8 @@ impl VaultDir {
         )?;
         let issuer = rcgen::Issuer::new(params, ca_key);
 
-        let tls_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(cert_error)?;
+        let tls_key =
+            rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(cert_error)?;
         let mut tls_params =
             rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
                 .map_err(cert_error)?;
@@ -215,12 +221,19 @@ impl VaultDir {
             .push(rcgen::DnType::CommonName, "encfs local key vault");
         tls_params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
         validity(&mut tls_params);
-        let tls_cert = tls_params.signed_by(&tls_key, &issuer).map_err(cert_error)?;
-        write(TLS_KEY_FILE, Zeroizing::new(tls_key.serialize_pem()).as_bytes(), PRIVATE_MODE)?;
+        let tls_cert = tls_params
+            .signed_by(&tls_key, &issuer)
+            .map_err(cert_error)?;
+        write(
+            TLS_KEY_FILE,
+            Zeroizing::new(tls_key.serialize_pem()).as_bytes(),
+            PRIVATE_MODE,
+        )?;
         write(TLS_CERT_FILE, tls_cert.pem().as_bytes(), PUBLIC_MODE)?;
 
-        let signing = encfs_crypto::kek::KekPrivateKey::generate(encfs_crypto::kek::KekSize::Rsa2048)
-            .map_err(cert_error)?;
+        let signing =
+            encfs_crypto::kek::KekPrivateKey::generate(encfs_crypto::kek::KekSize::Rsa2048)
+                .map_err(cert_error)?;
         let signing_der = signing.to_pkcs8_der().map_err(cert_error)?;
         let signing_pair = rcgen::KeyPair::from_pkcs8_der_and_sign_algo(
             &rustls::pki_types::PrivatePkcs8KeyDer::from(signing_der.as_slice()),
@@ -229,9 +242,10 @@ impl VaultDir {
         .map_err(cert_error)?;
         let mut signing_params =
             rcgen::CertificateParams::new(vec!["localhost".to_owned()]).map_err(cert_error)?;
-        signing_params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "encfs local key vault release signing");
+        signing_params.distinguished_name.push(
+            rcgen::DnType::CommonName,
+            "encfs local key vault release signing",
+        );
         signing_params.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature];
         validity(&mut signing_params);
         let signing_cert = signing_params
@@ -242,7 +256,11 @@ impl VaultDir {
             signing.to_pem().map_err(cert_error)?.as_bytes(),
             PRIVATE_MODE,
         )?;
-        write(SIGNING_CERT_FILE, signing_cert.pem().as_bytes(), PUBLIC_MODE)?;
+        write(
+            SIGNING_CERT_FILE,
+            signing_cert.pem().as_bytes(),
+            PUBLIC_MODE,
+        )?;
         write(CA_CERT_FILE, ca_cert.pem().as_bytes(), PUBLIC_MODE)
     }
 
@@ -296,7 +314,8 @@ impl VaultDir {
         client_id: &str,
     ) -> Result<IssuedCertificate, VaultDirError> {
         let issuer = self.issuer()?;
-        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(cert_error)?;
+        let key =
+            rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(cert_error)?;
         let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).map_err(cert_error)?;
         params
             .distinguished_name

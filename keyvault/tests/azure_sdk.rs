@@ -32,7 +32,9 @@ async fn the_azure_sdk_for_python_imports_gets_releases_and_uses_secrets() {
     // The identity router, as `encfs sidecar identity` serves it.
     let mut identity_url = None;
     for offset in 0..20 {
-        let addr: SocketAddr = format!("127.0.0.1:{}", PORTS - 20 + offset).parse().unwrap();
+        let addr: SocketAddr = format!("127.0.0.1:{}", PORTS - 20 + offset)
+            .parse()
+            .unwrap();
         if let Ok(listener) = tokio::net::TcpListener::bind(addr).await {
             let router = encfs_keyvault::identity::router(vault.credential.clone());
             tokio::spawn(async move { axum::serve(listener, router).await });
@@ -91,8 +93,14 @@ async fn the_azure_sdk_for_python_imports_gets_releases_and_uses_secrets() {
         released.public_key().to_der().unwrap(),
         original.public_key().to_der().unwrap()
     );
-    assert_eq!(*released.to_pkcs8_der().unwrap(), *original.to_pkcs8_der().unwrap());
-    assert_eq!(decoded.payload["response"]["key"]["key"]["kid"], result["kid"]);
+    assert_eq!(
+        *released.to_pkcs8_der().unwrap(),
+        *original.to_pkcs8_der().unwrap()
+    );
+    assert_eq!(
+        decoded.payload["response"]["key"]["key"]["kid"],
+        result["kid"]
+    );
     assert_eq!(result["secret"], "c2VjcmV0LXZhbHVl");
     assert_eq!(result["refused"]["status"], 403, "{}", result["refused"]);
     assert_eq!(result["refused"]["code"], "Forbidden");

@@ -36,20 +36,30 @@ async fn both_token_forms_serve_tokens_the_vault_accepts() {
     );
     let body: Value = http.get(&url).send().await.unwrap().json().await.unwrap();
     let token = body["token"].as_str().unwrap();
-    assert_eq!(verifier.verify(token).unwrap().client_id, credential.client_id);
+    assert_eq!(
+        verifier.verify(token).unwrap().client_id,
+        credential.client_id
+    );
 
     // IMDS's form: resource + Metadata: true → access_token, expires_on (string), token_type.
     let url = format!(
         "{base}/metadata/identity/oauth2/token?api-version=2018-02-01&resource=https://vault.azure.net"
     );
-    let response = http.get(&url).header("Metadata", "true").send().await.unwrap();
+    let response = http
+        .get(&url)
+        .header("Metadata", "true")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 200);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["token_type"], "Bearer");
     assert_eq!(body["resource"], "https://vault.azure.net");
     assert!(body["expires_on"].as_str().unwrap().parse::<u64>().unwrap() > 0);
     assert!(body["expires_in"].as_str().unwrap().parse::<u64>().unwrap() > 3000);
-    verifier.verify(body["access_token"].as_str().unwrap()).unwrap();
+    verifier
+        .verify(body["access_token"].as_str().unwrap())
+        .unwrap();
 
     // IMDS without the Metadata header is refused as IMDS refuses it.
     let response = http.get(&url).send().await.unwrap();
@@ -84,5 +94,9 @@ async fn both_token_forms_serve_tokens_the_vault_accepts() {
         .json()
         .await
         .unwrap();
-    assert!(verifier.verify(response["token"].as_str().unwrap()).is_err());
+    assert!(
+        verifier
+            .verify(response["token"].as_str().unwrap())
+            .is_err()
+    );
 }

@@ -8,7 +8,11 @@ use serde_json::{Map, Value, json};
 use encfs_keyvault::policy::ReleasePolicy;
 
 const CLAIMS: [&str; 4] = ["a", "b", "x-ms-c", "tee.d"];
-const AUTHORITIES: [&str; 3] = ["https://one.example", "https://ONE.example/", "https://two.example"];
+const AUTHORITIES: [&str; 3] = [
+    "https://one.example",
+    "https://ONE.example/",
+    "https://two.example",
+];
 const OPERATORS: [&str; 7] = [
     "equals",
     "notEquals",
@@ -28,7 +32,12 @@ fn scalar() -> impl Strategy<Value = Value> {
 }
 
 fn condition() -> impl Strategy<Value = Value> {
-    let leaf = (prop::sample::select(CLAIMS.to_vec()), prop::sample::select(OPERATORS.to_vec()), scalar(), any::<bool>())
+    let leaf = (
+        prop::sample::select(CLAIMS.to_vec()),
+        prop::sample::select(OPERATORS.to_vec()),
+        scalar(),
+        any::<bool>(),
+    )
         .prop_map(|(claim, op, value, flag)| {
             let value = if op == "exists" { json!(flag) } else { value };
             let mut object = Map::new();
@@ -38,13 +47,21 @@ fn condition() -> impl Strategy<Value = Value> {
         });
     leaf.prop_recursive(3, 16, 3, |inner| {
         (any::<bool>(), prop::collection::vec(inner, 1..4)).prop_map(|(any_of, list)| {
-            if any_of { json!({"anyOf": list}) } else { json!({"allOf": list}) }
+            if any_of {
+                json!({"anyOf": list})
+            } else {
+                json!({"allOf": list})
+            }
         })
     })
 }
 
 fn policy() -> impl Strategy<Value = Value> {
-    let authority = (prop::sample::select(AUTHORITIES.to_vec()), any::<bool>(), prop::collection::vec(condition(), 1..4))
+    let authority = (
+        prop::sample::select(AUTHORITIES.to_vec()),
+        any::<bool>(),
+        prop::collection::vec(condition(), 1..4),
+    )
         .prop_map(|(authority, any_of, list)| {
             let key = if any_of { "anyOf" } else { "allOf" };
             json!({"authority": authority, key: list})
@@ -86,7 +103,9 @@ fn reference_lookup<'a>(claims: &'a Value, name: &str) -> Option<&'a Value> {
     // The generated names are either plain or one dot deep.
     match name.find('.') {
         None => claims.get(name),
-        Some(dot) => claims.get(&name[..dot]).and_then(|inner| inner.get(&name[dot + 1..])),
+        Some(dot) => claims
+            .get(&name[..dot])
+            .and_then(|inner| inner.get(&name[dot + 1..])),
     }
 }
 
@@ -142,7 +161,9 @@ fn reference_condition(condition: &Value, claims: &Value) -> bool {
     }
     let Some(found) = found else { return false };
     let ordering = match (found, wanted) {
-        (Value::Number(x), Value::Number(y)) => x.as_f64().unwrap().partial_cmp(&y.as_f64().unwrap()),
+        (Value::Number(x), Value::Number(y)) => {
+            x.as_f64().unwrap().partial_cmp(&y.as_f64().unwrap())
+        }
         (Value::String(x), Value::String(y)) => Some(x.cmp(y)),
         _ => None,
     };
@@ -150,9 +171,15 @@ fn reference_condition(condition: &Value, claims: &Value) -> bool {
         "equals" => reference_equal(found, wanted),
         "notEquals" => !reference_equal(found, wanted),
         "less" => ordering == Some(std::cmp::Ordering::Less),
-        "lessOrEquals" => matches!(ordering, Some(std::cmp::Ordering::Less | std::cmp::Ordering::Equal)),
+        "lessOrEquals" => matches!(
+            ordering,
+            Some(std::cmp::Ordering::Less | std::cmp::Ordering::Equal)
+        ),
         "greater" => ordering == Some(std::cmp::Ordering::Greater),
-        "greaterOrEquals" => matches!(ordering, Some(std::cmp::Ordering::Greater | std::cmp::Ordering::Equal)),
+        "greaterOrEquals" => matches!(
+            ordering,
+            Some(std::cmp::Ordering::Greater | std::cmp::Ordering::Equal)
+        ),
         other => panic!("generated operator {other}"),
     }
 }
@@ -165,8 +192,16 @@ fn reference_policy(policy: &Value, issuer: &str, claims: &Value) -> bool {
     let entry_holds = |entry: &Value| {
         reference_authority_matches(entry["authority"].as_str().unwrap(), issuer)
             && match entry.get("anyOf") {
-                Some(list) => list.as_array().unwrap().iter().any(|c| reference_condition(c, claims)),
-                None => entry["allOf"].as_array().unwrap().iter().all(|c| reference_condition(c, claims)),
+                Some(list) => list
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|c| reference_condition(c, claims)),
+                None => entry["allOf"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .all(|c| reference_condition(c, claims)),
             }
     };
     match policy.get("anyOf") {

@@ -63,7 +63,10 @@ impl Fixture {
         let mut request = self
             .vault
             .raw()
-            .post(format!("{}/keys/{name}/release?api-version=7.4", self.vault.running.url()))
+            .post(format!(
+                "{}/keys/{name}/release?api-version=7.4",
+                self.vault.running.url()
+            ))
             .json(&body);
         if bearer {
             request = request.bearer_auth(self.vault.bearer());
@@ -78,10 +81,17 @@ impl Fixture {
         let text = response.text().await.unwrap();
         if status != 200 {
             for secret in &self.secrets {
-                assert!(!text.contains(secret.as_str()), "key material in a refusal: {text}");
+                assert!(
+                    !text.contains(secret.as_str()),
+                    "key material in a refusal: {text}"
+                );
             }
         }
-        (status, serde_json::from_str(&text).unwrap_or(Value::Null), challenge)
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::Null),
+            challenge,
+        )
     }
 
     async fn refused(&self, name: &str, target: String, nonce: Option<&str>) -> (u16, Value) {
@@ -98,7 +108,9 @@ impl Fixture {
 fn code(body: &Value) -> (&str, &str) {
     (
         body["error"]["code"].as_str().unwrap_or_default(),
-        body["error"]["innererror"]["code"].as_str().unwrap_or_default(),
+        body["error"]["innererror"]["code"]
+            .as_str()
+            .unwrap_or_default(),
     )
 }
 
@@ -109,10 +121,16 @@ async fn a_released_key_unwraps_to_the_imported_key_for_each_enc() {
         .await;
     let client = f.vault.client();
     let bundle = client.get_key("kek", None).await.unwrap();
-    assert!(!bundle.key.has_private_part(), "get returned a private part");
+    assert!(
+        !bundle.key.has_private_part(),
+        "get returned a private part"
+    );
     assert_eq!(bundle.attributes.exportable, Some(true));
     let policy = bundle.release_policy.as_ref().unwrap();
-    assert_eq!(policy.content_type.as_deref(), Some("application/json; charset=utf-8"));
+    assert_eq!(
+        policy.content_type.as_deref(),
+        Some("application/json; charset=utf-8")
+    );
     let policy_json: Value = serde_json::from_slice(
         &base64::Engine::decode(
             &base64::engine::general_purpose::URL_SAFE_NO_PAD,
@@ -124,7 +142,15 @@ async fn a_released_key_unwraps_to_the_imported_key_for_each_enc() {
     assert_eq!(policy_json, reference_policy(&f.authority.url, HOSTDATA));
 
     let expected = f.kek.to_pkcs8_der().unwrap();
-    let version = bundle.key.kid.as_ref().unwrap().rsplit('/').next().unwrap().to_owned();
+    let version = bundle
+        .key
+        .kid
+        .as_ref()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_owned();
     for (enc, hash) in [
         (None, OaepHash::Sha1),
         (Some("CKM_RSA_AES_KEY_WRAP"), OaepHash::Sha1),
@@ -148,10 +174,19 @@ async fn a_released_key_unwraps_to_the_imported_key_for_each_enc() {
             base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &ca_der)
         );
         let payload = &decoded.payload;
-        assert_eq!(payload["request"]["enc"], enc.unwrap_or("CKM_RSA_AES_KEY_WRAP"));
+        assert_eq!(
+            payload["request"]["enc"],
+            enc.unwrap_or("CKM_RSA_AES_KEY_WRAP")
+        );
         assert_eq!(payload["request"]["api-version"], "7.4");
-        assert_eq!(payload["response"]["key"]["key"]["kid"], bundle.key.kid.clone().unwrap());
-        assert!(payload["response"]["key"]["key"].get("d").is_none(), "clear key in the JWS");
+        assert_eq!(
+            payload["response"]["key"]["key"]["kid"],
+            bundle.key.kid.clone().unwrap()
+        );
+        assert!(
+            payload["response"]["key"]["key"].get("d").is_none(),
+            "clear key in the JWS"
+        );
         let material = unwrap_released_key(payload, &f.runtime).unwrap();
         assert_eq!(*material, *expected, "enc {enc:?}");
         // The chosen hash is the one used: the other hashes do not unwrap.
@@ -167,8 +202,12 @@ fn key_hsm_ciphertext(payload: &Value) -> Vec<u8> {
     use base64::Engine;
     let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
     let key_hsm: Value = serde_json::from_slice(
-        &b64.decode(payload["response"]["key"]["key"]["key_hsm"].as_str().unwrap())
-            .unwrap(),
+        &b64.decode(
+            payload["response"]["key"]["key"]["key_hsm"]
+                .as_str()
+                .unwrap(),
+        )
+        .unwrap(),
     )
     .unwrap();
     b64.decode(key_hsm["ciphertext"].as_str().unwrap()).unwrap()
@@ -188,16 +227,37 @@ async fn refusals_answer_key_vault_errors_without_key_material() {
 
     // The wrong hostdata.
     let (status, body) = f
-        .refused("kek", f.token(|c| c["x-ms-sevsnpvm-hostdata"] = json!("00".repeat(32))), None)
+        .refused(
+            "kek",
+            f.token(|c| c["x-ms-sevsnpvm-hostdata"] = json!("00".repeat(32))),
+            None,
+        )
         .await;
-    assert_eq!((status, code(&body)), (403, ("Forbidden", "AccessDenied")), "{body}");
-    assert!(body["error"]["message"].as_str().unwrap().contains("release policy"));
+    assert_eq!(
+        (status, code(&body)),
+        (403, ("Forbidden", "AccessDenied")),
+        "{body}"
+    );
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("release policy")
+    );
 
     // is-debuggable true where the policy says false.
     let (status, body) = f
-        .refused("kek-nodebug", f.token(|c| c["x-ms-sevsnpvm-is-debuggable"] = json!(true)), None)
+        .refused(
+            "kek-nodebug",
+            f.token(|c| c["x-ms-sevsnpvm-is-debuggable"] = json!(true)),
+            None,
+        )
         .await;
-    assert_eq!((status, code(&body)), (403, ("Forbidden", "AccessDenied")), "{body}");
+    assert_eq!(
+        (status, code(&body)),
+        (403, ("Forbidden", "AccessDenied")),
+        "{body}"
+    );
     // …and the same key releases to a non-debuggable token.
     let (status, _, _) = f
         .raw_release("kek-nodebug", json!({"target": f.token(|_| {})}), true)
@@ -215,12 +275,25 @@ async fn refusals_answer_key_vault_errors_without_key_material() {
             None,
         )
         .await;
-    assert_eq!((status, code(&body)), (403, ("Forbidden", "AccessDenied")), "{body}");
-    assert!(body["error"]["message"].as_str().unwrap().contains("cannot be verified"));
+    assert_eq!(
+        (status, code(&body)),
+        (403, ("Forbidden", "AccessDenied")),
+        "{body}"
+    );
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("cannot be verified")
+    );
 
     // A token not yet valid.
     let (status, _) = f
-        .refused("kek", f.token(|c| c["nbf"] = json!(common::now() + 3600)), None)
+        .refused(
+            "kek",
+            f.token(|c| c["nbf"] = json!(common::now() + 3600)),
+            None,
+        )
         .await;
     assert_eq!(status, 403);
 
@@ -228,13 +301,26 @@ async fn refusals_answer_key_vault_errors_without_key_material() {
     let other = TestAuthority::start(PORTS + 50).await;
     let foreign = other.sign(&other.claims(HOSTDATA, &f.runtime));
     let (status, body) = f.refused("kek", foreign, None).await;
-    assert_eq!((status, code(&body)), (403, ("Forbidden", "AccessDenied")), "{body}");
-    assert!(body["error"]["message"].as_str().unwrap().contains("not an authority"));
+    assert_eq!(
+        (status, code(&body)),
+        (403, ("Forbidden", "AccessDenied")),
+        "{body}"
+    );
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not an authority")
+    );
 
     // A token claiming the right issuer but signed by another authority's key.
     let forged = other.sign(&f.authority.claims(HOSTDATA, &f.runtime));
     let (status, body) = f.refused("kek", forged, None).await;
-    assert_eq!((status, code(&body)), (403, ("Forbidden", "AccessDenied")), "{body}");
+    assert_eq!(
+        (status, code(&body)),
+        (403, ("Forbidden", "AccessDenied")),
+        "{body}"
+    );
 
     // A tampered token: the payload changed after signing.
     let good = f.token(|c| c["x-ms-sevsnpvm-hostdata"] = json!("11".repeat(32)));
@@ -247,7 +333,11 @@ async fn refusals_answer_key_vault_errors_without_key_material() {
     claims["x-ms-sevsnpvm-hostdata"] = json!(HOSTDATA);
     parts[1] = b64url(&serde_json::to_vec(&claims).unwrap());
     let (status, body) = f.refused("kek", parts.join("."), None).await;
-    assert_eq!((status, code(&body)), (403, ("Forbidden", "AccessDenied")), "{body}");
+    assert_eq!(
+        (status, code(&body)),
+        (403, ("Forbidden", "AccessDenied")),
+        "{body}"
+    );
 
     // A missing claim.
     let (status, body) = f
@@ -259,11 +349,19 @@ async fn refusals_answer_key_vault_errors_without_key_material() {
             None,
         )
         .await;
-    assert_eq!((status, code(&body)), (403, ("Forbidden", "AccessDenied")), "{body}");
+    assert_eq!(
+        (status, code(&body)),
+        (403, ("Forbidden", "AccessDenied")),
+        "{body}"
+    );
 
     // A nonce mismatch (the token carries "1234").
     let (status, body) = f.refused("kek", f.token(|_| {}), Some("9999")).await;
-    assert_eq!((status, code(&body)), (403, ("Forbidden", "AccessDenied")), "{body}");
+    assert_eq!(
+        (status, code(&body)),
+        (403, ("Forbidden", "AccessDenied")),
+        "{body}"
+    );
     assert!(body["error"]["message"].as_str().unwrap().contains("nonce"));
 
     // Not a token at all.
@@ -275,15 +373,24 @@ async fn refusals_answer_key_vault_errors_without_key_material() {
         .raw_release("kek", json!({"target": f.token(|_| {})}), false)
         .await;
     assert_eq!((status, code(&body).0), (401, "Unauthorized"), "{body}");
-    assert!(challenge.starts_with("Bearer authorization=\"https://"), "{challenge}");
-    assert!(challenge.contains("resource=\"https://vault.azure.net\""), "{challenge}");
+    assert!(
+        challenge.starts_with("Bearer authorization=\"https://"),
+        "{challenge}"
+    );
+    assert!(
+        challenge.contains("resource=\"https://vault.azure.net\""),
+        "{challenge}"
+    );
 
     // A token minted by a client of another vault.
     let other_vault = TestVault::start(PORTS + 75, &[]).await;
     let response = f
         .vault
         .raw()
-        .post(format!("{}/keys/kek/release?api-version=7.4", f.vault.running.url()))
+        .post(format!(
+            "{}/keys/kek/release?api-version=7.4",
+            f.vault.running.url()
+        ))
         .bearer_auth(other_vault.bearer())
         .json(&json!({"target": f.token(|_| {})}))
         .send()
@@ -298,19 +405,43 @@ async fn policy_operators_gate_release_both_ways() {
     let url = f.authority.url.clone();
     let policy = |condition: Value| json!({"version": "1.0.0", "anyOf": [{"authority": url, "allOf": [condition]}]});
     let cases = [
-        (json!({"claim": "x-ms-sevsnpvm-guestsvn", "exists": true}), true),
+        (
+            json!({"claim": "x-ms-sevsnpvm-guestsvn", "exists": true}),
+            true,
+        ),
         (json!({"claim": "x-ms-absent", "exists": true}), false),
         (json!({"claim": "x-ms-absent", "exists": false}), true),
-        (json!({"claim": "x-ms-sevsnpvm-hostdata", "notEquals": "00"}), true),
-        (json!({"claim": "x-ms-sevsnpvm-hostdata", "notEquals": HOSTDATA}), false),
-        (json!({"claim": "x-ms-sevsnpvm-guestsvn", "greaterOrEquals": 4}), true),
-        (json!({"claim": "x-ms-sevsnpvm-guestsvn", "greater": 4}), false),
+        (
+            json!({"claim": "x-ms-sevsnpvm-hostdata", "notEquals": "00"}),
+            true,
+        ),
+        (
+            json!({"claim": "x-ms-sevsnpvm-hostdata", "notEquals": HOSTDATA}),
+            false,
+        ),
+        (
+            json!({"claim": "x-ms-sevsnpvm-guestsvn", "greaterOrEquals": 4}),
+            true,
+        ),
+        (
+            json!({"claim": "x-ms-sevsnpvm-guestsvn", "greater": 4}),
+            false,
+        ),
         (json!({"claim": "x-ms-sevsnpvm-guestsvn", "less": 5}), true),
-        (json!({"claim": "x-ms-sevsnpvm-guestsvn", "lessOrEquals": 3}), false),
-        (json!({"anyOf": [{"claim": "x-ms-absent", "exists": true},
-                          {"claim": "x-ms-runtime.keys", "exists": true}]}), true),
-        (json!({"allOf": [{"claim": "x-ms-sevsnpvm-guestsvn", "equals": 4},
-                          {"claim": "x-ms-ver", "equals": "2.0"}]}), false),
+        (
+            json!({"claim": "x-ms-sevsnpvm-guestsvn", "lessOrEquals": 3}),
+            false,
+        ),
+        (
+            json!({"anyOf": [{"claim": "x-ms-absent", "exists": true},
+                          {"claim": "x-ms-runtime.keys", "exists": true}]}),
+            true,
+        ),
+        (
+            json!({"allOf": [{"claim": "x-ms-sevsnpvm-guestsvn", "equals": 4},
+                          {"claim": "x-ms-ver", "equals": "2.0"}]}),
+            false,
+        ),
     ];
     for (i, (condition, releases)) in cases.iter().enumerate() {
         let name = format!("op-{i}");
@@ -338,7 +469,10 @@ async fn import_get_and_secret_errors() {
         let request = f
             .vault
             .raw()
-            .put(format!("{}/keys/bad?api-version=7.5", f.vault.running.url()))
+            .put(format!(
+                "{}/keys/bad?api-version=7.5",
+                f.vault.running.url()
+            ))
             .bearer_auth(f.vault.bearer())
             .json(&body);
         async move {
@@ -349,10 +483,21 @@ async fn import_get_and_secret_errors() {
     };
     let (status, body) = raw_import(None, true).await;
     assert_eq!((status, code(&body).0), (400, "BadParameter"), "{body}");
-    assert!(body["error"]["message"].as_str().unwrap().contains("AKV.SKR.1004"));
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("AKV.SKR.1004")
+    );
     let (status, body) = raw_import(Some(json!({"version": "1.0.0", "anyOf": []})), true).await;
     assert_eq!((status, code(&body).0), (400, "BadParameter"), "{body}");
-    assert!(body["error"]["message"].as_str().unwrap().contains("$.anyOf"), "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("$.anyOf"),
+        "{body}"
+    );
     let (status, body) = raw_import(Some(json!({"version": "1.0.0", "anyOf": [{"authority": "https://a", "allOf": [{"claim": "x", "bigger": 1}]}]})), true).await;
     assert_eq!((status, code(&body).0), (400, "BadParameter"), "{body}");
     for secret in &f.secrets {
@@ -360,24 +505,38 @@ async fn import_get_and_secret_errors() {
     }
 
     // A non-exportable key is never released.
-    f.import("fixed", &reference_policy(&f.authority.url, HOSTDATA), false)
-        .await;
+    f.import(
+        "fixed",
+        &reference_policy(&f.authority.url, HOSTDATA),
+        false,
+    )
+    .await;
     let (status, body) = f.refused("fixed", f.token(|_| {}), None).await;
     assert_eq!((status, code(&body).0), (403, "Forbidden"), "{body}");
 
     // Unknown key and secret.
     match client.get_key("nope", None).await {
-        Err(ClientError::Vault { status: 404, code, .. }) => assert_eq!(code, "KeyNotFound"),
+        Err(ClientError::Vault {
+            status: 404, code, ..
+        }) => assert_eq!(code, "KeyNotFound"),
         other => panic!("{other:?}"),
     }
     match client.get_secret("nope", None).await {
-        Err(ClientError::Vault { status: 404, code, .. }) => assert_eq!(code, "SecretNotFound"),
+        Err(ClientError::Vault {
+            status: 404, code, ..
+        }) => assert_eq!(code, "SecretNotFound"),
         other => panic!("{other:?}"),
     }
 
     // Secrets: versions, latest by default.
-    let first = client.set_secret("wrapped-ds-dek-kek", "b25l").await.unwrap();
-    client.set_secret("wrapped-ds-dek-kek", "dHdv").await.unwrap();
+    let first = client
+        .set_secret("wrapped-ds-dek-kek", "b25l")
+        .await
+        .unwrap();
+    client
+        .set_secret("wrapped-ds-dek-kek", "dHdv")
+        .await
+        .unwrap();
     let latest = client.get_secret("wrapped-ds-dek-kek", None).await.unwrap();
     assert_eq!(latest.value.as_deref(), Some("dHdv"));
     let first_version = first.id.rsplit('/').next().unwrap().to_owned();
@@ -389,10 +548,15 @@ async fn import_get_and_secret_errors() {
 
     // api-versions: 7.5 works, a missing or unknown one is BadParameter.
     let client75 = f.vault.client().with_api_version("7.5");
-    client75.get_secret("wrapped-ds-dek-kek", None).await.unwrap();
+    client75
+        .get_secret("wrapped-ds-dek-kek", None)
+        .await
+        .unwrap();
     let client_bad = f.vault.client().with_api_version("1.0");
     match client_bad.get_secret("wrapped-ds-dek-kek", None).await {
-        Err(ClientError::Vault { status: 400, code, .. }) => assert_eq!(code, "BadParameter"),
+        Err(ClientError::Vault {
+            status: 400, code, ..
+        }) => assert_eq!(code, "BadParameter"),
         other => panic!("{other:?}"),
     }
 
@@ -403,7 +567,12 @@ async fn import_get_and_secret_errors() {
         encfs_keyvault::client::TokenSource::Bearer(f.vault.bearer()),
     )
     .unwrap();
-    assert!(bearer_client.get_secret("wrapped-ds-dek-kek", None).await.is_ok());
+    assert!(
+        bearer_client
+            .get_secret("wrapped-ds-dek-kek", None)
+            .await
+            .is_ok()
+    );
     let bad_bearer = encfs_keyvault::client::KeyVaultClient::new(
         &f.vault.running.url(),
         [f.vault.ca_pem.as_bytes()],
@@ -411,11 +580,15 @@ async fn import_get_and_secret_errors() {
     )
     .unwrap();
     match bad_bearer.get_secret("wrapped-ds-dek-kek", None).await {
-        Err(ClientError::Vault { status: 401, code, .. }) => assert_eq!(code, "Unauthorized"),
+        Err(ClientError::Vault {
+            status: 401, code, ..
+        }) => assert_eq!(code, "Unauthorized"),
         other => panic!("{other:?}"),
     }
 
     // State persists across a restart of the vault on the same directory.
-    let reopened = encfs_keyvault::server::Vault::open(f.vault.dir.path(), [f.authority.ca_pem.as_bytes()]).unwrap();
+    let reopened =
+        encfs_keyvault::server::Vault::open(f.vault.dir.path(), [f.authority.ca_pem.as_bytes()])
+            .unwrap();
     assert_eq!(reopened.dir().ca_pem().unwrap(), f.vault.ca_pem);
 }

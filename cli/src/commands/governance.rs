@@ -239,7 +239,7 @@ async fn serve(config: &ServiceConfig, listen: std::net::SocketAddr) -> Result<(
 }
 
 /// Re-runs `service start` without `--daemon`, detached, and returns once it listens.
-fn daemonize(data: &Path) -> Result<()> {
+pub(super) fn daemonize(data: &Path) -> Result<()> {
     std::fs::create_dir_all(data).with_context(|| format!("cannot create {}", data.display()))?;
     let status_path = data.join(SERVICE_STATUS_FILE);
     if let Ok(text) = std::fs::read_to_string(&status_path) {
@@ -312,7 +312,7 @@ fn alive(pid: u64) -> bool {
         .is_some_and(|rest| !rest.starts_with('Z') && !rest.starts_with('X'))
 }
 
-fn stop(data: &Path) -> Result<()> {
+pub(super) fn stop(data: &Path) -> Result<()> {
     let status_path = data.join(SERVICE_STATUS_FILE);
     let text = std::fs::read_to_string(&status_path).with_context(|| {
         format!(

@@ -5,6 +5,7 @@ mod crypt;
 mod datastore;
 mod governance;
 mod keys;
+mod keyvault;
 mod mount;
 mod transfer;
 
@@ -43,5 +44,6 @@ pub fn dispatch(cli: Cli) -> Result<()> {
         Command::Mount(args) => mount::mount(&args, &cli.access),
         Command::Unmount(args) => mount::unmount(&args),
         Command::Governance(args) => governance::run(args.command, &args.output),
+        Command::Keyvault(command) => keyvault::run(command),
     }
 }

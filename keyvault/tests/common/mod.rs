@@ -115,9 +115,10 @@ impl TestAuthority {
 
     /// MAA-shaped claims for a clean room with `hostdata`, carrying `runtime` as the runtime key.
     pub fn claims(&self, hostdata: &str, runtime: &KekPrivateKey) -> Value {
-        let mut runtime_jwk =
-            serde_json::to_value(encfs_keyvault::rsa_jwk::public_jwk(&runtime.public_key()).unwrap())
-                .unwrap();
+        let mut runtime_jwk = serde_json::to_value(
+            encfs_keyvault::rsa_jwk::public_jwk(&runtime.public_key()).unwrap(),
+        )
+        .unwrap();
         runtime_jwk["kid"] = json!("runtime-key");
         runtime_jwk["key_ops"] = json!(["encrypt"]);
         let now = now();
