@@ -54,6 +54,9 @@ pub enum Command {
     /// The INSECURE virtual attestation authority (SNP reports, MAA-shaped tokens).
     #[command(subcommand)]
     Attestation(crate::attestation_args::AttestationCommand),
+    /// The local Azure Key Vault (secure key release) and its identities.
+    #[command(subcommand)]
+    Keyvault(crate::keyvault_args::KeyvaultCommand),
 }
 
 /// `encfs governance …` and its output options.

@@ -10,6 +10,7 @@ mod attestation_args;
 mod commands;
 mod duration;
 mod governance_args;
+mod keyvault_args;
 mod output;
 mod pipeline;
 mod size;

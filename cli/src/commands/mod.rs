@@ -6,6 +6,7 @@ mod crypt;
 mod datastore;
 mod governance;
 mod keys;
+mod keyvault;
 mod mount;
 mod transfer;
 
@@ -45,5 +46,6 @@ pub fn dispatch(cli: Cli) -> Result<()> {
         Command::Unmount(args) => mount::unmount(&args),
         Command::Governance(args) => governance::run(args.command, &args.output),
         Command::Attestation(command) => attestation::run(command),
+        Command::Keyvault(command) => keyvault::run(command),
     }
 }
