@@ -6,9 +6,11 @@
 #![forbid(unsafe_code)]
 
 mod args;
+mod cleanroom_spec;
 mod commands;
 mod duration;
 mod governance_args;
+mod keyrelease_args;
 mod output;
 mod pipeline;
 mod size;

@@ -4,9 +4,13 @@ mod credentials;
 mod crypt;
 mod datastore;
 mod governance;
+mod key_release;
 mod keys;
 mod mount;
+mod owner_config;
+mod secretstore;
 mod transfer;
+mod vault_backend;
 
 use anyhow::{Context, Result};
 
@@ -43,5 +47,7 @@ pub fn dispatch(cli: Cli) -> Result<()> {
         Command::Mount(args) => mount::mount(&args, &cli.access),
         Command::Unmount(args) => mount::unmount(&args),
         Command::Governance(args) => governance::run(args.command, &args.output),
+        Command::Secretstore(command) => secretstore::run(command),
+        Command::Config(command) => owner_config::run(command),
     }
 }
