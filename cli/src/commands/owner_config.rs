@@ -574,13 +574,12 @@ async fn wrap_secret(args: &WrapSecretArgs) -> Result<Value> {
             public.bits() / 8 - 66
         )
     })?;
-    let secret_id = Backend::open(secret_store)?
+    Backend::open(secret_store)?
         .set_secret(&args.name, &STANDARD.encode(wrapped))
         .await
         .with_context(|| {
             format!("cannot store secret '{}' in secret store '{}'", args.name, secret_store.name)
         })?;
-    let _ = secret_id;
     Ok(json!({
         "kid": args.name,
         "akvEndpoint": secret_store.url(),

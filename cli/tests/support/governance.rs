@@ -225,6 +225,12 @@ pub fn vote_all(sb: &Sandbox, proposal: &str) -> String {
 /// proposes and accepts the clean-room policy `policy_json` (the `deployment policy propose`
 /// body) for it.
 pub fn accepted_contract_with_policy(sb: &Sandbox, id: &str, spec: &str, policy_json: &str) {
+    accepted_contract(sb, id, spec);
+    propose_policy(sb, id, policy_json);
+}
+
+/// Creates contract `id` (data `spec`) and has every member of [`consortium`] accept it.
+pub fn accepted_contract(sb: &Sandbox, id: &str, spec: &str) {
     let data = format!("{id}-spec.yaml");
     std::fs::write(sb.path(&data), spec).unwrap();
     let data_arg = format!("@{data}");
@@ -255,7 +261,6 @@ pub fn accepted_contract_with_policy(sb: &Sandbox, id: &str, spec: &str, policy_
             voter,
         ));
     }
-    propose_policy(sb, id, policy_json);
 }
 
 /// Proposes and accepts (all three members) the clean-room policy `policy_json` for `id`.
