@@ -277,20 +277,6 @@ pub fn kek_configuration(authority: &str) -> String {
     STANDARD.encode(serde_json::json!({ "authority": authority }).to_string())
 }
 
-/// The authority in a KEK provider's `configuration`, if any.
-pub fn kek_authority(kek: &EncryptionSecret) -> Option<String> {
-    let configuration = kek
-        .secret
-        .backing_resource
-        .provider
-        .as_ref()?
-        .configuration
-        .as_ref()?;
-    let json: serde_json::Value =
-        serde_json::from_slice(&STANDARD.decode(configuration).ok()?).ok()?;
-    json.get("authority")?.as_str().map(str::to_owned)
-}
-
 /// The wrapped DEK's secret name: `wrapped-<datastore>-dek-<kek>`.
 pub fn wrapped_dek_name(datastore: &str, kek: &str) -> String {
     format!("wrapped-{datastore}-dek-{kek}")

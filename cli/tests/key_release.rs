@@ -215,7 +215,7 @@ fn a_refused_or_wrong_unwrap_fails_naming_the_sidecar_and_the_datastore() {
     for (sidecar, expect) in [
         (&refusing, "403"),
         (&short, "16 bytes"),
-        (&wrong_key, "publisher-input"),
+        (&wrong_key, "key mismatch"),
     ] {
         let error = party.fails(&[
             "download",

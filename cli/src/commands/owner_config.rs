@@ -6,7 +6,6 @@
 //! this process's memory (zeroized on drop) and inside the vault.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use base64::Engine;
@@ -593,6 +592,8 @@ async fn wrap_secret(args: &WrapSecretArgs) -> Result<Value> {
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use super::*;
 
     #[test]

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use encfs_crypto::kek::{KekPrivateKey, KekPublicKey};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::keyrelease_args::{BackingStoreType, SecretstoreCommand};
 
@@ -340,9 +340,4 @@ impl Backend {
             Backend::Vault(vault) => vault.set_secret(name, value).await,
         }
     }
-}
-
-/// A store's summary for plans and results.
-pub fn describe(store: &SecretStore) -> Value {
-    json!({"name": store.name, "url": store.backing_store_id})
 }
