@@ -132,7 +132,12 @@ pub struct MountArgs {
     #[command(flatten)]
     pub datastore: DatastoreSelection,
     /// Get the datastore's DEK from the secrets sidecar at URL (key release; memory only).
-    #[arg(long, value_name = "URL", requires = "datastore", conflicts_with = "key")]
+    #[arg(
+        long,
+        value_name = "URL",
+        requires = "datastore",
+        conflicts_with = "key"
+    )]
     pub key_release: Option<String>,
 }
 
@@ -225,7 +230,12 @@ pub struct TransferArgs {
     #[command(flatten)]
     pub datastore: DatastoreSelection,
     /// Get the datastore's DEK from the secrets sidecar at URL (key release; memory only).
-    #[arg(long, value_name = "URL", requires = "datastore", conflicts_with = "key")]
+    #[arg(
+        long,
+        value_name = "URL",
+        requires = "datastore",
+        conflicts_with = "key"
+    )]
     pub key_release: Option<String>,
 }
 

@@ -300,7 +300,11 @@ pub fn default_kek_name(spec_path: &Path) -> Result<String> {
 
 /// Adds `access_point` to the spec file's datasources or datasinks, replacing an entry of the
 /// same name, keeping every other field of the document.
-pub fn add_access_point(path: &Path, direction: Direction, access_point: &AccessPoint) -> Result<()> {
+pub fn add_access_point(
+    path: &Path,
+    direction: Direction,
+    access_point: &AccessPoint,
+) -> Result<()> {
     let text = read(path)?;
     let mut document: Value = serde_yaml::from_str(&text)
         .with_context(|| format!("malformed clean-room spec {}", path.display()))?;
@@ -308,7 +312,10 @@ pub fn add_access_point(path: &Path, direction: Direction, access_point: &Access
         document = Value::Mapping(Mapping::new());
     }
     let Value::Mapping(root) = &mut document else {
-        bail!("the clean-room spec {} is not a YAML mapping", path.display());
+        bail!(
+            "the clean-room spec {} is not a YAML mapping",
+            path.display()
+        );
     };
     let list = root
         .entry(Value::from(direction.list()))
@@ -390,7 +397,8 @@ mod tests {
         add_access_point(&path, Direction::Source, &first).unwrap();
         first.path = "/mnt/b".into();
         add_access_point(&path, Direction::Source, &first).unwrap();
-        let document: Value = serde_yaml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let document: Value =
+            serde_yaml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
         assert_eq!(document["sandbox"]["sandboxType"], Value::from("None"));
         assert_eq!(document["applications"][0]["name"], Value::from("app"));
         let sources = document["datasources"].as_sequence().unwrap();
@@ -412,7 +420,10 @@ mod tests {
         assert!(!init(&path).unwrap());
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "datasources: []\n");
         let spec: Value = initial();
-        assert_eq!(spec["identities"][0]["name"], Value::from(CGS_OIDC_IDENTITY));
+        assert_eq!(
+            spec["identities"][0]["name"],
+            Value::from(CGS_OIDC_IDENTITY)
+        );
         assert_eq!(
             spec["identities"][0]["tokenIssuer"]["issuer"]["url"],
             Value::from("https://cgs/oidc")
@@ -426,7 +437,10 @@ mod tests {
             decode(protection_configuration("CSE")),
             r#"{"EncryptionMode": "CSE", "KeyType": "KEK"}"#
         );
-        assert_eq!(decode(protection_configuration("SSE")), r#"{"EncryptionMode": "SSE"}"#);
+        assert_eq!(
+            decode(protection_configuration("SSE")),
+            r#"{"EncryptionMode": "SSE"}"#
+        );
         assert_eq!(
             decode(kek_configuration("https://maa")),
             r#"{"authority":"https://maa"}"#

@@ -73,7 +73,11 @@ pub enum SecretstoreCommand {
 pub struct SecretstoreConfigArg {
     /// Secret store config (default: $ENCFS_SECRETSTORE_CONFIG or
     /// ~/.config/encfs/secretstores.yaml).
-    #[arg(long = "config", visible_alias = "secretstore-config", value_name = "FILE")]
+    #[arg(
+        long = "config",
+        visible_alias = "secretstore-config",
+        value_name = "FILE"
+    )]
     pub config: Option<PathBuf>,
 }
 
@@ -123,10 +127,18 @@ pub struct AddAccessPointArgs {
     #[arg(long = "secretstore-config", value_name = "FILE")]
     pub secretstore_config: Option<PathBuf>,
     /// Secret store that will hold the wrapped DEK (cse, cpk).
-    #[arg(long = "dek-secret-store", visible_alias = "key-store", value_name = "STORE")]
+    #[arg(
+        long = "dek-secret-store",
+        visible_alias = "key-store",
+        value_name = "STORE"
+    )]
     pub dek_secret_store: Option<String>,
     /// Secret store that will hold the KEK behind its release policy (cse, cpk).
-    #[arg(long = "kek-secret-store", visible_alias = "kek-store", value_name = "STORE")]
+    #[arg(
+        long = "kek-secret-store",
+        visible_alias = "kek-store",
+        value_name = "STORE"
+    )]
     pub kek_secret_store: Option<String>,
     /// KEK name (default: the first 8 hex digits of SHA-256 of the spec's path, then `-kek`).
     #[arg(long = "kek-name", value_name = "NAME")]
@@ -186,7 +198,11 @@ pub struct WrapSecretArgs {
     #[arg(long = "secret-store", value_name = "STORE")]
     pub secret_store: String,
     /// Secret store holding (or to hold) the KEK.
-    #[arg(long = "kek-secret-store", visible_alias = "kek-store", value_name = "STORE")]
+    #[arg(
+        long = "kek-secret-store",
+        visible_alias = "kek-store",
+        value_name = "STORE"
+    )]
     pub kek_secret_store: String,
     /// KEK name. Used as it is when it exists; created otherwise (needs --contract-id and
     /// --governance-client).

@@ -248,7 +248,10 @@ fn a_refused_or_wrong_unwrap_fails_naming_the_sidecar_and_the_datastore() {
         "--key-release",
         &url,
     ]);
-    assert!(error.contains(&url) && error.contains("publisher-input"), "{error}");
+    assert!(
+        error.contains(&url) && error.contains("publisher-input"),
+        "{error}"
+    );
     // A datastore without a key release is told what to run.
     let error = party.fails(&[
         "download",
@@ -390,8 +393,18 @@ fn secretstores_and_the_clean_room_spec_through_the_cli() {
             .unwrap()
             .ends_with("/cred.json")
     );
-    let listed = party.ok(&["secretstore", "list", "--output", "tsv", "--query", "[].name"]);
-    assert_eq!(listed.split_whitespace().collect::<Vec<_>>(), ["local-keys", "kv"]);
+    let listed = party.ok(&[
+        "secretstore",
+        "list",
+        "--output",
+        "tsv",
+        "--query",
+        "[].name",
+    ]);
+    assert_eq!(
+        listed.split_whitespace().collect::<Vec<_>>(),
+        ["local-keys", "kv"]
+    );
     let error = party.fails(&[
         "secretstore",
         "add",
@@ -414,7 +427,14 @@ fn secretstores_and_the_clean_room_spec_through_the_cli() {
     party.ok(&["datastore", "add", "--name", "pub-in", "--store", &store]);
     let sink = party.path("sink").display().to_string();
     party.ok(&[
-        "datastore", "add", "--name", "pub-out", "--store", &sink, "--mode", "sse",
+        "datastore",
+        "add",
+        "--name",
+        "pub-out",
+        "--store",
+        &sink,
+        "--mode",
+        "sse",
     ]);
     party.ok(&["config", "init", "--cleanroom-config", "spec.yaml"]);
     let add = |extra: &[&str]| {
@@ -429,11 +449,27 @@ fn secretstores_and_the_clean_room_spec_through_the_cli() {
         args.extend_from_slice(extra);
         party.run(&args)
     };
-    let refused = add(&["--dek-secret-store", "local-keys", "--kek-secret-store", "kv"]);
+    let refused = add(&[
+        "--dek-secret-store",
+        "local-keys",
+        "--kek-secret-store",
+        "kv",
+    ]);
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("is local"));
-    let out = add(&["--key-store", "kv", "--kek-store", "kv", "--kek-name", "my-kek"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = add(&[
+        "--key-store",
+        "kv",
+        "--kek-store",
+        "kv",
+        "--kek-name",
+        "my-kek",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     party.ok(&[
         "config",
         "add-datasink",
@@ -469,7 +505,14 @@ fn secretstores_and_the_clean_room_spec_through_the_cli() {
     assert_eq!(sink["type"], "Volume_ReadWrite");
     assert!(sink["protection"].get("encryptionSecrets").is_none());
     // Re-adding replaces the entry; init leaves an existing spec alone.
-    let out = add(&["--key-store", "kv", "--kek-store", "kv", "--kek-name", "other-kek"]);
+    let out = add(&[
+        "--key-store",
+        "kv",
+        "--kek-store",
+        "kv",
+        "--kek-name",
+        "other-kek",
+    ]);
     assert!(out.status.success());
     party.ok(&["config", "init", "--cleanroom-config", "spec.yaml"]);
     let spec: serde_yaml::Value =

@@ -163,7 +163,10 @@ fn wrap_deks_against_governance_and_the_local_vault() {
     add_kv(&sb, &vault, authority);
 
     let store = sb.path("store").display().to_string();
-    owner_ok(&sb, &["datastore", "add", "--name", "pub-in", "--store", &store]);
+    owner_ok(
+        &sb,
+        &["datastore", "add", "--name", "pub-in", "--store", &store],
+    );
     owner_ok(&sb, &["config", "init", "--cleanroom-config", "spec.yaml"]);
     owner_ok(
         &sb,
@@ -208,7 +211,11 @@ fn wrap_deks_against_governance_and_the_local_vault() {
     assert_eq!(plan["deks"][0]["action"], "create");
     assert!(vault.kek("pub-kek").is_none());
     assert!(vault.secret(secret_name).is_none());
-    assert!(datastores(&sb)["datastores"][0].get("key_release").is_none());
+    assert!(
+        datastores(&sb)["datastores"][0]
+            .get("key_release")
+            .is_none()
+    );
 
     // The real run.
     let done = wrap(&[]);
@@ -265,7 +272,10 @@ fn wrap_deks_against_governance_and_the_local_vault() {
     assert_eq!(policy, reference_policy(hostdata, other));
     let (_, wrapped) = vault.secret(secret_name).unwrap();
     assert_eq!(
-        private.unwrap(&STANDARD.decode(&wrapped).unwrap()).unwrap().id(),
+        private
+            .unwrap(&STANDARD.decode(&wrapped).unwrap())
+            .unwrap()
+            .id(),
         dek.id()
     );
     assert_eq!(

@@ -164,9 +164,7 @@ pub(super) fn locate(
     }
     // Called from the mount (no runtime) and from upload/download (inside the multi-threaded one).
     let fetched = match tokio::runtime::Handle::try_current() {
-        Ok(handle) => {
-            tokio::task::block_in_place(|| handle.block_on(fetch_dek(sidecar, &release)))
-        }
+        Ok(handle) => tokio::task::block_in_place(|| handle.block_on(fetch_dek(sidecar, &release))),
         Err(_) => tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

@@ -157,14 +157,18 @@ fn add_access_point(args: &AddAccessPointArgs, direction: Direction) -> Result<(
     } else {
         let path = secretstore::config_path(args.secretstore_config.as_deref())?;
         let stores = secretstore::load(&path)?;
-        let dek_name = args
-            .dek_secret_store
-            .as_deref()
-            .with_context(|| format!("--encryption-mode {} needs --dek-secret-store", mode_name(mode).to_lowercase()))?;
-        let kek_store_name = args
-            .kek_secret_store
-            .as_deref()
-            .with_context(|| format!("--encryption-mode {} needs --kek-secret-store", mode_name(mode).to_lowercase()))?;
+        let dek_name = args.dek_secret_store.as_deref().with_context(|| {
+            format!(
+                "--encryption-mode {} needs --dek-secret-store",
+                mode_name(mode).to_lowercase()
+            )
+        })?;
+        let kek_store_name = args.kek_secret_store.as_deref().with_context(|| {
+            format!(
+                "--encryption-mode {} needs --kek-secret-store",
+                mode_name(mode).to_lowercase()
+            )
+        })?;
         let dek_store = stores.find(dek_name, &path)?;
         let kek_store = stores.find(kek_store_name, &path)?;
         if !dek_store.is_vault() {
@@ -328,7 +332,10 @@ async fn ensure_kek(
                 .import_kek(name, &private, &wanted)
                 .await
                 .with_context(|| {
-                    format!("cannot import KEK '{name}' into secret store '{}'", store.name)
+                    format!(
+                        "cannot import KEK '{name}' into secret store '{}'",
+                        store.name
+                    )
                 })?;
             (Some(kid), Some(private.public_key()))
         }
@@ -387,9 +394,8 @@ async fn setup(args: &KekArgs, wrap_deks: Option<&WrapDeksArgs>) -> Result<Value
                         datastores_path.display()
                     )
                 })?;
-            let dek = load_data_key(&entry.key).with_context(|| {
-                format!("the DEK of datastore '{}'", release.datastore)
-            })?;
+            let dek = load_data_key(&entry.key)
+                .with_context(|| format!("the DEK of datastore '{}'", release.datastore))?;
             let dek_store = stores.find(&release.dek_store, &stores_path)?;
             if !dek_store.is_vault() {
                 bail!(
@@ -564,20 +570,25 @@ async fn wrap_secret(args: &WrapSecretArgs) -> Result<Value> {
         _ => bail!("--contract-id and --governance-client go together"),
     };
     let public = kek.public.as_ref().expect("not a dry run");
-    let wrapped = public.encrypt_oaep(OaepHash::Sha256, &value).with_context(|| {
-        format!(
-            "cannot wrap {} ({} bytes; RSA-OAEP-256 with a {}-bit KEK takes at most {} bytes)",
-            args.value_file.display(),
-            value.len(),
-            public.bits(),
-            public.bits() / 8 - 66
-        )
-    })?;
+    let wrapped = public
+        .encrypt_oaep(OaepHash::Sha256, &value)
+        .with_context(|| {
+            format!(
+                "cannot wrap {} ({} bytes; RSA-OAEP-256 with a {}-bit KEK takes at most {} bytes)",
+                args.value_file.display(),
+                value.len(),
+                public.bits(),
+                public.bits() / 8 - 66
+            )
+        })?;
     Backend::open(secret_store)?
         .set_secret(&args.name, &STANDARD.encode(wrapped))
         .await
         .with_context(|| {
-            format!("cannot store secret '{}' in secret store '{}'", args.name, secret_store.name)
+            format!(
+                "cannot store secret '{}' in secret store '{}'",
+                args.name, secret_store.name
+            )
         })?;
     Ok(json!({
         "kid": args.name,
@@ -608,9 +619,16 @@ mod tests {
     fn hostdata_is_the_first_value_and_its_absence_is_refused() {
         let answer = json!({"proposalIds": [], "policy": {HOSTDATA_CLAIM: ["aa", "bb"]}});
         assert_eq!(hostdata_of("c", &answer).unwrap(), "aa");
-        for policy in [json!({}), json!({"policy": {}}), json!({"policy": {HOSTDATA_CLAIM: []}})] {
+        for policy in [
+            json!({}),
+            json!({"policy": {}}),
+            json!({"policy": {HOSTDATA_CLAIM: []}}),
+        ] {
             let error = hostdata_of("c1", &policy).unwrap_err().to_string();
-            assert!(error.contains("No clean room policy found under contract 'c1'"), "{error}");
+            assert!(
+                error.contains("No clean room policy found under contract 'c1'"),
+                "{error}"
+            );
         }
     }
 

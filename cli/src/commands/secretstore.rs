@@ -228,7 +228,13 @@ pub fn run(command: SecretstoreCommand) -> Result<()> {
             let current = load(&path)?;
             match output.structured() {
                 Some(format) => output.print(
-                    &Value::Array(current.secretstores.iter().map(SecretStore::to_json).collect()),
+                    &Value::Array(
+                        current
+                            .secretstores
+                            .iter()
+                            .map(SecretStore::to_json)
+                            .collect(),
+                    ),
                     format,
                 )?,
                 None => {

@@ -33,13 +33,13 @@ impl VaultBackend {
                 store.url()
             )
         })?;
-        let credential = Credential::load(credential_path).with_context(|| {
-            format!("cannot load the credential {}", credential_path.display())
-        })?;
+        let credential = Credential::load(credential_path)
+            .with_context(|| format!("cannot load the credential {}", credential_path.display()))?;
         let mut cas = Vec::new();
         if let Some(ca) = &store.ca {
             cas.push(
-                std::fs::read(ca).with_context(|| format!("cannot read the CA {}", ca.display()))?,
+                std::fs::read(ca)
+                    .with_context(|| format!("cannot read the CA {}", ca.display()))?,
             );
         }
         let client = KeyVaultClient::new(store.url(), cas, credential)
@@ -56,19 +56,21 @@ impl VaultBackend {
         };
         let public = public_key_from_jwk(&bundle.key)
             .with_context(|| format!("key '{name}' is not an RSA key"))?;
-        let release_policy = match bundle.release_policy.as_ref().and_then(|p| p.data.as_ref()) {
-            Some(data) => {
-                let bytes = URL_SAFE_NO_PAD
-                    .decode(data.trim_end_matches('='))
-                    .or_else(|_| URL_SAFE.decode(data))
-                    .with_context(|| format!("the release policy of key '{name}' is not base64url"))?;
-                Some(
-                    serde_json::from_slice::<Value>(&bytes)
-                        .with_context(|| format!("the release policy of key '{name}' is not JSON"))?,
-                )
-            }
-            None => None,
-        };
+        let release_policy =
+            match bundle.release_policy.as_ref().and_then(|p| p.data.as_ref()) {
+                Some(data) => {
+                    let bytes = URL_SAFE_NO_PAD
+                        .decode(data.trim_end_matches('='))
+                        .or_else(|_| URL_SAFE.decode(data))
+                        .with_context(|| {
+                            format!("the release policy of key '{name}' is not base64url")
+                        })?;
+                    Some(serde_json::from_slice::<Value>(&bytes).with_context(|| {
+                        format!("the release policy of key '{name}' is not JSON")
+                    })?)
+                }
+                None => None,
+            };
         Ok(Some(StoredKek {
             kid: bundle.key.kid.clone().unwrap_or_else(|| name.to_owned()),
             public,
@@ -77,7 +79,12 @@ impl VaultBackend {
     }
 
     /// Imports `kek` as `name`, exportable, behind `policy`; returns its kid.
-    pub async fn import_kek(&self, name: &str, kek: &KekPrivateKey, policy: &Value) -> Result<String> {
+    pub async fn import_kek(
+        &self,
+        name: &str,
+        kek: &KekPrivateKey,
+        policy: &Value,
+    ) -> Result<String> {
         let bundle = self.client.import_key(name, kek, policy, true).await?;
         Ok(bundle.key.kid.clone().unwrap_or_else(|| name.to_owned()))
     }
