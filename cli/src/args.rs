@@ -57,6 +57,12 @@ pub enum Command {
     /// The local Azure Key Vault (secure key release) and its identities.
     #[command(subcommand)]
     Keyvault(crate::keyvault_args::KeyvaultCommand),
+    /// Secret stores: where DEKs, wrapped DEKs and KEKs live (a directory or a key vault).
+    #[command(subcommand)]
+    Secretstore(crate::keyrelease_args::SecretstoreCommand),
+    /// The clean-room spec and the data owner's KEKs and wrapped DEKs (secure key release).
+    #[command(subcommand)]
+    Config(crate::keyrelease_args::ConfigCommand),
 }
 
 /// `encfs governance …` and its output options.
@@ -131,6 +137,14 @@ pub struct MountArgs {
     pub segments: SegmentArg,
     #[command(flatten)]
     pub datastore: DatastoreSelection,
+    /// Get the datastore's DEK from the secrets sidecar at URL (key release; memory only).
+    #[arg(
+        long,
+        value_name = "URL",
+        requires = "datastore",
+        conflicts_with = "key"
+    )]
+    pub key_release: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -221,6 +235,14 @@ pub struct TransferArgs {
     pub output: OutputArgs,
     #[command(flatten)]
     pub datastore: DatastoreSelection,
+    /// Get the datastore's DEK from the secrets sidecar at URL (key release; memory only).
+    #[arg(
+        long,
+        value_name = "URL",
+        requires = "datastore",
+        conflicts_with = "key"
+    )]
+    pub key_release: Option<String>,
 }
 
 #[derive(Args, Debug)]

@@ -7,9 +7,11 @@
 
 mod args;
 mod attestation_args;
+mod cleanroom_spec;
 mod commands;
 mod duration;
 mod governance_args;
+mod keyrelease_args;
 mod keyvault_args;
 mod output;
 mod pipeline;

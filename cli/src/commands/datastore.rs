@@ -20,8 +20,12 @@ pub struct Datastore {
     pub store: String,
     /// Protection mode.
     pub mode: Mode,
-    /// The DEK (cse) or customer key (cpk).
+    /// The DEK (cse) or customer key (cpk). Empty where the DEK comes from a key release.
+    #[serde(default)]
     pub key: PathBuf,
+    /// Where a clean room gets the DEK: the wrapped DEK secret and its KEK (`config wrap-deks`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_release: Option<super::key_release::KeyRelease>,
 }
 
 /// The config file.
@@ -65,7 +69,7 @@ pub fn find(config_flag: Option<&Path>, name: &str) -> Result<Datastore> {
         .with_context(|| format!("no datastore named '{name}' in {}", path.display()))
 }
 
-fn save(path: &Path, config: &Config) -> Result<()> {
+pub(super) fn save(path: &Path, config: &Config) -> Result<()> {
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -120,6 +124,7 @@ pub async fn run(command: DatastoreCommand, access: &StoreAccess) -> Result<()> 
                 store,
                 mode,
                 key: key_path.clone(),
+                key_release: None,
             });
             save(&path, &current)?;
             println!(

@@ -86,7 +86,7 @@ fn read_text(path: &Path, what: &str) -> Result<String> {
 
 /// The client of a profile: its identity loaded (the key must match the certificate) and the
 /// service certificate pinned.
-fn open_client(selection: &ClientSelection) -> Result<GovernanceClient> {
+pub(super) fn open_client(selection: &ClientSelection) -> Result<GovernanceClient> {
     let path = profiles_path(selection.config.as_deref())?;
     let profiles = load_profiles(&path)?;
     let Some(profile) = profiles.clients.get(&selection.client) else {

@@ -5,10 +5,14 @@ mod credentials;
 mod crypt;
 mod datastore;
 mod governance;
+mod key_release;
 mod keys;
 mod keyvault;
 mod mount;
+mod owner_config;
+mod secretstore;
 mod transfer;
+mod vault_backend;
 
 use anyhow::{Context, Result};
 
@@ -47,5 +51,7 @@ pub fn dispatch(cli: Cli) -> Result<()> {
         Command::Governance(args) => governance::run(args.command, &args.output),
         Command::Attestation(command) => attestation::run(command),
         Command::Keyvault(command) => keyvault::run(command),
+        Command::Secretstore(command) => secretstore::run(command),
+        Command::Config(command) => owner_config::run(command),
     }
 }

@@ -89,8 +89,10 @@ fn serve(
         "mount point {} is not a directory",
         mountpoint.display()
     );
-    let (location, protection) =
-        locate(&args.datastore, url, args.mode, args.key.as_deref(), access)?;
+    let (location, protection) = match &args.key_release {
+        Some(sidecar) => super::key_release::locate(&args.datastore, args.mode, sidecar, access)?,
+        None => locate(&args.datastore, url, args.mode, args.key.as_deref(), access)?,
+    };
     let address = location.store.location();
     let options = MountOptions {
         read_write: args.read_write,

@@ -101,8 +101,10 @@ pub(super) fn locate(
 }
 
 fn resolve(args: &TransferArgs, url: Option<&str>, access: &StoreAccess) -> Result<Resolved> {
-    let (location, protection) =
-        locate(&args.datastore, url, args.mode, args.key.as_deref(), access)?;
+    let (location, protection) = match &args.key_release {
+        Some(sidecar) => super::key_release::locate(&args.datastore, args.mode, sidecar, access)?,
+        None => locate(&args.datastore, url, args.mode, args.key.as_deref(), access)?,
+    };
     let options = TransferOptions {
         block_size: usize::try_from(args.block_size).context("--block-size too large")?,
         memory_budget: usize::try_from(args.memory_budget).context("--memory-budget too large")?,

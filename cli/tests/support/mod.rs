@@ -1,0 +1,3 @@
+//! Test helpers shared by several CLI test binaries.
+
+pub mod governance;
