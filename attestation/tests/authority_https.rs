@@ -60,7 +60,10 @@ async fn reports_and_tokens_over_https_and_their_refusals() {
     // The token, as MAA answers it, and its check against the published keys.
     let maa = MaaClient::new([&ca]).unwrap();
     let host = url.trim_start_matches("https://");
-    let token = maa.attest_snp(host, &evidence, &runtime, 1234).await.unwrap();
+    let token = maa
+        .attest_snp(host, &evidence, &runtime, 1234)
+        .await
+        .unwrap();
     let claims = maa.verify_token(&url, &token).await.unwrap();
     assert_eq!(claims["iss"], url.as_str());
     assert_eq!(claims["nonce"], "1234");
@@ -108,7 +111,10 @@ async fn reports_and_tokens_over_https_and_their_refusals() {
     };
     let (status, body) = refused(maa.attest_snp(&url, &evidence, b"{\"keys\":[]}", 1).await);
     assert_eq!(status, 400);
-    assert!(body.contains("InvalidParameter") && body.contains("runtimeData"), "{body}");
+    assert!(
+        body.contains("InvalidParameter") && body.contains("runtimeData"),
+        "{body}"
+    );
     let other_running = start(&dir.path().join("other")).await;
     let other_provider =
         VirtualProvider::new(&other_running.url(), other_running.ca_pem(), POLICY, false).unwrap();
