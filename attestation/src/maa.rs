@@ -277,7 +277,7 @@ pub fn verify_token_with_jwks(
     jwks: &Value,
     issuer: &str,
 ) -> Result<Map<String, Value>, MaaError> {
-    let bad = |m: String| MaaError::Token(m);
+    let bad = MaaError::Token;
     let header = jsonwebtoken::decode_header(token).map_err(|e| bad(format!("header: {e}")))?;
     if header.alg != jsonwebtoken::Algorithm::RS256 {
         return Err(bad(format!("algorithm {:?} is not RS256", header.alg)));

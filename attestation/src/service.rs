@@ -301,7 +301,7 @@ impl RunningAuthority {
 }
 
 fn tls_config(authority: &VirtualAuthority) -> Result<rustls::ServerConfig, ServeError> {
-    let tls = |m: String| ServeError::Tls(m);
+    let tls = ServeError::Tls;
     let chain: Vec<rustls::pki_types::CertificateDer<'static>> =
         pem::parse_many(authority.tls_chain_pem())
             .map_err(|e| tls(e.to_string()))?

@@ -330,8 +330,12 @@ impl SnpReport {
             .into_iter()
             .enumerate()
         {
-            for i in 0..P384_SCALAR_LEN {
-                out[half * P384_SCALAR_LEN + i] = component[P384_SCALAR_LEN - 1 - i];
+            let target = &mut out[half * P384_SCALAR_LEN..(half + 1) * P384_SCALAR_LEN];
+            for (dst, src) in target
+                .iter_mut()
+                .zip(component[..P384_SCALAR_LEN].iter().rev())
+            {
+                *dst = *src;
             }
         }
         out
@@ -344,8 +348,12 @@ impl SnpReport {
             .enumerate()
         {
             *component = [0u8; SIGNATURE_COMPONENT_LEN];
-            for i in 0..P384_SCALAR_LEN {
-                component[i] = fixed[half * P384_SCALAR_LEN + P384_SCALAR_LEN - 1 - i];
+            let source = &fixed[half * P384_SCALAR_LEN..(half + 1) * P384_SCALAR_LEN];
+            for (dst, src) in component[..P384_SCALAR_LEN]
+                .iter_mut()
+                .zip(source.iter().rev())
+            {
+                *dst = *src;
             }
         }
     }
