@@ -192,7 +192,7 @@ fn parse_certificate<'a>(
     index: usize,
 ) -> Result<X509Certificate<'a>, VerifyError> {
     match X509Certificate::from_der(der) {
-        Ok((rest, cert)) if rest.is_empty() => Ok(cert),
+        Ok(([], cert)) => Ok(cert),
         Ok(_) => Err(VerifyError::Certificate {
             what: what.to_owned(),
             index,
