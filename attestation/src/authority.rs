@@ -167,8 +167,9 @@ impl VirtualAuthority {
 
     fn generate(dir: &Path) -> Result<(), AuthorityError> {
         use rcgen::{
-            BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
-            IsCa, Issuer, KeyPair, KeyUsagePurpose, PKCS_ECDSA_P384_SHA384, PKCS_RSA_SHA256, SanType,
+            BasicConstraints, CertificateParams, DistinguishedName, DnType,
+            ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+            PKCS_ECDSA_P384_SHA384, PKCS_RSA_SHA256, SanType,
         };
         let ca_key = KeyPair::generate_for(&PKCS_ECDSA_P384_SHA384)
             .map_err(generate_error("the authority root key"))?;
@@ -203,7 +204,10 @@ impl VirtualAuthority {
 
         let tls_key = KeyPair::generate_for(&PKCS_ECDSA_P384_SHA384)
             .map_err(generate_error("the TLS key"))?;
-        let mut tls = leaf("encfs virtual attestation authority TLS", vec!["localhost".into()])?;
+        let mut tls = leaf(
+            "encfs virtual attestation authority TLS",
+            vec!["localhost".into()],
+        )?;
         tls.subject_alt_names
             .push(SanType::IpAddress(std::net::IpAddr::from([127, 0, 0, 1])));
         tls.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
@@ -220,9 +224,9 @@ impl VirtualAuthority {
 
         let rsa = encfs_crypto::kek::KekPrivateKey::generate(encfs_crypto::kek::KekSize::Rsa2048)
             .map_err(|e| AuthorityError::Generate {
-                what: "the token-signing key",
-                reason: e.to_string(),
-            })?;
+            what: "the token-signing key",
+            reason: e.to_string(),
+        })?;
         let rsa_pem = rsa.to_pem().map_err(|e| AuthorityError::Generate {
             what: "the token-signing key",
             reason: e.to_string(),
@@ -235,7 +239,11 @@ impl VirtualAuthority {
             .map_err(generate_error("the token-signing certificate"))?;
 
         // Keys first, the root certificate last: its presence marks a complete directory.
-        write_new(&dir.join(AUTHORITY_CA_KEY_FILE), &ca_key.serialize_pem(), true)?;
+        write_new(
+            &dir.join(AUTHORITY_CA_KEY_FILE),
+            &ca_key.serialize_pem(),
+            true,
+        )?;
         write_new(&dir.join(TLS_KEY_FILE), &tls_key.serialize_pem(), true)?;
         write_new(&dir.join(VCEK_KEY_FILE), &vcek_key.serialize_pem(), true)?;
         write_new(&dir.join(TOKEN_KEY_FILE), &rsa_pem, true)?;
@@ -473,7 +481,10 @@ pub fn maa_claims(verified: &VerifiedReport) -> Map<String, Value> {
         "azure-compliant-uvm".into(),
     );
     claims.insert("x-ms-ver".into(), "1.0".into());
-    claims.insert("x-ms-sevsnpvm-bootloader-svn".into(), tcb.bootloader().into());
+    claims.insert(
+        "x-ms-sevsnpvm-bootloader-svn".into(),
+        tcb.bootloader().into(),
+    );
     claims.insert("x-ms-sevsnpvm-tee-svn".into(), tcb.tee().into());
     claims.insert("x-ms-sevsnpvm-snpfw-svn".into(), tcb.snp().into());
     claims.insert("x-ms-sevsnpvm-microcode-svn".into(), tcb.microcode().into());
@@ -555,15 +566,23 @@ mod tests {
         assert_eq!(verified.claims["x-ms-sevsnpvm-is-debuggable"], false);
         assert_eq!(evidence.endorsed_tcb, "0300000000000873");
         let debug = authority.report(&report_data, b"allow all", true).unwrap();
-        let verified =
-            verify_report(&debug.report, &debug.endorsements, authority.trusted_roots()).unwrap();
+        let verified = verify_report(
+            &debug.report,
+            &debug.endorsements,
+            authority.trusted_roots(),
+        )
+        .unwrap();
         assert_eq!(verified.claims["x-ms-sevsnpvm-is-debuggable"], true);
 
         // Another authority's root does not verify it.
         let other_dir = tempfile::tempdir().unwrap();
         let other = VirtualAuthority::open(other_dir.path()).unwrap();
         assert!(matches!(
-            verify_report(&evidence.report, &evidence.endorsements, other.trusted_roots()),
+            verify_report(
+                &evidence.report,
+                &evidence.endorsements,
+                other.trusted_roots()
+            ),
             Err(VerifyError::UntrustedRoot { .. })
         ));
     }
@@ -586,8 +605,7 @@ mod tests {
                 Some("42"),
             )
             .unwrap();
-        let claims =
-            crate::maa::verify_token_with_jwks(&token, &authority.jwks(), issuer).unwrap();
+        let claims = crate::maa::verify_token_with_jwks(&token, &authority.jwks(), issuer).unwrap();
         assert_eq!(claims["x-ms-attestation-type"], "sevsnpvm");
         assert_eq!(claims["x-ms-compliance-status"], "azure-compliant-uvm");
         assert_eq!(claims["nonce"], "42");

@@ -293,10 +293,18 @@ mod tests {
         response[32] = 2;
         assert_eq!(report_from_response(&response).unwrap()[0], 2);
         response[0] = 0x16;
-        assert!(report_from_response(&response).unwrap_err().contains("0x16"));
+        assert!(
+            report_from_response(&response)
+                .unwrap_err()
+                .contains("0x16")
+        );
         response[0] = 0;
         response[4] = 0;
-        assert!(report_from_response(&response).unwrap_err().contains("bytes"));
+        assert!(
+            report_from_response(&response)
+                .unwrap_err()
+                .contains("bytes")
+        );
         assert!(report_from_response(&[0; 10]).is_err());
     }
 
@@ -333,7 +341,11 @@ mod tests {
             other => panic!("expected Unavailable, got {other:?}"),
         }
         if !Path::new(SEV_GUEST_DEVICE).exists() {
-            let error = AzureProvider::new().unwrap().report(&[0; 64]).await.unwrap_err();
+            let error = AzureProvider::new()
+                .unwrap()
+                .report(&[0; 64])
+                .await
+                .unwrap_err();
             assert!(error.to_string().contains(SEV_GUEST_DEVICE));
         }
     }

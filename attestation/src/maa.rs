@@ -84,10 +84,12 @@ where
         .timeout(std::time::Duration::from_secs(30))
         .connect_timeout(std::time::Duration::from_secs(10));
     for (index, pem_text) in extra_ca_pems.into_iter().enumerate() {
-        let certificates = reqwest::Certificate::from_pem_bundle(pem_text.as_ref())
-            .map_err(|e| MaaError::Certificate {
-                index,
-                reason: e.to_string(),
+        let certificates =
+            reqwest::Certificate::from_pem_bundle(pem_text.as_ref()).map_err(|e| {
+                MaaError::Certificate {
+                    index,
+                    reason: e.to_string(),
+                }
             })?;
         if certificates.is_empty() {
             return Err(MaaError::Certificate {
@@ -275,12 +277,14 @@ pub fn verify_token_with_jwks(
     jwks: &Value,
     issuer: &str,
 ) -> Result<Map<String, Value>, MaaError> {
-    let bad = |m: String| MaaError::Token(m);
+    let bad = MaaError::Token;
     let header = jsonwebtoken::decode_header(token).map_err(|e| bad(format!("header: {e}")))?;
     if header.alg != jsonwebtoken::Algorithm::RS256 {
         return Err(bad(format!("algorithm {:?} is not RS256", header.alg)));
     }
-    let kid = header.kid.ok_or_else(|| bad("the header has no kid".into()))?;
+    let kid = header
+        .kid
+        .ok_or_else(|| bad("the header has no kid".into()))?;
     let keys: jsonwebtoken::jwk::JwkSet =
         serde_json::from_value(jwks.clone()).map_err(|e| bad(format!("JWKS: {e}")))?;
     let jwk = keys
@@ -304,9 +308,15 @@ mod tests {
 
     #[test]
     fn endpoints_are_hosts_or_urls() {
-        assert_eq!(endpoint_url("sharedeus.eus.attest.azure.net"), "https://sharedeus.eus.attest.azure.net");
+        assert_eq!(
+            endpoint_url("sharedeus.eus.attest.azure.net"),
+            "https://sharedeus.eus.attest.azure.net"
+        );
         assert_eq!(endpoint_url("127.0.0.1:21000/"), "https://127.0.0.1:21000");
-        assert_eq!(endpoint_url("https://127.0.0.1:21000"), "https://127.0.0.1:21000");
+        assert_eq!(
+            endpoint_url("https://127.0.0.1:21000"),
+            "https://127.0.0.1:21000"
+        );
         assert_eq!(endpoint_url("http://x"), "http://x");
     }
 
@@ -327,16 +337,19 @@ mod tests {
                 .unwrap(),
             br#"{"keys":[]}"#
         );
-        let report: Value = serde_json::from_slice(
-            &BASE64URL.decode(body["report"].as_str().unwrap()).unwrap(),
-        )
-        .unwrap();
+        let report: Value =
+            serde_json::from_slice(&BASE64URL.decode(body["report"].as_str().unwrap()).unwrap())
+                .unwrap();
         assert_eq!(
-            BASE64URL.decode(report["SnpReport"].as_str().unwrap()).unwrap(),
+            BASE64URL
+                .decode(report["SnpReport"].as_str().unwrap())
+                .unwrap(),
             [1, 2, 3]
         );
         assert_eq!(
-            BASE64URL.decode(report["VcekCertChain"].as_str().unwrap()).unwrap(),
+            BASE64URL
+                .decode(report["VcekCertChain"].as_str().unwrap())
+                .unwrap(),
             b"PEM"
         );
         let endorsements: Value = serde_json::from_slice(
@@ -346,7 +359,9 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            BASE64URL.decode(endorsements["Uvm"][0].as_str().unwrap()).unwrap(),
+            BASE64URL
+                .decode(endorsements["Uvm"][0].as_str().unwrap())
+                .unwrap(),
             b"COSE"
         );
     }

@@ -21,9 +21,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use base64::Engine;
-use base64::engine::general_purpose::{
-    STANDARD as BASE64, URL_SAFE_NO_PAD as BASE64URL_NO_PAD,
-};
+use base64::engine::general_purpose::{STANDARD as BASE64, URL_SAFE_NO_PAD as BASE64URL_NO_PAD};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -110,7 +108,10 @@ pub fn router(authority: VirtualAuthority, issuer: String) -> Router {
     Router::new()
         .route("/virtual/snp/report", post(virtual_report))
         .route("/attest/SevSnpVm", post(attest_sev_snp_vm))
-        .route("/.well-known/openid-configuration", get(openid_configuration))
+        .route(
+            "/.well-known/openid-configuration",
+            get(openid_configuration),
+        )
         .route("/certs", get(certs))
         .fallback(|| async {
             ErrorAnswer {
@@ -300,7 +301,7 @@ impl RunningAuthority {
 }
 
 fn tls_config(authority: &VirtualAuthority) -> Result<rustls::ServerConfig, ServeError> {
-    let tls = |m: String| ServeError::Tls(m);
+    let tls = ServeError::Tls;
     let chain: Vec<rustls::pki_types::CertificateDer<'static>> =
         pem::parse_many(authority.tls_chain_pem())
             .map_err(|e| tls(e.to_string()))?

@@ -326,9 +326,16 @@ impl SnpReport {
     /// `ECDSA_P384_SHA384_FIXED` verifies.
     pub fn signature_fixed(&self) -> [u8; 2 * P384_SCALAR_LEN] {
         let mut out = [0u8; 2 * P384_SCALAR_LEN];
-        for (half, component) in [&self.signature_r, &self.signature_s].into_iter().enumerate() {
-            for i in 0..P384_SCALAR_LEN {
-                out[half * P384_SCALAR_LEN + i] = component[P384_SCALAR_LEN - 1 - i];
+        for (half, component) in [&self.signature_r, &self.signature_s]
+            .into_iter()
+            .enumerate()
+        {
+            let target = &mut out[half * P384_SCALAR_LEN..(half + 1) * P384_SCALAR_LEN];
+            for (dst, src) in target
+                .iter_mut()
+                .zip(component[..P384_SCALAR_LEN].iter().rev())
+            {
+                *dst = *src;
             }
         }
         out
@@ -341,8 +348,12 @@ impl SnpReport {
             .enumerate()
         {
             *component = [0u8; SIGNATURE_COMPONENT_LEN];
-            for i in 0..P384_SCALAR_LEN {
-                component[i] = fixed[half * P384_SCALAR_LEN + P384_SCALAR_LEN - 1 - i];
+            let source = &fixed[half * P384_SCALAR_LEN..(half + 1) * P384_SCALAR_LEN];
+            for (dst, src) in component[..P384_SCALAR_LEN]
+                .iter_mut()
+                .zip(source.iter().rev())
+            {
+                *dst = *src;
             }
         }
     }
@@ -392,7 +403,11 @@ impl SnpReport {
 #[doc(hidden)]
 pub fn fuzz_parse(data: &[u8]) {
     if let Ok(report) = SnpReport::parse(data) {
-        assert_eq!(report.to_bytes(), data, "a parsed report writes back unchanged");
+        assert_eq!(
+            report.to_bytes(),
+            data,
+            "a parsed report writes back unchanged"
+        );
         let _ = report.claims();
         let _ = report.signature_fixed();
     }
@@ -403,8 +418,7 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    const CACI_REPORT: &[u8] =
-        include_bytes!("../tests/vectors/caci-insecure-virtual/report.bin");
+    const CACI_REPORT: &[u8] = include_bytes!("../tests/vectors/caci-insecure-virtual/report.bin");
 
     #[test]
     fn the_reference_caci_report_parses_with_its_known_fields() {
@@ -493,7 +507,9 @@ mod tests {
         assert_eq!(report.signature_s[0], 96);
         assert_eq!(report.signature_fixed(), fixed);
         assert_eq!(
-            SnpReport::parse(&report.to_bytes()).unwrap().signature_fixed(),
+            SnpReport::parse(&report.to_bytes())
+                .unwrap()
+                .signature_fixed(),
             fixed
         );
     }

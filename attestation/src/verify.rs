@@ -46,7 +46,9 @@ pub enum VerifyError {
         reason: String,
     },
     /// A certificate is outside its validity period.
-    #[error("certificate '{subject}' is not valid now (not before {not_before}, not after {not_after})")]
+    #[error(
+        "certificate '{subject}' is not valid now (not before {not_before}, not after {not_after})"
+    )]
     Validity {
         /// Its subject.
         subject: String,
@@ -56,7 +58,9 @@ pub enum VerifyError {
         not_after: String,
     },
     /// A certificate's issuer is not the next certificate's subject.
-    #[error("certificate '{subject}' is issued by '{issuer}', not by the next certificate '{next}'")]
+    #[error(
+        "certificate '{subject}' is issued by '{issuer}', not by the next certificate '{next}'"
+    )]
     IssuerMismatch {
         /// The certificate.
         subject: String,
@@ -188,7 +192,7 @@ fn parse_certificate<'a>(
     index: usize,
 ) -> Result<X509Certificate<'a>, VerifyError> {
     match X509Certificate::from_der(der) {
-        Ok((rest, cert)) if rest.is_empty() => Ok(cert),
+        Ok(([], cert)) => Ok(cert),
         Ok(_) => Err(VerifyError::Certificate {
             what: what.to_owned(),
             index,
@@ -347,8 +351,7 @@ pub fn verify_report(
 mod tests {
     use super::*;
 
-    const CACI_REPORT: &[u8] =
-        include_bytes!("../tests/vectors/caci-insecure-virtual/report.bin");
+    const CACI_REPORT: &[u8] = include_bytes!("../tests/vectors/caci-insecure-virtual/report.bin");
     const CACI_CHAIN: &[u8] =
         include_bytes!("../tests/vectors/caci-insecure-virtual/endorsements.pem");
 
@@ -420,7 +423,11 @@ mod tests {
         let mut blocks = pem::parse_many(CACI_CHAIN).unwrap();
         blocks.swap(0, 1);
         assert!(matches!(
-            verify_report(CACI_REPORT, pem::encode_many(&blocks).as_bytes(), &amd_root()),
+            verify_report(
+                CACI_REPORT,
+                pem::encode_many(&blocks).as_bytes(),
+                &amd_root()
+            ),
             Err(VerifyError::IssuerMismatch { .. })
         ));
         // A tampered certificate signature.
@@ -430,7 +437,11 @@ mod tests {
         der[last] ^= 1;
         blocks[0] = pem::Pem::new("CERTIFICATE", der);
         assert!(matches!(
-            verify_report(CACI_REPORT, pem::encode_many(&blocks).as_bytes(), &amd_root()),
+            verify_report(
+                CACI_REPORT,
+                pem::encode_many(&blocks).as_bytes(),
+                &amd_root()
+            ),
             Err(VerifyError::CertificateSignature { .. })
         ));
         // After the VCEK expired.

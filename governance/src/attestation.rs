@@ -92,7 +92,11 @@ mod tests {
         assert_eq!(verified.report_data, vec![5; 64]);
         assert!(verifier.supports_platform("snp-caci"));
         assert!(!verifier.supports_platform("snp-cvm"));
-        assert!(verifier.verify("snp-cvm", &evidence.to_wire_json()).is_err());
+        assert!(
+            verifier
+                .verify("snp-cvm", &evidence.to_wire_json())
+                .is_err()
+        );
         let error = verifier
             .verify(SNP_CACI, &serde_json::json!({"evidence": "AA=="}))
             .unwrap_err();

@@ -81,9 +81,8 @@ async fn start(
             signature_interval: std::time::Duration::from_millis(100),
         },
     };
-    let verifier = verifier.map(|v| {
-        Arc::new(v) as Arc<dyn encfs_governance::attestation::CleanRoomAttestation>
-    });
+    let verifier = verifier
+        .map(|v| Arc::new(v) as Arc<dyn encfs_governance::attestation::CleanRoomAttestation>);
     let service = Service::open_with_attestation(&config, verifier).unwrap();
     let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
     let server = service.serve(addr, ServerLimits::default()).await.unwrap();
@@ -101,12 +100,7 @@ fn clean_room_client(service: &Service) -> reqwest::Client {
         .unwrap()
 }
 
-async fn call(
-    http: &reqwest::Client,
-    method: Method,
-    url: String,
-    body: &Value,
-) -> (u16, Value) {
+async fn call(http: &reqwest::Client, method: Method, url: String, body: &Value) -> (u16, Value) {
     let response = http.request(method, url).json(body).send().await.unwrap();
     let status = response.status().as_u16();
     let text = response.text().await.unwrap();
@@ -214,17 +208,35 @@ async fn attested_routes_accept_the_right_report_and_refuse_the_others() {
         .report(&key.report_data(), POLICY_TEXT.as_bytes(), false)
         .unwrap()
         .to_wire_json();
-    let put = call(&http, Method::PUT, events_url.clone(), &event_body(&key, good.clone())).await;
+    let put = call(
+        &http,
+        Method::PUT,
+        events_url.clone(),
+        &event_body(&key, good.clone()),
+    )
+    .await;
     assert_eq!(put.0, 204, "{}", put.1);
     let events = member.events("collab", None, None, true).await.unwrap();
     assert!(events.to_string().contains("hello"), "{events}");
-    let secret = call(&http, Method::POST, secret_url.clone(), &secret_body(&key, good.clone())).await;
+    let secret = call(
+        &http,
+        Method::POST,
+        secret_url.clone(),
+        &secret_body(&key, good.clone()),
+    )
+    .await;
     assert_eq!(secret.0, 200, "{}", secret.1);
     let wrapped = BASE64.decode(secret.1["value"].as_str().unwrap()).unwrap();
     let plain =
         encfs_crypto::rsa_aes_wrap::unwrap(&key.private, OaepHash::Sha256, &wrapped).unwrap();
     assert_eq!(plain.as_slice(), b"the secret value");
-    let status = call(&http, Method::POST, status_url.clone(), &json!({"attestation": good})).await;
+    let status = call(
+        &http,
+        Method::POST,
+        status_url.clone(),
+        &json!({"attestation": good}),
+    )
+    .await;
     assert_eq!(status.0, 200, "{}", status.1);
     assert!(status.1.get("status").is_some(), "{}", status.1);
 
@@ -234,9 +246,21 @@ async fn attested_routes_accept_the_right_report_and_refuse_the_others() {
         .unwrap()
         .to_wire_json();
     for (method, url, body) in [
-        (Method::PUT, events_url.clone(), event_body(&key, wrong_policy.clone())),
-        (Method::POST, secret_url.clone(), secret_body(&key, wrong_policy.clone())),
-        (Method::POST, status_url.clone(), json!({"attestation": wrong_policy})),
+        (
+            Method::PUT,
+            events_url.clone(),
+            event_body(&key, wrong_policy.clone()),
+        ),
+        (
+            Method::POST,
+            secret_url.clone(),
+            secret_body(&key, wrong_policy.clone()),
+        ),
+        (
+            Method::POST,
+            status_url.clone(),
+            json!({"attestation": wrong_policy}),
+        ),
     ] {
         let answer = call(&http, method, url.clone(), &body).await;
         assert_eq!(code(&answer), (400, "VerifySnpAttestationFailed"), "{url}");
@@ -247,7 +271,13 @@ async fn attested_routes_accept_the_right_report_and_refuse_the_others() {
         .report(&key.report_data(), POLICY_TEXT.as_bytes(), true)
         .unwrap()
         .to_wire_json();
-    let answer = call(&http, Method::POST, secret_url.clone(), &secret_body(&key, debuggable)).await;
+    let answer = call(
+        &http,
+        Method::POST,
+        secret_url.clone(),
+        &secret_body(&key, debuggable),
+    )
+    .await;
     assert_eq!(code(&answer), (400, "VerifySnpAttestationFailed"));
 
     // report_data bound to another key.
@@ -257,8 +287,16 @@ async fn attested_routes_accept_the_right_report_and_refuse_the_others() {
         .unwrap()
         .to_wire_json();
     for (method, url, body) in [
-        (Method::PUT, events_url.clone(), event_body(&key, for_other.clone())),
-        (Method::POST, secret_url.clone(), secret_body(&key, for_other.clone())),
+        (
+            Method::PUT,
+            events_url.clone(),
+            event_body(&key, for_other.clone()),
+        ),
+        (
+            Method::POST,
+            secret_url.clone(),
+            secret_body(&key, for_other.clone()),
+        ),
     ] {
         let answer = call(&http, method, url.clone(), &body).await;
         assert_eq!(code(&answer), (400, "ReportDataMismatch"), "{url}");
@@ -270,10 +308,26 @@ async fn attested_routes_accept_the_right_report_and_refuse_the_others() {
         .report(&key.report_data(), POLICY_TEXT.as_bytes(), false)
         .unwrap()
         .to_wire_json();
-    let answer = call(&http, Method::POST, secret_url.clone(), &secret_body(&key, foreign.clone())).await;
+    let answer = call(
+        &http,
+        Method::POST,
+        secret_url.clone(),
+        &secret_body(&key, foreign.clone()),
+    )
+    .await;
     assert_eq!(code(&answer), (400, "VerifySnpAttestationFailed"));
-    assert!(answer.1.to_string().contains("not a trusted root"), "{}", answer.1);
-    let answer = call(&http, Method::PUT, events_url.clone(), &event_body(&key, foreign)).await;
+    assert!(
+        answer.1.to_string().contains("not a trusted root"),
+        "{}",
+        answer.1
+    );
+    let answer = call(
+        &http,
+        Method::PUT,
+        events_url.clone(),
+        &event_body(&key, foreign),
+    )
+    .await;
     assert_eq!(code(&answer), (400, "VerifySnpAttestationFailed"));
 
     // A flipped byte in the report (hostdata), and in the signature.
@@ -282,8 +336,18 @@ async fn attested_routes_accept_the_right_report_and_refuse_the_others() {
         evidence[at] ^= 1;
         let mut tampered = good.clone();
         tampered["evidence"] = BASE64.encode(&evidence).into();
-        let answer = call(&http, Method::POST, secret_url.clone(), &secret_body(&key, tampered)).await;
-        assert_eq!(code(&answer), (400, "VerifySnpAttestationFailed"), "byte {at:#x}");
+        let answer = call(
+            &http,
+            Method::POST,
+            secret_url.clone(),
+            &secret_body(&key, tampered),
+        )
+        .await;
+        assert_eq!(
+            code(&answer),
+            (400, "VerifySnpAttestationFailed"),
+            "byte {at:#x}"
+        );
         assert!(answer.1.to_string().contains("signature"), "{}", answer.1);
     }
 

@@ -535,8 +535,8 @@ async fn contract_runtime_option(
                     Ok(b) => b,
                     Err(e) => return *e,
                 };
-                if let Err(error) = service
-                    .read(|tx| app::verify_clean_room(tx, clean_room(&service), &id, &body))
+                if let Err(error) =
+                    service.read(|tx| app::verify_clean_room(tx, clean_room(&service), &id, &body))
                 {
                     return api_error(error).into_response();
                 }
