@@ -437,14 +437,12 @@ async fn token_endpoint(
             format!("this endpoint holds no identity in tenant {tenant_id}"),
         );
     }
-    let mint = |resource: &str| {
-        credential.mint(resource).map_err(|e| {
-            imds_error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "server_error",
-                e.to_string(),
-            )
-        })
+    let mint_failed = |error: IdentityError| {
+        imds_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            error.to_string(),
+        )
     };
     if let Some(resource) = query_value(&query, &["resource"]) {
         let metadata = headers
@@ -459,7 +457,7 @@ async fn token_endpoint(
             );
         }
         let resource = resource_of_scope(resource);
-        return match mint(resource) {
+        return match credential.mint(resource) {
             Ok(token) => {
                 let expires_in = token.expires_on.saturating_sub(now_secs());
                 Json(serde_json::json!({
@@ -473,13 +471,13 @@ async fn token_endpoint(
                 }))
                 .into_response()
             }
-            Err(response) => response,
+            Err(error) => mint_failed(error),
         };
     }
     if let Some(scope) = query_value(&query, &["scope"]) {
-        return match mint(resource_of_scope(scope)) {
+        return match credential.mint(resource_of_scope(scope)) {
             Ok(token) => Json(serde_json::json!({"token": token.token})).into_response(),
-            Err(response) => response,
+            Err(error) => mint_failed(error),
         };
     }
     imds_error(
