@@ -51,6 +51,9 @@ pub enum Command {
     Unmount(UnmountArgs),
     /// Consortium governance: the service, members, proposals, contracts, the ledger.
     Governance(GovernanceArgs),
+    /// The INSECURE virtual attestation authority (SNP reports, MAA-shaped tokens).
+    #[command(subcommand)]
+    Attestation(crate::attestation_args::AttestationCommand),
 }
 
 /// `encfs governance …` and its output options.

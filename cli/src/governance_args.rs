@@ -81,6 +81,11 @@ pub enum ServiceCommand {
         /// Longest time an unsigned transaction waits for a signature, in milliseconds.
         #[arg(long, default_value_t = 1000)]
         signature_interval_ms: u64,
+        /// Root certificate (PEM) that clean rooms' SEV-SNP endorsement chains must end at
+        /// (AMD's ARK, or a virtual authority's authority-ca.pem); repeatable. None: attested
+        /// clean-room routes refuse every attestation.
+        #[arg(long = "attestation-authority-ca", value_name = "FILE")]
+        attestation_authority_cas: Vec<PathBuf>,
     },
     /// Stop a service started with --daemon.
     Stop {

@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 mod args;
+mod attestation_args;
 mod commands;
 mod duration;
 mod governance_args;

@@ -2,6 +2,7 @@
 //! governance messages, the constitution, the clean-room contract app and the ledger).
 #![forbid(unsafe_code)]
 pub mod app;
+pub mod attestation;
 pub mod client;
 pub mod constitution;
 pub mod cose;

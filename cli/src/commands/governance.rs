@@ -24,7 +24,7 @@ use crate::governance_args::{
 };
 
 /// What a running service reports in `DIR/service.json`.
-const SERVICE_STATUS_FILE: &str = "service.json";
+pub(crate) const SERVICE_STATUS_FILE: &str = "service.json";
 /// How long `--daemon` waits for the service to listen.
 const DAEMON_WAIT: Duration = Duration::from_secs(30);
 
@@ -176,10 +176,12 @@ fn service(command: ServiceCommand) -> Result<()> {
             daemon,
             signature_interval_txs,
             signature_interval_ms,
+            attestation_authority_cas,
         } => {
             if daemon {
-                return daemonize(&data);
+                return daemonize(&data, "governance service");
             }
+            let attestation = attestation_verifier(&attestation_authority_cas)?;
             let initial_members = initial_members
                 .iter()
                 .map(|path| read_text(path, "initial member certificate"))
@@ -192,15 +194,36 @@ fn service(command: ServiceCommand) -> Result<()> {
                     signature_interval: Duration::from_millis(signature_interval_ms.max(1)),
                 },
             };
-            runtime()?.block_on(serve(&config, listen))
+            runtime()?.block_on(serve(&config, listen, attestation))
         }
-        ServiceCommand::Stop { data } => stop(&data),
+        ServiceCommand::Stop { data } => stop(&data, "governance service"),
     }
 }
 
-async fn serve(config: &ServiceConfig, listen: std::net::SocketAddr) -> Result<()> {
+/// The verifier of the attested clean-room routes, trusting the `--attestation-authority-ca`
+/// roots; none given = those routes stay closed.
+fn attestation_verifier(
+    cas: &[PathBuf],
+) -> Result<Option<std::sync::Arc<dyn encfs_governance::attestation::CleanRoomAttestation>>> {
+    if cas.is_empty() {
+        return Ok(None);
+    }
+    let pems = cas
+        .iter()
+        .map(|path| read_text(path, "attestation authority CA"))
+        .collect::<Result<Vec<_>>>()?;
+    let verifier = encfs_governance::attestation::SnpAttestationVerifier::from_pems(&pems)
+        .context("--attestation-authority-ca")?;
+    Ok(Some(std::sync::Arc::new(verifier)))
+}
+
+async fn serve(
+    config: &ServiceConfig,
+    listen: std::net::SocketAddr,
+    attestation: Option<std::sync::Arc<dyn encfs_governance::attestation::CleanRoomAttestation>>,
+) -> Result<()> {
     let dir = &config.data_dir;
-    let service = Service::open(config)
+    let service = Service::open_with_attestation(config, attestation)
         .with_context(|| format!("cannot start the governance service in {}", dir.display()))?;
     let server = service
         .serve(listen, ServerLimits::default())
@@ -238,8 +261,9 @@ async fn serve(config: &ServiceConfig, listen: std::net::SocketAddr) -> Result<(
     Ok(())
 }
 
-/// Re-runs `service start` without `--daemon`, detached, and returns once it listens.
-fn daemonize(data: &Path) -> Result<()> {
+/// Re-runs the command without `--daemon`, detached, and returns once it listens (once it has
+/// written `DATA/service.json`); `what` names the service in errors.
+pub(crate) fn daemonize(data: &Path, what: &str) -> Result<()> {
     std::fs::create_dir_all(data).with_context(|| format!("cannot create {}", data.display()))?;
     let status_path = data.join(SERVICE_STATUS_FILE);
     if let Ok(text) = std::fs::read_to_string(&status_path) {
@@ -248,7 +272,7 @@ fn daemonize(data: &Path) -> Result<()> {
             .and_then(|v| v["pid"].as_u64());
         if pid.is_some_and(alive) {
             bail!(
-                "a governance service already runs on {} ({})",
+                "a {what} already runs on {} ({})",
                 data.display(),
                 status_path.display()
             );
@@ -274,26 +298,29 @@ fn daemonize(data: &Path) -> Result<()> {
         .stderr(log)
         .process_group(0)
         .spawn()
-        .context("cannot start the background governance service")?;
+        .with_context(|| format!("cannot start the background {what}"))?;
     let start = Instant::now();
     loop {
         if let Ok(text) = std::fs::read_to_string(&status_path) {
             println!("{text}");
             return Ok(());
         }
-        if let Some(code) = child.try_wait().context("background governance service")? {
+        if let Some(code) = child
+            .try_wait()
+            .with_context(|| format!("background {what}"))?
+        {
             let log = std::fs::read_to_string(&log_path).unwrap_or_default();
             let last = log
                 .lines()
                 .rev()
                 .find(|l| !l.trim().is_empty())
                 .unwrap_or("(no log)");
-            bail!("the governance service exited ({code}) before it listened: {last}");
+            bail!("the {what} exited ({code}) before it listened: {last}");
         }
         if start.elapsed() > DAEMON_WAIT {
             let _ = child.kill();
             bail!(
-                "the governance service did not listen within {DAEMON_WAIT:?} (log: {})",
+                "the {what} did not listen within {DAEMON_WAIT:?} (log: {})",
                 log_path.display()
             );
         }
@@ -312,11 +339,12 @@ fn alive(pid: u64) -> bool {
         .is_some_and(|rest| !rest.starts_with('Z') && !rest.starts_with('X'))
 }
 
-fn stop(data: &Path) -> Result<()> {
+/// Stops a service started with `--daemon` (SIGTERM to the pid of `DATA/service.json`).
+pub(crate) fn stop(data: &Path, what: &str) -> Result<()> {
     let status_path = data.join(SERVICE_STATUS_FILE);
     let text = std::fs::read_to_string(&status_path).with_context(|| {
         format!(
-            "no governance service runs on {} (no {})",
+            "no {what} runs on {} (no {})",
             data.display(),
             status_path.display()
         )
@@ -336,7 +364,7 @@ fn stop(data: &Path) -> Result<()> {
         std::thread::sleep(Duration::from_millis(20));
     }
     if alive(raw) {
-        bail!("the governance service (pid {pid}) did not stop within 15 s");
+        bail!("the {what} (pid {pid}) did not stop within 15 s");
     }
     Ok(())
 }

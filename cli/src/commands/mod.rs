@@ -1,5 +1,6 @@
 //! One module per group of verbs; [`dispatch`] routes parsed arguments to them.
 
+mod attestation;
 mod credentials;
 mod crypt;
 mod datastore;
@@ -43,5 +44,6 @@ pub fn dispatch(cli: Cli) -> Result<()> {
         Command::Mount(args) => mount::mount(&args, &cli.access),
         Command::Unmount(args) => mount::unmount(&args),
         Command::Governance(args) => governance::run(args.command, &args.output),
+        Command::Attestation(command) => attestation::run(command),
     }
 }

@@ -47,6 +47,11 @@ pub struct VerifiedAttestation {
 /// Verifies a clean room's attestation (`{evidence, endorsements, uvm_endorsements, endorsed_tcb?}`,
 /// base64 fields, snake_case) for a platform (`snp-caci` or `snp-cvm`).
 pub trait AttestationVerifier {
+    /// Whether this verifier reads reports of `platform` (one of [`PLATFORMS`]); a platform it
+    /// does not read is 400 `UnsupportedPlatform`. All of [`PLATFORMS`] by default.
+    fn supports_platform(&self, platform: &str) -> bool {
+        PLATFORMS.contains(&platform)
+    }
     /// Verifies the report and its endorsements; returns the claims and report_data.
     fn verify(&self, platform: &str, attestation: &Value) -> Result<VerifiedAttestation, String>;
 }
@@ -155,7 +160,7 @@ pub fn verify_clean_room_for(
         .get("platform")
         .and_then(Value::as_str)
         .unwrap_or("snp-caci");
-    if !PLATFORMS.contains(&platform) {
+    if !PLATFORMS.contains(&platform) || !verifier.supports_platform(platform) {
         return Err(ApiError::new(
             ErrorCode::UnsupportedPlatform,
             format!("Platform '{platform}' is not supported."),

@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::app::events::EventHistory;
+use crate::attestation::CleanRoomAttestation;
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::identity::{self, IdentityError, ServiceIdentity};
 use crate::kv::{Store, Tx, Version, WriteSet};
@@ -77,6 +78,9 @@ pub struct Service {
     identity: ServiceIdentity,
     service_cert_pem: String,
     data_dir: PathBuf,
+    /// Verifies clean rooms' attestations and wraps their secrets; `None` refuses every
+    /// attested route (fail closed).
+    attestation: Option<Arc<dyn CleanRoomAttestation>>,
 }
 
 impl std::fmt::Debug for Service {
@@ -99,6 +103,19 @@ impl Service {
     /// # Errors
     /// [`ServiceError`] naming the directory, the ledger file and offset, or the member.
     pub fn open(config: &ServiceConfig) -> Result<Arc<Self>, ServiceError> {
+        Self::open_with_attestation(config, None)
+    }
+
+    /// [`Service::open`] with the verifier of the attested clean-room routes (events, secrets,
+    /// runtime option status): e.g. [`crate::attestation::SnpAttestationVerifier`]. `None` is
+    /// what [`Service::open`] does: those routes refuse every attestation.
+    ///
+    /// # Errors
+    /// As [`Service::open`].
+    pub fn open_with_attestation(
+        config: &ServiceConfig,
+        attestation: Option<Arc<dyn CleanRoomAttestation>>,
+    ) -> Result<Arc<Self>, ServiceError> {
         let dir = &config.data_dir;
         let identity_error = |source| ServiceError::Identity {
             dir: dir.clone(),
@@ -141,6 +158,7 @@ impl Service {
             identity,
             inner: Mutex::new(Inner { store, ledger }),
             data_dir: dir.clone(),
+            attestation,
         });
         let empty = service.lock().ledger.last_seqno() == 0;
         if empty && !config.initial_members.is_empty() {

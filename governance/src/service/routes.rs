@@ -212,9 +212,17 @@ fn member_or_anyone(service: &Service, peer: &PeerCertificate) -> Caller {
     }
 }
 
-/// Until an attestation provider is configured (issue #12), every clean-room attestation is
-/// refused, so the attested routes fail closed.
+/// Where the service has no attestation verifier (`Service::open`), every clean-room
+/// attestation is refused, so the attested routes fail closed.
 struct NoAttestationProvider;
+
+/// The service's verifier and wrapper, or the one that refuses everything.
+fn clean_room(service: &Service) -> &dyn crate::attestation::CleanRoomAttestation {
+    match &service.attestation {
+        Some(attestation) => attestation.as_ref(),
+        None => &NoAttestationProvider,
+    }
+}
 
 impl AttestationVerifier for NoAttestationProvider {
     fn verify(&self, _platform: &str, _attestation: &Value) -> Result<VerifiedAttestation, String> {
@@ -528,7 +536,7 @@ async fn contract_runtime_option(
                     Err(e) => return *e,
                 };
                 if let Err(error) = service
-                    .read(|tx| app::verify_clean_room(tx, &NoAttestationProvider, &id, &body))
+                    .read(|tx| app::verify_clean_room(tx, clean_room(&service), &id, &body))
                 {
                     return api_error(error).into_response();
                 }
@@ -624,7 +632,7 @@ async fn put_event(
     };
     let put = |tx: &mut crate::kv::Tx<'_>, _: &[u8]| {
         let verifiers = CleanRoomVerifiers {
-            attestation: &NoAttestationProvider,
+            attestation: clean_room(&service),
             signature: &RsaPssVerifier,
         };
         app::events::put_event(tx, &caller, &verifiers, &id, &key, &body)
@@ -675,7 +683,7 @@ async fn put_secret(
     };
     let put = |tx: &mut crate::kv::Tx<'_>, _: &[u8]| {
         let verifiers = CleanRoomVerifiers {
-            attestation: &NoAttestationProvider,
+            attestation: clean_room(&service),
             signature: &RsaPssVerifier,
         };
         app::secrets::put_secret(tx, &caller, &verifiers, &id, &name, &body)
@@ -695,8 +703,8 @@ async fn get_secret(
     json_or_error(service.read(|tx| {
         app::secrets::get_secret(
             tx,
-            &NoAttestationProvider,
-            &NoAttestationProvider,
+            clean_room(&service),
+            clean_room(&service),
             &id,
             &name,
             &body,
