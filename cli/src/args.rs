@@ -54,6 +54,9 @@ pub enum Command {
     /// The INSECURE virtual attestation authority (SNP reports, MAA-shaped tokens).
     #[command(subcommand)]
     Attestation(crate::attestation_args::AttestationCommand),
+    /// The clean room's loopback sidecars: skr (key release), secrets (unwrap), identity.
+    #[command(subcommand)]
+    Sidecar(crate::sidecar_args::SidecarCommand),
 }
 
 /// `encfs governance …` and its output options.

@@ -7,6 +7,7 @@
 
 mod args;
 mod attestation_args;
+mod sidecar_args;
 mod commands;
 mod duration;
 mod governance_args;

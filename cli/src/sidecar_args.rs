@@ -15,6 +15,12 @@ pub enum SidecarCommand {
     Secrets(SecretsArgs),
     /// The identity sidecar: managed-identity-shaped bearer tokens from a credential file.
     Identity(IdentityArgs),
+    /// Stop a sidecar started with --daemon (SIGTERM to the pid in DIR/service.json).
+    Stop {
+        /// Its --run-dir.
+        #[arg(long, value_name = "DIR")]
+        run_dir: PathBuf,
+    },
 }
 
 /// How a sidecar runs in the background.

@@ -179,10 +179,7 @@ impl ReleaseVerifier {
             None,
         )
         .map_err(|e| certificate_error(e.to_string()))?;
-        let name = ServerName::try_from(host)
-            .map_err(|_| certificate_error("not a DNS name or IP address".into()))?;
-        leaf.verify_is_valid_for_subject_name(&name)
-            .map_err(|e| certificate_error(e.to_string()))?;
+        valid_for_host(&leaf, host).map_err(certificate_error)?;
         let signature = URL_SAFE_NO_PAD
             .decode(signature_b64)
             .map_err(|_| malformed("signature is not base64url"))?;
@@ -195,6 +192,28 @@ impl ReleaseVerifier {
         .map_err(|_| ReleaseError::Signature)?;
         decode_json(payload_b64).ok_or_else(|| malformed("payload"))
     }
+}
+
+/// Whether `leaf` names `host`. A loopback host (`127.0.0.1`, `::1`, `localhost`) is matched
+/// by any of the loopback names: they are one machine, and a local vault's certificates may name
+/// it either way.
+fn valid_for_host(leaf: &EndEntityCert<'_>, host: &str) -> Result<(), String> {
+    let check = |candidate: &str| -> Result<(), String> {
+        let name = ServerName::try_from(candidate)
+            .map_err(|_| format!("'{candidate}' is not a DNS name or IP address"))?;
+        leaf.verify_is_valid_for_subject_name(&name)
+            .map_err(|e| e.to_string())
+    };
+    let first = check(host);
+    if first.is_ok() || !crate::endpoint::is_loopback(host) {
+        return first;
+    }
+    for alias in ["localhost", "127.0.0.1", "::1"] {
+        if check(alias).is_ok() {
+            return Ok(());
+        }
+    }
+    first
 }
 
 fn decode_json(b64: &str) -> Option<Value> {
@@ -388,6 +407,16 @@ pub(crate) mod tests {
         // The certificate does not name this vault.
         assert!(matches!(
             verifier(&signer).verify(&jws, "otherhost"),
+            Err(ReleaseError::Certificate { .. })
+        ));
+        // A loopback vault whose certificate names only "localhost" is this machine.
+        let localhost_only = TestSigner::new(&["localhost"]);
+        let jws_localhost = localhost_only.release(&runtime.public_key(), &kek, "RSA_AES_KEY_WRAP_256");
+        for host in ["127.0.0.1", "localhost", "::1"] {
+            verifier(&localhost_only).verify(&jws_localhost, host).unwrap();
+        }
+        assert!(matches!(
+            verifier(&localhost_only).verify(&jws_localhost, "vault.example"),
             Err(ReleaseError::Certificate { .. })
         ));
         // A payload changed after signing.

@@ -61,6 +61,29 @@ pub trait TokenAttester: Send + Sync {
     ) -> Result<String, AttesterError>;
 }
 
+/// The MAA client of `encfs-attestation` is the attester of real use (MAA, or the virtual
+/// authority's MAA routes).
+#[async_trait]
+impl TokenAttester for encfs_attestation::maa::MaaClient {
+    async fn attest_snp(
+        &self,
+        maa_endpoint: &str,
+        evidence: &Evidence,
+        runtime_data_json: &[u8],
+        nonce: u64,
+    ) -> Result<String, AttesterError> {
+        encfs_attestation::maa::MaaClient::attest_snp(
+            self,
+            maa_endpoint,
+            evidence,
+            runtime_data_json,
+            nonce,
+        )
+        .await
+        .map_err(Into::into)
+    }
+}
+
 /// What the skr sidecar needs.
 pub struct SkrConfig {
     /// Where reports come from (virtual authority or `/dev/sev-guest`).

@@ -1,6 +1,7 @@
 //! One module per group of verbs; [`dispatch`] routes parsed arguments to them.
 
 mod attestation;
+mod sidecar;
 mod credentials;
 mod crypt;
 mod datastore;
@@ -45,5 +46,6 @@ pub fn dispatch(cli: Cli) -> Result<()> {
         Command::Unmount(args) => mount::unmount(&args),
         Command::Governance(args) => governance::run(args.command, &args.output),
         Command::Attestation(command) => attestation::run(command),
+        Command::Sidecar(command) => sidecar::run(command),
     }
 }

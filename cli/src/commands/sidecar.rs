@@ -13,9 +13,10 @@ use encfs_sidecars::secrets::{SecretsConfig, SecretsSidecar};
 use encfs_sidecars::skr::{SkrConfig, SkrSidecar};
 use serde_json::json;
 
-use crate::sidecar_args::{
-    AttestationKind, DaemonArgs, IdentityArgs, SecretsArgs, SidecarCommand, SkrArgs,
-};
+use encfs_attestation::provider::AttestationProvider;
+use encfs_sidecars::skr::TokenAttester;
+
+use crate::sidecar_args::{AttestationKind, IdentityArgs, SecretsArgs, SidecarCommand, SkrArgs};
 
 /// Runs one `encfs sidecar …` command.
 pub fn run(command: SidecarCommand) -> Result<()> {
@@ -23,6 +24,7 @@ pub fn run(command: SidecarCommand) -> Result<()> {
         SidecarCommand::Skr(args) => ("skr", &args.daemon),
         SidecarCommand::Secrets(args) => ("secrets", &args.daemon),
         SidecarCommand::Identity(args) => ("identity", &args.daemon),
+        SidecarCommand::Stop { run_dir } => return super::governance::stop(run_dir, "sidecar"),
     };
     if daemon.daemon {
         let dir = daemon.run_dir.as_deref().context("--daemon needs --run-dir")?;
@@ -34,6 +36,7 @@ pub fn run(command: SidecarCommand) -> Result<()> {
             SidecarCommand::Skr(args) => skr(args, run_dir).await,
             SidecarCommand::Secrets(args) => secrets(args, run_dir).await,
             SidecarCommand::Identity(args) => identity(args, run_dir).await,
+            SidecarCommand::Stop { .. } => Ok(()),
         }
     })
 }
@@ -60,6 +63,50 @@ async fn skr(args: SkrArgs, run_dir: Option<PathBuf>) -> Result<()> {
     })
     .context("cannot start the skr sidecar")?;
     serve("skr", args.listen, Arc::new(sidecar).router(), run_dir).await
+}
+
+/// The report provider and the token client of `--attestation`. The MAA client trusts the
+/// `--trust-ca` roots and, in virtual mode, the authority's root.
+type Attestation = (Arc<dyn AttestationProvider>, Arc<dyn TokenAttester>);
+
+fn attestation(args: &SkrArgs, trusted: &[(String, Vec<u8>)]) -> Result<Attestation> {
+    let mut maa_cas: Vec<Vec<u8>> = trusted.iter().map(|(_, pem)| pem.clone()).collect();
+    let provider: Arc<dyn AttestationProvider> = match args.attestation {
+        AttestationKind::Virtual => {
+            let authority = args.authority.as_deref().context("--authority is required")?;
+            let ca_path = args
+                .authority_ca
+                .as_deref()
+                .context("--authority-ca is required")?;
+            let policy_path = args
+                .security_policy
+                .as_deref()
+                .context("--security-policy is required")?;
+            let ca = read_file(ca_path, "authority CA")?;
+            let policy = read_file(policy_path, "security policy")?;
+            maa_cas.push(ca.clone());
+            let provider = encfs_attestation::virtual_provider::VirtualProvider::new(
+                authority,
+                &ca,
+                &policy,
+                args.debuggable,
+            )
+            .with_context(|| format!("the virtual attestation provider for {authority}"))?;
+            Arc::new(provider)
+        }
+        AttestationKind::Azure => Arc::new(
+            encfs_attestation::azure::AzureProvider::new()
+                .context("the Azure SEV-SNP attestation provider")?,
+        ),
+    };
+    let attester = encfs_attestation::maa::MaaClient::new(maa_cas)
+        .context("the attestation service client")?;
+    Ok((provider, Arc::new(attester)))
+}
+
+async fn identity(args: IdentityArgs, run_dir: Option<PathBuf>) -> Result<()> {
+    let _ = (&args.listen, &args.credential, run_dir);
+    bail!("the identity sidecar needs encfs-keyvault's identity router (not merged yet)")
 }
 
 async fn secrets(args: SecretsArgs, run_dir: Option<PathBuf>) -> Result<()> {
