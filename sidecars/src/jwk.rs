@@ -62,15 +62,18 @@ pub fn public_jwk(spki_der: &[u8]) -> Result<serde_json::Value, JwkError> {
             algorithm: spki.algorithm.oid.to_string(),
         });
     }
-    let public = pkcs1::RsaPublicKey::from_der(spki.subject_public_key.raw_bytes())
-        .map_err(|_| JwkError::Der {
-            what: "RSAPublicKey",
+    let public =
+        pkcs1::RsaPublicKey::from_der(spki.subject_public_key.raw_bytes()).map_err(|_| {
+            JwkError::Der {
+                what: "RSAPublicKey",
+            }
         })?;
     let n = b64url(public.modulus.as_bytes());
     let e = b64url(public.public_exponent.as_bytes());
     // RFC 7638: the required members in lexicographic order, no whitespace.
     let thumbprint_input = format!(r#"{{"e":"{e}","kty":"RSA","n":"{n}"}}"#);
-    let thumbprint = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, thumbprint_input.as_bytes());
+    let thumbprint =
+        aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, thumbprint_input.as_bytes());
     Ok(serde_json::json!({
         "kty": "RSA",
         "n": n,
@@ -183,7 +186,13 @@ pub fn private_jwk_from_pkcs8(
         ("dq", &dq),
         ("qi", &qi),
     ];
-    let capacity = 64 + kid.len() + key_ops.len() + parts.iter().map(|(k, v)| k.len() + v.len() + 6).sum::<usize>();
+    let capacity = 64
+        + kid.len()
+        + key_ops.len()
+        + parts
+            .iter()
+            .map(|(k, v)| k.len() + v.len() + 6)
+            .sum::<usize>();
     let mut out = Zeroizing::new(String::with_capacity(capacity));
     out.push_str(r#"{"kty":"RSA""#);
     for (name, value) in parts {
@@ -264,9 +273,11 @@ pub fn pkcs8_from_private_jwk(jwk_json: &str) -> Result<Zeroizing<Vec<u8>>, JwkE
         private_key: &key_der,
         public_key: None,
     };
-    info.to_der().map(Zeroizing::new).map_err(|_| JwkError::Der {
-        what: "PKCS#8 private key",
-    })
+    info.to_der()
+        .map(Zeroizing::new)
+        .map_err(|_| JwkError::Der {
+            what: "PKCS#8 private key",
+        })
 }
 
 #[cfg(test)]
@@ -280,15 +291,22 @@ mod tests {
         let der = key.to_pkcs8_der().unwrap();
         let jwk = private_jwk_from_pkcs8(&der, "kek-1", &["decrypt".into()]).unwrap();
         let value: serde_json::Value = serde_json::from_str(&jwk).unwrap();
-        for member in ["kty", "n", "e", "d", "p", "q", "dp", "dq", "qi", "kid", "key_ops"] {
+        for member in [
+            "kty", "n", "e", "d", "p", "q", "dp", "dq", "qi", "kid", "key_ops",
+        ] {
             assert!(value.get(member).is_some(), "{member} missing in the JWK");
         }
         assert_eq!(value["kid"], "kek-1");
         assert_eq!(value["e"], "AQAB");
         let back = KekPrivateKey::from_pkcs8_der(&pkcs8_from_private_jwk(&jwk).unwrap()).unwrap();
-        let ciphertext = key.public_key().encrypt_oaep(OaepHash::Sha256, b"dek").unwrap();
+        let ciphertext = key
+            .public_key()
+            .encrypt_oaep(OaepHash::Sha256, b"dek")
+            .unwrap();
         assert_eq!(
-            back.decrypt_oaep(OaepHash::Sha256, &ciphertext).unwrap().as_slice(),
+            back.decrypt_oaep(OaepHash::Sha256, &ciphertext)
+                .unwrap()
+                .as_slice(),
             b"dek"
         );
     }
@@ -303,7 +321,12 @@ mod tests {
         assert!(jwk.get("d").is_none());
         let back = KekPublicKey::from_der(&spki_der_from_jwk(&jwk).unwrap()).unwrap();
         let ciphertext = back.encrypt_oaep(OaepHash::Sha1, b"x").unwrap();
-        assert_eq!(key.decrypt_oaep(OaepHash::Sha1, &ciphertext).unwrap().as_slice(), b"x");
+        assert_eq!(
+            key.decrypt_oaep(OaepHash::Sha1, &ciphertext)
+                .unwrap()
+                .as_slice(),
+            b"x"
+        );
     }
 
     #[test]

@@ -16,9 +16,10 @@
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use encfs_crypto::kek::{KekPrivateKey, OaepHash};
+use rustls_pki_types::TrustAnchor;
 use rustls_pki_types::{CertificateDer, ServerName, SignatureVerificationAlgorithm, UnixTime};
 use serde_json::Value;
-use webpki::{EndEntityCert, KeyUsage, TrustAnchor};
+use webpki::{EndEntityCert, KeyUsage};
 use zeroize::Zeroizing;
 
 /// Key Vault's default `enc` (used when a release's `request.enc` is absent).
@@ -109,9 +110,8 @@ impl ReleaseVerifier {
         let mut anchors: Vec<TrustAnchor<'static>> =
             webpki_roots::TLS_SERVER_ROOTS.iter().cloned().collect();
         for (name, text) in extra_ca_pems {
-            let blocks = pem::parse_many(text).map_err(|_| ReleaseError::TrustAnchor {
-                name: name.clone(),
-            })?;
+            let blocks = pem::parse_many(text)
+                .map_err(|_| ReleaseError::TrustAnchor { name: name.clone() })?;
             let certs: Vec<_> = blocks.iter().filter(|b| b.tag() == "CERTIFICATE").collect();
             if certs.is_empty() {
                 return Err(ReleaseError::TrustAnchor { name: name.clone() });
@@ -283,7 +283,9 @@ pub fn released_key_jwk(
         })?;
     let material = encfs_crypto::rsa_aes_wrap::unwrap(runtime_key, hash, &ciphertext)
         .map_err(|_| ReleaseError::Unwrap)?;
-    Ok(crate::jwk::private_jwk_from_pkcs8(&material, kid, &key_ops)?)
+    Ok(crate::jwk::private_jwk_from_pkcs8(
+        &material, kid, &key_ops,
+    )?)
 }
 
 #[cfg(test)]
@@ -361,8 +363,7 @@ pub(crate) mod tests {
     }
 
     fn verifier(signer: &TestSigner) -> ReleaseVerifier {
-        ReleaseVerifier::new(&[("test-ca.pem".into(), signer.ca_pem.clone().into_bytes())])
-            .unwrap()
+        ReleaseVerifier::new(&[("test-ca.pem".into(), signer.ca_pem.clone().into_bytes())]).unwrap()
     }
 
     #[test]
@@ -370,15 +371,28 @@ pub(crate) mod tests {
         let signer = TestSigner::new(&["127.0.0.1", "localhost"]);
         let runtime = KekPrivateKey::generate(KekSize::Rsa2048).unwrap();
         let kek = KekPrivateKey::generate(KekSize::Rsa2048).unwrap();
-        for enc in ["CKM_RSA_AES_KEY_WRAP", "RSA_AES_KEY_WRAP_256", "RSA_AES_KEY_WRAP_384"] {
+        for enc in [
+            "CKM_RSA_AES_KEY_WRAP",
+            "RSA_AES_KEY_WRAP_256",
+            "RSA_AES_KEY_WRAP_384",
+        ] {
             let jws = signer.release(&runtime.public_key(), &kek, enc);
             for host in ["127.0.0.1", "localhost"] {
                 let payload = verifier(&signer).verify(&jws, host).unwrap();
                 let jwk = released_key_jwk(&payload, &runtime).unwrap();
                 let der = crate::jwk::pkcs8_from_private_jwk(&jwk).unwrap();
                 let opened = KekPrivateKey::from_pkcs8_der(&der).unwrap();
-                let ct = kek.public_key().encrypt_oaep(OaepHash::Sha256, b"dek").unwrap();
-                assert_eq!(opened.decrypt_oaep(OaepHash::Sha256, &ct).unwrap().as_slice(), b"dek");
+                let ct = kek
+                    .public_key()
+                    .encrypt_oaep(OaepHash::Sha256, b"dek")
+                    .unwrap();
+                assert_eq!(
+                    opened
+                        .decrypt_oaep(OaepHash::Sha256, &ct)
+                        .unwrap()
+                        .as_slice(),
+                    b"dek"
+                );
                 let value: Value = serde_json::from_str(&jwk).unwrap();
                 assert_eq!(value["kid"], "https://v/keys/kek/1");
                 assert_eq!(value["key_ops"], json!(["encrypt", "decrypt"]));
@@ -411,9 +425,12 @@ pub(crate) mod tests {
         ));
         // A loopback vault whose certificate names only "localhost" is this machine.
         let localhost_only = TestSigner::new(&["localhost"]);
-        let jws_localhost = localhost_only.release(&runtime.public_key(), &kek, "RSA_AES_KEY_WRAP_256");
+        let jws_localhost =
+            localhost_only.release(&runtime.public_key(), &kek, "RSA_AES_KEY_WRAP_256");
         for host in ["127.0.0.1", "localhost", "::1"] {
-            verifier(&localhost_only).verify(&jws_localhost, host).unwrap();
+            verifier(&localhost_only)
+                .verify(&jws_localhost, host)
+                .unwrap();
         }
         assert!(matches!(
             verifier(&localhost_only).verify(&jws_localhost, "vault.example"),
@@ -441,9 +458,12 @@ pub(crate) mod tests {
             Err(ReleaseError::Signature)
         ));
         // alg none / HS256.
-        let mut header: Value =
-            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(jws.split('.').next().unwrap()).unwrap())
-                .unwrap();
+        let mut header: Value = serde_json::from_slice(
+            &URL_SAFE_NO_PAD
+                .decode(jws.split('.').next().unwrap())
+                .unwrap(),
+        )
+        .unwrap();
         header["alg"] = json!("none");
         let none = format!(
             "{}.{}.",
@@ -483,7 +503,10 @@ pub(crate) mod tests {
 
     #[test]
     fn unknown_enc_and_key_types_are_refused() {
-        assert!(matches!(oaep_hash_of_enc("A256KW"), Err(ReleaseError::Enc { .. })));
+        assert!(matches!(
+            oaep_hash_of_enc("A256KW"),
+            Err(ReleaseError::Enc { .. })
+        ));
         let runtime = KekPrivateKey::generate(KekSize::Rsa2048).unwrap();
         let payload = json!({"request": {"enc": "RSA_AES_KEY_WRAP_256"},
             "response": {"key": {"key": {"kty": "oct-HSM", "key_hsm": ""}}}});

@@ -246,7 +246,9 @@ impl SecretsSidecar {
             ("kek.maaEndpoint", &request.kek.maa_endpoint),
         ] {
             if value.trim().is_empty() {
-                return Err(SecretsError::BadRequest(format!("{what} is missing or empty")));
+                return Err(SecretsError::BadRequest(format!(
+                    "{what} is missing or empty"
+                )));
             }
         }
         if !is_object_name(&request.kid) {
@@ -255,7 +257,8 @@ impl SecretsSidecar {
                 request.kid
             )));
         }
-        let kek_vault = Endpoint::parse("kek.akvEndpoint", &request.kek.akv_endpoint).map_err(bad)?;
+        let kek_vault =
+            Endpoint::parse("kek.akvEndpoint", &request.kek.akv_endpoint).map_err(bad)?;
         let secret_vault = Endpoint::parse("akvEndpoint", &request.akv_endpoint).map_err(bad)?;
         let skr = self.skr.as_ref().ok_or(SecretsError::SkrPortNotSet)?;
 
@@ -301,7 +304,10 @@ impl SecretsSidecar {
             secret_vault.base(),
             request.kid
         );
-        let call = self.http.get(&secret_url).bearer_auth(secret_token.as_str());
+        let call = self
+            .http
+            .get(&secret_url)
+            .bearer_auth(secret_token.as_str());
         drop(secret_token);
         let secret_error = |source| SecretsError::Secret {
             kid: request.kid.clone(),
@@ -317,8 +323,9 @@ impl SecretsSidecar {
             .map_err(|_| unwrap_error("the secret's value is not base64".into()))?;
 
         // 5: RSA-OAEP-SHA-256 with the KEK.
-        kek.decrypt_oaep(OaepHash::Sha256, &wrapped)
-            .map_err(|_| unwrap_error("RSA-OAEP-SHA-256 decryption failed (wrong KEK or damaged secret)".into()))
+        kek.decrypt_oaep(OaepHash::Sha256, &wrapped).map_err(|_| {
+            unwrap_error("RSA-OAEP-SHA-256 decryption failed (wrong KEK or damaged secret)".into())
+        })
     }
 }
 
@@ -395,7 +402,10 @@ mod tests {
         let (status, text) = post(&url, &request(&vault, "wrapped-dek", "kek")).await;
         assert_eq!(status, 200, "{text}");
         let body: Value = serde_json::from_str(&text).unwrap();
-        assert_eq!(STANDARD.decode(body["value"].as_str().unwrap()).unwrap(), vault.dek);
+        assert_eq!(
+            STANDARD.decode(body["value"].as_str().unwrap()).unwrap(),
+            vault.dek
+        );
         // Both tokens came from the identity endpoint, in the scope form, with the ids.
         assert_eq!(vault.scope_calls(), 2);
 
@@ -413,7 +423,10 @@ mod tests {
             assert_eq!(body["error"]["code"], want_code, "{text}");
             assert!(body["error"]["message"].is_string());
             let dek_b64 = STANDARD.encode(&vault.dek);
-            assert!(!text.contains(&dek_b64) && !text.contains("good-token"), "{text}");
+            assert!(
+                !text.contains(&dek_b64) && !text.contains("good-token"),
+                "{text}"
+            );
         };
         // The secret does not exist: Key Vault's 404 and code.
         let (status, text) = post(&url, &request(&vault, "missing", "kek")).await;

@@ -189,11 +189,7 @@ impl SkrSidecar {
             .map_err(|e| SkrError::Attestation(e.to_string()))
     }
 
-    async fn token_for(
-        &self,
-        maa_endpoint: &str,
-        runtime_data: &[u8],
-    ) -> Result<String, SkrError> {
+    async fn token_for(&self, maa_endpoint: &str, runtime_data: &[u8]) -> Result<String, SkrError> {
         let evidence = self.evidence_for(runtime_data).await?;
         let nonce = random_nonce();
         self.attester
@@ -208,7 +204,8 @@ impl SkrSidecar {
             .map_err(|e| SkrError::BadRequest(e.to_string()))?;
         let token = self
             .token_for(&request.maa_endpoint, &self.runtime_data)
-            .await?;
+            .await
+            .map_err(|e| SkrError::Release(e.to_string()))?;
         let bearer = match request.access_token.as_deref().filter(|t| !t.is_empty()) {
             Some(token) => Zeroizing::new(token.to_owned()),
             None => {
@@ -311,8 +308,7 @@ fn parse_body<T: serde::de::DeserializeOwned>(
     body: &[u8],
     required: &[&str],
 ) -> Result<T, SkrError> {
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|e| {
+    let value: Value = serde_json::from_slice(body).map_err(|e| {
         SkrError::BadRequest(format!(
             "the body is not JSON: {}",
             upstream::describe_json_error(&e)
@@ -460,16 +456,22 @@ async fn key_release(State(skr): State<Arc<SkrSidecar>>, body: Bytes) -> Respons
 /// Writes one line about a failed request to stderr (the message only: it never holds a key or
 /// a token) and answers it.
 fn log_failure(route: &str, error: RouteError) -> Response {
-    eprintln!("encfs sidecar skr: {route}: {} {}", error.0.as_u16(), error.1);
+    eprintln!(
+        "encfs sidecar skr: {route}: {} {}",
+        error.0.as_u16(),
+        error.1
+    );
     error.into_response()
 }
 
 fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut out, b| {
-        let _ = write!(out, "{b:02x}");
-        out
-    })
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut out, b| {
+            let _ = write!(out, "{b:02x}");
+            out
+        })
 }
 
 #[cfg(test)]
@@ -498,7 +500,10 @@ pub(crate) mod tests {
 
         let status = client.get(format!("{base}/status")).send().await.unwrap();
         assert_eq!(status.status(), 200);
-        assert_eq!(status.json::<Value>().await.unwrap(), json!({"message": "STATUS OK"}));
+        assert_eq!(
+            status.json::<Value>().await.unwrap(),
+            json!({"message": "STATUS OK"})
+        );
 
         let runtime_data = b"{\"keys\":[]}";
         let expected = report_data_for(runtime_data);
@@ -514,7 +519,10 @@ pub(crate) mod tests {
             .await
             .unwrap();
         // The fake report is report_data ‖ "REPORT".
-        assert_eq!(raw["report"], json!(format!("{}{}", hex(&expected), hex(b"REPORT"))));
+        assert_eq!(
+            raw["report"],
+            json!(format!("{}{}", hex(&expected), hex(b"REPORT")))
+        );
 
         let combined: Value = client
             .post(format!("{base}/attest/combined"))
@@ -527,9 +535,19 @@ pub(crate) mod tests {
             .unwrap();
         let mut keys: Vec<_> = combined.as_object().unwrap().keys().cloned().collect();
         keys.sort();
-        assert_eq!(keys, ["endorsed_tcb", "endorsements", "evidence", "uvm_endorsements"]);
         assert_eq!(
-            STANDARD.decode(combined["evidence"].as_str().unwrap()).unwrap()[..64],
+            keys,
+            [
+                "endorsed_tcb",
+                "endorsements",
+                "evidence",
+                "uvm_endorsements"
+            ]
+        );
+        assert_eq!(
+            STANDARD
+                .decode(combined["evidence"].as_str().unwrap())
+                .unwrap()[..64],
             expected
         );
 
@@ -549,17 +567,43 @@ pub(crate) mod tests {
             ("/attest/raw", json!({"runtime_data": "!!"}), 400),
             ("/attest/combined", json!({"runtime_data": ""}), 400),
             ("/attest/maa", json!({"runtime_data": "e30="}), 400),
-            ("/attest/maa", json!({"maa_endpoint": "fail.example", "runtime_data": "e30="}), 403),
-            ("/key/release", json!({"maa_endpoint": "m", "akv_endpoint": "a"}), 400),
-            ("/key/release", json!({"maa_endpoint": "m", "akv_endpoint": "a", "kid": "../x"}), 400),
-            ("/key/release", json!({"maa_endpoint": "m", "akv_endpoint": "http://vault.example", "kid": "k"}), 400),
+            (
+                "/attest/maa",
+                json!({"maa_endpoint": "fail.example", "runtime_data": "e30="}),
+                403,
+            ),
+            (
+                "/key/release",
+                json!({"maa_endpoint": "m", "akv_endpoint": "a"}),
+                400,
+            ),
+            (
+                "/key/release",
+                json!({"maa_endpoint": "m", "akv_endpoint": "a", "kid": "../x"}),
+                400,
+            ),
+            (
+                "/key/release",
+                json!({"maa_endpoint": "m", "akv_endpoint": "http://vault.example", "kid": "k"}),
+                400,
+            ),
         ] {
-            let response = client.post(format!("{base}{route}")).json(&body).send().await.unwrap();
+            let response = client
+                .post(format!("{base}{route}"))
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
             assert_eq!(response.status(), status, "{route} {body}");
             let error: Value = response.json().await.unwrap();
             assert!(error["error"].is_string(), "{route}: {error}");
         }
-        let response = client.post(format!("{base}/attest/raw")).body("not json").send().await.unwrap();
+        let response = client
+            .post(format!("{base}/attest/raw"))
+            .body("not json")
+            .send()
+            .await
+            .unwrap();
         assert_eq!(response.status(), 400);
         skr.shutdown().await.unwrap();
         vault.stop().await;
@@ -585,13 +629,14 @@ pub(crate) mod tests {
         let body: Value = response.json().await.unwrap();
         let jwk_text = body["key"].as_str().expect("key is a JSON string");
         let jwk: Value = serde_json::from_str(jwk_text).unwrap();
-        for member in ["kty", "n", "e", "d", "p", "q", "dp", "dq", "qi", "kid", "key_ops"] {
+        for member in [
+            "kty", "n", "e", "d", "p", "q", "dp", "dq", "qi", "kid", "key_ops",
+        ] {
             assert!(jwk.get(member).is_some(), "{member}");
         }
-        let opened = KekPrivateKey::from_pkcs8_der(
-            &crate::jwk::pkcs8_from_private_jwk(jwk_text).unwrap(),
-        )
-        .unwrap();
+        let opened =
+            KekPrivateKey::from_pkcs8_der(&crate::jwk::pkcs8_from_private_jwk(jwk_text).unwrap())
+                .unwrap();
         let ciphertext = vault
             .kek
             .public_key()
@@ -626,7 +671,10 @@ pub(crate) mod tests {
             // The JWS wraps the key to another runtime key.
             (json!({"kid": "stranger"}), "does not unwrap"),
             // The attestation service fails.
-            (json!({"kid": "kek", "maa_endpoint": "fail.example"}), "attestation"),
+            (
+                json!({"kid": "kek", "maa_endpoint": "fail.example"}),
+                "attestation",
+            ),
         ];
         for (overrides, expected) in cases {
             let mut request = json!({
@@ -650,9 +698,15 @@ pub(crate) mod tests {
             let text = response.text().await.unwrap();
             let body: Value = serde_json::from_str(&text).unwrap();
             let message = body["error"].as_str().unwrap();
-            assert!(message.starts_with("secure key release failed"), "{message}");
+            assert!(
+                message.starts_with("secure key release failed"),
+                "{message}"
+            );
             assert!(message.contains(expected), "{message} lacks {expected}");
-            assert!(!text.contains("\"d\"") && !text.contains("good-token"), "{text}");
+            assert!(
+                !text.contains("\"d\"") && !text.contains("good-token"),
+                "{text}"
+            );
         }
         skr.shutdown().await.unwrap();
         vault.stop().await;
@@ -664,7 +718,9 @@ pub(crate) mod tests {
         let skr = crate::testing::serve(skr_with(&vault, Some(vault.url())).router()).await;
         let response = http()
             .post(format!("http://{}/key/release", skr.local_addr()))
-            .json(&json!({"maa_endpoint": "maa.example", "akv_endpoint": vault.url(), "kid": "kek"}))
+            .json(
+                &json!({"maa_endpoint": "maa.example", "akv_endpoint": vault.url(), "kid": "kek"}),
+            )
             .send()
             .await
             .unwrap();

@@ -88,7 +88,10 @@ impl TokenAttester for FakeAttester {
             evidence.report[..64],
             crate::skr::report_data_for(runtime_data_json)
         );
-        Ok(format!("fake.{}", URL_SAFE_NO_PAD.encode(runtime_data_json)))
+        Ok(format!(
+            "fake.{}",
+            URL_SAFE_NO_PAD.encode(runtime_data_json)
+        ))
     }
 }
 
@@ -125,7 +128,8 @@ impl FakeVault {
         let kek = Arc::new(KekPrivateKey::generate(KekSize::Rsa2048).unwrap());
         let other = KekPrivateKey::generate(KekSize::Rsa2048).unwrap();
         let dek = b"0123456789abcdef0123456789abcdef".to_vec();
-        let wrap = |key: &KekPublicKey| STANDARD.encode(key.encrypt_oaep(OaepHash::Sha256, &dek).unwrap());
+        let wrap =
+            |key: &KekPublicKey| STANDARD.encode(key.encrypt_oaep(OaepHash::Sha256, &dek).unwrap());
         let state = Arc::new(VaultState {
             signer: signer.clone(),
             untrusted: TestSigner::new(&["127.0.0.1"]),
@@ -195,7 +199,11 @@ async fn release(
 ) -> Response {
     assert_eq!(query.get("api-version").map(String::as_str), Some("7.4"));
     if !authorized(&headers) {
-        return kv_error(StatusCode::UNAUTHORIZED, "Unauthorized", "AKV10000: bad bearer token");
+        return kv_error(
+            StatusCode::UNAUTHORIZED,
+            "Unauthorized",
+            "AKV10000: bad bearer token",
+        );
     }
     if name == "refused" {
         return kv_error(
@@ -237,7 +245,11 @@ async fn secret(
     headers: HeaderMap,
 ) -> Response {
     if !authorized(&headers) {
-        return kv_error(StatusCode::UNAUTHORIZED, "Unauthorized", "AKV10000: bad bearer token");
+        return kv_error(
+            StatusCode::UNAUTHORIZED,
+            "Unauthorized",
+            "AKV10000: bad bearer token",
+        );
     }
     let value = match name.as_str() {
         "wrapped-dek" => &state.wrapped_dek,

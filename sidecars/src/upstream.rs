@@ -111,11 +111,14 @@ pub async fn call_json(
     request: reqwest::RequestBuilder,
 ) -> Result<Value, UpstreamError> {
     let url = without_query(url);
-    let response = request.send().await.map_err(|e| UpstreamError::Unreachable {
-        service,
-        url: url.clone(),
-        reason: e.without_url().to_string(),
-    })?;
+    let response = request
+        .send()
+        .await
+        .map_err(|e| UpstreamError::Unreachable {
+            service,
+            url: url.clone(),
+            reason: e.without_url().to_string(),
+        })?;
     let status = response.status().as_u16();
     let body = Zeroizing::new(
         response
@@ -274,7 +277,10 @@ mod tests {
             ("Http403".into(), "secure key release failed: x".into())
         );
         assert_eq!(
-            error_summary(400, br#"{"error":"invalid_request","error_description":"d"}"#),
+            error_summary(
+                400,
+                br#"{"error":"invalid_request","error_description":"d"}"#
+            ),
             ("invalid_request".into(), "d".into())
         );
         assert_eq!(error_summary(500, b"<html>").0, "Http500");

@@ -105,8 +105,10 @@ fn attestation(args: &SkrArgs, trusted: &[(String, Vec<u8>)]) -> Result<Attestat
 }
 
 async fn identity(args: IdentityArgs, run_dir: Option<PathBuf>) -> Result<()> {
-    let _ = (&args.listen, &args.credential, run_dir);
-    bail!("the identity sidecar needs encfs-keyvault's identity router (not merged yet)")
+    let credential = encfs_keyvault::identity::Credential::load(&args.credential)
+        .with_context(|| format!("cannot load the credential {}", args.credential.display()))?;
+    let router = encfs_keyvault::identity::router(credential);
+    serve("identity", args.listen, router, run_dir).await
 }
 
 async fn secrets(args: SecretsArgs, run_dir: Option<PathBuf>) -> Result<()> {
