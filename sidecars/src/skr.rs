@@ -268,7 +268,7 @@ fn random_nonce() -> u64 {
     u64::from_le_bytes(bytes)
 }
 
-/// What a route failed with; [`SkrError::into_response`] is the one mapping to status + body.
+/// What a route failed with; one function (`RouteError::with`, per route) maps it to status + body.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SkrError {
