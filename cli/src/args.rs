@@ -63,6 +63,9 @@ pub enum Command {
     /// The clean-room spec and the data owner's KEKs and wrapped DEKs (secure key release).
     #[command(subcommand)]
     Config(crate::keyrelease_args::ConfigCommand),
+    /// The clean room's loopback sidecars: skr (key release), secrets (unwrap), identity.
+    #[command(subcommand)]
+    Sidecar(crate::sidecar_args::SidecarCommand),
 }
 
 /// `encfs governance …` and its output options.

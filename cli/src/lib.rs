@@ -15,6 +15,7 @@ mod keyrelease_args;
 mod keyvault_args;
 mod output;
 mod pipeline;
+mod sidecar_args;
 mod size;
 mod structured;
 

@@ -11,6 +11,7 @@ mod keyvault;
 mod mount;
 mod owner_config;
 mod secretstore;
+mod sidecar;
 mod transfer;
 mod vault_backend;
 
@@ -53,5 +54,6 @@ pub fn dispatch(cli: Cli) -> Result<()> {
         Command::Keyvault(command) => keyvault::run(command),
         Command::Secretstore(command) => secretstore::run(command),
         Command::Config(command) => owner_config::run(command),
+        Command::Sidecar(command) => sidecar::run(command),
     }
 }
