@@ -5,7 +5,8 @@
 # (KEK interop tests), fuse3 (the kernel-mount tests), age, rclone, gocryptfs, fio and GNU time
 # (benchmark peers and driver), Python's `cryptography` for the independent
 # EBF reader in crypto/tests/vectors/verify_ebf.py, and the Azurite emulator from the npm registry
-# (into target/azurite), which it starts on 127.0.0.1 for the Azure Blob tests and stops at exit.
+# (into target/azurite), which it starts on 127.0.0.1 for the Azure Blob tests and stops at exit;
+# and two Python venvs from PyPI: CCF's tools (target/ccf-venv) and the Azure SDK (target/kv-venv).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -51,6 +52,10 @@ export ENCFS_AZURITE_URL=http://127.0.0.1:$port/devstoreaccount1
 # (target/ccf-venv) because they need cryptography < 47.
 ENCFS_CCF_PYTHON=$(scripts/ccf-venv.sh)
 export ENCFS_CCF_PYTHON
+# key vault: the Azure SDK for Python (azure-keyvault-keys, -secrets, azure-identity) as the real
+# client of keyvault/tests/azure_sdk.rs, in its own venv (target/kv-venv).
+ENCFS_KEYVAULT_PYTHON=$(scripts/keyvault-venv.sh)
+export ENCFS_KEYVAULT_PYTHON
 
 echo "== cargo test --workspace"
 if cargo nextest --version >/dev/null 2>&1; then

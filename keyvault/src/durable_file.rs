@@ -13,9 +13,18 @@ pub const PRIVATE_MODE: u32 = 0o600;
 /// Mode of files that hold only public data (certificates).
 pub const PUBLIC_MODE: u32 = 0o644;
 
+/// The directory a file lies in; a bare file name (whose parent is the empty path) lies in the
+/// current directory.
+fn directory_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    }
+}
+
 /// Writes `bytes` to `path` atomically with `mode` (see the module comment).
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or_else(|| Path::new("."));
+    let dir = directory_of(path);
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -62,6 +71,13 @@ pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn a_bare_file_name_lies_in_the_current_directory() {
+        assert_eq!(directory_of(Path::new("cred.json")), Path::new("."));
+        assert_eq!(directory_of(Path::new("a/cred.json")), Path::new("a"));
+        assert_eq!(directory_of(Path::new("/cred.json")), Path::new("/"));
+    }
 
     #[test]
     fn writes_replace_and_keep_the_mode() {

@@ -2,7 +2,7 @@
 //! real client of the local vault: ManagedIdentityCredential against the identity router,
 //! KeyClient import_key with a KeyReleasePolicy, get_key, release_key with an attestation token,
 //! SecretClient set/get — then the released key is unwrapped here and compared with the key the
-//! SDK imported. The python comes from ENCFS_KEYVAULT_PYTHON (scripts/keyvault-venv.sh).
+//! SDK imported. The python comes from ENCFS_KEYVAULT_PYTHON (scripts/keyvault-venv.sh; scripts/test-all.sh sets it).
 
 mod common;
 
@@ -20,12 +20,10 @@ const HOSTDATA: &str = "aa11bb22cc33dd44ee55ff6600778899aa11bb22cc33dd44ee55ff66
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_azure_sdk_for_python_imports_gets_releases_and_uses_secrets() {
-    let Ok(python) = std::env::var("ENCFS_KEYVAULT_PYTHON") else {
-        eprintln!(
-            "SKIPPED: ENCFS_KEYVAULT_PYTHON is unset (run scripts/keyvault-venv.sh and export its output)"
-        );
-        return;
-    };
+    let python = std::env::var("ENCFS_KEYVAULT_PYTHON").expect(
+        "ENCFS_KEYVAULT_PYTHON is not set: run the tests with scripts/test-all.sh, which creates \
+         the virtual environment with the Azure SDK for Python (scripts/keyvault-venv.sh) and sets it",
+    );
     let authority = TestAuthority::start(PORTS).await;
     let vault = TestVault::start(PORTS + 25, &[&authority.ca_pem]).await;
 

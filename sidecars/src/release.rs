@@ -107,8 +107,7 @@ impl ReleaseVerifier {
     /// Trusts the web PKI roots plus every certificate in `extra_ca_pems` (PEM text, each may
     /// hold several certificates); `names` label them in errors.
     pub fn new(extra_ca_pems: &[(String, Vec<u8>)]) -> Result<Self, ReleaseError> {
-        let mut anchors: Vec<TrustAnchor<'static>> =
-            webpki_roots::TLS_SERVER_ROOTS.iter().cloned().collect();
+        let mut anchors: Vec<TrustAnchor<'static>> = webpki_roots::TLS_SERVER_ROOTS.to_vec();
         for (name, text) in extra_ca_pems {
             let blocks = pem::parse_many(text)
                 .map_err(|_| ReleaseError::TrustAnchor { name: name.clone() })?;

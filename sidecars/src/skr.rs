@@ -315,10 +315,10 @@ fn parse_body<T: serde::de::DeserializeOwned>(
         ))
     })?;
     for field in required {
-        if !value
+        if value
             .get(field)
             .and_then(Value::as_str)
-            .is_some_and(|s| !s.is_empty())
+            .is_none_or(str::is_empty)
         {
             return Err(SkrError::BadRequest(format!(
                 "required field '{field}' is missing or empty"

@@ -50,7 +50,7 @@ pub fn run(command: KeyvaultCommand) -> Result<()> {
             })?;
             credential
                 .save(&out)
-                .with_context(|| format!("cannot write the credential {}", out.display()))?;
+                .context("cannot write the credential")?;
             println!(
                 "{}",
                 json!({
