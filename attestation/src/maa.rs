@@ -61,7 +61,7 @@ pub enum MaaError {
     Token(String),
 }
 
-/// `maa_endpoint` as a base URL: a host[:port] means `https://host[:port]`; a URL is kept.
+/// `maa_endpoint` as a base URL: a `host[:port]` means `https://host[:port]`; a URL is kept.
 pub fn endpoint_url(endpoint: &str) -> String {
     let endpoint = endpoint.trim().trim_end_matches('/');
     if endpoint.starts_with("https://") || endpoint.starts_with("http://") {
