@@ -1,21 +1,20 @@
-//! RSA keys as JSON Web Keys (RFC 7517 / 7518 §6.3), to and from their DER forms.
+//! RSA keys as JSON Web Keys (RFC 7517 / 7518 §6.3), in the shapes the sidecars speak.
 //!
 //! The skr sidecar publishes its runtime public key as a JWK (the runtime data MAA binds into the
 //! token, and Key Vault wraps the released key to), and answers a release with the released key
-//! as a *private* JWK; the secrets sidecar turns that JWK back into PKCS#8 to decrypt with. The
-//! DER work is RustCrypto's `pkcs1` / `pkcs8` (encoding only; no RSA arithmetic here). Private
-//! key bytes are held in [`Zeroizing`] buffers while they pass through.
+//! as a *private* JWK in a JSON string; the secrets sidecar turns that JWK back into PKCS#8 to
+//! decrypt with. The DER work is the key vault's (`encfs_keyvault::rsa_jwk`, one implementation
+//! for both sides of a release); this module adds the sidecars' JSON shapes (the RFC 7638
+//! thumbprint `kid`, `key_ops`) and keeps private members in buffers that zeroize on drop.
+
+use std::io::Write;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use pkcs1::UintRef;
-use pkcs8::der::{Decode, Encode};
-use pkcs8::{AlgorithmIdentifierRef, ObjectIdentifier, PrivateKeyInfo};
-use serde::Deserialize;
+use encfs_crypto::kek::{KekPrivateKey, KekPublicKey};
+use encfs_keyvault::model::JsonWebKey;
+use encfs_keyvault::rsa_jwk;
 use zeroize::Zeroizing;
-
-/// `rsaEncryption` (PKCS #1), the algorithm of RSA SPKI and PKCS#8 keys.
-const RSA_ENCRYPTION: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.1");
 
 /// Why a key could not be converted.
 #[derive(Debug, thiserror::Error)]
@@ -30,7 +29,7 @@ pub enum JwkError {
     /// The key is not an RSA key.
     #[error("the key is not an RSA key (algorithm {algorithm})")]
     NotRsa {
-        /// The key's algorithm (an OID or a JWK `kty`).
+        /// The key's algorithm (a JWK `kty`).
         algorithm: String,
     },
     /// A JWK member is missing or is not base64url.
@@ -39,37 +38,43 @@ pub enum JwkError {
         /// The member's name.
         member: &'static str,
     },
-    /// The text is not a JSON object of a JWK.
+    /// The text is not a JSON object of a JWK, or its members are not an RSA key.
     #[error("not a JWK: {reason}")]
     NotJwk {
-        /// Why (a JSON parse error; never the key's bytes).
+        /// Why (a JSON parse error or the key check; never the key's bytes).
         reason: String,
     },
 }
 
-fn b64url(bytes: &[u8]) -> String {
-    URL_SAFE_NO_PAD.encode(bytes)
+impl From<rsa_jwk::JwkError> for JwkError {
+    fn from(error: rsa_jwk::JwkError) -> Self {
+        match error {
+            rsa_jwk::JwkError::Member(member) => Self::Member { member },
+            rsa_jwk::JwkError::KeyType(kty) => Self::NotRsa {
+                algorithm: if kty.is_empty() {
+                    "(no kty)".into()
+                } else {
+                    kty
+                },
+            },
+            other => Self::NotJwk {
+                reason: other.to_string(),
+            },
+        }
+    }
 }
 
 /// The public JWK `{kty, n, e, kid, key_ops}` of an RSA SubjectPublicKeyInfo, with `kid` the RFC
 /// 7638 thumbprint (what the reference's skr sidecar publishes) and `key_ops: ["encrypt"]`.
 pub fn public_jwk(spki_der: &[u8]) -> Result<serde_json::Value, JwkError> {
-    let spki = pkcs8::SubjectPublicKeyInfoRef::from_der(spki_der).map_err(|_| JwkError::Der {
+    let key = KekPublicKey::from_der(spki_der).map_err(|_| JwkError::Der {
         what: "SubjectPublicKeyInfo",
     })?;
-    if spki.algorithm.oid != RSA_ENCRYPTION {
-        return Err(JwkError::NotRsa {
-            algorithm: spki.algorithm.oid.to_string(),
-        });
-    }
-    let public =
-        pkcs1::RsaPublicKey::from_der(spki.subject_public_key.raw_bytes()).map_err(|_| {
-            JwkError::Der {
-                what: "RSAPublicKey",
-            }
-        })?;
-    let n = b64url(public.modulus.as_bytes());
-    let e = b64url(public.public_exponent.as_bytes());
+    let jwk = rsa_jwk::public_jwk(&key)?;
+    let (n, e) = (
+        jwk.n.clone().unwrap_or_default(),
+        jwk.e.clone().unwrap_or_default(),
+    );
     // RFC 7638: the required members in lexicographic order, no whitespace.
     let thumbprint_input = format!(r#"{{"e":"{e}","kty":"RSA","n":"{n}"}}"#);
     let thumbprint =
@@ -78,62 +83,17 @@ pub fn public_jwk(spki_der: &[u8]) -> Result<serde_json::Value, JwkError> {
         "kty": "RSA",
         "n": n,
         "e": e,
-        "kid": b64url(thumbprint.as_ref()),
+        "kid": URL_SAFE_NO_PAD.encode(thumbprint.as_ref()),
         "key_ops": ["encrypt"],
     }))
 }
 
 /// The SubjectPublicKeyInfo DER of a public (or private) RSA JWK's `n` and `e`.
 pub fn spki_der_from_jwk(jwk: &serde_json::Value) -> Result<Vec<u8>, JwkError> {
-    check_rsa_kty(jwk.get("kty").and_then(|v| v.as_str()))?;
-    let n = member_bytes(jwk.get("n").and_then(|v| v.as_str()), "n")?;
-    let e = member_bytes(jwk.get("e").and_then(|v| v.as_str()), "e")?;
-    let public = pkcs1::RsaPublicKey {
-        modulus: uint(&n, "n")?,
-        public_exponent: uint(&e, "e")?,
-    };
-    let public_der = public.to_der().map_err(|_| JwkError::Der {
-        what: "RSAPublicKey",
+    let jwk: JsonWebKey = serde_json::from_value(jwk.clone()).map_err(|e| JwkError::NotJwk {
+        reason: crate::upstream::describe_json_error(&e),
     })?;
-    let spki = pkcs8::SubjectPublicKeyInfoRef {
-        algorithm: rsa_algorithm(),
-        subject_public_key: pkcs8::der::asn1::BitStringRef::from_bytes(&public_der).map_err(
-            |_| JwkError::Der {
-                what: "SubjectPublicKeyInfo",
-            },
-        )?,
-    };
-    spki.to_der().map_err(|_| JwkError::Der {
-        what: "SubjectPublicKeyInfo",
-    })
-}
-
-fn rsa_algorithm() -> AlgorithmIdentifierRef<'static> {
-    AlgorithmIdentifierRef {
-        oid: RSA_ENCRYPTION,
-        parameters: Some(pkcs8::der::asn1::AnyRef::NULL),
-    }
-}
-
-fn check_rsa_kty(kty: Option<&str>) -> Result<(), JwkError> {
-    match kty {
-        Some("RSA" | "RSA-HSM") => Ok(()),
-        other => Err(JwkError::NotRsa {
-            algorithm: other.unwrap_or("(no kty)").to_owned(),
-        }),
-    }
-}
-
-fn member_bytes(value: Option<&str>, member: &'static str) -> Result<Zeroizing<Vec<u8>>, JwkError> {
-    let text = value.ok_or(JwkError::Member { member })?;
-    URL_SAFE_NO_PAD
-        .decode(text.trim_end_matches('='))
-        .map(Zeroizing::new)
-        .map_err(|_| JwkError::Member { member })
-}
-
-fn uint<'a>(bytes: &'a [u8], member: &'static str) -> Result<UintRef<'a>, JwkError> {
-    UintRef::new(bytes).map_err(|_| JwkError::Member { member })
+    Ok(rsa_jwk::public_spki_der(&jwk)?)
 }
 
 /// The private JWK `{kty, n, e, d, p, q, dp, dq, qi, kid, key_ops}` of an RSA PKCS#8 private
@@ -144,140 +104,41 @@ pub fn private_jwk_from_pkcs8(
     kid: &str,
     key_ops: &[String],
 ) -> Result<Zeroizing<String>, JwkError> {
-    let info = PrivateKeyInfo::from_der(pkcs8_der).map_err(|_| JwkError::Der {
+    let key = KekPrivateKey::from_pkcs8_der(pkcs8_der).map_err(|_| JwkError::Der {
         what: "PKCS#8 private key",
     })?;
-    if info.algorithm.oid != RSA_ENCRYPTION {
-        return Err(JwkError::NotRsa {
-            algorithm: info.algorithm.oid.to_string(),
-        });
-    }
-    let key = pkcs1::RsaPrivateKey::from_der(info.private_key).map_err(|_| JwkError::Der {
-        what: "RSAPrivateKey",
-    })?;
-    let member = |value: UintRef<'_>| Zeroizing::new(b64url(value.as_bytes()));
-    let (n, e, d) = (
-        member(key.modulus),
-        member(key.public_exponent),
-        member(key.private_exponent),
-    );
-    let (p, q) = (member(key.prime1), member(key.prime2));
-    let (dp, dq, qi) = (
-        member(key.exponent1),
-        member(key.exponent2),
-        member(key.coefficient),
-    );
-    // kid and key_ops are not secret; JSON-encode them (they may hold any character). The
-    // base64url members need no escaping. One buffer, sized up front, so no copy is left behind
-    // by a reallocation.
-    let kid = serde_json::to_string(kid).map_err(|e| JwkError::NotJwk {
-        reason: e.to_string(),
-    })?;
-    let key_ops = serde_json::to_string(key_ops).map_err(|e| JwkError::NotJwk {
-        reason: e.to_string(),
-    })?;
-    let parts: [(&str, &str); 8] = [
-        ("n", &n),
-        ("e", &e),
-        ("d", &d),
-        ("p", &p),
-        ("q", &q),
-        ("dp", &dp),
-        ("dq", &dq),
-        ("qi", &qi),
+    let mut jwk = rsa_jwk::private_jwk(&key)?;
+    jwk.kid = Some(kid.to_owned());
+    jwk.key_ops = Some(key_ops.to_vec());
+    // One buffer, sized up front, so no copy of the private members is left behind by a
+    // reallocation; `JsonWebKey` zeroizes its own members on drop.
+    let members = [
+        &jwk.n, &jwk.e, &jwk.d, &jwk.p, &jwk.q, &jwk.dp, &jwk.dq, &jwk.qi,
     ];
-    let capacity = 64
-        + kid.len()
-        + key_ops.len()
-        + parts
+    let capacity = 256
+        + kid.len() * 6
+        + key_ops.iter().map(|op| op.len() * 6 + 3).sum::<usize>()
+        + members
             .iter()
-            .map(|(k, v)| k.len() + v.len() + 6)
+            .map(|m| m.as_ref().map_or(0, String::len) + 8)
             .sum::<usize>();
-    let mut out = Zeroizing::new(String::with_capacity(capacity));
-    out.push_str(r#"{"kty":"RSA""#);
-    for (name, value) in parts {
-        out.push_str(",\"");
-        out.push_str(name);
-        out.push_str("\":\"");
-        out.push_str(value);
-        out.push('"');
-    }
-    out.push_str(",\"kid\":");
-    out.push_str(&kid);
-    out.push_str(",\"key_ops\":");
-    out.push_str(&key_ops);
-    out.push('}');
-    Ok(out)
-}
-
-/// The members of a private RSA JWK, as text that zeroizes on drop.
-#[derive(Deserialize)]
-struct PrivateJwkText {
-    kty: Option<String>,
-    n: Option<String>,
-    e: Option<String>,
-    d: Option<String>,
-    p: Option<String>,
-    q: Option<String>,
-    dp: Option<String>,
-    dq: Option<String>,
-    qi: Option<String>,
-}
-
-impl Drop for PrivateJwkText {
-    fn drop(&mut self) {
-        use zeroize::Zeroize;
-        for member in [
-            &mut self.d,
-            &mut self.p,
-            &mut self.q,
-            &mut self.dp,
-            &mut self.dq,
-            &mut self.qi,
-        ] {
-            member.zeroize();
-        }
-    }
+    let mut out = Zeroizing::new(Vec::with_capacity(capacity));
+    serde_json::to_writer(&mut *out, &jwk).map_err(|e| JwkError::NotJwk {
+        reason: e.to_string(),
+    })?;
+    out.flush().expect("writing to a Vec does not fail");
+    let text = String::from_utf8(std::mem::take(&mut *out)).map_err(|_| JwkError::NotJwk {
+        reason: "the JWK is not UTF-8".into(),
+    })?;
+    Ok(Zeroizing::new(text))
 }
 
 /// The PKCS#8 DER of a private RSA JWK (JSON text), for [`encfs_crypto::kek::KekPrivateKey`].
 pub fn pkcs8_from_private_jwk(jwk_json: &str) -> Result<Zeroizing<Vec<u8>>, JwkError> {
-    let jwk: PrivateJwkText = serde_json::from_str(jwk_json).map_err(|e| JwkError::NotJwk {
+    let jwk: JsonWebKey = serde_json::from_str(jwk_json).map_err(|e| JwkError::NotJwk {
         reason: crate::upstream::describe_json_error(&e),
     })?;
-    check_rsa_kty(jwk.kty.as_deref())?;
-    let n = member_bytes(jwk.n.as_deref(), "n")?;
-    let e = member_bytes(jwk.e.as_deref(), "e")?;
-    let d = member_bytes(jwk.d.as_deref(), "d")?;
-    let p = member_bytes(jwk.p.as_deref(), "p")?;
-    let q = member_bytes(jwk.q.as_deref(), "q")?;
-    let dp = member_bytes(jwk.dp.as_deref(), "dp")?;
-    let dq = member_bytes(jwk.dq.as_deref(), "dq")?;
-    let qi = member_bytes(jwk.qi.as_deref(), "qi")?;
-    let key = pkcs1::RsaPrivateKey {
-        modulus: uint(&n, "n")?,
-        public_exponent: uint(&e, "e")?,
-        private_exponent: uint(&d, "d")?,
-        prime1: uint(&p, "p")?,
-        prime2: uint(&q, "q")?,
-        exponent1: uint(&dp, "dp")?,
-        exponent2: uint(&dq, "dq")?,
-        coefficient: uint(&qi, "qi")?,
-        other_prime_infos: None,
-    };
-    let key_der = Zeroizing::new(key.to_der().map_err(|_| JwkError::Der {
-        what: "RSAPrivateKey",
-    })?);
-    let info = PrivateKeyInfo {
-        algorithm: rsa_algorithm(),
-        private_key: &key_der,
-        public_key: None,
-    };
-    info.to_der()
-        .map(Zeroizing::new)
-        .map_err(|_| JwkError::Der {
-            what: "PKCS#8 private key",
-        })
+    Ok(rsa_jwk::pkcs8_from_jwk(&jwk)?)
 }
 
 #[cfg(test)]
