@@ -243,12 +243,7 @@ async fn serve(
         server.local_addr(),
         dir.display()
     );
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("cannot handle SIGTERM")?;
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = terminate.recv() => {}
-    }
+    until_stopped().await?;
     server.shutdown().await;
     service.sign_pending().await.with_context(|| {
         format!(
@@ -712,4 +707,16 @@ fn receipt(command: ReceiptCommand, output: &GovOutput) -> Result<()> {
             )
         }
     }
+}
+
+/// Waits until the process is asked to stop (Ctrl-C or SIGTERM): how every `encfs` service
+/// started in the foreground or with `--daemon` (governance, attestation, key vault) ends.
+pub(crate) async fn until_stopped() -> Result<()> {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot handle SIGTERM")?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+    Ok(())
 }

@@ -92,12 +92,7 @@ async fn serve(data: &Path, listen: std::net::SocketAddr, trusted: Vec<Vec<u8>>)
         running.url(),
         data.display()
     );
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("cannot handle SIGTERM")?;
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = terminate.recv() => {}
-    }
+    super::governance::until_stopped().await?;
     running.shutdown().await;
     let _ = std::fs::remove_file(&status_path);
     eprintln!("encfs keyvault: stopped");
