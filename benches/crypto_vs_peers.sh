@@ -19,7 +19,7 @@ size_mib=1024 runs=5
 for tool in age age-keygen openssl python3; do
   command -v "$tool" >/dev/null || { echo "missing $tool (apt-get install -y age openssl)" >&2; exit 1; }
 done
-cargo build --release --locked -q -p encfs-cli -p encfs-benches
+bash benches/build-release.sh
 encfs=$PWD/target/release/encfs probe=$PWD/target/release/aead-probe
 out_dir=$PWD/bench-out && mkdir -p "$out_dir"
 default_dir=/tmp

@@ -16,7 +16,7 @@ cd "$(dirname "$0")/.."
 members_list="1 2 4 8 16 32 64" seconds=10 cli_runs=30
 [[ "${1:-}" == "--short" ]] && members_list="1 4 16 64" seconds=3 cli_runs=15
 
-cargo build --release --locked -q -p encfs-cli -p encfs-benches
+bash benches/build-release.sh
 encfs=$PWD/target/release/encfs load=$PWD/target/release/governance-load
 work=$(mktemp -d "${TMPDIR:-/tmp}/gov-bench.XXXXXX")
 cleanup() {

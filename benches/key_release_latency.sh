@@ -6,9 +6,16 @@
 # Prints the table and writes it to bench-out/key_release.md.
 #
 #   benches/key_release_latency.sh          # full: 200 requests, release build
-#   benches/key_release_latency.sh --short  # CI: 20 requests, the test (debug) profile
+#   benches/key_release_latency.sh --short  # CI: 20 requests, the test (debug) profile, run by
+#                                           # nextest over the workspace so it reuses the test
+#                                           # suite's build instead of building the crate again
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if [[ "${1:-}" == "--short" ]] && cargo nextest --version >/dev/null 2>&1; then
+  ENCFS_BENCH_REQUESTS=20 cargo nextest run --workspace --locked --run-ignored only --no-capture \
+    -E 'binary(release_chain) & test(=key_release_latency)'
+  exit
+fi
 requests=200 profile=(--release)
 [[ "${1:-}" == "--short" ]] && requests=20 profile=()
 ENCFS_BENCH_REQUESTS=$requests cargo test --locked -q "${profile[@]}" -p encfs-sidecars \

@@ -21,7 +21,7 @@ if [[ $profile == dev ]]; then
   cargo build --locked -q -p encfs-benches --bin keyvault-release
   load=$target/debug/keyvault-release
 else
-  cargo build --release --locked -q -p encfs-benches --bin keyvault-release
+  bash benches/build-release.sh
   load=$target/release/keyvault-release
 fi
 

@@ -24,7 +24,7 @@ size_mib=1024 runs=3 rss_gib=4 runtime=10
 for tool in fio gocryptfs rclone fusermount3 python3; do
   command -v "$tool" >/dev/null || { echo "missing $tool (apt-get install -y fio gocryptfs rclone fuse3)" >&2; exit 1; }
 done
-cargo build --release --locked -q -p encfs-cli
+bash benches/build-release.sh
 encfs=$PWD/target/release/encfs
 fio_dir=$PWD/benches/fio
 bench_dir=$PWD/benches

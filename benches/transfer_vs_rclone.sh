@@ -18,7 +18,7 @@ big_mib=1024 small_files=10000 reps=3
 for tool in rclone /usr/bin/time python3 npm; do
   command -v "$tool" >/dev/null || { echo "missing $tool (apt-get install -y rclone time)" >&2; exit 1; }
 done
-cargo build --release --locked -q -p encfs-cli
+bash benches/build-release.sh
 encfs=$PWD/target/release/encfs
 azurite_dir=$PWD/target/azurite
 [[ -x $azurite_dir/node_modules/.bin/azurite-blob ]] || npm install --silent --no-audit --no-fund --prefix "$azurite_dir" azurite@3 >/dev/null

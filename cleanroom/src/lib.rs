@@ -3,3 +3,4 @@
 //! in (`sandbox`) and the code launcher API that starts it after the consent checks (`launcher`).
 
 pub mod policy;
+pub mod spec;
