@@ -4,3 +4,4 @@
 
 pub mod policy;
 pub mod spec;
+pub mod deployment;

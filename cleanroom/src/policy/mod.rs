@@ -26,6 +26,10 @@ use serde_json::{Value, json};
 pub const API_VERSION: &str = "0.10.0";
 /// The version of encfs's own framework rules.
 pub const FRAMEWORK_VERSION: &str = "encfs-0.1.0";
+/// The longest line a policy may have. Each agreed container is one line of compact JSON, and a
+/// code launcher's line holds its whole application in base64, so regorus's default (1024
+/// columns) is far too short; the file itself stays within regorus's 1 MiB.
+const MAX_LINE_LENGTH: std::num::NonZeroU32 = std::num::NonZeroU32::new(1 << 20).unwrap();
 /// The rule every container start is decided by.
 const CREATE_CONTAINER_RULE: &str = "data.policy.create_container";
 
@@ -190,6 +194,10 @@ impl SecurityPolicy {
     pub fn parse(rego: &str) -> Result<Self, PolicyError> {
         let mut engine = regorus::Engine::new();
         engine.set_rego_v0(true);
+        engine.set_policy_length_config(regorus::PolicyLengthConfig {
+            max_col: MAX_LINE_LENGTH,
+            ..regorus::PolicyLengthConfig::default()
+        });
         let package = engine
             .add_policy("cleanroom-policy.rego".to_owned(), rego.to_owned())
             .map_err(|e| PolicyError::Parse(e.to_string()))?;
