@@ -2,6 +2,6 @@
 //! it with its security policy (`deployment`, `policy`), the sandbox the untrusted application runs
 //! in (`sandbox`) and the code launcher API that starts it after the consent checks (`launcher`).
 
+pub mod deployment;
 pub mod policy;
 pub mod spec;
-pub mod deployment;

@@ -380,12 +380,42 @@ pub enum EventCommand {
 
 #[derive(Subcommand, Debug)]
 pub enum DeploymentCommand {
+    /// Generate the deployment of a contract's spec: the ARM template, its security policy, the
+    /// clean-room policy to propose, confcom's input and a pod manifest.
+    Generate {
+        #[arg(long)]
+        contract_id: String,
+        /// Directory the files are written to (created if missing).
+        #[arg(long, value_name = "DIR")]
+        output_dir: PathBuf,
+        /// Which security policy to write.
+        #[arg(long, value_enum, default_value = "generate")]
+        security_policy_creation_option: SecurityPolicyCreationOption,
+        /// The registry of the encfs image every container runs (`<registry>/encfs:<version>`).
+        #[arg(long, value_name = "REGISTRY", default_value = "localhost")]
+        image_registry: String,
+        /// A local clean room: the INSECURE virtual attestation authority's URL the skr sidecar
+        /// gets its reports from (without it, SEV-SNP hardware with MAA).
+        #[arg(long, value_name = "URL")]
+        attestation_authority: Option<String>,
+        #[command(flatten)]
+        client: ClientSelection,
+    },
     /// The deployment template (ARM JSON).
     #[command(subcommand)]
     Template(TemplateCommand),
     /// The clean-room policy (`cleanroom-governance-policy.json`).
     #[command(subcommand)]
     Policy(PolicyCommand),
+}
+
+/// `--security-policy-creation-option`.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SecurityPolicyCreationOption {
+    /// The fixed allow-all policy (tests and demonstrations only).
+    AllowAll,
+    /// A policy for exactly the generated containers.
+    Generate,
 }
 
 #[derive(Subcommand, Debug)]

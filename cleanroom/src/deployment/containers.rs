@@ -274,13 +274,14 @@ fn code_launcher(
         STANDARD.encode(json),
     ];
     let requests = &app.runtime_settings.resource.requests;
-    let mut container = ContainerDefinition::new(format!("{}-code-launcher", app.name), image, command)
-        .env("APPLICATION_NAME", app.name.clone())
-        .env("TELEMETRY_MOUNT_PATH", TELEMETRY_PATH)
-        .env("VOLUMESTATUS_MOUNT_PATH", VOLUME_STATUS_PATH)
-        .mount(REMOTE_VOLUME, REMOTE_PATH, false)
-        .mount(TELEMETRY_VOLUME, TELEMETRY_PATH, false)
-        .mount(VOLUME_STATUS_VOLUME, VOLUME_STATUS_PATH, true);
+    let mut container =
+        ContainerDefinition::new(format!("{}-code-launcher", app.name), image, command)
+            .env("APPLICATION_NAME", app.name.clone())
+            .env("TELEMETRY_MOUNT_PATH", TELEMETRY_PATH)
+            .env("VOLUMESTATUS_MOUNT_PATH", VOLUME_STATUS_PATH)
+            .mount(REMOTE_VOLUME, REMOTE_PATH, false)
+            .mount(TELEMETRY_VOLUME, TELEMETRY_PATH, false)
+            .mount(VOLUME_STATUS_VOLUME, VOLUME_STATUS_PATH, true);
     container.ports = vec![CODE_LAUNCHER_PORT];
     container.privileged = true;
     if requests.cpu > 0.0 {
@@ -378,24 +379,25 @@ fn mount_launcher(
         .as_ref()
         .map(|p| p.url.clone())
         .unwrap_or_default();
-    let mut container = ContainerDefinition::new(format!("{}-encfs-mount", access.name), image, command)
-        .env("AZURE_STORAGE_ACCOUNT", storage_account(access))
-        .env("AZURE_STORAGE_ACCOUNT_CONTAINER", access.store.name.clone())
-        .env("AZURE_STORAGE_BLOB_ENDPOINT", blob_endpoint)
-        .env("ACCESS_NAME", access.name.clone())
-        .env("MAA_ENDPOINT", kek_authority(access))
-        .env("AKV_ENDPOINT", kek_vault)
-        .env("KID", kek.map(|k| k.name.clone()).unwrap_or_default())
-        .env("CLIENT_ID", identity_field(access, "clientId"))
-        .env("TENANT_ID", identity_field(access, "tenantId"))
-        .env(
-            "WRAPPED_DEK_SECRET",
-            secrets.map(|s| s.dek.name.clone()).unwrap_or_default(),
-        )
-        .env("WRAPPED_DEK_AKV_ENDPOINT", dek_vault)
-        .mount(REMOTE_VOLUME, REMOTE_PATH, false)
-        .mount(TELEMETRY_VOLUME, TELEMETRY_PATH, false)
-        .mount(VOLUME_STATUS_VOLUME, VOLUME_STATUS_PATH, false);
+    let mut container =
+        ContainerDefinition::new(format!("{}-encfs-mount", access.name), image, command)
+            .env("AZURE_STORAGE_ACCOUNT", storage_account(access))
+            .env("AZURE_STORAGE_ACCOUNT_CONTAINER", access.store.name.clone())
+            .env("AZURE_STORAGE_BLOB_ENDPOINT", blob_endpoint)
+            .env("ACCESS_NAME", access.name.clone())
+            .env("MAA_ENDPOINT", kek_authority(access))
+            .env("AKV_ENDPOINT", kek_vault)
+            .env("KID", kek.map(|k| k.name.clone()).unwrap_or_default())
+            .env("CLIENT_ID", identity_field(access, "clientId"))
+            .env("TENANT_ID", identity_field(access, "tenantId"))
+            .env(
+                "WRAPPED_DEK_SECRET",
+                secrets.map(|s| s.dek.name.clone()).unwrap_or_default(),
+            )
+            .env("WRAPPED_DEK_AKV_ENDPOINT", dek_vault)
+            .mount(REMOTE_VOLUME, REMOTE_PATH, false)
+            .mount(TELEMETRY_VOLUME, TELEMETRY_PATH, false)
+            .mount(VOLUME_STATUS_VOLUME, VOLUME_STATUS_PATH, false);
     container.privileged = true;
     Ok(container)
 }
@@ -437,7 +439,10 @@ fn skr_sidecar(options: &GenerateOptions, image: &str) -> ContainerDefinition {
             ]));
         }
     }
-    command.extend(["--identity-endpoint".to_owned(), format!("http://{}", loopback(IDENTITY_PORT))]);
+    command.extend([
+        "--identity-endpoint".to_owned(),
+        format!("http://{}", loopback(IDENTITY_PORT)),
+    ]);
     ContainerDefinition::new("skr".to_owned(), image, command)
         .env("Port", SKR_PORT.to_string())
         .mount(CONFIG_VOLUME, CONFIG_PATH, true)

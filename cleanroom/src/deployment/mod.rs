@@ -201,19 +201,28 @@ pub fn validate_spec(spec: &Spec) -> Result<(), DeploymentError> {
     for app in &spec.applications {
         let entry = format!("application {:?}", app.name);
         if !is_container_name(&app.name) {
-            return error(entry, "the name must be lower-case letters, digits and '-' (at most 63)".into());
+            return error(
+                entry,
+                "the name must be lower-case letters, digits and '-' (at most 63)".into(),
+            );
         }
         if !names.insert(app.name.clone()) {
             return error(entry, "the name is used twice".into());
         }
         for name in app.datasources.iter().flat_map(|m| m.keys()) {
             if !spec.datasources.iter().any(|a| &a.name == name) {
-                return error(entry, format!("DataStoreNotFound: no datasource named {name:?}"));
+                return error(
+                    entry,
+                    format!("DataStoreNotFound: no datasource named {name:?}"),
+                );
             }
         }
         for name in app.datasinks.iter().flat_map(|m| m.keys()) {
             if !spec.datasinks.iter().any(|a| &a.name == name) {
-                return error(entry, format!("DatasinkNotFound: no datasink named {name:?}"));
+                return error(
+                    entry,
+                    format!("DatasinkNotFound: no datasink named {name:?}"),
+                );
             }
         }
     }
@@ -221,18 +230,27 @@ pub fn validate_spec(spec: &Spec) -> Result<(), DeploymentError> {
     for (access, _) in containers::access_points(spec) {
         let entry = format!("access point {:?}", access.name);
         if !is_container_name(&access.name) {
-            return error(entry, "the name must be lower-case letters, digits and '-' (at most 63)".into());
+            return error(
+                entry,
+                "the name must be lower-case letters, digits and '-' (at most 63)".into(),
+            );
         }
         if !access_names.insert(access.name.clone()) {
             return error(entry, "the name is used twice".into());
         }
         containers::encryption_mode(access)?;
     }
-    for (list, name) in [(&spec.datasources, "datasources"), (&spec.datasinks, "datasinks")] {
+    for (list, name) in [
+        (&spec.datasources, "datasources"),
+        (&spec.datasinks, "datasinks"),
+    ] {
         let mut seen = std::collections::BTreeSet::new();
         for access in list {
             if !seen.insert(&access.name) {
-                return error(format!("access point {:?}", access.name), format!("listed twice in {name}"));
+                return error(
+                    format!("access point {:?}", access.name),
+                    format!("listed twice in {name}"),
+                );
             }
         }
     }

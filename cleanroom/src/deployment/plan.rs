@@ -76,7 +76,9 @@ impl DeploymentPlan {
 
     /// The applications of the code launchers, in order.
     pub fn applications(&self) -> impl Iterator<Item = &Application> {
-        self.containers.iter().filter_map(|c| c.application.as_ref())
+        self.containers
+            .iter()
+            .filter_map(|c| c.application.as_ref())
     }
 }
 
@@ -125,10 +127,16 @@ fn container(entry: &Value, index: usize, list: &str) -> Result<PlannedContainer
         })
         .collect::<Result<Vec<_>, _>>()?;
     if command.is_empty() {
-        return Err(malformed(format!("{at}: properties.command"), "missing or empty"));
+        return Err(malformed(
+            format!("{at}: properties.command"),
+            "missing or empty",
+        ));
     }
     let mut env = Vec::new();
-    for (i, e) in array_at(properties, &at_props, "environmentVariables")?.iter().enumerate() {
+    for (i, e) in array_at(properties, &at_props, "environmentVariables")?
+        .iter()
+        .enumerate()
+    {
         let at_env = format!("{at}: properties.environmentVariables[{i}]");
         let key = string_at(e, &at_env, "name")?;
         if e.get("secureValue").is_some() {
@@ -141,7 +149,10 @@ fn container(entry: &Value, index: usize, list: &str) -> Result<PlannedContainer
         env.push((key.to_owned(), value.to_owned()));
     }
     let mut mounts = Vec::new();
-    for (i, m) in array_at(properties, &at_props, "volumeMounts")?.iter().enumerate() {
+    for (i, m) in array_at(properties, &at_props, "volumeMounts")?
+        .iter()
+        .enumerate()
+    {
         let at_mount = format!("{at}: properties.volumeMounts[{i}]");
         let read_only = match m.get("readOnly") {
             None | Some(Value::Null) => false,
@@ -160,7 +171,12 @@ fn container(entry: &Value, index: usize, list: &str) -> Result<PlannedContainer
             .get("port")
             .and_then(Value::as_u64)
             .and_then(|n| u16::try_from(n).ok())
-            .ok_or_else(|| malformed(format!("{at}: properties.ports[{i}].port"), "not a port number"))?;
+            .ok_or_else(|| {
+                malformed(
+                    format!("{at}: properties.ports[{i}].port"),
+                    "not a port number",
+                )
+            })?;
         ports.push(port);
     }
     let privileged = properties
@@ -168,7 +184,12 @@ fn container(entry: &Value, index: usize, list: &str) -> Result<PlannedContainer
         .and_then(Value::as_bool)
         .unwrap_or(false);
     let requests = properties.pointer("/resources/requests");
-    let number = |field: &str| requests.and_then(|r| r.get(field)).and_then(Value::as_f64).unwrap_or(0.0);
+    let number = |field: &str| {
+        requests
+            .and_then(|r| r.get(field))
+            .and_then(Value::as_f64)
+            .unwrap_or(0.0)
+    };
     let application = application(&at, &command)?;
     Ok(PlannedContainer {
         definition: ContainerDefinition {
@@ -189,7 +210,8 @@ fn container(entry: &Value, index: usize, list: &str) -> Result<PlannedContainer
 /// The application of a code launcher's command line (`encfs cleanroom code-launcher …
 /// --application-base-64 B`), checked against its `--application-name`.
 fn application(at: &str, command: &[String]) -> Result<Option<Application>, PlanError> {
-    let is_launcher = command.len() >= 3 && command[1] == "cleanroom" && command[2] == "code-launcher";
+    let is_launcher =
+        command.len() >= 3 && command[1] == "cleanroom" && command[2] == "code-launcher";
     if !is_launcher {
         return Ok(None);
     }
@@ -198,7 +220,12 @@ fn application(at: &str, command: &[String]) -> Result<Option<Application>, Plan
             .iter()
             .position(|a| a == name)
             .and_then(|i| command.get(i + 1))
-            .ok_or_else(|| malformed(format!("{at}: properties.command"), format!("the code launcher has no {name}")))
+            .ok_or_else(|| {
+                malformed(
+                    format!("{at}: properties.command"),
+                    format!("the code launcher has no {name}"),
+                )
+            })
     };
     let encoded = flag("--application-base-64")?;
     let name = flag("--application-name")?;
@@ -211,7 +238,10 @@ fn application(at: &str, command: &[String]) -> Result<Option<Application>, Plan
     if &app.name != name {
         return Err(malformed(
             at_app,
-            format!("the application is {:?} but --application-name says {name:?}", app.name),
+            format!(
+                "the application is {:?} but --application-name says {name:?}",
+                app.name
+            ),
         ));
     }
     Ok(Some(app))
@@ -233,7 +263,12 @@ pub fn plan(template: &Value) -> Result<DeploymentPlan, PlanError> {
     let group = match groups.as_slice() {
         [one] => *one,
         [] => return Err(malformed("resources", format!("no {CONTAINER_GROUP_TYPE}"))),
-        _ => return Err(malformed("resources", format!("more than one {CONTAINER_GROUP_TYPE}"))),
+        _ => {
+            return Err(malformed(
+                "resources",
+                format!("more than one {CONTAINER_GROUP_TYPE}"),
+            ));
+        }
     };
     let contract_id = group
         .pointer(&format!("/tags/{CONTRACT_TAG}"))
@@ -248,13 +283,26 @@ pub fn plan(template: &Value) -> Result<DeploymentPlan, PlanError> {
     let encoded = properties
         .pointer("/confidentialComputeProperties/ccePolicy")
         .and_then(Value::as_str)
-        .ok_or_else(|| malformed("properties.confidentialComputeProperties.ccePolicy", "missing or not a string"))?;
+        .ok_or_else(|| {
+            malformed(
+                "properties.confidentialComputeProperties.ccePolicy",
+                "missing or not a string",
+            )
+        })?;
     let rego = STANDARD
         .decode(encoded)
-        .map_err(|e| malformed("properties.confidentialComputeProperties.ccePolicy", format!("not base64: {e}")))
+        .map_err(|e| {
+            malformed(
+                "properties.confidentialComputeProperties.ccePolicy",
+                format!("not base64: {e}"),
+            )
+        })
         .and_then(|bytes| {
             String::from_utf8(bytes).map_err(|_| {
-                malformed("properties.confidentialComputeProperties.ccePolicy", "not UTF-8 text")
+                malformed(
+                    "properties.confidentialComputeProperties.ccePolicy",
+                    "not UTF-8 text",
+                )
             })
         })?;
     let volumes = array_at(properties, "properties", "volumes")?

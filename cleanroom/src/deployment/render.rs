@@ -152,7 +152,10 @@ pub(crate) fn pod_manifest(
 }
 
 /// `cleanroom-policy-in.json`: confcom's input, every container (init first).
-pub(crate) fn policy_input(init: &[ContainerDefinition], containers: &[ContainerDefinition]) -> Value {
+pub(crate) fn policy_input(
+    init: &[ContainerDefinition],
+    containers: &[ContainerDefinition],
+) -> Value {
     json!({
         "version": "1.0",
         "containers": init.iter().chain(containers).map(ContainerDefinition::policy_input).collect::<Vec<_>>(),

@@ -92,7 +92,8 @@ pub(crate) fn options(policy: SecurityPolicyOption) -> GenerateOptions {
     GenerateOptions {
         contract_id: "collab-1".to_owned(),
         governance_endpoint: "https://127.0.0.1:9443".to_owned(),
-        service_cert_pem: "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n".to_owned(),
+        service_cert_pem: "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+            .to_owned(),
         image_registry: "localhost".to_owned(),
         security_policy: policy,
         attestation: Attestation::Virtual {
@@ -155,10 +156,18 @@ fn template_has_the_reference_group_shape() {
     assert_eq!(p["sku"], "Confidential");
     assert_eq!(p["osType"], "Linux");
     assert_eq!(p["restartPolicy"], "Never");
-    assert_eq!(p["ipAddress"]["ports"], json!([{"port": 8200, "protocol": "TCP"}]));
+    assert_eq!(
+        p["ipAddress"]["ports"],
+        json!([{"port": 8200, "protocol": "TCP"}])
+    );
     assert_eq!(
         names(&p["volumes"]),
-        ["remotemounts", "telemetrymounts", "volumestatusmounts", "configmounts"]
+        [
+            "remotemounts",
+            "telemetrymounts",
+            "volumestatusmounts",
+            "configmounts"
+        ]
     );
     assert_eq!(
         names(&p["containers"]),
@@ -174,11 +183,18 @@ fn template_has_the_reference_group_shape() {
     );
     assert_eq!(names(&p["initContainers"]), ["ccr-init"]);
     let policy = STANDARD
-        .decode(p["confidentialComputeProperties"]["ccePolicy"].as_str().unwrap())
+        .decode(
+            p["confidentialComputeProperties"]["ccePolicy"]
+                .as_str()
+                .unwrap(),
+        )
         .unwrap();
     assert_eq!(policy, d.rego.as_bytes());
     for c in p["containers"].as_array().unwrap() {
-        assert_eq!(c["properties"]["image"], format!("localhost/encfs:{}", env!("CARGO_PKG_VERSION")));
+        assert_eq!(
+            c["properties"]["image"],
+            format!("localhost/encfs:{}", env!("CARGO_PKG_VERSION"))
+        );
         assert_eq!(command(c)[0], "encfs");
     }
 }
@@ -188,12 +204,24 @@ fn code_launcher_carries_the_application() {
     let d = generated();
     let c = container(&d, "demo-app-code-launcher");
     let args = command(c);
-    assert_eq!(args[..5], ["encfs", "cleanroom", "code-launcher", "--application-name", "demo-app"]);
+    assert_eq!(
+        args[..5],
+        [
+            "encfs",
+            "cleanroom",
+            "code-launcher",
+            "--application-name",
+            "demo-app"
+        ]
+    );
     assert_eq!(args[5], "--application-base-64");
     let app: crate::spec::Application =
         serde_json::from_slice(&STANDARD.decode(args[6]).unwrap()).unwrap();
     assert_eq!(&app, seed_spec().application("demo-app").unwrap());
-    assert_eq!(c["properties"]["ports"], json!([{"port": 8200, "protocol": "TCP"}]));
+    assert_eq!(
+        c["properties"]["ports"],
+        json!([{"port": 8200, "protocol": "TCP"}])
+    );
     assert_eq!(c["properties"]["securityContext"]["privileged"], true);
     assert_eq!(c["properties"]["resources"]["requests"]["memoryInGB"], 4.0);
 }
@@ -205,16 +233,35 @@ fn mount_launchers_follow_the_access_points() {
     assert_eq!(
         command(source),
         [
-            "encfs", "cleanroom", "mount-launcher", "--access-name", "publisher-input",
-            "--mount-path", "/mnt/remote/publisher-input", "--read-only", "--encryption-mode",
-            "CSE", "--governance-port", "8300", "--skr-port", "8284", "--secrets-port", "9300",
-            "--imds-port", "8290", "--sub-directory", "mydata/level2",
+            "encfs",
+            "cleanroom",
+            "mount-launcher",
+            "--access-name",
+            "publisher-input",
+            "--mount-path",
+            "/mnt/remote/publisher-input",
+            "--read-only",
+            "--encryption-mode",
+            "CSE",
+            "--governance-port",
+            "8300",
+            "--skr-port",
+            "8284",
+            "--secrets-port",
+            "9300",
+            "--imds-port",
+            "8290",
+            "--sub-directory",
+            "mydata/level2",
         ]
     );
     let expect = [
         ("AZURE_STORAGE_ACCOUNT", "pubsa"),
         ("AZURE_STORAGE_ACCOUNT_CONTAINER", "publisher-input"),
-        ("AZURE_STORAGE_BLOB_ENDPOINT", "https://pubsa.blob.core.windows.net/"),
+        (
+            "AZURE_STORAGE_BLOB_ENDPOINT",
+            "https://pubsa.blob.core.windows.net/",
+        ),
         ("ACCESS_NAME", "publisher-input"),
         ("MAA_ENDPOINT", "sharedeus2.eus2.attest.azure.net"),
         ("AKV_ENDPOINT", "pubkek.managedhsm.azure.net"),
@@ -222,14 +269,20 @@ fn mount_launchers_follow_the_access_points() {
         ("CLIENT_ID", "pub-client"),
         ("TENANT_ID", "pub-tenant"),
         ("WRAPPED_DEK_SECRET", "wrapped-publisher-input-dek-pubkek"),
-        ("WRAPPED_DEK_AKV_ENDPOINT", "https://pubdek.vault.azure.net/"),
+        (
+            "WRAPPED_DEK_AKV_ENDPOINT",
+            "https://pubdek.vault.azure.net/",
+        ),
     ];
     for (k, v) in expect {
         assert_eq!(env_of(source, k), Some(v), "{k}");
     }
     let sink = container(&d, "consumer-output-encfs-mount");
     let args = command(sink);
-    assert!(args.contains(&"--read-write") && args.contains(&"SSE"), "{args:?}");
+    assert!(
+        args.contains(&"--read-write") && args.contains(&"SSE"),
+        "{args:?}"
+    );
     assert!(!args.contains(&"--sub-directory"));
     assert_eq!(env_of(sink, "KID"), Some(""));
 }
@@ -238,25 +291,63 @@ fn mount_launchers_follow_the_access_points() {
 fn sidecars_get_their_real_flags() {
     let d = generated();
     let gov = container(&d, "ccr-governance");
-    assert_eq!(command(gov), ["encfs", "sidecar", "governance", "--listen", "127.0.0.1:8300"]);
-    assert_eq!(env_of(gov, "ccrgovEndpoint"), Some("https://127.0.0.1:9443"));
-    assert_eq!(env_of(gov, "ccrgovApiPathPrefix"), Some("app/contracts/collab-1"));
-    let cert = STANDARD.decode(env_of(gov, "serviceCert").unwrap()).unwrap();
-    assert!(String::from_utf8(cert).unwrap().starts_with("-----BEGIN CERTIFICATE-----"));
+    assert_eq!(
+        command(gov),
+        [
+            "encfs",
+            "sidecar",
+            "governance",
+            "--listen",
+            "127.0.0.1:8300"
+        ]
+    );
+    assert_eq!(
+        env_of(gov, "ccrgovEndpoint"),
+        Some("https://127.0.0.1:9443")
+    );
+    assert_eq!(
+        env_of(gov, "ccrgovApiPathPrefix"),
+        Some("app/contracts/collab-1")
+    );
+    let cert = STANDARD
+        .decode(env_of(gov, "serviceCert").unwrap())
+        .unwrap();
+    assert!(
+        String::from_utf8(cert)
+            .unwrap()
+            .starts_with("-----BEGIN CERTIFICATE-----")
+    );
     let skr = command(container(&d, "skr"));
-    assert_eq!(skr[..5], ["encfs", "sidecar", "skr", "--listen", "127.0.0.1:8284"]);
+    assert_eq!(
+        skr[..5],
+        ["encfs", "sidecar", "skr", "--listen", "127.0.0.1:8284"]
+    );
     assert!(skr.windows(2).any(|w| w == ["--attestation", "virtual"]));
-    assert!(skr.windows(2).any(|w| w == ["--security-policy", CONFIG_SECURITY_POLICY]));
+    assert!(
+        skr.windows(2)
+            .any(|w| w == ["--security-policy", CONFIG_SECURITY_POLICY])
+    );
     let secrets = command(container(&d, "ccr-secrets"));
-    assert!(secrets.windows(2).any(|w| w == ["--skr", "http://127.0.0.1:8284"]));
+    assert!(
+        secrets
+            .windows(2)
+            .any(|w| w == ["--skr", "http://127.0.0.1:8284"])
+    );
     let identity = command(container(&d, "identity-sidecar"));
-    assert!(identity.windows(2).any(|w| w == ["--credential", CONFIG_IDENTITY_CREDENTIAL]));
+    assert!(
+        identity
+            .windows(2)
+            .any(|w| w == ["--credential", CONFIG_IDENTITY_CREDENTIAL])
+    );
 
     let mut azure = options(SecurityPolicyOption::Generate);
     azure.attestation = Attestation::Azure;
     let d = generate(&seed_spec(), &azure).unwrap();
     let skr = command(container(&d, "skr"));
-    assert!(skr.windows(2).any(|w| w == ["--attestation", "azure"]), "{skr:?}");
+    assert!(
+        skr.windows(2).any(|w| w == ["--attestation", "azure"]),
+        "{skr:?}"
+    );
     assert!(!skr.contains(&"--authority"));
 }
 
@@ -266,19 +357,38 @@ fn the_generated_policy_admits_each_generated_container_exactly() {
     let policy = SecurityPolicy::parse(&d.rego).unwrap();
     let p = plan(&d.arm_template).unwrap();
     for c in p.init_containers.iter().chain(&p.containers) {
-        policy.check_container(&c.definition.policy_request()).unwrap();
+        policy
+            .check_container(&c.definition.policy_request())
+            .unwrap();
     }
     // One byte of difference in any agreed field is refused.
-    let launcher = p.container("demo-app-code-launcher").unwrap().definition.policy_request();
+    let launcher = p
+        .container("demo-app-code-launcher")
+        .unwrap()
+        .definition
+        .policy_request();
     let mut changed = launcher.clone();
     let last = changed.command.len() - 1;
     changed.command[last].push('A');
-    assert!(policy.check_container(&changed).unwrap_err().concerns("command"));
+    assert!(
+        policy
+            .check_container(&changed)
+            .unwrap_err()
+            .concerns("command")
+    );
     let mut env = launcher.clone();
     env.env.push("DEBUG=1".to_owned());
     assert!(policy.check_container(&env).unwrap_err().concerns("env"));
-    let mut rw: ContainerRequest = p.container("demo-app-code-launcher").unwrap().definition.policy_request();
-    rw.mounts.iter_mut().find(|m| m.read_only).unwrap().read_only = false;
+    let mut rw: ContainerRequest = p
+        .container("demo-app-code-launcher")
+        .unwrap()
+        .definition
+        .policy_request();
+    rw.mounts
+        .iter_mut()
+        .find(|m| m.read_only)
+        .unwrap()
+        .read_only = false;
     assert!(policy.check_container(&rw).unwrap_err().concerns("mounts"));
     let mut extra = p.container("skr").unwrap().definition.policy_request();
     extra.mounts.push(MountRequest {
@@ -286,7 +396,12 @@ fn the_generated_policy_admits_each_generated_container_exactly() {
         source: "remotemounts".to_owned(),
         read_only: true,
     });
-    assert!(policy.check_container(&extra).unwrap_err().concerns("mounts"));
+    assert!(
+        policy
+            .check_container(&extra)
+            .unwrap_err()
+            .concerns("mounts")
+    );
 }
 
 #[test]
@@ -307,7 +422,10 @@ fn allow_all_writes_the_fixed_policy() {
     assert_eq!(d.rego, crate::policy::ALLOW_ALL);
     let p = plan(&d.arm_template).unwrap();
     assert_eq!(p.rego, crate::policy::ALLOW_ALL);
-    assert_eq!(p.hostdata(), crate::policy::hostdata(crate::policy::ALLOW_ALL));
+    assert_eq!(
+        p.hostdata(),
+        crate::policy::hostdata(crate::policy::ALLOW_ALL)
+    );
 }
 
 #[test]
@@ -328,9 +446,15 @@ fn pod_manifest_and_policy_input_carry_the_same_containers() {
         pod["metadata"]["annotations"][POD_POLICY_ANNOTATION],
         group(&d)["properties"]["confidentialComputeProperties"]["ccePolicy"]
     );
-    assert_eq!(names(&pod["spec"]["containers"]), names(&group(&d)["properties"]["containers"]));
+    assert_eq!(
+        names(&pod["spec"]["containers"]),
+        names(&group(&d)["properties"]["containers"])
+    );
     assert_eq!(names(&pod["spec"]["initContainers"]), ["ccr-init"]);
-    assert_eq!(pod["spec"]["volumes"][0], json!({"name": "remotemounts", "emptyDir": {}}));
+    assert_eq!(
+        pod["spec"]["volumes"][0],
+        json!({"name": "remotemounts", "emptyDir": {}})
+    );
     assert_eq!(d.policy_input["version"], "1.0");
     assert_eq!(d.policy_input["containers"].as_array().unwrap().len(), 8);
 }
@@ -347,7 +471,11 @@ fn plan_round_trips_generate() {
     let (init, containers) = containers::containers(&spec, &opts).unwrap();
     let planned: Vec<_> = p.containers.iter().map(|c| c.definition.clone()).collect();
     assert_eq!(planned, containers);
-    let planned_init: Vec<_> = p.init_containers.iter().map(|c| c.definition.clone()).collect();
+    let planned_init: Vec<_> = p
+        .init_containers
+        .iter()
+        .map(|c| c.definition.clone())
+        .collect();
     assert_eq!(planned_init, init);
     let apps: Vec<_> = p.applications().collect();
     assert_eq!(apps, [spec.application("demo-app").unwrap()]);
@@ -363,22 +491,56 @@ fn plan_names_the_container_and_field_of_a_malformed_template() {
         edit(&mut t);
         plan(&t).unwrap_err().to_string()
     };
-    let e = at(&|t| t["resources"][0]["properties"]["containers"][5]["properties"]["command"] = json!("skr"));
-    assert!(e.contains("container \"skr\"") && e.contains("command"), "{e}");
-    let e = at(&|t| t["resources"][0]["properties"]["containers"][4]["properties"]["environmentVariables"][0]["value"] = json!(1));
-    assert!(e.contains("ccr-governance") && e.contains("environmentVariables[0]"), "{e}");
-    let e = at(&|t| t["resources"][0]["properties"]["confidentialComputeProperties"]["ccePolicy"] = json!("%%%"));
+    let e = at(&|t| {
+        t["resources"][0]["properties"]["containers"][5]["properties"]["command"] = json!("skr")
+    });
+    assert!(
+        e.contains("container \"skr\"") && e.contains("command"),
+        "{e}"
+    );
+    let e = at(&|t| {
+        t["resources"][0]["properties"]["containers"][4]["properties"]["environmentVariables"][0]
+            ["value"] = json!(1)
+    });
+    assert!(
+        e.contains("ccr-governance") && e.contains("environmentVariables[0]"),
+        "{e}"
+    );
+    let e = at(&|t| {
+        t["resources"][0]["properties"]["confidentialComputeProperties"]["ccePolicy"] = json!("%%%")
+    });
     assert!(e.contains("ccePolicy") && e.contains("base64"), "{e}");
     let e = at(&|t| {
-        t["resources"][0]["tags"].as_object_mut().unwrap().remove("accr-contract-id");
+        t["resources"][0]["tags"]
+            .as_object_mut()
+            .unwrap()
+            .remove("accr-contract-id");
     });
     assert!(e.contains("accr-contract-id"), "{e}");
-    let e = at(&|t| t["resources"][0]["properties"]["containers"][0]["properties"]["command"][6] = json!("bm90IGpzb24="));
-    assert!(e.contains("demo-app-code-launcher") && e.contains("--application-base-64"), "{e}");
-    let e = at(&|t| t["resources"][0]["properties"]["containers"][1]["properties"]["volumeMounts"][0]["name"] = json!("hostroot"));
-    assert!(e.contains("identity-sidecar") && e.contains("hostroot"), "{e}");
-    let e = at(&|t| t["resources"][0]["properties"]["containers"][2]["properties"]["ports"] = json!([{"port": 70000}]));
-    assert!(e.contains("publisher-input-encfs-mount") && e.contains("ports[0]"), "{e}");
+    let e = at(&|t| {
+        t["resources"][0]["properties"]["containers"][0]["properties"]["command"][6] =
+            json!("bm90IGpzb24=")
+    });
+    assert!(
+        e.contains("demo-app-code-launcher") && e.contains("--application-base-64"),
+        "{e}"
+    );
+    let e = at(&|t| {
+        t["resources"][0]["properties"]["containers"][1]["properties"]["volumeMounts"][0]["name"] =
+            json!("hostroot")
+    });
+    assert!(
+        e.contains("identity-sidecar") && e.contains("hostroot"),
+        "{e}"
+    );
+    let e = at(&|t| {
+        t["resources"][0]["properties"]["containers"][2]["properties"]["ports"] =
+            json!([{"port": 70000}])
+    });
+    assert!(
+        e.contains("publisher-input-encfs-mount") && e.contains("ports[0]"),
+        "{e}"
+    );
     let e = at(&|t| t["resources"] = json!([]));
     assert!(e.contains("resources"), "{e}");
 }
@@ -391,21 +553,43 @@ fn validation_names_the_entry() {
         .as_mut()
         .unwrap()
         .insert("missing".to_owned(), "/mnt/x".to_owned());
-    let e = generate(&spec, &options(SecurityPolicyOption::Generate)).unwrap_err().to_string();
-    assert!(e.contains("demo-app") && e.contains("DataStoreNotFound") && e.contains("missing"), "{e}");
+    let e = generate(&spec, &options(SecurityPolicyOption::Generate))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("demo-app") && e.contains("DataStoreNotFound") && e.contains("missing"),
+        "{e}"
+    );
 
     let mut spec = seed_spec();
-    spec.applications[0].datasinks.as_mut().unwrap().insert("gone".to_owned(), "/o".to_owned());
-    assert!(validate_spec(&spec).unwrap_err().to_string().contains("DatasinkNotFound"));
+    spec.applications[0]
+        .datasinks
+        .as_mut()
+        .unwrap()
+        .insert("gone".to_owned(), "/o".to_owned());
+    assert!(
+        validate_spec(&spec)
+            .unwrap_err()
+            .to_string()
+            .contains("DatasinkNotFound")
+    );
 
     let mut spec = seed_spec();
     spec.datasinks[0].protection.configuration = None;
     let e = validate_spec(&spec).unwrap_err().to_string();
-    assert!(e.contains("consumer-output") && e.contains("configuration"), "{e}");
+    assert!(
+        e.contains("consumer-output") && e.contains("configuration"),
+        "{e}"
+    );
 
     let mut spec = seed_spec();
     spec.applications[0].name = "Demo App".to_owned();
-    assert!(validate_spec(&spec).unwrap_err().to_string().contains("\"Demo App\""));
+    assert!(
+        validate_spec(&spec)
+            .unwrap_err()
+            .to_string()
+            .contains("\"Demo App\"")
+    );
 }
 
 #[test]

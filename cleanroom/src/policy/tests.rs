@@ -70,7 +70,10 @@ fn hostdata_is_sha256_hex_of_the_text() {
     edited[at] ^= 1;
     let edited = String::from_utf8(edited).unwrap();
     assert_ne!(hostdata(&rego), hostdata(&edited));
-    assert_eq!(SecurityPolicy::parse(&rego).unwrap().hostdata(), hostdata(&rego));
+    assert_eq!(
+        SecurityPolicy::parse(&rego).unwrap().hostdata(),
+        hostdata(&rego)
+    );
 }
 
 #[test]
@@ -124,7 +127,10 @@ fn refuses_an_extra_changed_or_missing_env_var_naming_only_the_variable() {
     let e = refusal(&p, &extra);
     assert!(e.concerns("env"), "{e}");
     assert!(e.to_string().contains("LD_PRELOAD"), "{e}");
-    assert!(!e.to_string().contains("evil-secret"), "values stay out: {e}");
+    assert!(
+        !e.to_string().contains("evil-secret"),
+        "values stay out: {e}"
+    );
 
     let mut changed = request(&launcher());
     changed.env[0] = "APPLICATION_NAME=other".to_owned();

@@ -87,6 +87,13 @@ fn read_text(path: &Path, what: &str) -> Result<String> {
 /// The client of a profile: its identity loaded (the key must match the certificate) and the
 /// service certificate pinned.
 pub(super) fn open_client(selection: &ClientSelection) -> Result<GovernanceClient> {
+    Ok(open_client_with_service_cert(selection)?.0)
+}
+
+/// [`open_client`] and the service certificate (PEM) its profile pins.
+pub(super) fn open_client_with_service_cert(
+    selection: &ClientSelection,
+) -> Result<(GovernanceClient, String)> {
     let path = profiles_path(selection.config.as_deref())?;
     let profiles = load_profiles(&path)?;
     let Some(profile) = profiles.clients.get(&selection.client) else {
@@ -100,12 +107,14 @@ pub(super) fn open_client(selection: &ClientSelection) -> Result<GovernanceClien
     let identity = MemberIdentity::load(&profile.signing_cert, &profile.signing_key)
         .with_context(|| format!("governance client {:?}", selection.client))?;
     let service_cert = read_text(&profile.service_cert, "service certificate")?;
-    GovernanceClient::new(&profile.endpoint, &service_cert, identity).with_context(|| {
-        format!(
-            "governance client {:?} ({})",
-            selection.client, profile.endpoint
-        )
-    })
+    let client =
+        GovernanceClient::new(&profile.endpoint, &service_cert, identity).with_context(|| {
+            format!(
+                "governance client {:?} ({})",
+                selection.client, profile.endpoint
+            )
+        })?;
+    Ok((client, service_cert))
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
@@ -615,6 +624,27 @@ fn runtime_option(command: RuntimeOptionCommand, output: &GovOutput) -> Result<(
 
 fn deployment(command: DeploymentCommand, output: &GovOutput) -> Result<()> {
     match command {
+        DeploymentCommand::Generate {
+            contract_id,
+            output_dir,
+            security_policy_creation_option,
+            image_registry,
+            attestation_authority,
+            client,
+        } => {
+            let generated = super::deployment_generate::run(
+                &super::deployment_generate::Request {
+                    contract_id: &contract_id,
+                    output_dir: &output_dir,
+                    policy: security_policy_creation_option,
+                    image_registry: &image_registry,
+                    attestation_authority: attestation_authority.as_deref(),
+                    client: &client,
+                },
+                runtime()?,
+            )?;
+            print(&generated, output)
+        }
         DeploymentCommand::Template(TemplateCommand::Propose {
             template_file,
             contract_id,

@@ -4,6 +4,7 @@ mod attestation;
 mod credentials;
 mod crypt;
 mod datastore;
+mod deployment_generate;
 mod governance;
 mod key_release;
 mod keys;
