@@ -75,7 +75,10 @@ impl Cgroups {
 
     /// The `cgroup.procs` files the sandbox's init writes itself into.
     pub fn procs_files(&self) -> Vec<PathBuf> {
-        self.leaves.iter().map(|leaf| leaf.join("cgroup.procs")).collect()
+        self.leaves
+            .iter()
+            .map(|leaf| leaf.join("cgroup.procs"))
+            .collect()
     }
 
     /// The leaf directories.
@@ -123,7 +126,10 @@ impl Cgroups {
                             &dir.join("cpu.cfs_period_us"),
                             &CPU_PERIOD_MICROSECONDS.to_string(),
                         )?;
-                        write(&dir.join("cpu.cfs_quota_us"), &cpu_quota(millicores).to_string())?;
+                        write(
+                            &dir.join("cpu.cfs_quota_us"),
+                            &cpu_quota(millicores).to_string(),
+                        )?;
                     }
                 }
                 _ => {
@@ -138,7 +144,8 @@ impl Cgroups {
 
     fn create_v2(&mut self, root: &Path, leaf: &str, limits: &Limits) -> Result<(), SandboxError> {
         let available_path = root.join("cgroup.controllers");
-        let available = fs::read_to_string(&available_path).map_err(cgroup_error(&available_path))?;
+        let available =
+            fs::read_to_string(&available_path).map_err(cgroup_error(&available_path))?;
         let mut enable = Vec::new();
         for (controller, needed) in wanted(limits) {
             if available.split_whitespace().any(|c| c == controller) {
@@ -186,7 +193,10 @@ impl Cgroups {
         let mut first_error = None;
         while let Some(leaf) = self.leaves.pop() {
             if let Err(error) = remove_leaf(&leaf) {
-                first_error.get_or_insert(SandboxError::Cgroup { path: leaf, source: error });
+                first_error.get_or_insert(SandboxError::Cgroup {
+                    path: leaf,
+                    source: error,
+                });
             }
         }
         first_error.map_or(Ok(()), Err)
@@ -227,12 +237,18 @@ pub fn own_v1_path(self_cgroup: &str, controller: &str) -> Option<String> {
     self_cgroup.lines().find_map(|line| {
         let mut fields = line.splitn(3, ':');
         let (_, controllers, path) = (fields.next()?, fields.next()?, fields.next()?);
-        controllers.split(',').any(|c| c == controller).then(|| path.to_owned())
+        controllers
+            .split(',')
+            .any(|c| c == controller)
+            .then(|| path.to_owned())
     })
 }
 
 fn cgroup_error(path: &Path) -> impl FnOnce(io::Error) -> SandboxError + '_ {
-    move |source| SandboxError::Cgroup { path: path.to_owned(), source }
+    move |source| SandboxError::Cgroup {
+        path: path.to_owned(),
+        source,
+    }
 }
 
 fn write(path: &Path, value: &str) -> Result<(), SandboxError> {
@@ -248,8 +264,14 @@ mod tests {
 
     #[test]
     fn own_paths_come_from_proc_self_cgroup() {
-        assert_eq!(own_v1_path(SELF_CGROUP, "memory").as_deref(), Some("/process_api/abc"));
-        assert_eq!(own_v1_path(SELF_CGROUP, "cpu").as_deref(), Some("/user.slice"));
+        assert_eq!(
+            own_v1_path(SELF_CGROUP, "memory").as_deref(),
+            Some("/process_api/abc")
+        );
+        assert_eq!(
+            own_v1_path(SELF_CGROUP, "cpu").as_deref(),
+            Some("/user.slice")
+        );
         assert_eq!(own_v1_path(SELF_CGROUP, "pids").as_deref(), Some("/"));
         assert_eq!(own_v1_path(SELF_CGROUP, "blkio"), None);
     }
@@ -278,11 +300,22 @@ mod tests {
             fs::write(v1.path().join(controller).join("cgroup.procs"), "").unwrap();
         }
         let mut cgroups = Cgroups::create(v1.path(), SELF_CGROUP, "leaf", &limits).unwrap();
-        let memory = v1.path().join("memory/process_api/abc/encfs-cleanroom/leaf");
-        assert_eq!(fs::read_to_string(memory.join("memory.limit_in_bytes")).unwrap(), "67108864");
-        let cpu = v1.path().join("cpu/encfs-cleanroom/leaf");
-        assert_eq!(fs::read_to_string(cpu.join("cpu.cfs_quota_us")).unwrap(), "50000");
-        assert_eq!(fs::read_to_string(cpu.join("cpu.cfs_period_us")).unwrap(), "100000");
+        let memory = v1
+            .path()
+            .join("memory/process_api/abc/encfs-cleanroom/leaf");
+        assert_eq!(
+            fs::read_to_string(memory.join("memory.limit_in_bytes")).unwrap(),
+            "67108864"
+        );
+        let cpu = v1.path().join("cpu/user.slice/encfs-cleanroom/leaf");
+        assert_eq!(
+            fs::read_to_string(cpu.join("cpu.cfs_quota_us")).unwrap(),
+            "50000"
+        );
+        assert_eq!(
+            fs::read_to_string(cpu.join("cpu.cfs_period_us")).unwrap(),
+            "100000"
+        );
         let pids = v1.path().join("pids/encfs-cleanroom/leaf");
         assert_eq!(fs::read_to_string(pids.join("pids.max")).unwrap(), "32");
         assert_eq!(cgroups.procs_files().len(), 3);
@@ -290,11 +323,21 @@ mod tests {
         assert!(cgroups.remove().is_err());
 
         let v2 = tempfile::tempdir().unwrap();
-        fs::write(v2.path().join("cgroup.controllers"), "cpuset cpu io memory pids\n").unwrap();
+        fs::write(
+            v2.path().join("cgroup.controllers"),
+            "cpuset cpu io memory pids\n",
+        )
+        .unwrap();
         let cgroups = Cgroups::create(v2.path(), "0::/\n", "leaf", &limits).unwrap();
         let leaf = v2.path().join("encfs-cleanroom/leaf");
-        assert_eq!(fs::read_to_string(leaf.join("cpu.max")).unwrap(), "50000 100000");
-        assert_eq!(fs::read_to_string(leaf.join("memory.max")).unwrap(), "67108864");
+        assert_eq!(
+            fs::read_to_string(leaf.join("cpu.max")).unwrap(),
+            "50000 100000"
+        );
+        assert_eq!(
+            fs::read_to_string(leaf.join("memory.max")).unwrap(),
+            "67108864"
+        );
         assert_eq!(
             fs::read_to_string(v2.path().join("cgroup.subtree_control")).unwrap(),
             "+memory +cpu +pids"
@@ -305,7 +348,10 @@ mod tests {
         let missing = tempfile::tempdir().unwrap();
         assert!(matches!(
             Cgroups::create(missing.path(), SELF_CGROUP, "leaf", &limits),
-            Err(SandboxError::MissingController { controller: "memory", .. })
+            Err(SandboxError::MissingController {
+                controller: "memory",
+                ..
+            })
         ));
     }
 }

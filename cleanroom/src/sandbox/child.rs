@@ -64,6 +64,7 @@ pub enum FixedStep {
     UidMap,
     DenySetgroups,
     GidMap,
+    ForbidNestedUserNamespaces,
     DropBoundingSet,
     ClearAmbient,
     ClearCapabilities,
@@ -73,7 +74,7 @@ pub enum FixedStep {
 }
 
 impl FixedStep {
-    pub const ALL: [FixedStep; 22] = [
+    pub const ALL: [FixedStep; 23] = [
         Self::CloseInheritedFds,
         Self::BlockSignals,
         Self::SignalFd,
@@ -90,6 +91,7 @@ impl FixedStep {
         Self::UidMap,
         Self::DenySetgroups,
         Self::GidMap,
+        Self::ForbidNestedUserNamespaces,
         Self::DropBoundingSet,
         Self::ClearAmbient,
         Self::ClearCapabilities,
@@ -116,6 +118,7 @@ impl FixedStep {
             Self::UidMap => "write the uid map",
             Self::DenySetgroups => "deny setgroups in the user namespace",
             Self::GidMap => "write the gid map",
+            Self::ForbidNestedUserNamespaces => "forbid user namespaces inside the sandbox",
             Self::DropBoundingSet => "drop the capability bounding set",
             Self::ClearAmbient => "clear the ambient capabilities",
             Self::ClearCapabilities => "clear the permitted and effective capabilities",
@@ -152,12 +155,18 @@ const SETUP_FAILED_EXIT: c_int = 127;
 type Errno = c_int;
 
 fn last_errno() -> Errno {
-    std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO)
+    std::io::Error::last_os_error()
+        .raw_os_error()
+        .unwrap_or(libc::EIO)
 }
 
 /// `Ok` for a non-negative system call result, else the errno.
 fn check(result: libc::c_long) -> Result<libc::c_long, Errno> {
-    if result < 0 { Err(last_errno()) } else { Ok(result) }
+    if result < 0 {
+        Err(last_errno())
+    } else {
+        Ok(result)
+    }
 }
 
 fn exit_now(code: c_int) -> ! {
@@ -204,8 +213,9 @@ fn close(fd: c_int) {
 
 fn write_file(path: &CStr, contents: &[u8], flags: c_int, mode: libc::mode_t) -> Result<(), Errno> {
     // SAFETY: `path` is a valid C string; the returned descriptor is closed below.
-    let fd = check(unsafe { libc::open(path.as_ptr(), flags | libc::O_CLOEXEC, mode) }
-        as libc::c_long)? as c_int;
+    let fd =
+        check(unsafe { libc::open(path.as_ptr(), flags | libc::O_CLOEXEC, mode) } as libc::c_long)?
+            as c_int;
     let mut written = 0;
     while written < contents.len() {
         let rest = &contents[written..];
@@ -229,9 +239,11 @@ fn option_ptr(value: &Option<std::ffi::CString>) -> *const libc::c_char {
 
 fn bring_loopback_up() -> Result<(), Errno> {
     // SAFETY: a plain socket call; the descriptor is closed below.
-    let socket = check(unsafe {
-        libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0)
-    } as libc::c_long)? as c_int;
+    let socket =
+        check(
+            unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) }
+                as libc::c_long,
+        )? as c_int;
     // SAFETY: `ifreq` is plain data; all-zero is a valid value.
     let mut request: libc::ifreq = unsafe { std::mem::zeroed() };
     request.ifr_name[0] = b'l' as libc::c_char;
@@ -255,8 +267,8 @@ fn run_step(step: &Step) -> Result<(), Errno> {
         Step::WriteExisting { path, contents } => {
             write_file(path, contents.as_bytes(), libc::O_WRONLY, 0)
         }
-        // SAFETY: unshare only changes this process's namespaces.
         Step::UnshareCgroupNamespace => {
+            // SAFETY: unshare only changes this process's namespaces.
             check(unsafe { libc::unshare(libc::CLONE_NEWCGROUP) } as _).map(drop)
         }
         Step::SetHostname(name) => {
@@ -278,7 +290,13 @@ fn run_step(step: &Step) -> Result<(), Errno> {
             } as _,
         )
         .map(drop),
-        Step::Mount { source, target, fstype, flags, data } => check(
+        Step::Mount {
+            source,
+            target,
+            fstype,
+            flags,
+            data,
+        } => check(
             // SAFETY: all pointers are null or live C strings; the mount happens in the
             // sandbox's own mount namespace.
             unsafe {
@@ -292,9 +310,17 @@ fn run_step(step: &Step) -> Result<(), Errno> {
             } as _,
         )
         .map(drop),
-        Step::SetMountAttributes { target, set, recursive } => {
-            let attributes =
-                libc::mount_attr { attr_set: *set, attr_clr: 0, propagation: 0, userns_fd: 0 };
+        Step::SetMountAttributes {
+            target,
+            set,
+            recursive,
+        } => {
+            let attributes = libc::mount_attr {
+                attr_set: *set,
+                attr_clr: 0,
+                propagation: 0,
+                userns_fd: 0,
+            };
             let flags = if *recursive { libc::AT_RECURSIVE } else { 0 };
             check(
                 // SAFETY: `target` is a live C string and `attributes` a live mount_attr of the
@@ -320,7 +346,11 @@ fn run_step(step: &Step) -> Result<(), Errno> {
             // SAFETY: both are live C strings.
             check(unsafe { libc::symlink(link_target.as_ptr(), path.as_ptr()) } as _).map(drop)
         }
-        Step::CreateFile { path, mode, contents } => write_file(
+        Step::CreateFile {
+            path,
+            mode,
+            contents,
+        } => write_file(
             path,
             contents,
             libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL,
@@ -374,8 +404,15 @@ struct CapabilityData {
 const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
 
 fn clear_capabilities() -> Result<(), Errno> {
-    let mut header = CapabilityHeader { version: LINUX_CAPABILITY_VERSION_3, pid: 0 };
-    let data = [CapabilityData { effective: 0, permitted: 0, inheritable: 0 }; 2];
+    let mut header = CapabilityHeader {
+        version: LINUX_CAPABILITY_VERSION_3,
+        pid: 0,
+    };
+    let data = [CapabilityData {
+        effective: 0,
+        permitted: 0,
+        inheritable: 0,
+    }; 2];
     // SAFETY: header and data are live and of the layout capset expects for version 3.
     check(unsafe { libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()) }).map(drop)
 }
@@ -442,9 +479,7 @@ fn run_init(context: &ChildContext<'_>) -> ! {
     };
 
     if let Err((_, errno)) = set_identity(context.plan.app.uid, context.plan.app.gid)
-        .and_then(|()| {
-            prctl(libc::PR_SET_NO_NEW_PRIVS, 1).map_err(|e| (FixedStep::NoNewPrivs, e))
-        })
+        .and_then(|()| prctl(libc::PR_SET_NO_NEW_PRIVS, 1).map_err(|e| (FixedStep::NoNewPrivs, e)))
     {
         // SAFETY: kill only signals the app this init just forked.
         unsafe { libc::kill(app, libc::SIGKILL) };
@@ -459,8 +494,16 @@ fn run_init(context: &ChildContext<'_>) -> ! {
 /// The init's loop: reap, forward, exit with the app's status.
 fn supervise(app: libc::pid_t, signal_fd: c_int, lifeline: c_int) -> ! {
     let mut polled = [
-        libc::pollfd { fd: signal_fd, events: libc::POLLIN, revents: 0 },
-        libc::pollfd { fd: lifeline, events: libc::POLLIN, revents: 0 },
+        libc::pollfd {
+            fd: signal_fd,
+            events: libc::POLLIN,
+            revents: 0,
+        },
+        libc::pollfd {
+            fd: lifeline,
+            events: libc::POLLIN,
+            revents: 0,
+        },
     ];
     loop {
         // SAFETY: `polled` is a live array of two pollfd.
@@ -481,7 +524,13 @@ fn supervise(app: libc::pid_t, signal_fd: c_int, lifeline: c_int) -> ! {
         let mut info: libc::signalfd_siginfo = unsafe { std::mem::zeroed() };
         let size = std::mem::size_of::<libc::signalfd_siginfo>();
         // SAFETY: reads at most `size` bytes into the live `info`.
-        let read = unsafe { libc::read(signal_fd, (&mut info as *mut libc::signalfd_siginfo).cast(), size) };
+        let read = unsafe {
+            libc::read(
+                signal_fd,
+                (&mut info as *mut libc::signalfd_siginfo).cast(),
+                size,
+            )
+        };
         if read != size as isize {
             continue;
         }
@@ -573,30 +622,45 @@ fn run_app(context: &ChildContext<'_>) -> ! {
     if let Err(errno) = check(unsafe { libc::unshare(libc::CLONE_NEWUSER) } as _) {
         fail(FixedStep::UnshareUser, errno);
     }
-    if let Err(errno) =
-        write_file(c"/proc/self/uid_map", launch.uid_map.as_bytes(), libc::O_WRONLY, 0)
-    {
+    if let Err(errno) = write_file(
+        c"/proc/self/uid_map",
+        launch.uid_map.as_bytes(),
+        libc::O_WRONLY,
+        0,
+    ) {
         fail(FixedStep::UidMap, errno);
     }
     if let Err(errno) = write_file(c"/proc/self/setgroups", b"deny", libc::O_WRONLY, 0) {
         fail(FixedStep::DenySetgroups, errno);
     }
-    if let Err(errno) =
-        write_file(c"/proc/self/gid_map", launch.gid_map.as_bytes(), libc::O_WRONLY, 0)
-    {
+    if let Err(errno) = write_file(
+        c"/proc/self/gid_map",
+        launch.gid_map.as_bytes(),
+        libc::O_WRONLY,
+        0,
+    ) {
         fail(FixedStep::GidMap, errno);
+    }
+    // No user namespaces below this one (the limit is per user namespace and this process is
+    // its root until the capabilities go): the app cannot regain capabilities over namespaces
+    // of its own, which keeps the kernel surface it can reach small.
+    if let Err(errno) =
+        write_file(c"/proc/sys/user/max_user_namespaces", b"0", libc::O_WRONLY, 0)
+    {
+        fail(FixedStep::ForbidNestedUserNamespaces, errno);
     }
     // The new user namespace gave this process every capability inside it: drop them all.
     for capability in 0..=launch.last_capability {
-        if let Err(errno) = prctl(libc::PR_CAPBSET_DROP, capability as libc::c_ulong) {
-            if errno != libc::EINVAL {
-                fail(FixedStep::DropBoundingSet, errno);
-            }
+        if let Err(errno) = prctl(libc::PR_CAPBSET_DROP, capability as libc::c_ulong)
+            && errno != libc::EINVAL
+        {
+            fail(FixedStep::DropBoundingSet, errno);
         }
     }
-    if let Err(errno) =
-        prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong)
-    {
+    if let Err(errno) = prctl(
+        libc::PR_CAP_AMBIENT,
+        libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
+    ) {
         fail(FixedStep::ClearAmbient, errno);
     }
     if let Err(errno) = clear_capabilities() {
@@ -613,7 +677,13 @@ fn run_app(context: &ChildContext<'_>) -> ! {
     let mut first_error = libc::ENOENT;
     for candidate in &launch.candidates {
         // SAFETY: argv and envp are null-terminated arrays of live C strings.
-        unsafe { libc::execve(candidate.as_ptr(), context.argv.as_ptr(), context.envp.as_ptr()) };
+        unsafe {
+            libc::execve(
+                candidate.as_ptr(),
+                context.argv.as_ptr(),
+                context.envp.as_ptr(),
+            )
+        };
         match last_errno() {
             libc::ENOENT | libc::ENOTDIR => {}
             libc::EACCES => first_error = libc::EACCES,
@@ -629,7 +699,10 @@ mod tests {
 
     #[test]
     fn failure_records_round_trip() {
-        assert_eq!(decode_failure(encode_failure(41, libc::EPERM)), (41, libc::EPERM));
+        assert_eq!(
+            decode_failure(encode_failure(41, libc::EPERM)),
+            (41, libc::EPERM)
+        );
     }
 
     #[test]

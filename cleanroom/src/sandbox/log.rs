@@ -54,7 +54,11 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
     let month_index = (5 * day_of_year + 2) / 153;
     let day = day_of_year - (153 * month_index + 2) / 5 + 1;
-    let month = if month_index < 10 { month_index + 3 } else { month_index - 9 };
+    let month = if month_index < 10 {
+        month_index + 3
+    } else {
+        month_index - 9
+    };
     let year = year_of_era + era * 400 + i64::from(month <= 2);
     (year, month as u32, day as u32)
 }
@@ -68,10 +72,17 @@ struct StreamWriter {
 impl StreamWriter {
     fn emit(&self, bytes: &[u8]) {
         let text = String::from_utf8_lossy(bytes);
-        let entry = Entry { log: &text, stream: self.stream, time: rfc3339(SystemTime::now()) };
+        let entry = Entry {
+            log: &text,
+            stream: self.stream,
+            time: rfc3339(SystemTime::now()),
+        };
         let mut line = serde_json::to_vec(&entry).expect("an entry always serializes");
         line.push(b'\n');
-        let mut file = self.sink.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut file = self
+            .sink
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         // A failing log file must not stall the app: the pump keeps draining the pipe.
         let _ = file.write_all(&line);
     }
@@ -138,7 +149,13 @@ mod tests {
     fn entries(input: &[u8]) -> Vec<serde_json::Value> {
         let file = tempfile::NamedTempFile::new().unwrap();
         let sink = Arc::new(Mutex::new(file.reopen().unwrap()));
-        pump(input, &StreamWriter { stream: "stderr", sink });
+        pump(
+            input,
+            &StreamWriter {
+                stream: "stderr",
+                sink,
+            },
+        );
         std::fs::read_to_string(file.path())
             .unwrap()
             .lines()
@@ -149,10 +166,20 @@ mod tests {
     #[test]
     fn lines_become_json_file_entries() {
         let found = entries(b"first\nsecond \xff\n\"quoted\" no newline");
-        let logs: Vec<_> = found.iter().map(|e| e["log"].as_str().unwrap().to_owned()).collect();
-        assert_eq!(logs, ["first\n", "second \u{fffd}\n", "\"quoted\" no newline"]);
+        let logs: Vec<_> = found
+            .iter()
+            .map(|e| e["log"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(
+            logs,
+            ["first\n", "second \u{fffd}\n", "\"quoted\" no newline"]
+        );
         assert!(found.iter().all(|e| e["stream"] == "stderr"));
-        assert!(found.iter().all(|e| e["time"].as_str().unwrap().ends_with('Z')));
+        assert!(
+            found
+                .iter()
+                .all(|e| e["time"].as_str().unwrap().ends_with('Z'))
+        );
     }
 
     #[test]
@@ -160,7 +187,10 @@ mod tests {
         let mut input = vec![b'a'; MAX_ENTRY_BYTES * 2 + 10];
         input.push(b'\n');
         let found = entries(&input);
-        let lengths: Vec<_> = found.iter().map(|e| e["log"].as_str().unwrap().len()).collect();
+        let lengths: Vec<_> = found
+            .iter()
+            .map(|e| e["log"].as_str().unwrap().len())
+            .collect();
         assert_eq!(lengths, [MAX_ENTRY_BYTES, MAX_ENTRY_BYTES, 11]);
     }
 }

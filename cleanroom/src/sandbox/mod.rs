@@ -96,13 +96,20 @@ pub enum SandboxError {
     NotRoot,
     /// A limit was asked for but its cgroup controller is not mounted.
     #[error("limit on {controller} asked for, but no {controller} cgroup controller at {}", path.display())]
-    MissingController { controller: &'static str, path: PathBuf },
+    MissingController {
+        controller: &'static str,
+        path: PathBuf,
+    },
     /// Creating, writing or removing a cgroup file failed.
     #[error("cgroup {}: {source}", path.display())]
     Cgroup { path: PathBuf, source: io::Error },
     /// A host file or directory the sandbox uses (work dir, log file) could not be used.
     #[error("{what} {}: {source}", path.display())]
-    Host { what: &'static str, path: PathBuf, source: io::Error },
+    Host {
+        what: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
     /// A step of the sandbox's setup failed before the app started.
     #[error("sandbox setup failed to {step}: {source}")]
     Setup { step: String, source: io::Error },
@@ -112,7 +119,10 @@ pub enum SandboxError {
     Exec { program: String, source: io::Error },
     /// A system call of the host side (clone, pipe, waitpid, kill) failed.
     #[error("{what}: {source}")]
-    System { what: &'static str, source: io::Error },
+    System {
+        what: &'static str,
+        source: io::Error,
+    },
 }
 
 /// The child's stack for `clone`: the init only walks the plan, so this is generous.
@@ -145,9 +155,15 @@ fn above_stdio<T: From<OwnedFd> + Into<OwnedFd> + AsRawFd>(fd: T) -> io::Result<
 }
 
 fn pipe() -> Result<(PipeReader, PipeWriter), SandboxError> {
-    let system = |source| SandboxError::System { what: "creating a pipe", source };
+    let system = |source| SandboxError::System {
+        what: "creating a pipe",
+        source,
+    };
     let (reader, writer) = io::pipe().map_err(system)?;
-    Ok((above_stdio(reader).map_err(system)?, above_stdio(writer).map_err(system)?))
+    Ok((
+        above_stdio(reader).map_err(system)?,
+        above_stdio(writer).map_err(system)?,
+    ))
 }
 
 fn is_root() -> bool {
@@ -157,7 +173,11 @@ fn is_root() -> bool {
 
 /// Creates the work dir (or takes an empty existing one).
 fn prepare_work_dir(path: &Path) -> Result<(), SandboxError> {
-    let host = |source| SandboxError::Host { what: "creating the work dir", path: path.into(), source };
+    let host = |source| SandboxError::Host {
+        what: "creating the work dir",
+        path: path.into(),
+        source,
+    };
     match std::fs::create_dir(path) {
         Ok(()) => Ok(()),
         Err(error) if error.kind() == io::ErrorKind::AlreadyExists => {
@@ -182,13 +202,15 @@ impl Sandbox {
         }
         plan::validate(&spec)?;
         let host = plan::HostLayout::probe(&spec)?;
-        let log_file = OpenOptions::new().create(true).append(true).open(&spec.log_file).map_err(
-            |source| SandboxError::Host {
+        let log_file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&spec.log_file)
+            .map_err(|source| SandboxError::Host {
                 what: "opening the log file",
                 path: spec.log_file.clone(),
                 source,
-            },
-        )?;
+            })?;
 
         let self_cgroup = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
         let leaf = format!(
@@ -197,8 +219,12 @@ impl Sandbox {
             std::process::id(),
             SANDBOX_SEQUENCE.fetch_add(1, Ordering::Relaxed)
         );
-        let cgroups =
-            cgroup::Cgroups::create(Path::new("/sys/fs/cgroup"), &self_cgroup, &leaf, &spec.limits)?;
+        let cgroups = cgroup::Cgroups::create(
+            Path::new("/sys/fs/cgroup"),
+            &self_cgroup,
+            &leaf,
+            &spec.limits,
+        )?;
         prepare_work_dir(&spec.work_dir)?;
         let mut sandbox = Sandbox {
             pid: 0,
@@ -282,8 +308,12 @@ impl Sandbox {
 
         let sink = Arc::new(Mutex::new(log_file));
         for (reader, stream) in [(stdout_reader, "stdout"), (stderr_reader, "stderr")] {
-            let pump = log::spawn_pump(reader, stream, Arc::clone(&sink))
-                .map_err(|source| SandboxError::System { what: "starting a log thread", source })?;
+            let pump = log::spawn_pump(reader, stream, Arc::clone(&sink)).map_err(|source| {
+                SandboxError::System {
+                    what: "starting a log thread",
+                    source,
+                }
+            })?;
             self.pumps.push(pump);
         }
 
@@ -296,7 +326,10 @@ impl Sandbox {
                 Ok(read) => filled += read,
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
                 Err(source) => {
-                    return Err(SandboxError::System { what: "reading the setup status", source });
+                    return Err(SandboxError::System {
+                        what: "reading the setup status",
+                        source,
+                    });
                 }
             }
         }
@@ -315,14 +348,24 @@ impl Sandbox {
         let number = number as usize;
         let plan_steps = setup.steps.len();
         if let Some(planned) = setup.steps.get(number) {
-            return Err(SandboxError::Setup { step: planned.description.clone(), source });
+            return Err(SandboxError::Setup {
+                step: planned.description.clone(),
+                source,
+            });
         }
         match child::FixedStep::ALL.get(number - plan_steps) {
-            Some(child::FixedStep::Exec) => {
-                Err(SandboxError::Exec { program: spec.command[0].clone(), source })
-            }
-            Some(step) => Err(SandboxError::Setup { step: step.description().into(), source }),
-            None => Err(SandboxError::Setup { step: format!("step {number}"), source }),
+            Some(child::FixedStep::Exec) => Err(SandboxError::Exec {
+                program: spec.command[0].clone(),
+                source,
+            }),
+            Some(step) => Err(SandboxError::Setup {
+                step: step.description().into(),
+                source,
+            }),
+            None => Err(SandboxError::Setup {
+                step: format!("step {number}"),
+                source,
+            }),
         }
     }
 
@@ -378,7 +421,10 @@ impl Sandbox {
             if source.kind() == io::ErrorKind::Interrupted {
                 return Ok(None);
             }
-            return Err(SandboxError::System { what: "waiting for the sandbox's init", source });
+            return Err(SandboxError::System {
+                what: "waiting for the sandbox's init",
+                source,
+            });
         }
         if reaped == 0 {
             return Ok(None);

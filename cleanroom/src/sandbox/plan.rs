@@ -29,8 +29,9 @@ pub const SYSTEM_DIRECTORIES: [&str; 5] = ["/usr", "/bin", "/lib", "/lib64", "/s
 pub const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
 
 /// Top-level names of the sandbox's own tree: a bind target may not be (or be under) one of them.
-const RESERVED_TOP_DIRECTORIES: [&str; 9] =
-    ["bin", "dev", "etc", "lib", "lib64", "proc", "sbin", "sys", "usr"];
+const RESERVED_TOP_DIRECTORIES: [&str; 9] = [
+    "bin", "dev", "etc", "lib", "lib64", "proc", "sbin", "sys", "usr",
+];
 
 /// `PATH` for the argv\[0\] lookup when the spec's environment has none (it is not added to the
 /// environment).
@@ -59,13 +60,21 @@ pub enum Step {
     },
     /// `mount_setattr(2)`: add `MOUNT_ATTR_*` flags (read-only, nosuid, …) to a mount, or to the
     /// whole tree below it when `recursive` (plain `MS_REMOUNT` is never recursive).
-    SetMountAttributes { target: CString, set: u64, recursive: bool },
+    SetMountAttributes {
+        target: CString,
+        set: u64,
+        recursive: bool,
+    },
     /// `mkdir(2)` with an explicit mode (the init runs with umask 0).
     Mkdir { path: CString, mode: libc::mode_t },
     /// `symlink(2)`: `path` → `link_target`.
     Symlink { link_target: CString, path: CString },
     /// Create a new file (`O_EXCL`) with these contents.
-    CreateFile { path: CString, mode: libc::mode_t, contents: Vec<u8> },
+    CreateFile {
+        path: CString,
+        mode: libc::mode_t,
+        contents: Vec<u8>,
+    },
     /// `pivot_root(".", ".")` in the new root, then detach the old root.
     PivotRoot { new_root: CString },
 }
@@ -131,27 +140,30 @@ impl HostLayout {
         }
         let mut bind_source_is_directory = Vec::new();
         for (index, bind) in spec.binds.iter().enumerate() {
-            let meta = std::fs::metadata(&bind.source).map_err(|source| {
-                SandboxError::InvalidSpec {
+            let meta =
+                std::fs::metadata(&bind.source).map_err(|source| SandboxError::InvalidSpec {
                     field: "binds",
-                    reason: format!(
-                        "binds[{index}].source {}: {source}",
-                        bind.source.display()
-                    ),
-                }
-            })?;
+                    reason: format!("binds[{index}].source {}: {source}", bind.source.display()),
+                })?;
             bind_source_is_directory.push(meta.is_dir());
         }
         let last_capability = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
             .ok()
             .and_then(|text| text.trim().parse().ok())
             .unwrap_or(63);
-        Ok(Self { system_directories, bind_source_is_directory, last_capability })
+        Ok(Self {
+            system_directories,
+            bind_source_is_directory,
+            last_capability,
+        })
     }
 }
 
 fn invalid(field: &'static str, reason: impl Into<String>) -> SandboxError {
-    SandboxError::InvalidSpec { field, reason: reason.into() }
+    SandboxError::InvalidSpec {
+        field,
+        reason: reason.into(),
+    }
 }
 
 /// Checks the spec before anything is created: every field the sandbox cannot honour is named.
@@ -160,7 +172,9 @@ pub fn validate(spec: &SandboxSpec) -> Result<(), SandboxError> {
     let name_ok = !name.is_empty()
         && name.len() <= 63
         && !name.starts_with(['.', '-'])
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
     if !name_ok {
         return Err(invalid(
             "name",
@@ -174,7 +188,10 @@ pub fn validate(spec: &SandboxSpec) -> Result<(), SandboxError> {
         return Err(invalid("command", "the command is empty"));
     }
     if let Some(arg) = spec.command.iter().find(|arg| arg.contains('\0')) {
-        return Err(invalid("command", format!("argument {arg:?} contains a NUL byte")));
+        return Err(invalid(
+            "command",
+            format!("argument {arg:?} contains a NUL byte"),
+        ));
     }
     let mut keys = std::collections::BTreeSet::new();
     for (key, value) in &spec.env {
@@ -195,17 +212,26 @@ pub fn validate(spec: &SandboxSpec) -> Result<(), SandboxError> {
         ));
     }
     let limits = &spec.limits;
-    if limits.memory_bytes.is_some_and(|bytes| bytes < 4 * 1024 * 1024) {
+    if limits
+        .memory_bytes
+        .is_some_and(|bytes| bytes < 4 * 1024 * 1024)
+    {
         return Err(invalid("limits.memory_bytes", "below 4 MiB nothing starts"));
     }
-    if limits.cpu_millicores.is_some_and(|millicores| millicores < 10) {
+    if limits
+        .cpu_millicores
+        .is_some_and(|millicores| millicores < 10)
+    {
         return Err(invalid(
             "limits.cpu_millicores",
             "below 10 millicores (the kernel's smallest CFS quota, 1 ms per 100 ms)",
         ));
     }
     if limits.pids.is_some_and(|pids| pids < 2) {
-        return Err(invalid("limits.pids", "at least 2: the sandbox's init and the app"));
+        return Err(invalid(
+            "limits.pids",
+            "at least 2: the sandbox's init and the app",
+        ));
     }
     if limits.tmp_bytes.is_some_and(|bytes| bytes < 4096) {
         return Err(invalid("limits.tmp_bytes", "at least one page"));
@@ -238,12 +264,18 @@ fn validate_bind(index: usize, bind: &Bind) -> Result<(), SandboxError> {
     if !bind.source.is_absolute() {
         return Err(invalid(
             "binds",
-            format!("binds[{index}].source {} is not absolute", bind.source.display()),
+            format!(
+                "binds[{index}].source {} is not absolute",
+                bind.source.display()
+            ),
         ));
     }
     let target = &bind.target;
     let normal = target.is_absolute()
-        && target.components().skip(1).all(|c| matches!(c, Component::Normal(_)))
+        && target
+            .components()
+            .skip(1)
+            .all(|c| matches!(c, Component::Normal(_)))
         && target.components().count() > 1;
     if !normal || target.as_os_str().as_bytes().contains(&0) {
         return Err(invalid(
@@ -254,8 +286,14 @@ fn validate_bind(index: usize, bind: &Bind) -> Result<(), SandboxError> {
             ),
         ));
     }
-    let top = target.components().nth(1).map(|c| c.as_os_str()).unwrap_or_default();
-    if RESERVED_TOP_DIRECTORIES.iter().any(|reserved| OsStr::new(reserved) == top)
+    let top = target
+        .components()
+        .nth(1)
+        .map(|c| c.as_os_str())
+        .unwrap_or_default();
+    if RESERVED_TOP_DIRECTORIES
+        .iter()
+        .any(|reserved| OsStr::new(reserved) == top)
         || target == Path::new("/tmp")
     {
         return Err(invalid(
@@ -295,7 +333,10 @@ impl PlanBuilder {
 
     fn mkdir(&mut self, path: &Path, mode: libc::mode_t, shown: &Path) {
         self.push(
-            Step::Mkdir { path: c_path(path), mode },
+            Step::Mkdir {
+                path: c_path(path),
+                mode,
+            },
             format!("create the directory {}", shown.display()),
         );
     }
@@ -316,7 +357,11 @@ impl PlanBuilder {
             set |= libc::MOUNT_ATTR_RDONLY;
         }
         self.push(
-            Step::SetMountAttributes { target: c_path(target), set, recursive: true },
+            Step::SetMountAttributes {
+                target: c_path(target),
+                set,
+                recursive: true,
+            },
             format!(
                 "make {} {}nosuid, nodev",
                 shown.display(),
@@ -340,7 +385,11 @@ impl PlanBuilder {
 
     fn file(&mut self, path: &Path, mode: libc::mode_t, contents: Vec<u8>, shown: &Path) {
         self.push(
-            Step::CreateFile { path: c_path(path), mode, contents },
+            Step::CreateFile {
+                path: c_path(path),
+                mode,
+                contents,
+            },
             format!("create {}", shown.display()),
         );
     }
@@ -359,10 +408,19 @@ pub fn etc_files(spec: &SandboxSpec) -> Vec<(&'static str, String)> {
                  nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
             ),
         ),
-        ("group", format!("root:x:0:\napp:x:{gid}:\nnogroup:x:65534:\n")),
-        ("hosts", format!("127.0.0.1\tlocalhost\n::1\tlocalhost\n127.0.1.1\t{name}\n")),
+        (
+            "group",
+            format!("root:x:0:\napp:x:{gid}:\nnogroup:x:65534:\n"),
+        ),
+        (
+            "hosts",
+            format!("127.0.0.1\tlocalhost\n::1\tlocalhost\n127.0.1.1\t{name}\n"),
+        ),
         ("hostname", format!("{name}\n")),
-        ("nsswitch.conf", "passwd: files\ngroup: files\nhosts: files\n".to_owned()),
+        (
+            "nsswitch.conf",
+            "passwd: files\ngroup: files\nhosts: files\n".to_owned(),
+        ),
     ]
 }
 
@@ -374,23 +432,47 @@ pub fn build(spec: &SandboxSpec, host: &HostLayout, cgroup_procs: &[PathBuf]) ->
 
     for procs in cgroup_procs {
         plan.push(
-            Step::WriteExisting { path: c_path(procs), contents: c_string("0") },
-            format!("join the cgroup {}", procs.parent().unwrap_or(procs).display()),
+            Step::WriteExisting {
+                path: c_path(procs),
+                contents: c_string("0"),
+            },
+            format!(
+                "join the cgroup {}",
+                procs.parent().unwrap_or(procs).display()
+            ),
         );
     }
-    plan.push(Step::UnshareCgroupNamespace, "enter a new cgroup namespace".into());
-    plan.push(Step::SetHostname(c_string(&spec.name)), format!("set the hostname {}", spec.name));
+    plan.push(
+        Step::UnshareCgroupNamespace,
+        "enter a new cgroup namespace".into(),
+    );
+    plan.push(
+        Step::SetHostname(c_string(&spec.name)),
+        format!("set the hostname {}", spec.name),
+    );
     plan.push(Step::LoopbackUp, "bring lo up".into());
     plan.push(Step::MakeMountsPrivate, "make all mounts private".into());
-    plan.tmpfs(root, libc::MS_NOSUID | libc::MS_NODEV, ROOT_TMPFS_OPTIONS, Path::new("/"));
+    plan.tmpfs(
+        root,
+        libc::MS_NOSUID | libc::MS_NODEV,
+        ROOT_TMPFS_OPTIONS,
+        Path::new("/"),
+    );
 
     for (dir, symlink) in &host.system_directories {
         let dir = Path::new(dir);
         let target = inside(root, dir);
         match symlink {
             Some(link_target) => plan.push(
-                Step::Symlink { link_target: c_path(link_target), path: c_path(&target) },
-                format!("create the symlink {} -> {}", dir.display(), link_target.display()),
+                Step::Symlink {
+                    link_target: c_path(link_target),
+                    path: c_path(&target),
+                },
+                format!(
+                    "create the symlink {} -> {}",
+                    dir.display(),
+                    link_target.display()
+                ),
             ),
             None => {
                 plan.mkdir(&target, 0o755, dir);
@@ -434,7 +516,12 @@ pub fn build(spec: &SandboxSpec, host: &HostLayout, cgroup_procs: &[PathBuf]) ->
     let dev = Path::new("/dev");
     let dev_inside = inside(root, dev);
     plan.mkdir(&dev_inside, 0o755, dev);
-    plan.tmpfs(&dev_inside, libc::MS_NOSUID | libc::MS_NOEXEC, "mode=0755,size=64k", dev);
+    plan.tmpfs(
+        &dev_inside,
+        libc::MS_NOSUID | libc::MS_NOEXEC,
+        "mode=0755,size=64k",
+        dev,
+    );
     for device in DEVICES {
         let shown = dev.join(device);
         let target = inside(root, &shown);
@@ -466,7 +553,10 @@ pub fn build(spec: &SandboxSpec, host: &HostLayout, cgroup_procs: &[PathBuf]) ->
     ] {
         let shown = dev.join(link);
         plan.push(
-            Step::Symlink { link_target: c_string(link_target), path: c_path(&inside(root, &shown)) },
+            Step::Symlink {
+                link_target: c_string(link_target),
+                path: c_path(&inside(root, &shown)),
+            },
             format!("create the symlink {} -> {link_target}", shown.display()),
         );
     }
@@ -489,24 +579,36 @@ pub fn build(spec: &SandboxSpec, host: &HostLayout, cgroup_procs: &[PathBuf]) ->
         tmp,
     );
 
+    let mut created = std::collections::BTreeSet::new();
     for (index, bind) in spec.binds.iter().enumerate() {
         let target = &bind.target;
         // Parents of the mount point, in the sandbox's own tmpfs (targets never nest, so none of
         // these lies in another bind: nothing is created on a host filesystem).
-        let ancestors: Vec<&Path> =
-            target.ancestors().skip(1).filter(|a| a.parent().is_some()).collect();
+        let ancestors: Vec<&Path> = target
+            .ancestors()
+            .skip(1)
+            .filter(|a| a.parent().is_some())
+            .collect();
         for ancestor in ancestors.into_iter().rev() {
-            if ancestor == tmp {
+            if ancestor == tmp || !created.insert(ancestor.to_owned()) {
                 continue;
             }
             let path = inside(root, ancestor);
             plan.push(
-                Step::Mkdir { path: c_path(&path), mode: 0o755 },
+                Step::Mkdir {
+                    path: c_path(&path),
+                    mode: 0o755,
+                },
                 format!("create the directory {}", ancestor.display()),
             );
         }
         let mount_point = inside(root, target);
-        if host.bind_source_is_directory.get(index).copied().unwrap_or(true) {
+        if host
+            .bind_source_is_directory
+            .get(index)
+            .copied()
+            .unwrap_or(true)
+        {
             plan.mkdir(&mount_point, 0o755, target);
         } else {
             plan.file(&mount_point, 0o644, Vec::new(), target);
@@ -523,7 +625,9 @@ pub fn build(spec: &SandboxSpec, host: &HostLayout, cgroup_procs: &[PathBuf]) ->
         "make the new root read-only".into(),
     );
     plan.push(
-        Step::PivotRoot { new_root: c_path(root) },
+        Step::PivotRoot {
+            new_root: c_path(root),
+        },
         format!("pivot_root into {} and detach the old root", root.display()),
     );
 
@@ -545,7 +649,11 @@ pub fn build(spec: &SandboxSpec, host: &HostLayout, cgroup_procs: &[PathBuf]) ->
     };
     let app = AppLaunch {
         argv: spec.command.iter().map(|arg| c_string(arg)).collect(),
-        env: spec.env.iter().map(|(key, value)| c_string(&format!("{key}={value}"))).collect(),
+        env: spec
+            .env
+            .iter()
+            .map(|(key, value)| c_string(&format!("{key}={value}")))
+            .collect(),
         candidates,
         uid: spec.uid,
         gid: spec.gid,
@@ -553,7 +661,10 @@ pub fn build(spec: &SandboxSpec, host: &HostLayout, cgroup_procs: &[PathBuf]) ->
         gid_map: c_string(&format!("{0} {0} 1", spec.gid)),
         last_capability: host.last_capability,
     };
-    SetupPlan { steps: plan.steps, app }
+    SetupPlan {
+        steps: plan.steps,
+        app,
+    }
 }
 
 #[cfg(test)]
@@ -596,10 +707,17 @@ mod tests {
 
     #[test]
     fn the_plan_mounts_in_a_safe_order() {
-        let plan = build(&spec(), &host(), &["/sys/fs/cgroup/pids/x/cgroup.procs".into()]);
+        let plan = build(
+            &spec(),
+            &host(),
+            &["/sys/fs/cgroup/pids/x/cgroup.procs".into()],
+        );
         let steps = descriptions(&plan);
         let position = |needle: &str| {
-            steps.iter().position(|s| s.contains(needle)).unwrap_or_else(|| panic!("{needle}"))
+            steps
+                .iter()
+                .position(|s| s.contains(needle))
+                .unwrap_or_else(|| panic!("{needle}"))
         };
         // Cgroups are joined while the host's /sys is still there; the root goes read-only only
         // after every mount point exists; pivot_root is last.
@@ -617,8 +735,12 @@ mod tests {
     #[test]
     fn argv0_is_looked_up_on_the_sandbox_path() {
         let plan = build(&spec(), &host(), &[]);
-        let candidates: Vec<_> =
-            plan.app.candidates.iter().map(|c| c.to_str().unwrap().to_owned()).collect();
+        let candidates: Vec<_> = plan
+            .app
+            .candidates
+            .iter()
+            .map(|c| c.to_str().unwrap().to_owned())
+            .collect();
         assert_eq!(candidates, ["/usr/bin/python3", "/bin/python3"]);
         let mut absolute = spec();
         absolute.command[0] = "/opt/app/run".into();
