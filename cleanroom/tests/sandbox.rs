@@ -454,6 +454,12 @@ fn the_init_reaps_orphans_and_forwards_signals() {
 import os, signal, sys, time
 print(f"pid={os.getpid()}", flush=True)
 print("init=" + open("/proc/1/comm").read().strip(), flush=True)
+for private in ["/proc/1/environ", "/proc/1/mem", "/proc/1/root/"]:
+    try:
+        os.listdir(private) if private.endswith("/") else open(private, "rb").read(1)
+        print(f"read_{private}=ok", flush=True)
+    except OSError as e:
+        print(f"read_{private}={e.strerror}", flush=True)
 # An orphan: the grandchild outlives its parent and is reparented to the init, which must reap it.
 if os.fork() == 0:
     if os.fork() == 0:
@@ -484,6 +490,9 @@ time.sleep(30)
     let seen = key_values(&stream_text(&log, "stdout"));
     assert_eq!(seen["pid"], "2");
     assert_eq!(seen["init"], "sandbox-init");
+    for private in ["/proc/1/environ", "/proc/1/mem", "/proc/1/root/"] {
+        assert_eq!(seen[&format!("read_{private}")], "Permission denied", "{private}");
+    }
     assert_eq!(seen["zombies"], "0");
     assert_eq!(seen["got"], "SIGTERM");
 }
@@ -838,4 +847,69 @@ fn reading_a_log_file_that_grows_while_the_app_runs() {
         .read_to_string(&mut raw)
         .unwrap();
     assert_eq!(raw.lines().count(), 2000, "one JSON object per line");
+}
+
+/// Set in the helper process of [`a_sandbox_dies_with_its_parent`].
+const ORPHAN_HELPER: &str = "ENCFS_SANDBOX_ORPHAN_HELPER";
+
+/// When the process holding a `Sandbox` dies without dropping it (SIGKILL, a crash), the init
+/// sees its lifeline pipe close and takes the app down with it: nothing keeps running unowned.
+#[test]
+fn a_sandbox_dies_with_its_parent() {
+    require_root!();
+    if let Ok(dir) = std::env::var(ORPHAN_HELPER) {
+        // The helper: start a sandbox, say where it is, and wait to be killed.
+        let scratch_dir = PathBuf::from(dir);
+        let mut spec = Scratch::new().spec("orphan", &["sleep", "1000"]);
+        spec.work_dir = scratch_dir.join("orphan-root");
+        spec.log_file = scratch_dir.join("orphan.log");
+        spec.limits.pids = Some(8);
+        let sandbox = Sandbox::spawn(spec).unwrap();
+        for dir in sandbox.cgroup_dirs() {
+            println!("cgroup={}", dir.display());
+        }
+        println!("init={}", sandbox.pid());
+        std::thread::sleep(Duration::from_secs(60));
+        return;
+    }
+    let scratch = Scratch::new();
+    let mut helper = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "a_sandbox_dies_with_its_parent", "--nocapture"])
+        .env(ORPHAN_HELPER, scratch.dir.path())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut output = std::io::BufReader::new(helper.stdout.take().unwrap());
+    let (mut init, mut cgroups) = (None, Vec::new());
+    while init.is_none() {
+        let mut line = String::new();
+        if std::io::BufRead::read_line(&mut output, &mut line).unwrap() == 0 {
+            let _ = helper.kill();
+            panic!("the helper ended before starting its sandbox");
+        }
+        if let Some(pid) = line.trim().strip_prefix("init=") {
+            init = Some(pid.parse::<u32>().unwrap());
+        } else if let Some(dir) = line.trim().strip_prefix("cgroup=") {
+            cgroups.push(PathBuf::from(dir));
+        }
+    }
+    let init = init.unwrap();
+    let namespace = std::fs::read_link(format!("/proc/{init}/ns/pid")).unwrap();
+    assert_eq!(processes_in(&namespace).len(), 2, "the init and sleep");
+    helper.kill().unwrap();
+    helper.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !processes_in(&namespace).is_empty() {
+        assert!(Instant::now() < deadline, "the sandbox outlived its parent");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Nobody dropped the Sandbox: its cgroups and work dir are left for the caller's cleanup.
+    for dir in cgroups {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while std::fs::remove_dir(&dir).is_err() && dir.exists() {
+            assert!(Instant::now() < deadline, "{} stays busy", dir.display());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let _ = std::fs::remove_dir(scratch.path("orphan-root"));
 }
