@@ -123,6 +123,13 @@ fn key_values(text: &str) -> BTreeMap<String, String> {
 }
 
 #[test]
+fn sandboxes_can_move_between_threads() {
+    fn send_and_sync<T: Send + Sync>() {}
+    send_and_sync::<Sandbox>();
+    send_and_sync::<SandboxError>();
+}
+
+#[test]
 fn the_app_is_uid_1000_without_capabilities_in_its_own_namespaces() {
     require_root!();
     let scratch = Scratch::new();
@@ -491,7 +498,11 @@ time.sleep(30)
     assert_eq!(seen["pid"], "2");
     assert_eq!(seen["init"], "sandbox-init");
     for private in ["/proc/1/environ", "/proc/1/mem", "/proc/1/root/"] {
-        assert_eq!(seen[&format!("read_{private}")], "Permission denied", "{private}");
+        assert_eq!(
+            seen[&format!("read_{private}")],
+            "Permission denied",
+            "{private}"
+        );
     }
     assert_eq!(seen["zombies"], "0");
     assert_eq!(seen["got"], "SIGTERM");

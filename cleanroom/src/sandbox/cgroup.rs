@@ -276,6 +276,64 @@ mod tests {
         assert_eq!(own_v1_path(SELF_CGROUP, "blkio"), None);
     }
 
+    /// The v2 code on a real cgroup2 mount: these machines have one without controllers (all
+    /// are bound to v1) at /sys/fs/cgroup/unified, enough to create, join and remove a leaf.
+    #[test]
+    fn a_real_v2_leaf_is_joined_and_removed() {
+        let unified = Path::new("/sys/fs/cgroup/unified");
+        let writable = fs::metadata(unified.join("cgroup.procs")).is_ok_and(|_| {
+            fs::read_to_string("/proc/self/status")
+                .unwrap()
+                .contains("Uid:\t0\t")
+        });
+        if !unified.join("cgroup.controllers").exists() || !writable {
+            eprintln!(
+                "skipping: needs root and a cgroup2 mount at {}",
+                unified.display()
+            );
+            return;
+        }
+        let leaf = format!("v2-test-{}", std::process::id());
+        let limited = Limits {
+            pids: Some(4),
+            ..Limits::default()
+        };
+        if !fs::read_to_string(unified.join("cgroup.controllers"))
+            .unwrap()
+            .contains("pids")
+        {
+            assert!(matches!(
+                Cgroups::create(unified, "", &leaf, &limited),
+                Err(SandboxError::MissingController {
+                    controller: "pids",
+                    ..
+                })
+            ));
+        }
+        let mut cgroups = Cgroups::create(unified, "", &leaf, &Limits::default()).unwrap();
+        let procs = cgroups.procs_files().pop().unwrap();
+        assert_eq!(
+            procs,
+            unified
+                .join("encfs-cleanroom")
+                .join(&leaf)
+                .join("cgroup.procs")
+        );
+        let mut child = std::process::Command::new("sleep")
+            .arg("10")
+            .spawn()
+            .unwrap();
+        fs::write(&procs, child.id().to_string()).unwrap();
+        assert_eq!(
+            fs::read_to_string(&procs).unwrap().trim(),
+            child.id().to_string()
+        );
+        child.kill().unwrap();
+        child.wait().unwrap();
+        cgroups.remove().unwrap();
+        assert!(!procs.parent().unwrap().exists());
+    }
+
     #[test]
     fn cpu_quota_is_a_share_of_the_period() {
         assert_eq!(cpu_quota(1000), 100_000);

@@ -644,9 +644,12 @@ fn run_app(context: &ChildContext<'_>) -> ! {
     // No user namespaces below this one (the limit is per user namespace and this process is
     // its root until the capabilities go): the app cannot regain capabilities over namespaces
     // of its own, which keeps the kernel surface it can reach small.
-    if let Err(errno) =
-        write_file(c"/proc/sys/user/max_user_namespaces", b"0", libc::O_WRONLY, 0)
-    {
+    if let Err(errno) = write_file(
+        c"/proc/sys/user/max_user_namespaces",
+        b"0",
+        libc::O_WRONLY,
+        0,
+    ) {
         fail(FixedStep::ForbidNestedUserNamespaces, errno);
     }
     // The new user namespace gave this process every capability inside it: drop them all.

@@ -10,8 +10,8 @@
 //! `docs/cleanroom.md`, "The application sandbox", says what is isolated how and what is not.
 //!
 //! Shape: [`Sandbox::spawn`] validates the spec, creates the cgroups and the pipes, builds the
-//! whole setup as data ([`plan`]) and `clone`s the sandbox's init with the new namespaces; the init
-//! ([`child`]) runs the plan, forks the app and supervises it. `spawn` returns once the app's
+//! whole setup as data (`plan.rs`) and `clone`s the sandbox's init with the new namespaces; the init
+//! (`child.rs`) runs the plan, forks the app and supervises it. `spawn` returns once the app's
 //! `execve` succeeded (or with the step that failed). The `Sandbox` owns the init: dropping it
 //! kills everything inside, reaps it and removes the cgroups and the root directory.
 
@@ -178,6 +178,9 @@ fn prepare_work_dir(path: &Path) -> Result<(), SandboxError> {
         path: path.into(),
         source,
     };
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(host)?;
+    }
     match std::fs::create_dir(path) {
         Ok(()) => Ok(()),
         Err(error) if error.kind() == io::ErrorKind::AlreadyExists => {
