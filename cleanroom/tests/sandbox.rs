@@ -924,3 +924,80 @@ fn a_sandbox_dies_with_its_parent() {
     }
     let _ = std::fs::remove_dir(scratch.path("orphan-root"));
 }
+
+/// Sandboxes spawned at once from several threads while another thread allocates non-stop: the
+/// clone of a busy multi-threaded process must neither deadlock (no allocation or lock after
+/// clone) nor hang on a status pipe another sandbox's init inherited.
+#[test]
+fn concurrent_spawns_from_many_threads() {
+    require_root!();
+    let scratch = std::sync::Arc::new(Scratch::new());
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let allocator = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut kept = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                kept.push(vec![1u8; 4096]);
+                if kept.len() > 1024 {
+                    kept.clear();
+                }
+            }
+        })
+    };
+    // Threads starting and ending all the time: glibc holds its thread-list lock meanwhile.
+    let churn = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                std::thread::spawn(|| std::hint::black_box(vec![0u8; 64 * 1024]))
+                    .join()
+                    .unwrap();
+            }
+        })
+    };
+    // A deadlock would hang the test, and the stuck inits with it: fail fast instead.
+    let watchdog = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if Instant::now() > deadline {
+                    eprintln!("concurrent spawns deadlocked");
+                    std::process::abort();
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        })
+    };
+    let started = Instant::now();
+    let workers: Vec<_> = (0..6)
+        .map(|worker| {
+            let scratch = scratch.clone();
+            std::thread::spawn(move || {
+                for round in 0..4 {
+                    let name = format!("concurrent-{worker}-{round}");
+                    let mut spec = scratch.spec(&name, &["sh", "-c", "echo $(hostname)"]);
+                    spec.limits.pids = Some(8);
+                    let log = spec.log_file.clone();
+                    let mut sandbox = Sandbox::spawn(spec).unwrap();
+                    assert_eq!(sandbox.wait().unwrap(), 0);
+                    drop(sandbox);
+                    assert_eq!(stream_text(&log, "stdout"), format!("{name}\n"));
+                }
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker.join().unwrap();
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    allocator.join().unwrap();
+    churn.join().unwrap();
+    watchdog.join().unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+}

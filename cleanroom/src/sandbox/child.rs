@@ -2,7 +2,9 @@
 //! forked from it, the app up to its `execve`.
 //!
 //! Both are copies of a possibly multi-threaded parent, so nothing here allocates, takes a lock or
-//! formats: each function is one system call on data the parent prepared ([`super::plan`]). A
+//! formats: each function is one system call on data the parent prepared ([`super::plan`]), and
+//! where glibc's wrapper does more than the system call (fork's atfork handlers and allocator
+//! locks, setuid's all-threads broadcast) the raw system call is made instead. A
 //! failure is reported as 8 bytes — the step's number and the errno — on the status pipe, which is
 //! close-on-exec: the parent reading end-of-file means the app's `execve` succeeded.
 //!
@@ -369,14 +371,20 @@ fn run_step(step: &Step) -> Result<(), Errno> {
     }
 }
 
+/// Raw system calls, not glibc's `setgroups`/`setresgid`/`setresuid`: those change the
+/// credentials of *every thread* of the process (the "setxid" broadcast), walking a thread list
+/// under a lock that this child copied from a multi-threaded parent — stale and possibly held
+/// forever. The child is single-threaded, so the per-thread system call is exactly right.
 fn set_identity(uid: u32, gid: u32) -> Result<(), (FixedStep, Errno)> {
     // SAFETY: setgroups with an empty list reads nothing.
-    check(unsafe { libc::setgroups(0, ptr::null()) } as _)
+    check(unsafe { libc::syscall(libc::SYS_setgroups, 0usize, ptr::null::<libc::gid_t>()) })
         .map_err(|e| (FixedStep::DropGroups, e))?;
-    // SAFETY: plain credential calls.
-    check(unsafe { libc::setresgid(gid, gid, gid) } as _).map_err(|e| (FixedStep::SetGid, e))?;
-    // SAFETY: plain credential call; leaving uid 0 clears every capability of this process.
-    check(unsafe { libc::setresuid(uid, uid, uid) } as _).map_err(|e| (FixedStep::SetUid, e))?;
+    // SAFETY: plain credential system call.
+    check(unsafe { libc::syscall(libc::SYS_setresgid, gid, gid, gid) })
+        .map_err(|e| (FixedStep::SetGid, e))?;
+    // SAFETY: plain credential system call; leaving uid 0 clears every capability.
+    check(unsafe { libc::syscall(libc::SYS_setresuid, uid, uid, uid) })
+        .map_err(|e| (FixedStep::SetUid, e))?;
     Ok(())
 }
 
@@ -452,8 +460,9 @@ fn run_init(context: &ChildContext<'_>) -> ! {
         }
     }
 
-    // Every signal is blocked in the init and read from a signalfd: a blocked signal is queued
-    // even for a PID namespace's init, which otherwise drops signals it has no handler for.
+    // Every signal is blocked in the init (the parent cloned it with all blocked, so none of the
+    // parent's handlers ever runs here) and read from a signalfd: a blocked signal is queued even
+    // for a PID namespace's init, which otherwise drops signals it has no handler for.
     // SAFETY: sigset_t is plain data, initialised by sigfillset before use.
     let mut all: libc::sigset_t = unsafe { std::mem::zeroed() };
     // SAFETY: `all` is a live sigset_t; sigprocmask only changes this thread's mask.
@@ -470,12 +479,24 @@ fn run_init(context: &ChildContext<'_>) -> ! {
         Err(errno) => fail(FixedStep::SignalFd, errno),
     };
 
-    // SAFETY: the init is single-threaded; the child only runs `run_app`, which does not
-    // allocate and ends in execve or _exit.
-    let app = match unsafe { libc::fork() } {
+    // A raw clone with fork semantics, not glibc's fork(): that one runs atfork handlers and
+    // takes the allocator's locks, which another thread of the original parent may have held at
+    // the instant the init was cloned (the init's copies would then never be released).
+    // SAFETY: no new stack and no CLONE_VM: the child continues on its own copy of this stack,
+    // as after fork; it only runs `run_app`, which does not allocate and ends in execve or _exit.
+    let app = match unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            libc::SIGCHLD as libc::c_ulong,
+            0usize,
+            0usize,
+            0usize,
+            0usize,
+        )
+    } {
         -1 => fail(FixedStep::ForkApp, last_errno()),
         0 => run_app(context),
-        pid => pid,
+        pid => pid as libc::pid_t,
     };
 
     if let Err((_, errno)) = set_identity(context.plan.app.uid, context.plan.app.gid)
@@ -568,19 +589,20 @@ fn run_app(context: &ChildContext<'_>) -> ! {
         report_and_exit(fds.status, fixed_step_number(plan_steps, step), errno)
     };
 
-    // SAFETY: sigset_t is plain data; sigemptyset initialises it; then the mask is cleared and
-    // every catchable signal gets its default action (the parent may ignore SIGPIPE, and
-    // ignored dispositions survive execve).
+    // SAFETY: every catchable signal gets its default action (the parent's handlers must never
+    // run here, and the parent may ignore SIGPIPE: ignored dispositions survive execve), then the
+    // mask inherited blocked from the init is cleared; sigset_t is plain data that sigemptyset
+    // initialises.
     unsafe {
+        for signal in 1..=libc::SIGRTMAX() {
+            if signal != libc::SIGKILL && signal != libc::SIGSTOP {
+                libc::signal(signal, libc::SIG_DFL);
+            }
+        }
         let mut none: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut none);
         if libc::sigprocmask(libc::SIG_SETMASK, &none, ptr::null_mut()) != 0 {
             fail(FixedStep::ResetSignals, last_errno());
-        }
-        for signal in 1..libc::SIGRTMAX() {
-            if signal != libc::SIGKILL && signal != libc::SIGSTOP {
-                libc::signal(signal, libc::SIG_DFL);
-            }
         }
         libc::umask(0o022);
     }

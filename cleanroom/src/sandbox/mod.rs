@@ -143,6 +143,16 @@ pub struct Sandbox {
     work_dir: PathBuf,
 }
 
+/// A signal set (`sigset_t` is plain data: all-zero is a valid, empty value).
+struct SignalMask(libc::sigset_t);
+
+impl SignalMask {
+    fn empty() -> Self {
+        // SAFETY: sigset_t is a plain bit array; zero is the empty set.
+        Self(unsafe { std::mem::zeroed() })
+    }
+}
+
 /// An owned descriptor moved above 0-2, so that the child's `dup2` onto stdin/stdout/stderr can
 /// never clobber it (a caller started with a closed stdin would get a pipe at fd 0).
 fn above_stdio<T: From<OwnedFd> + Into<OwnedFd> + AsRawFd>(fd: T) -> io::Result<T> {
@@ -288,6 +298,16 @@ impl Sandbox {
             | libc::CLONE_NEWIPC
             | libc::CLONE_NEWUTS
             | libc::SIGCHLD;
+        // The child starts with every signal blocked, so that none of this process's handlers
+        // (tokio's, a Ctrl-C handler) can run in it before it has set up its own.
+        let mut blocked_all = SignalMask::empty();
+        let mut previous = SignalMask::empty();
+        // SAFETY: sigfillset initialises a live sigset_t; pthread_sigmask changes only this
+        // thread's mask and is restored right after the clone.
+        unsafe {
+            libc::sigfillset(&mut blocked_all.0);
+            libc::pthread_sigmask(libc::SIG_SETMASK, &blocked_all.0, &mut previous.0);
+        }
         // SAFETY: without CLONE_VM the child gets a copy of this process's memory, so `context`,
         // `setup`, `argv`, `envp` and `stack` stay valid for it; `init_main` never returns into
         // this code (it ends in `_exit` or `execve`) and does not allocate or lock.
@@ -299,10 +319,13 @@ impl Sandbox {
                 &context as *const child::ChildContext<'_> as *mut c_void,
             )
         };
+        let clone_error = io::Error::last_os_error();
+        // SAFETY: restores this thread's mask saved above.
+        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &previous.0, std::ptr::null_mut()) };
         if pid < 0 {
             return Err(SandboxError::System {
                 what: "cloning the sandbox's init",
-                source: io::Error::last_os_error(),
+                source: clone_error,
             });
         }
         self.pid = pid;
