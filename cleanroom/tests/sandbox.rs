@@ -762,13 +762,27 @@ fn setup_failures_are_reported_and_leave_nothing() {
         other => panic!("{other:?}"),
     }
     assert!(!work_dir.exists());
-    let leftovers: Vec<_> = std::fs::read_dir("/sys/fs/cgroup/pids")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().starts_with("missing-"))
-        .collect();
-    assert!(leftovers.is_empty());
+    let self_cgroup = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+    let prefix = format!("missing-{}-", std::process::id());
+    let mut leftovers = Vec::new();
+    for controller in ["memory", "cpu", "pids"] {
+        let own = self_cgroup
+            .lines()
+            .filter_map(|line| line.splitn(3, ':').nth(1).zip(line.splitn(3, ':').nth(2)))
+            .find(|(controllers, _)| controllers.split(',').any(|c| c == controller))
+            .map(|(_, path)| path.trim_start_matches('/').to_owned())
+            .unwrap_or_default();
+        let group = Path::new("/sys/fs/cgroup")
+            .join(controller)
+            .join(own)
+            .join("encfs-cleanroom");
+        for entry in std::fs::read_dir(&group).into_iter().flatten().flatten() {
+            if entry.file_name().to_string_lossy().starts_with(&prefix) {
+                leftovers.push(entry.path());
+            }
+        }
+    }
+    assert!(leftovers.is_empty(), "{leftovers:?}");
 
     // The host's programs outside the system directories are not there (pyenv's python is in
     // /root), and a bind source that does not exist is named.
