@@ -768,7 +768,10 @@ fn setup_failures_are_reported_and_leave_nothing() {
     for controller in ["memory", "cpu", "pids"] {
         let own = self_cgroup
             .lines()
-            .filter_map(|line| line.splitn(3, ':').nth(1).zip(line.splitn(3, ':').nth(2)))
+            .filter_map(|line| {
+                let mut fields = line.splitn(3, ':');
+                Some((fields.nth(1)?, fields.next()?))
+            })
             .find(|(controllers, _)| controllers.split(',').any(|c| c == controller))
             .map(|(_, path)| path.trim_start_matches('/').to_owned())
             .unwrap_or_default();
