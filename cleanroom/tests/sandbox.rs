@@ -146,6 +146,8 @@ fn the_app_is_uid_1000_without_capabilities_in_its_own_namespaces() {
         echo nested_userns=$(unshare --user true 2>/dev/null && echo allowed || echo refused)
         echo nested_netns=$(unshare --net true 2>/dev/null && echo allowed || echo refused)
         echo max_user_namespaces=$(cat /proc/sys/user/max_user_namespaces)
+        echo oom_score_adj=$(cat /proc/self/oom_score_adj)
+        echo init_oom_score_adj=$(cat /proc/1/oom_score_adj)
     "#;
     // A System V message queue on the host must not be visible in the sandbox's IPC namespace.
     let queue = Command::new("ipcmk").arg("-Q").output().unwrap();
@@ -198,6 +200,9 @@ fn the_app_is_uid_1000_without_capabilities_in_its_own_namespaces() {
     assert_eq!(seen["nested_userns"], "refused");
     assert_eq!(seen["nested_netns"], "refused");
     assert_eq!(seen["max_user_namespaces"], "0");
+    // The OOM killer picks the app, never the init.
+    assert_eq!(seen["oom_score_adj"], "1000");
+    assert_ne!(seen["init_oom_score_adj"], "1000");
 }
 
 #[test]
