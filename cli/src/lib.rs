@@ -7,7 +7,6 @@
 
 mod args;
 mod attestation_args;
-mod cleanroom_spec;
 mod commands;
 mod duration;
 mod governance_args;

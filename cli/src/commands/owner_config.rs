@@ -19,13 +19,13 @@ use super::keys::load_data_key;
 use super::secretstore::{self, Backend, SecretStore};
 use super::{datastore, governance};
 use crate::args::{Mode, OutputArgs};
-use crate::cleanroom_spec::{
-    self as spec, AccessPoint, CleanroomSecret, Direction, EncryptionSecret, EncryptionSecrets,
-    PrivacyProxySettings, Resource, ServiceEndpoint, Spec,
-};
 use crate::governance_args::ClientSelection;
 use crate::keyrelease_args::{
     AddAccessPointArgs, ConfigCommand, KekArgs, WrapDeksArgs, WrapSecretArgs,
+};
+use encfs_cleanroom::spec::{
+    self as spec, AccessPoint, CleanroomSecret, Direction, EncryptionSecret, EncryptionSecrets,
+    PrivacyProxySettings, Resource, ServiceEndpoint, Spec,
 };
 
 /// The claim whose first value the release policy names.
