@@ -231,7 +231,11 @@ impl GovernanceSidecar {
         let attestation = upstream::call_json("skr sidecar", &url, request)
             .await
             .map_err(GovernanceStartError::Attestation)?;
-        if attestation.get("evidence").and_then(Value::as_str).is_none() {
+        if attestation
+            .get("evidence")
+            .and_then(Value::as_str)
+            .is_none()
+        {
             return Err(GovernanceStartError::Attestation(
                 UpstreamError::Malformed {
                     service: "skr sidecar",
@@ -433,7 +437,8 @@ async fn put_event(
 ) -> Response {
     let result = async {
         let event = json_object(&body, "event")?;
-        let data = serde_json::to_vec(&event).map_err(|e| GovernanceError::Signing(e.to_string()))?;
+        let data =
+            serde_json::to_vec(&event).map_err(|e| GovernanceError::Signing(e.to_string()))?;
         let url = sidecar.url(&headers, "events")?;
         let mut params = Vec::new();
         if let Some(id) = query.id.as_deref() {

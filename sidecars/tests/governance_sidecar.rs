@@ -51,9 +51,13 @@ async fn kernel_listener() -> tokio::net::TcpListener {
 }
 
 async fn skr_for(authority_url: &str, authority_ca: &str, policy: &str) -> RunningSidecar {
-    let provider =
-        VirtualProvider::new(authority_url, authority_ca.as_bytes(), policy.as_bytes(), false)
-            .unwrap();
+    let provider = VirtualProvider::new(
+        authority_url,
+        authority_ca.as_bytes(),
+        policy.as_bytes(),
+        false,
+    )
+    .unwrap();
     let skr = SkrSidecar::new(SkrConfig {
         provider: Arc::new(provider),
         attester: Arc::new(MaaClient::new(vec![authority_ca.as_bytes().to_vec()]).unwrap()),
@@ -178,7 +182,10 @@ async fn governance_sidecar_against_the_real_services() {
     };
     let service = Service::open_with_attestation(
         &config,
-        Some(Arc::new(verifier) as Arc<dyn encfs_governance::attestation::CleanRoomAttestation>),
+        Some(Arc::new(verifier)
+            as Arc<
+                dyn encfs_governance::attestation::CleanRoomAttestation,
+            >),
     )
     .unwrap();
     let server = service
@@ -233,7 +240,8 @@ async fn governance_sidecar_against_the_real_services() {
     assert_eq!(code(&unknown), (400, "InvalidOption"), "{}", unknown.1);
 
     // An event, signed and attested by the sidecar, then listed by the member.
-    let event = json!({"source": "code-launcher", "message": "Starting execution of demo-app container"});
+    let event =
+        json!({"source": "code-launcher", "message": "Starting execution of demo-app container"});
     let put = call(Method::PUT, url("/events"), Some(&event), None).await;
     assert_eq!(put.0, 200, "{}", put.1);
     let events = member.events("collab", None, None, true).await.unwrap();
@@ -262,7 +270,13 @@ async fn governance_sidecar_against_the_real_services() {
     assert_eq!(code(&bad), (400, "BadRequest"));
 
     // The member's secret, unwrapped by the sidecar.
-    let secret = call(Method::POST, url(&format!("/secrets/{secret_id}")), None, None).await;
+    let secret = call(
+        Method::POST,
+        url(&format!("/secrets/{secret_id}")),
+        None,
+        None,
+    )
+    .await;
     assert_eq!(secret.0, 200, "{}", secret.1);
     assert_eq!(secret.1, json!({"value": "the secret value"}));
     // A secret the clean room puts, then reads back.
@@ -275,7 +289,13 @@ async fn governance_sidecar_against_the_real_services() {
     .await;
     assert_eq!(put.0, 200, "{}", put.1);
     assert_eq!(put.1["secretId"], "cleanroom_from-room");
-    let back = call(Method::POST, url("/secrets/cleanroom_from-room"), None, None).await;
+    let back = call(
+        Method::POST,
+        url("/secrets/cleanroom_from-room"),
+        None,
+        None,
+    )
+    .await;
     assert_eq!(back.1, json!({"value": "written inside"}), "{}", back.1);
     let missing = call(Method::POST, url("/secrets/nobody_nothing"), None, None).await;
     assert_eq!(code(&missing), (404, "SecretNotFound"), "{}", missing.1);
@@ -309,7 +329,11 @@ async fn governance_sidecar_against_the_real_services() {
     let other_url = |path: &str| format!("{}{path}", other_room.url());
     for (method, path, body) in [
         (Method::POST, "/consentcheck/execution".to_owned(), None),
-        (Method::PUT, "/events".to_owned(), Some(json!({"message": "x"}))),
+        (
+            Method::PUT,
+            "/events".to_owned(),
+            Some(json!({"message": "x"})),
+        ),
         (Method::POST, format!("/secrets/{secret_id}"), None),
         (
             Method::PUT,

@@ -22,7 +22,9 @@ pub fn is_allowed(method: &Method, path: &str) -> bool {
     if method == Method::POST {
         rest == "exportLogs"
             || rest == "exportTelemetry"
-            || rest.strip_suffix("/start").is_some_and(|app| !app.is_empty())
+            || rest
+                .strip_suffix("/start")
+                .is_some_and(|app| !app.is_empty())
     } else if method == Method::GET {
         rest.strip_suffix("/status")
             .is_some_and(|app| !app.is_empty())
@@ -67,8 +69,16 @@ pub fn start_error(error: &StartError) -> Response {
             body(StatusCode::FORBIDDEN, "ConsentCheckFailed", &text)
         }
         StartError::UnknownApp => body(StatusCode::NOT_FOUND, "ApplicationNotFound", &text),
-        StartError::Mount(_) => body(StatusCode::INTERNAL_SERVER_ERROR, "MountNotAvailable", &text),
-        _ => body(StatusCode::INTERNAL_SERVER_ERROR, "ApplicationStartFailed", &text),
+        StartError::Mount(_) => body(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "MountNotAvailable",
+            &text,
+        ),
+        _ => body(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "ApplicationStartFailed",
+            &text,
+        ),
     }
 }
 
@@ -79,7 +89,11 @@ pub fn export_error(error: &ExportError) -> Response {
         ExportError::ConsentDenied { .. } | ExportError::ConsentUnavailable { .. } => {
             body(StatusCode::FORBIDDEN, "ConsentCheckFailed", &text)
         }
-        ExportError::Mount(_) => body(StatusCode::INTERNAL_SERVER_ERROR, "MountNotAvailable", &text),
+        ExportError::Mount(_) => body(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "MountNotAvailable",
+            &text,
+        ),
         _ => body(StatusCode::INTERNAL_SERVER_ERROR, "ExportFailed", &text),
     }
 }

@@ -66,8 +66,11 @@ pub struct RunnerError(pub String);
 pub trait AppRunner: Send + Sync + 'static {
     /// Starts `app` with `mounts`: (host mount path, path in the app, read-only). Starting an app
     /// that exited starts it again.
-    fn start(&self, app: &Application, mounts: &[(String, String, bool)])
-    -> Result<(), RunnerError>;
+    fn start(
+        &self,
+        app: &Application,
+        mounts: &[(String, String, bool)],
+    ) -> Result<(), RunnerError>;
     /// The app's state, `None` if it was never started.
     fn status(&self, app: &str) -> Result<Option<AppState>, RunnerError>;
     /// Stops the app (no error if it is not running).

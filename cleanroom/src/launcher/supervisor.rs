@@ -255,7 +255,12 @@ impl Launcher {
     /// `Creating container for <app>`, `Created container with Id <id> for <app>`, `Starting
     /// execution of <app> container`, and the runner. An app that runs already is left alone.
     pub async fn start(&self, app: &str) -> Result<(), StartError> {
-        match self.inner.governance.consent(ConsentOption::Execution).await {
+        match self
+            .inner
+            .governance
+            .consent(ConsentOption::Execution)
+            .await
+        {
             Ok(status) if status == "enabled" => {}
             Ok(status) => return Err(StartError::ConsentDenied { status }),
             Err(e) => return Err(StartError::ConsentUnavailable(e)),
@@ -270,7 +275,10 @@ impl Launcher {
         }
         let config = &self.inner.config;
         let mut mounts = Vec::new();
-        for (paths, read_only) in [(&slot.spec.datasources, true), (&slot.spec.datasinks, false)] {
+        for (paths, read_only) in [
+            (&slot.spec.datasources, true),
+            (&slot.spec.datasinks, false),
+        ] {
             for (access, in_app) in paths.iter().flatten() {
                 let host =
                     volumes::wait_for_mount(&config.volume_status_dir, access, config.mount_wait)
@@ -299,7 +307,9 @@ impl Launcher {
         }
         let supervisor = self.clone();
         let name = app.to_owned();
-        *launch = Some(tokio::spawn(async move { supervisor.supervise(&name).await }));
+        *launch = Some(tokio::spawn(
+            async move { supervisor.supervise(&name).await },
+        ));
         Ok(())
     }
 
@@ -448,7 +458,12 @@ impl Launcher {
             if stopped_for_consent {
                 continue;
             }
-            match self.inner.governance.consent(ConsentOption::Execution).await {
+            match self
+                .inner
+                .governance
+                .consent(ConsentOption::Execution)
+                .await
+            {
                 Ok(status) if status == "enabled" => {}
                 Ok(status) => {
                     let name = app.to_owned();

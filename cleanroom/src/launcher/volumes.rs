@@ -16,7 +16,9 @@ const POLL: Duration = Duration::from_millis(50);
 #[non_exhaustive]
 pub enum MountError {
     /// The mount launcher wrote an error file.
-    #[error("Mount point for {access} is not available. The encfs mount exited with error : {code}")]
+    #[error(
+        "Mount point for {access} is not available. The encfs mount exited with error : {code}"
+    )]
     Failed {
         /// The access name.
         access: String,
@@ -96,7 +98,11 @@ pub fn check(dir: &Path, access: &str) -> Result<Option<PathBuf>, MountError> {
 }
 
 /// Waits up to `wait` for `access`'s mount; its mount path.
-pub async fn wait_for_mount(dir: &Path, access: &str, wait: Duration) -> Result<PathBuf, MountError> {
+pub async fn wait_for_mount(
+    dir: &Path,
+    access: &str,
+    wait: Duration,
+) -> Result<PathBuf, MountError> {
     let start = Instant::now();
     loop {
         if let Some(path) = check(dir, access)? {
@@ -128,7 +134,9 @@ mod tests {
             wait_for_mount(d, "in", Duration::ZERO).await.unwrap(),
             PathBuf::from("/mnt/in")
         );
-        let failed = wait_for_mount(d, "bad", Duration::from_secs(5)).await.unwrap_err();
+        let failed = wait_for_mount(d, "bad", Duration::from_secs(5))
+            .await
+            .unwrap_err();
         assert_eq!(
             failed.to_string(),
             "Mount point for bad is not available. The encfs mount exited with error : 3"
@@ -138,7 +146,9 @@ mod tests {
             Err(MountError::Malformed { .. })
         ));
         let start = Instant::now();
-        let late = wait_for_mount(d, "late", Duration::from_millis(200)).await.unwrap_err();
+        let late = wait_for_mount(d, "late", Duration::from_millis(200))
+            .await
+            .unwrap_err();
         assert!(matches!(late, MountError::Timeout { .. }), "{late}");
         assert!(start.elapsed() >= Duration::from_millis(200));
         // A mount that becomes ready while waiting.
@@ -148,7 +158,9 @@ mod tests {
             std::fs::write(path.join("soon.volume.ready"), r#"{"mount_path": "/m"}"#).unwrap();
         });
         assert_eq!(
-            wait_for_mount(d, "soon", Duration::from_secs(5)).await.unwrap(),
+            wait_for_mount(d, "soon", Duration::from_secs(5))
+                .await
+                .unwrap(),
             PathBuf::from("/m")
         );
         writer.await.unwrap();

@@ -133,7 +133,11 @@ async fn secrets(args: SecretsArgs, run_dir: Option<PathBuf>) -> Result<()> {
 
 /// A setting from its flag, else from the reference's environment variable.
 fn flag_or_env(flag: Option<String>, variable: &str) -> Option<String> {
-    flag.or_else(|| std::env::var(variable).ok().filter(|v| !v.trim().is_empty()))
+    flag.or_else(|| {
+        std::env::var(variable)
+            .ok()
+            .filter(|v| !v.trim().is_empty())
+    })
 }
 
 /// The pinned service certificate: --service-cert-file, else env serviceCert (base64 PEM), else
@@ -149,14 +153,20 @@ fn service_cert(args: &GovernanceArgs) -> Result<Vec<u8>> {
             .context("env serviceCert is not base64 (of the service certificate's PEM)");
     }
     if let Some(path) = flag_or_env(None, "serviceCertPath") {
-        return read_file(Path::new(&path), "governance service certificate (serviceCertPath)");
+        return read_file(
+            Path::new(&path),
+            "governance service certificate (serviceCertPath)",
+        );
     }
-    bail!("the governance service certificate is needed: --service-cert-file, or env serviceCert / serviceCertPath")
+    bail!(
+        "the governance service certificate is needed: --service-cert-file, or env serviceCert / serviceCertPath"
+    )
 }
 
 async fn governance(args: GovernanceArgs, run_dir: Option<PathBuf>) -> Result<()> {
-    let cgs_endpoint = flag_or_env(args.governance_endpoint.clone(), "ccrgovEndpoint")
-        .context("the governance endpoint is needed: --governance-endpoint or env ccrgovEndpoint")?;
+    let cgs_endpoint = flag_or_env(args.governance_endpoint.clone(), "ccrgovEndpoint").context(
+        "the governance endpoint is needed: --governance-endpoint or env ccrgovEndpoint",
+    )?;
     let api_path_prefix = match &args.contract_id {
         Some(id) => format!("app/contracts/{id}"),
         None => flag_or_env(args.api_path_prefix.clone(), "ccrgovApiPathPrefix").context(
@@ -174,7 +184,13 @@ async fn governance(args: GovernanceArgs, run_dir: Option<PathBuf>) -> Result<()
     )
     .await
     .with_context(|| format!("cannot start the governance sidecar for {cgs_endpoint}"))?;
-    serve("governance", args.listen, Arc::new(sidecar).router(), run_dir).await
+    serve(
+        "governance",
+        args.listen,
+        Arc::new(sidecar).router(),
+        run_dir,
+    )
+    .await
 }
 
 /// Serves `router` on `listen` (loopback only) until SIGTERM or SIGINT.
