@@ -505,3 +505,193 @@ impl Launcher {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The start and supervision logic against an in-process fake of the governance sidecar's
+    //! consent route and an in-memory runner (the real chain is `tests/launcher.rs`).
+
+    use std::collections::HashMap;
+    use std::sync::Mutex as StdMutex;
+    use std::time::Duration;
+
+    use axum::extract::{Path, State};
+    use axum::http::StatusCode;
+    use axum::response::IntoResponse;
+    use serde_json::json;
+
+    use super::*;
+
+    /// Consent answers by option: `Some(status)` or `None` for a failing check (500).
+    type Answers = Arc<StdMutex<HashMap<String, Option<String>>>>;
+
+    async fn consent(
+        State(answers): State<Answers>,
+        Path(option): Path<String>,
+    ) -> axum::response::Response {
+        let answer = answers.lock().unwrap().get(&option).cloned().flatten();
+        match answer {
+            Some(status) => axum::Json(json!({ "status": status })).into_response(),
+            None => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                axum::Json(json!({"error": {"code": "Boom", "message": "governance is down"}})),
+            )
+                .into_response(),
+        }
+    }
+
+    async fn fake_sidecar(answers: Answers) -> String {
+        let router = axum::Router::new()
+            .route("/consentcheck/{option}", axum::routing::post(consent))
+            .route("/events", axum::routing::put(|| async { StatusCode::OK }))
+            .with_state(answers);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        url
+    }
+
+    #[derive(Default)]
+    struct MemoryRunner {
+        states: StdMutex<HashMap<String, AppState>>,
+        started_with: StdMutex<Vec<Vec<(String, String, bool)>>>,
+    }
+
+    impl AppRunner for MemoryRunner {
+        fn start(
+            &self,
+            app: &Application,
+            mounts: &[(String, String, bool)],
+        ) -> Result<(), RunnerError> {
+            self.started_with.lock().unwrap().push(mounts.to_vec());
+            self.states
+                .lock()
+                .unwrap()
+                .insert(app.name.clone(), AppState::Running);
+            Ok(())
+        }
+        fn status(&self, app: &str) -> Result<Option<AppState>, RunnerError> {
+            Ok(self.states.lock().unwrap().get(app).copied())
+        }
+        fn stop(&self, app: &str) -> Result<(), RunnerError> {
+            if let Some(state) = self.states.lock().unwrap().get_mut(app) {
+                *state = AppState::Exited(137);
+            }
+            Ok(())
+        }
+    }
+
+    fn app(name: &str) -> Application {
+        serde_json::from_value(json!({
+            "name": name,
+            "image": {"executable": {"documentType": "OCI", "backingResource":
+                {"name": name, "type": "AzureContainerRegistry", "id": "img"}}},
+            "command": ["true"],
+            "datasources": {"in": "/mnt/in"},
+            "datasinks": {"out": "/mnt/out"},
+        }))
+        .unwrap()
+    }
+
+    fn set(answers: &Answers, option: &str, status: Option<&str>) {
+        answers
+            .lock()
+            .unwrap()
+            .insert(option.into(), status.map(str::to_owned));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn starts_fail_closed_and_a_failing_check_does_not_stop_a_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let status_dir = dir.path().join("status");
+        std::fs::create_dir_all(&status_dir).unwrap();
+        for access in ["in", "out"] {
+            std::fs::write(
+                status_dir.join(format!("{access}.volume.ready")),
+                json!({"mount_path": format!("/host/{access}")}).to_string(),
+            )
+            .unwrap();
+        }
+        let answers: Answers = Arc::default();
+        let mut config =
+            LauncherConfig::new(vec![app("a")], dir.path().join("telemetry"), status_dir);
+        config.governance = fake_sidecar(answers.clone()).await;
+        config.consent_poll = Duration::from_millis(50);
+        let runner = Arc::new(MemoryRunner::default());
+        let launcher = Launcher::new(config, runner.clone()).unwrap();
+        assert!(dir.path().join("telemetry/application").is_dir());
+
+        // The check itself fails: no start.
+        set(&answers, "execution", None);
+        let error = launcher.start("a").await.unwrap_err();
+        assert!(
+            matches!(error, StartError::ConsentUnavailable(_)),
+            "{error}"
+        );
+        assert_eq!(super::super::api::start_error(&error).status(), 403);
+        assert_eq!(runner.status("a").unwrap(), None);
+
+        // Enabled: started with the datasource read-only and the datasink read-write.
+        set(&answers, "execution", Some("enabled"));
+        launcher.start("a").await.unwrap();
+        assert_eq!(
+            runner.started_with.lock().unwrap()[0],
+            vec![
+                ("/host/in".to_owned(), "/mnt/in".to_owned(), true),
+                ("/host/out".to_owned(), "/mnt/out".to_owned(), false),
+            ]
+        );
+        // A second start while it runs leaves it alone.
+        launcher.start("a").await.unwrap();
+        assert_eq!(runner.started_with.lock().unwrap().len(), 1);
+
+        // Governance unreachable for a while: the run goes on.
+        set(&answers, "execution", None);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(runner.status("a").unwrap(), Some(AppState::Running));
+        // Revoked: stopped; logging is not enabled, so no export.
+        set(&answers, "execution", Some("disabled"));
+        set(&answers, "logging", Some("disabled"));
+        let outcome = tokio::time::timeout(Duration::from_secs(5), launcher.outcome("a"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            outcome,
+            AppOutcome {
+                exit_code: 137,
+                stopped_for_consent: true,
+                logs_exported: false
+            }
+        );
+        assert!(launcher.outcome("nobody").await.is_none());
+    }
+
+    #[test]
+    fn configurations_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = LauncherConfig::new(vec![app("a")], dir.path().join("t"), dir.path().join("s"));
+        let runner: Arc<dyn AppRunner> = Arc::new(MemoryRunner::default());
+        let refused = |config: LauncherConfig| {
+            Launcher::new(config, runner.clone())
+                .unwrap_err()
+                .to_string()
+        };
+        let mut twice = base.clone();
+        twice.applications.push(app("a"));
+        assert!(refused(twice).contains("appears twice"));
+        let mut bad_name = base.clone();
+        bad_name.applications = vec![app("../x")];
+        assert!(refused(bad_name).contains("is not a name"));
+        let mut open = base.clone();
+        open.listen = "0.0.0.0:8200".parse().unwrap();
+        assert!(refused(open).contains("loopback"));
+        let mut slow = base.clone();
+        slow.consent_poll = Duration::from_secs(2);
+        assert!(refused(slow).contains("consent poll"));
+        let mut remote = base.clone();
+        remote.governance = "http://governance.example:8300".into();
+        assert!(refused(remote).contains("loopback"));
+        assert!(Launcher::new(base, runner.clone()).is_ok());
+    }
+}
