@@ -508,7 +508,12 @@ async fn code_launcher_against_the_real_services() {
         .unwrap();
 
     // A running app is stopped within 5 s of a revocation, with an event.
+    let asked = Instant::now();
     let started = call(reqwest::Method::POST, url("/gov/long-app/start")).await;
+    println!(
+        "POST /gov/long-app/start (consent check, events, start): {:?}",
+        asked.elapsed()
+    );
     assert_eq!(
         started,
         (200, json!({"message": "Application started successfully."}))
