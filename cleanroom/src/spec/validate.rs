@@ -250,14 +250,13 @@ fn components(path: &str) -> Option<Vec<&str>> {
     Some(parts)
 }
 
-/// One mount: where, what is mounted there, and who asked.
+/// One mount: where, what is mounted there, and how to name it in a message.
 struct Mount<'a> {
     parts: Vec<&'a str>,
-    path: &'a str,
-    /// The access name (or the reserved directory's description).
-    access: String,
-    /// `applications entry 'x'` or `the clean room`.
-    owner: String,
+    /// The access name (None for a directory of the clean room).
+    access: Option<&'a str>,
+    /// `applications entry 'x' mounts 'y' at '/p'` or `the clean room's own directory '/p'`.
+    description: String,
 }
 
 fn check_mount_paths(spec: &Spec, report: &mut ValidationReport) {
@@ -265,9 +264,8 @@ fn check_mount_paths(spec: &Spec, report: &mut ValidationReport) {
     for path in RESERVED_PATHS {
         mounts.push(Mount {
             parts: components(path).expect("reserved paths are absolute"),
-            path,
-            access: format!("its own directory {path}"),
-            owner: "the clean room".into(),
+            access: None,
+            description: format!("the clean room's own directory '{path}'"),
         });
     }
     for app in &spec.applications {
@@ -277,9 +275,11 @@ fn check_mount_paths(spec: &Spec, report: &mut ValidationReport) {
                 match components(path) {
                     Some(parts) => mounts.push(Mount {
                         parts,
-                        path,
-                        access: access.clone(),
-                        owner: format!("applications entry '{}'", app.name),
+                        access: Some(access),
+                        description: format!(
+                            "applications entry '{}' mounts '{access}' at '{path}'",
+                            app.name
+                        ),
                     }),
                     None => report.error(
                         Code::InvalidMountPath,
@@ -296,7 +296,7 @@ fn check_mount_paths(spec: &Spec, report: &mut ValidationReport) {
     for (i, a) in mounts.iter().enumerate() {
         for b in &mounts[i + 1..] {
             // The same access point at the same path in two applications is one mount.
-            if a.access == b.access && a.parts == b.parts {
+            if a.access.is_some() && a.access == b.access && a.parts == b.parts {
                 continue;
             }
             let shorter = a.parts.len().min(b.parts.len());
@@ -304,8 +304,8 @@ fn check_mount_paths(spec: &Spec, report: &mut ValidationReport) {
                 report.error(
                     Code::MountPathOverlap,
                     format!(
-                        "mount paths overlap: {} mounts '{}' at '{}' and {} mounts '{}' at '{}'",
-                        a.owner, a.access, a.path, b.owner, b.access, b.path
+                        "mount paths overlap: {} and {}",
+                        a.description, b.description
                     ),
                 );
             }
@@ -637,7 +637,7 @@ applications:
         maps.insert("consumer-output".into(), "/mnt/telemetry/application".into());
         let report = validate(&spec, None);
         assert_eq!(codes(&report.errors), [Code::MountPathOverlap]);
-        assert!(report.errors[0].message.contains("the clean room mounts its own directory /mnt/telemetry"));
+        assert!(report.errors[0].message.contains("the clean room's own directory '/mnt/telemetry' and applications entry 'demo-app' mounts 'consumer-output' at '/mnt/telemetry/application'"));
 
         for bad in ["relative/path", "/", "/mnt/../etc", "/mnt/./x"] {
             let mut spec = self::spec();
