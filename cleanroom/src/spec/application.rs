@@ -57,9 +57,7 @@ pub enum ApplicationError {
     #[error("application '{0}' needs --image or --command (or both)")]
     NothingToRun(String),
     /// The name is empty or has characters a container name cannot have.
-    #[error(
-        "application name '{0}' must be 1-63 letters, digits and '-' (it names a container)"
-    )]
+    #[error("application name '{0}' must be 1-63 letters, digits and '-' (it names a container)")]
     InvalidName(String),
     /// The command does not split (an unclosed quote, a trailing backslash).
     #[error("the --command of application '{name}' does not split into words: {command:?}")]
@@ -97,11 +95,10 @@ pub fn registry_host(image: &str) -> &str {
 
 /// Splits a command line like a POSIX shell would (quotes, backslashes; no expansion).
 pub fn split_command(name: &str, command: &str) -> Result<Vec<String>, ApplicationError> {
-    let words =
-        shlex::split(command).ok_or_else(|| ApplicationError::UnsplittableCommand {
-            name: name.into(),
-            command: command.into(),
-        })?;
+    let words = shlex::split(command).ok_or_else(|| ApplicationError::UnsplittableCommand {
+        name: name.into(),
+        command: command.into(),
+    })?;
     if words.is_empty() {
         return Err(ApplicationError::EmptyCommand(name.into()));
     }
@@ -215,23 +212,35 @@ mod tests {
             "docker.io/golang@sha256:abc"
         );
         assert_eq!(executable["backingResource"]["name"], "demo-app");
-        assert_eq!(executable["backingResource"]["type"], "AzureContainerRegistry");
+        assert_eq!(
+            executable["backingResource"]["type"],
+            "AzureContainerRegistry"
+        );
         assert_eq!(
             executable["backingResource"]["provider"]["protocol"],
             "AzureContainerRegistry"
         );
-        assert_eq!(executable["backingResource"]["provider"]["url"], "docker.io");
+        assert_eq!(
+            executable["backingResource"]["provider"]["url"],
+            "docker.io"
+        );
         let policy = value["image"]["enforcementPolicy"]["policy"]["policyDocument"]
             .as_str()
             .unwrap();
-        assert_eq!(STANDARD.decode(policy).unwrap(), TRUST_HTTPS_POLICY.as_bytes());
+        assert_eq!(
+            STANDARD.decode(policy).unwrap(),
+            TRUST_HTTPS_POLICY.as_bytes()
+        );
         assert_eq!(value["startType"], "Auto");
         assert_eq!(
             app.command,
             vec!["bash", "-c", r#"gzip -c "$INPUT" > '/mnt/out/a b.gz'"#]
         );
         assert_eq!(value["datasources"]["publisher-input"], "/mnt/remote/input");
-        assert_eq!(value["runtimeSettings"]["ports"], serde_yaml::to_value([80, 8080]).unwrap());
+        assert_eq!(
+            value["runtimeSettings"]["ports"],
+            serde_yaml::to_value([80, 8080]).unwrap()
+        );
         assert_eq!(value["runtimeSettings"]["resource"]["requests"]["cpu"], 0.5);
     }
 
@@ -245,7 +254,10 @@ mod tests {
         .build()
         .unwrap();
         assert_eq!(app.start_type, "Manual");
-        assert_eq!(app.image.executable.backing_resource.id, LOCAL_COMMAND_IMAGE);
+        assert_eq!(
+            app.image.executable.backing_resource.id,
+            LOCAL_COMMAND_IMAGE
+        );
         assert_eq!(
             app.image.executable.backing_resource.provider.unwrap().url,
             "encfs.local"
@@ -291,7 +303,10 @@ mod tests {
                 name: name.into(),
                 ..request()
             };
-            assert!(matches!(bad.build().unwrap_err(), ApplicationError::InvalidName(_)));
+            assert!(matches!(
+                bad.build().unwrap_err(),
+                ApplicationError::InvalidName(_)
+            ));
         }
         let negative = ApplicationRequest {
             cpu: -1.0,

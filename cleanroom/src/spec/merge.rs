@@ -99,17 +99,17 @@ fn merge_at(current: &mut Value, incoming: &Value, path: &str) -> Result<(), Mer
                 if mine.contains(element) {
                     continue;
                 }
-                if let Some(name) = name_of(element) {
-                    if let Some(same_name) = mine.iter().find(|e| name_of(e) == Some(name)) {
-                        let (field, ours, other) = first_difference(same_name, element, "");
-                        return Err(MergeConflict {
-                            section: path.to_owned(),
-                            entry: Some(name.to_owned()),
-                            field,
-                            current: ours,
-                            incoming: other,
-                        });
-                    }
+                if let Some(name) = name_of(element)
+                    && let Some(same_name) = mine.iter().find(|e| name_of(e) == Some(name))
+                {
+                    let (field, ours, other) = first_difference(same_name, element, "");
+                    return Err(MergeConflict {
+                        section: path.to_owned(),
+                        entry: Some(name.to_owned()),
+                        field,
+                        current: ours,
+                        incoming: other,
+                    });
                 }
                 mine.push(element.clone());
             }
@@ -208,7 +208,8 @@ mod tests {
 
     #[test]
     fn null_and_absent_fields_are_skipped_and_mappings_merge_by_field() {
-        let mut current = yaml("governance: {telemetry: {application: {logs: {name: l}}}}\nnetwork: null\n");
+        let mut current =
+            yaml("governance: {telemetry: {application: {logs: {name: l}}}}\nnetwork: null\n");
         let incoming = yaml(
             "governance: {telemetry: {application: null, infrastructure: {logs: {name: t}}}}\n\
              network: {http: {}}\nsandbox: null\n",
@@ -225,8 +226,10 @@ mod tests {
 
     #[test]
     fn two_different_entries_of_the_same_name_are_a_conflict() {
-        let mut current = yaml("datasources: [{name: in, protection: {configuration: AAA}, path: ''}]\n");
-        let incoming = yaml("datasources: [{name: in, protection: {configuration: BBB}, path: ''}]\n");
+        let mut current =
+            yaml("datasources: [{name: in, protection: {configuration: AAA}, path: ''}]\n");
+        let incoming =
+            yaml("datasources: [{name: in, protection: {configuration: BBB}, path: ''}]\n");
         let before = current.clone();
         let conflict = merge(&mut current, &incoming).unwrap_err();
         assert_eq!(conflict.section, "datasources");
@@ -235,8 +238,14 @@ mod tests {
         assert_eq!(conflict.current, "'AAA'");
         assert_eq!(conflict.incoming, "'BBB'");
         let message = conflict.to_string();
-        assert!(message.contains("datasources entry 'in' differs at protection.configuration"), "{message}");
-        assert_eq!(current, before, "nothing is merged from a conflicting list entry");
+        assert!(
+            message.contains("datasources entry 'in' differs at protection.configuration"),
+            "{message}"
+        );
+        assert_eq!(
+            current, before,
+            "nothing is merged from a conflicting list entry"
+        );
     }
 
     #[test]
@@ -248,15 +257,23 @@ mod tests {
         assert_eq!(conflict.current, "nothing");
         let mut current = yaml("applications: [{name: app, command: [a, b]}]\n");
         let incoming = yaml("applications: [{name: app, command: [a, c]}]\n");
-        assert_eq!(merge(&mut current, &incoming).unwrap_err().field, "command[1]");
+        assert_eq!(
+            merge(&mut current, &incoming).unwrap_err().field,
+            "command[1]"
+        );
     }
 
     #[test]
     fn two_different_scalars_are_a_conflict_naming_the_path() {
-        let mut current = yaml("governance: {telemetry: {application: {logs: {name: a, store: {id: x}}}}}\n");
-        let incoming = yaml("governance: {telemetry: {application: {logs: {name: a, store: {id: y}}}}}\n");
+        let mut current =
+            yaml("governance: {telemetry: {application: {logs: {name: a, store: {id: x}}}}}\n");
+        let incoming =
+            yaml("governance: {telemetry: {application: {logs: {name: a, store: {id: y}}}}}\n");
         let conflict = merge(&mut current, &incoming).unwrap_err();
-        assert_eq!(conflict.section, "governance.telemetry.application.logs.store.id");
+        assert_eq!(
+            conflict.section,
+            "governance.telemetry.application.logs.store.id"
+        );
         assert_eq!(conflict.entry, None);
         assert!(conflict.to_string().contains("'governance.telemetry.application.logs.store.id' differs ('x' here, 'y' in the incoming spec)"), "{conflict}");
     }

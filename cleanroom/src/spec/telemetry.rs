@@ -137,7 +137,8 @@ mod tests {
 
     #[test]
     fn names_follow_the_reference_pattern_and_fit() {
-        let name = datastore_name(TelemetryKind::Application, Path::new("/x/publisher.config")).unwrap();
+        let name =
+            datastore_name(TelemetryKind::Application, Path::new("/x/publisher.config")).unwrap();
         let tag = spec_file_tag(Path::new("/x/publisher.config")).unwrap();
         assert_eq!(name, format!("application-telemetry-{tag}-publisherconfig"));
         let long = format!("/x/{}.yaml", "a".repeat(100));
@@ -150,7 +151,9 @@ mod tests {
         );
         assert_eq!(container_name(TelemetryKind::Application, Some("")), None);
         assert_eq!(
-            container_name(TelemetryKind::Infrastructure, Some(&"b".repeat(80))).unwrap().len(),
+            container_name(TelemetryKind::Infrastructure, Some(&"b".repeat(80)))
+                .unwrap()
+                .len(),
             MAX_NAME_LENGTH
         );
     }
@@ -164,16 +167,33 @@ mod tests {
             "governance: {consent: [x], telemetry: {application: {consent: old, logs: {name: old}}}}\nfuture: 1\n",
         )
         .unwrap();
-        set_telemetry(&path, TelemetryKind::Application, &sink(TelemetryKind::Application)).unwrap();
-        set_telemetry(&path, TelemetryKind::Infrastructure, &sink(TelemetryKind::Infrastructure)).unwrap();
+        set_telemetry(
+            &path,
+            TelemetryKind::Application,
+            &sink(TelemetryKind::Application),
+        )
+        .unwrap();
+        set_telemetry(
+            &path,
+            TelemetryKind::Infrastructure,
+            &sink(TelemetryKind::Infrastructure),
+        )
+        .unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
         let document: Value = serde_yaml::from_str(&text).unwrap();
         assert_eq!(document["future"], Value::from(1));
         assert_eq!(document["governance"]["consent"][0], Value::from("x"));
-        assert!(document["governance"]["telemetry"]["application"].get("consent").is_none());
+        assert!(
+            document["governance"]["telemetry"]["application"]
+                .get("consent")
+                .is_none()
+        );
         let spec = Spec::parse(&text, &path).unwrap();
         let telemetry = spec.governance.unwrap().telemetry.unwrap();
-        assert_eq!(telemetry.application.unwrap().logs, sink(TelemetryKind::Application));
+        assert_eq!(
+            telemetry.application.unwrap().logs,
+            sink(TelemetryKind::Application)
+        );
         let infrastructure = telemetry.infrastructure.unwrap();
         assert_eq!(infrastructure.metrics, sink(TelemetryKind::Infrastructure));
         assert_eq!(infrastructure.traces, infrastructure.logs);
@@ -184,11 +204,20 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("spec.yaml");
         std::fs::write(&path, "governance: null\n").unwrap();
-        set_telemetry(&path, TelemetryKind::Application, &sink(TelemetryKind::Application)).unwrap();
+        set_telemetry(
+            &path,
+            TelemetryKind::Application,
+            &sink(TelemetryKind::Application),
+        )
+        .unwrap();
         std::fs::write(&path, "governance: 3\n").unwrap();
-        let error = set_telemetry(&path, TelemetryKind::Application, &sink(TelemetryKind::Application))
-            .unwrap_err()
-            .to_string();
+        let error = set_telemetry(
+            &path,
+            TelemetryKind::Application,
+            &sink(TelemetryKind::Application),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(error.contains("'governance' is not a mapping"), "{error}");
     }
 }

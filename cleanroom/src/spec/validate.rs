@@ -269,7 +269,10 @@ fn check_mount_paths(spec: &Spec, report: &mut ValidationReport) {
         });
     }
     for app in &spec.applications {
-        let maps = [("datasources", &app.datasources), ("datasinks", &app.datasinks)];
+        let maps = [
+            ("datasources", &app.datasources),
+            ("datasinks", &app.datasinks),
+        ];
         for (kind, map) in maps {
             for (access, path) in map.iter().flatten() {
                 match components(path) {
@@ -325,7 +328,10 @@ fn encryption_mode(access_point: &AccessPoint) -> Result<String, String> {
         .map_err(|_| "protection.configuration is not base64".to_string())?;
     let json: serde_json::Value = serde_json::from_slice(&bytes)
         .map_err(|_| "protection.configuration is not base64 of a JSON object".to_string())?;
-    match json.get("EncryptionMode").and_then(serde_json::Value::as_str) {
+    match json
+        .get("EncryptionMode")
+        .and_then(serde_json::Value::as_str)
+    {
         Some(mode @ ("SSE" | "CPK" | "CSE")) => Ok(mode.to_owned()),
         Some(other) => Err(format!(
             "protection.configuration has EncryptionMode '{other}' (SSE, CPK or CSE)"
@@ -334,7 +340,11 @@ fn encryption_mode(access_point: &AccessPoint) -> Result<String, String> {
     }
 }
 
-fn check_protection(access_point: &AccessPoint, direction: Direction, report: &mut ValidationReport) {
+fn check_protection(
+    access_point: &AccessPoint,
+    direction: Direction,
+    report: &mut ValidationReport,
+) {
     let entry = format!("{} entry '{}'", section(direction), access_point.name);
     if access_point.kind != direction.volume() {
         report.error(
@@ -362,7 +372,10 @@ fn check_protection(access_point: &AccessPoint, direction: Direction, report: &m
     let mode = match encryption_mode(access_point) {
         Ok(mode) => mode,
         Err(why) => {
-            report.error(Code::InvalidProtectionConfiguration, format!("{entry}: {why}"));
+            report.error(
+                Code::InvalidProtectionConfiguration,
+                format!("{entry}: {why}"),
+            );
             return;
         }
     };
@@ -405,16 +418,16 @@ fn check_stores(
             );
             return;
         };
-        if let Ok(spec_mode) = encryption_mode(access_point) {
-            if &spec_mode != mode {
-                report.error(
-                    Code::DatastoreModeMismatch,
-                    format!(
-                        "{entry}: the spec says {spec_mode}, but datastore '{datastore}' is {mode} \
-                         in the datastore config"
-                    ),
-                );
-            }
+        if let Ok(spec_mode) = encryption_mode(access_point)
+            && &spec_mode != mode
+        {
+            report.error(
+                Code::DatastoreModeMismatch,
+                format!(
+                    "{entry}: the spec says {spec_mode}, but datastore '{datastore}' is {mode} \
+                     in the datastore config"
+                ),
+            );
         }
     }
     let (Some(secret_stores), Some(secrets)) = (
@@ -475,9 +488,18 @@ fn check_telemetry(spec: &Spec, report: &mut ValidationReport) {
         sinks.push(("governance.telemetry.application.logs", &application.logs));
     }
     if let Some(infrastructure) = &telemetry.infrastructure {
-        sinks.push(("governance.telemetry.infrastructure.metrics", &infrastructure.metrics));
-        sinks.push(("governance.telemetry.infrastructure.traces", &infrastructure.traces));
-        sinks.push(("governance.telemetry.infrastructure.logs", &infrastructure.logs));
+        sinks.push((
+            "governance.telemetry.infrastructure.metrics",
+            &infrastructure.metrics,
+        ));
+        sinks.push((
+            "governance.telemetry.infrastructure.traces",
+            &infrastructure.traces,
+        ));
+        sinks.push((
+            "governance.telemetry.infrastructure.logs",
+            &infrastructure.logs,
+        ));
     }
     for (field, sink) in sinks {
         match spec.datasinks.iter().find(|d| d.name == sink.name) {
@@ -587,11 +609,23 @@ applications:
     fn unknown_access_names_use_the_reference_codes() {
         let mut spec = spec();
         let app = &mut spec.applications[0];
-        app.datasources.as_mut().unwrap().insert("missing-in".into(), "/mnt/a".into());
-        app.datasinks.as_mut().unwrap().insert("publisher-input".into(), "/mnt/b".into());
+        app.datasources
+            .as_mut()
+            .unwrap()
+            .insert("missing-in".into(), "/mnt/a".into());
+        app.datasinks
+            .as_mut()
+            .unwrap()
+            .insert("publisher-input".into(), "/mnt/b".into());
         let report = validate(&spec, None);
-        assert_eq!(codes(&report.errors), [Code::DataStoreNotFound, Code::DatasinkNotFound]);
-        assert!(report.errors[0].message.contains("'demo-app'") && report.errors[0].message.contains("'missing-in'"));
+        assert_eq!(
+            codes(&report.errors),
+            [Code::DataStoreNotFound, Code::DatasinkNotFound]
+        );
+        assert!(
+            report.errors[0].message.contains("'demo-app'")
+                && report.errors[0].message.contains("'missing-in'")
+        );
     }
 
     #[test]
@@ -605,7 +639,11 @@ applications:
         let report = validate(&spec, None);
         assert_eq!(
             codes(&report.errors),
-            [Code::DuplicateName, Code::DuplicateName, Code::DuplicateName]
+            [
+                Code::DuplicateName,
+                Code::DuplicateName,
+                Code::DuplicateName
+            ]
         );
         assert!(report.errors[1].message.contains("'publisher-input'"));
         assert_eq!(codes(&report.warnings), [Code::MultipleApplications]);
@@ -621,33 +659,61 @@ applications:
         assert!(validate(&spec, None).is_valid());
         // Another access point inside the first one's path is not.
         let second = spec.applications.last_mut().unwrap();
-        second.datasinks.as_mut().unwrap().insert("consumer-output".into(), "/mnt/remote/input/out/".into());
+        second
+            .datasinks
+            .as_mut()
+            .unwrap()
+            .insert("consumer-output".into(), "/mnt/remote/input/out/".into());
         // It overlaps both applications' publisher-input.
         let report = validate(&spec, None);
-        assert_eq!(codes(&report.errors), [Code::MountPathOverlap, Code::MountPathOverlap]);
+        assert_eq!(
+            codes(&report.errors),
+            [Code::MountPathOverlap, Code::MountPathOverlap]
+        );
         let message = &report.errors[0].message;
         assert!(
-            message.contains("applications entry 'demo-app' mounts 'publisher-input' at '/mnt/remote/input'")
-                && message.contains("applications entry 'second' mounts 'consumer-output' at '/mnt/remote/input/out/'"),
+            message.contains(
+                "applications entry 'demo-app' mounts 'publisher-input' at '/mnt/remote/input'"
+            ) && message.contains(
+                "applications entry 'second' mounts 'consumer-output' at '/mnt/remote/input/out/'"
+            ),
             "{message}"
         );
 
         let mut spec = self::spec();
         let maps = spec.applications[0].datasinks.as_mut().unwrap();
-        maps.insert("consumer-output".into(), "/mnt/telemetry/application".into());
+        maps.insert(
+            "consumer-output".into(),
+            "/mnt/telemetry/application".into(),
+        );
         let report = validate(&spec, None);
         assert_eq!(codes(&report.errors), [Code::MountPathOverlap]);
         assert!(report.errors[0].message.contains("the clean room's own directory '/mnt/telemetry' and applications entry 'demo-app' mounts 'consumer-output' at '/mnt/telemetry/application'"));
 
         for bad in ["relative/path", "/", "/mnt/../etc", "/mnt/./x"] {
             let mut spec = self::spec();
-            spec.applications[0].datasinks.as_mut().unwrap().insert("consumer-output".into(), bad.into());
-            assert_eq!(codes(&validate(&spec, None).errors), [Code::InvalidMountPath], "{bad}");
+            spec.applications[0]
+                .datasinks
+                .as_mut()
+                .unwrap()
+                .insert("consumer-output".into(), bad.into());
+            assert_eq!(
+                codes(&validate(&spec, None).errors),
+                [Code::InvalidMountPath],
+                "{bad}"
+            );
         }
         // Within one application, the same path for two access points overlaps.
         let mut spec = self::spec();
-        spec.applications[0].datasinks.as_mut().unwrap().insert("consumer-output".into(), "/mnt/remote/input".into());
-        assert_eq!(codes(&validate(&spec, None).errors), [Code::MountPathOverlap]);
+        spec.applications[0]
+            .datasinks
+            .as_mut()
+            .unwrap()
+            .insert("consumer-output".into(), "/mnt/remote/input".into());
+        assert_eq!(
+            codes(&validate(&spec, None).errors),
+            [Code::MountPathOverlap]
+        );
     }
 
     #[test]
@@ -658,26 +724,50 @@ applications:
         assert_eq!(codes(&report.errors), [Code::AccessTypeMismatch]);
 
         let mut spec = self::spec();
-        spec.datasinks[0].protection.proxy_type = "SecureVolume__ReadOnly__Azure__BlobStorage".into();
-        assert_eq!(codes(&validate(&spec, None).errors), [Code::ProxyTypeMismatch]);
+        spec.datasinks[0].protection.proxy_type =
+            "SecureVolume__ReadOnly__Azure__BlobStorage".into();
+        assert_eq!(
+            codes(&validate(&spec, None).errors),
+            [Code::ProxyTypeMismatch]
+        );
 
         let mut spec = self::spec();
         spec.datasources[0].protection.encryption_secrets = None;
-        assert_eq!(codes(&validate(&spec, None).errors), [Code::EncryptionSecretsMissing]);
+        assert_eq!(
+            codes(&validate(&spec, None).errors),
+            [Code::EncryptionSecretsMissing]
+        );
 
         let mut spec = self::spec();
         let secrets = spec.datasources[0].protection.encryption_secrets.clone();
-        spec.datasources[0].protection.encryption_secrets.as_mut().unwrap().kek = None;
+        spec.datasources[0]
+            .protection
+            .encryption_secrets
+            .as_mut()
+            .unwrap()
+            .kek = None;
         assert_eq!(codes(&validate(&spec, None).errors), [Code::KekMissing]);
 
         let mut spec = self::spec();
         spec.datasinks[0].protection.encryption_secrets = secrets;
-        assert_eq!(codes(&validate(&spec, None).errors), [Code::UnexpectedEncryptionSecrets]);
+        assert_eq!(
+            codes(&validate(&spec, None).errors),
+            [Code::UnexpectedEncryptionSecrets]
+        );
 
-        for configuration in [None, Some("not base64!"), Some("bm90IGpzb24="), Some("eyJFbmNyeXB0aW9uTW9kZSI6ICJYWVoifQ==")] {
+        for configuration in [
+            None,
+            Some("not base64!"),
+            Some("bm90IGpzb24="),
+            Some("eyJFbmNyeXB0aW9uTW9kZSI6ICJYWVoifQ=="),
+        ] {
             let mut spec = self::spec();
             spec.datasinks[0].protection.configuration = configuration.map(str::to_owned);
-            assert_eq!(codes(&validate(&spec, None).errors), [Code::InvalidProtectionConfiguration], "{configuration:?}");
+            assert_eq!(
+                codes(&validate(&spec, None).errors),
+                [Code::InvalidProtectionConfiguration],
+                "{configuration:?}"
+            );
         }
     }
 
@@ -687,7 +777,10 @@ applications:
         let sink = spec.datasinks[1].clone();
         spec.governance = Some(crate::spec::GovernanceSettings {
             telemetry: Some(crate::spec::TelemetrySettings {
-                application: Some(crate::spec::ApplicationTelemetry { consent: None, logs: sink.clone() }),
+                application: Some(crate::spec::ApplicationTelemetry {
+                    consent: None,
+                    logs: sink.clone(),
+                }),
                 infrastructure: None,
             }),
             ..Default::default()
@@ -696,11 +789,18 @@ applications:
         spec.datasinks.pop();
         let report = validate(&spec, None);
         assert_eq!(codes(&report.errors), [Code::TelemetrySinkNotFound]);
-        assert!(report.errors[0].message.starts_with("governance.telemetry.application.logs"));
+        assert!(
+            report.errors[0]
+                .message
+                .starts_with("governance.telemetry.application.logs")
+        );
         let mut changed = sink;
         changed.store.id = "other".into();
         spec.datasinks.push(changed);
-        assert_eq!(codes(&validate(&spec, None).errors), [Code::TelemetrySinkNotFound]);
+        assert_eq!(
+            codes(&validate(&spec, None).errors),
+            [Code::TelemetrySinkNotFound]
+        );
     }
 
     #[test]
@@ -720,29 +820,55 @@ applications:
         assert_eq!(validate(&spec, Some(&all)), ValidationReport::default());
 
         let mut wrong = all.clone();
-        wrong.datastores.as_mut().unwrap().insert("publisher-input".into(), "CPK".into());
-        wrong.secret_stores.as_mut().unwrap().insert("kekkv".into(), SecretStoreKind::Vault);
+        wrong
+            .datastores
+            .as_mut()
+            .unwrap()
+            .insert("publisher-input".into(), "CPK".into());
+        wrong
+            .secret_stores
+            .as_mut()
+            .unwrap()
+            .insert("kekkv".into(), SecretStoreKind::Vault);
         wrong.secret_stores.as_mut().unwrap().remove("dekkv");
         let report = validate(&spec, Some(&wrong));
         assert_eq!(
             codes(&report.errors),
-            [Code::DatastoreModeMismatch, Code::SecretStoreNotFound, Code::SecretStoreUnsuitable]
+            [
+                Code::DatastoreModeMismatch,
+                Code::SecretStoreNotFound,
+                Code::SecretStoreUnsuitable
+            ]
         );
 
         let mut local = all.clone();
-        local.secret_stores.as_mut().unwrap().insert("dekkv".into(), SecretStoreKind::Local);
-        assert_eq!(codes(&validate(&spec, Some(&local)).errors), [Code::SecretStoreUnsuitable]);
+        local
+            .secret_stores
+            .as_mut()
+            .unwrap()
+            .insert("dekkv".into(), SecretStoreKind::Local);
+        assert_eq!(
+            codes(&validate(&spec, Some(&local)).errors),
+            [Code::SecretStoreUnsuitable]
+        );
 
         // Another party's datastore: a warning, its keys not checked.
         let mut theirs = all.clone();
-        theirs.datastores.as_mut().unwrap().remove("publisher-input");
+        theirs
+            .datastores
+            .as_mut()
+            .unwrap()
+            .remove("publisher-input");
         theirs.secret_stores = Some(BTreeMap::new());
         let report = validate(&spec, Some(&theirs));
         assert!(report.is_valid(), "{report:?}");
         assert_eq!(codes(&report.warnings), [Code::DatastoreNotInConfig]);
 
         // Secret stores without a datastore config: every access point's keys are checked.
-        let keys_only = Stores { datastores: None, secret_stores: Some(BTreeMap::new()) };
+        let keys_only = Stores {
+            datastores: None,
+            secret_stores: Some(BTreeMap::new()),
+        };
         assert_eq!(
             codes(&validate(&spec, Some(&keys_only)).errors),
             [Code::SecretStoreNotFound, Code::SecretStoreNotFound]
@@ -757,7 +883,10 @@ applications:
         ).unwrap());
         let report = validate(&spec, None);
         assert!(report.is_valid());
-        assert_eq!(codes(&report.warnings), [Code::InboundAllowAll, Code::OutboundAllowAll]);
+        assert_eq!(
+            codes(&report.warnings),
+            [Code::InboundAllowAll, Code::OutboundAllowAll]
+        );
         spec.network = Some(serde_yaml::from_str(
             "http: {inbound: {enabled: true, policy: {proxyType: API, proxyMode: Secure, privacyPolicy: {policy: {}}}}, outbound: {enabled: false}}",
         ).unwrap());

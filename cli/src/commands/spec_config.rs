@@ -102,7 +102,10 @@ fn set_telemetry(args: &SetTelemetryArgs, kind: TelemetryKind, access: &StoreAcc
         .find(|d| d.name == name);
     match existing {
         Some(entry) if entry.store == store && entry.mode == mode => {
-            println!("datastore {name}: exists in {}, kept", datastores_path.display());
+            println!(
+                "datastore {name}: exists in {}, kept",
+                datastores_path.display()
+            );
         }
         Some(entry) => bail!(
             "datastore '{name}' exists in {} with another store or mode ({}, {}); remove it or \
@@ -114,8 +117,7 @@ fn set_telemetry(args: &SetTelemetryArgs, kind: TelemetryKind, access: &StoreAcc
         None => {
             let key_dir = match &args.datastore_secretstore {
                 Some(store_name) => {
-                    let stores_path =
-                        secretstore::config_path(args.secretstore_config.as_deref())?;
+                    let stores_path = secretstore::config_path(args.secretstore_config.as_deref())?;
                     let stores = secretstore::load(&stores_path)?;
                     let store = stores.find(store_name, &stores_path)?;
                     if store.backing_store_type != BackingStoreType::Local {
@@ -199,7 +201,10 @@ fn load_document(path: &Path) -> Result<Value> {
     let document: Value = serde_yaml::from_str(&text)
         .with_context(|| format!("malformed clean-room spec {}", path.display()))?;
     if !document.is_mapping() && !document.is_null() {
-        bail!("the clean-room spec {} is not a YAML mapping", path.display());
+        bail!(
+            "the clean-room spec {} is not a YAML mapping",
+            path.display()
+        );
     }
     Ok(document)
 }
@@ -224,7 +229,10 @@ fn view(args: &ViewArgs) -> Result<()> {
         spec::save(out, &merged)?;
     }
     if !args.no_print {
-        print!("{}", serde_yaml::to_string(&merged).expect("a YAML value serialises"));
+        print!(
+            "{}",
+            serde_yaml::to_string(&merged).expect("a YAML value serialises")
+        );
     }
     Ok(())
 }
