@@ -12,6 +12,16 @@ use base64::engine::general_purpose::STANDARD;
 use serde::{Deserialize, Serialize};
 use serde_yaml::{Mapping, Value};
 
+pub mod application;
+pub mod merge;
+pub mod telemetry;
+pub mod validate;
+
+pub use application::{ApplicationError, ApplicationRequest};
+pub use merge::{MergeConflict, merge};
+pub use telemetry::TelemetryKind;
+pub use validate::{Code, Finding, SecretStoreKind, Stores, ValidationReport, validate};
+
 /// The identity `config init` writes (the clean room's CGS-issued OIDC token).
 pub const CGS_OIDC_IDENTITY: &str = "cleanroom_cgs_oidc";
 
@@ -502,9 +512,15 @@ pub fn wrapped_dek_name(datastore: &str, kek: &str) -> String {
     format!("wrapped-{datastore}-dek-{kek}")
 }
 
-/// The default KEK name of a spec file: the first 8 hex digits of SHA-256 of its absolute path,
-/// then `-kek` (the reference uses uuid3 of the path; any stable per-spec name serves).
+/// The default KEK name of a spec file: [`spec_file_tag`], then `-kek`.
 pub fn default_kek_name(spec_path: &Path) -> Result<String> {
+    Ok(format!("{}-kek", spec_file_tag(spec_path)?))
+}
+
+/// A stable 8-hex-digit tag of a spec file: the first 4 bytes of SHA-256 of its absolute path.
+/// The reference uses the first 8 hex digits of uuid3(NAMESPACE_X500, path) (an MD5) for the
+/// same purpose (default KEK names, telemetry datastore names); any stable per-spec tag serves.
+pub fn spec_file_tag(spec_path: &Path) -> Result<String> {
     let absolute = std::path::absolute(spec_path).map_err(|source| SpecError::Read {
         path: spec_path.to_path_buf(),
         source,
@@ -517,7 +533,7 @@ pub fn default_kek_name(spec_path: &Path) -> Result<String> {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
-    Ok(format!("{hex}-kek"))
+    Ok(hex)
 }
 
 /// Adds `access_point` to the spec file's datasources or datasinks, replacing an entry of the

@@ -104,6 +104,8 @@ pub enum ConfigCommand {
     /// Wrap any value with a KEK (RSA-OAEP-256) and store it as a secret; prints the unwrap
     /// request shape.
     WrapSecret(WrapSecretArgs),
+    #[command(flatten)]
+    Spec(crate::spec_args::SpecCommand),
 }
 
 /// `config add-datasource` / `add-datasink`.

@@ -16,6 +16,7 @@ mod output;
 mod pipeline;
 mod sidecar_args;
 mod size;
+mod spec_args;
 mod structured;
 
 use std::process::ExitCode;

@@ -1,5 +1,5 @@
 //! Command-line grammar of `encfs sidecar …`: the clean room's loopback sidecars (skr, secrets,
-//! identity), with the reference's default ports.
+//! identity, governance), with the reference's default ports.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -15,6 +15,9 @@ pub enum SidecarCommand {
     Secrets(SecretsArgs),
     /// The identity sidecar: managed-identity-shaped bearer tokens from a credential file.
     Identity(IdentityArgs),
+    /// The governance sidecar (ref: ccr-governance): the clean room's attested consent checks,
+    /// events and secrets, on plain HTTP on loopback.
+    Governance(GovernanceArgs),
     /// Stop a sidecar started with --daemon (SIGTERM to the pid in DIR/service.json).
     Stop {
         /// Its --run-dir.
@@ -101,6 +104,31 @@ pub struct IdentityArgs {
     /// The credential file (`encfs keyvault identity create --out FILE`).
     #[arg(long, value_name = "FILE")]
     pub credential: PathBuf,
+    #[command(flatten)]
+    pub daemon: DaemonArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct GovernanceArgs {
+    /// Address to listen on (loopback).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8300")]
+    pub listen: SocketAddr,
+    /// The governance service (CGS) URL, https (else env ccrgovEndpoint).
+    #[arg(long, value_name = "URL")]
+    pub governance_endpoint: Option<String>,
+    /// The governance service's certificate (PEM), pinned (else env serviceCert, base64 PEM, or
+    /// serviceCertPath).
+    #[arg(long, value_name = "FILE")]
+    pub service_cert_file: Option<PathBuf>,
+    /// The API path prefix, app/contracts/<contractId> (else env ccrgovApiPathPrefix).
+    #[arg(long, value_name = "PREFIX", conflicts_with = "contract_id")]
+    pub api_path_prefix: Option<String>,
+    /// Shorthand for --api-path-prefix app/contracts/ID.
+    #[arg(long, value_name = "ID")]
+    pub contract_id: Option<String>,
+    /// The skr sidecar the attestation report comes from.
+    #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:8284")]
+    pub skr: String,
     #[command(flatten)]
     pub daemon: DaemonArgs,
 }

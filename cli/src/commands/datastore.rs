@@ -85,6 +85,73 @@ pub(super) fn save(path: &Path, config: &Config) -> Result<()> {
     Ok(())
 }
 
+/// What [`add`] did.
+pub(super) struct Added {
+    /// The new entry (already saved).
+    pub datastore: Datastore,
+    /// The store's location, redacted.
+    pub location: String,
+    /// Whether the container was created (false: it existed).
+    pub created: bool,
+    /// The new DEK's id.
+    pub key_id: String,
+}
+
+/// `datastore add`: creates the container at `store` and a new DEK file (mode 0600) in
+/// `key_dir` (default: `keys/` beside the config), and records the datastore in the config at
+/// `path`. An existing name is refused.
+pub(super) async fn add(
+    path: &Path,
+    name: &str,
+    store: &str,
+    mode: Mode,
+    access: &StoreAccess,
+    key_dir: Option<&Path>,
+) -> Result<Added> {
+    let mut current = load(path)?;
+    if current.datastores.iter().any(|d| d.name == name) {
+        bail!("datastore '{name}' already exists in {}", path.display());
+    }
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        bail!("datastore names use letters, digits, '-' and '_' only");
+    }
+    let location = super::transfer::open(store, access)?;
+    let created = location.store.create_container().await.with_context(|| {
+        format!(
+            "cannot create the container at {}",
+            location.store.location()
+        )
+    })?;
+    let keys = match key_dir {
+        Some(dir) => dir.to_owned(),
+        None => path.parent().unwrap_or(Path::new(".")).join("keys"),
+    };
+    fs::create_dir_all(&keys).with_context(|| format!("cannot create {}", keys.display()))?;
+    let key_path = std::path::absolute(keys.join(format!("{name}.key")))?;
+    let key = DataKey::generate()?;
+    key_file::write(&key_path, &key)
+        .with_context(|| format!("cannot write key {}", key_path.display()))?;
+    let datastore = Datastore {
+        name: name.to_owned(),
+        store: store.to_owned(),
+        mode,
+        key: key_path,
+        key_release: None,
+    };
+    current.datastores.push(datastore.clone());
+    save(path, &current)?;
+    Ok(Added {
+        datastore,
+        location: location.store.location().to_string(),
+        created,
+        key_id: key.id().to_string(),
+    })
+}
+
 pub async fn run(command: DatastoreCommand, access: &StoreAccess) -> Result<()> {
     match command {
         DatastoreCommand::Add {
@@ -94,49 +161,17 @@ pub async fn run(command: DatastoreCommand, access: &StoreAccess) -> Result<()> 
             config,
         } => {
             let path = config_path(config.as_deref())?;
-            let mut current = load(&path)?;
-            if current.datastores.iter().any(|d| d.name == name) {
-                bail!("datastore '{name}' already exists in {}", path.display());
-            }
-            if name.is_empty()
-                || !name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-            {
-                bail!("datastore names use letters, digits, '-' and '_' only");
-            }
-            let location = super::transfer::open(&store, access)?;
-            let created = location.store.create_container().await.with_context(|| {
-                format!(
-                    "cannot create the container at {}",
-                    location.store.location()
-                )
-            })?;
-            let keys = path.parent().unwrap_or(Path::new(".")).join("keys");
-            fs::create_dir_all(&keys)
-                .with_context(|| format!("cannot create {}", keys.display()))?;
-            let key_path = std::path::absolute(keys.join(format!("{name}.key")))?;
-            let key = DataKey::generate()?;
-            key_file::write(&key_path, &key)
-                .with_context(|| format!("cannot write key {}", key_path.display()))?;
-            current.datastores.push(Datastore {
-                name: name.clone(),
-                store,
-                mode,
-                key: key_path.clone(),
-                key_release: None,
-            });
-            save(&path, &current)?;
+            let added = add(&path, &name, &store, mode, access, None).await?;
             println!(
                 "datastore {name}: {} ({}), key {} (id {})",
-                location.store.location(),
-                if created {
+                added.location,
+                if added.created {
                     "container created"
                 } else {
                     "container existed"
                 },
-                key_path.display(),
-                key.id()
+                added.datastore.key.display(),
+                added.key_id
             );
         }
         DatastoreCommand::List { config } => {

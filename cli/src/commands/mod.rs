@@ -13,6 +13,7 @@ mod mount;
 mod owner_config;
 mod secretstore;
 mod sidecar;
+mod spec_config;
 mod transfer;
 mod vault_backend;
 
@@ -54,7 +55,7 @@ pub fn dispatch(cli: Cli) -> Result<()> {
         Command::Attestation(command) => attestation::run(command),
         Command::Keyvault(command) => keyvault::run(command),
         Command::Secretstore(command) => secretstore::run(command),
-        Command::Config(command) => owner_config::run(command),
+        Command::Config(command) => owner_config::run(command, &cli.access),
         Command::Sidecar(command) => sidecar::run(command),
     }
 }

@@ -32,8 +32,9 @@ use encfs_cleanroom::spec::{
 const HOSTDATA_CLAIM: &str = "x-ms-sevsnpvm-hostdata";
 
 /// Runs one `encfs config …` command.
-pub fn run(command: ConfigCommand) -> Result<()> {
+pub fn run(command: ConfigCommand, access: &crate::args::StoreAccess) -> Result<()> {
     match command {
+        ConfigCommand::Spec(command) => super::spec_config::run(command, access),
         ConfigCommand::Init { cleanroom_config } => {
             if spec::init(&cleanroom_config)? {
                 println!("clean-room spec {} written", cleanroom_config.display());
@@ -123,7 +124,7 @@ async fn contract_hostdata(client: &ClientSelection, contract_id: &str) -> Resul
 // ---------------------------------------------------------------------------------------------
 // add-datasource / add-datasink
 
-fn mode_name(mode: Mode) -> &'static str {
+pub(super) fn mode_name(mode: Mode) -> &'static str {
     match mode {
         Mode::Cse => "CSE",
         Mode::Cpk => "CPK",
@@ -131,7 +132,7 @@ fn mode_name(mode: Mode) -> &'static str {
     }
 }
 
-fn add_access_point(args: &AddAccessPointArgs, direction: Direction) -> Result<()> {
+pub(super) fn add_access_point(args: &AddAccessPointArgs, direction: Direction) -> Result<()> {
     let entry = datastore::find(args.datastore_config.as_deref(), &args.datastore_name)?;
     let mode = args.encryption_mode.unwrap_or(entry.mode);
     let store_type = spec::store_type(&entry.store);

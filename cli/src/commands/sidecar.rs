@@ -1,5 +1,5 @@
 //! `encfs sidecar …`: the clean room's loopback sidecars — skr (secure key release), secrets
-//! (unwrap) and identity (bearer tokens) — each serving until SIGTERM / SIGINT, printing one
+//! (unwrap), identity (bearer tokens) and governance (attested consent, events, secrets) — each serving until SIGTERM / SIGINT, printing one
 //! ready line (JSON: sidecar, endpoint, pid) on stdout once it listens. `--daemon --run-dir DIR`
 //! runs it detached through the governance service's daemonizing code, with the same line in
 //! `DIR/service.json` while it runs.
@@ -16,7 +16,9 @@ use serde_json::json;
 use encfs_attestation::provider::AttestationProvider;
 use encfs_sidecars::skr::TokenAttester;
 
-use crate::sidecar_args::{AttestationKind, IdentityArgs, SecretsArgs, SidecarCommand, SkrArgs};
+use crate::sidecar_args::{
+    AttestationKind, GovernanceArgs, IdentityArgs, SecretsArgs, SidecarCommand, SkrArgs,
+};
 
 /// Runs one `encfs sidecar …` command.
 pub fn run(command: SidecarCommand) -> Result<()> {
@@ -24,6 +26,7 @@ pub fn run(command: SidecarCommand) -> Result<()> {
         SidecarCommand::Skr(args) => ("skr", &args.daemon),
         SidecarCommand::Secrets(args) => ("secrets", &args.daemon),
         SidecarCommand::Identity(args) => ("identity", &args.daemon),
+        SidecarCommand::Governance(args) => ("governance", &args.daemon),
         SidecarCommand::Stop { run_dir } => return super::governance::stop(run_dir, "sidecar"),
     };
     if daemon.daemon {
@@ -39,6 +42,7 @@ pub fn run(command: SidecarCommand) -> Result<()> {
             SidecarCommand::Skr(args) => skr(args, run_dir).await,
             SidecarCommand::Secrets(args) => secrets(args, run_dir).await,
             SidecarCommand::Identity(args) => identity(args, run_dir).await,
+            SidecarCommand::Governance(args) => governance(args, run_dir).await,
             SidecarCommand::Stop { .. } => Ok(()),
         }
     })
@@ -125,6 +129,68 @@ async fn secrets(args: SecretsArgs, run_dir: Option<PathBuf>) -> Result<()> {
     })
     .context("cannot start the secrets sidecar")?;
     serve("secrets", args.listen, Arc::new(sidecar).router(), run_dir).await
+}
+
+/// A setting from its flag, else from the reference's environment variable.
+fn flag_or_env(flag: Option<String>, variable: &str) -> Option<String> {
+    flag.or_else(|| {
+        std::env::var(variable)
+            .ok()
+            .filter(|v| !v.trim().is_empty())
+    })
+}
+
+/// The pinned service certificate: --service-cert-file, else env serviceCert (base64 PEM), else
+/// env serviceCertPath.
+fn service_cert(args: &GovernanceArgs) -> Result<Vec<u8>> {
+    use base64::Engine;
+    if let Some(path) = &args.service_cert_file {
+        return read_file(path, "governance service certificate");
+    }
+    if let Some(b64) = flag_or_env(None, "serviceCert") {
+        return base64::engine::general_purpose::STANDARD
+            .decode(b64.trim())
+            .context("env serviceCert is not base64 (of the service certificate's PEM)");
+    }
+    if let Some(path) = flag_or_env(None, "serviceCertPath") {
+        return read_file(
+            Path::new(&path),
+            "governance service certificate (serviceCertPath)",
+        );
+    }
+    bail!(
+        "the governance service certificate is needed: --service-cert-file, or env serviceCert / serviceCertPath"
+    )
+}
+
+async fn governance(args: GovernanceArgs, run_dir: Option<PathBuf>) -> Result<()> {
+    let cgs_endpoint = flag_or_env(args.governance_endpoint.clone(), "ccrgovEndpoint").context(
+        "the governance endpoint is needed: --governance-endpoint or env ccrgovEndpoint",
+    )?;
+    let api_path_prefix = match &args.contract_id {
+        Some(id) => format!("app/contracts/{id}"),
+        None => flag_or_env(args.api_path_prefix.clone(), "ccrgovApiPathPrefix").context(
+            "the API path prefix is needed: --api-path-prefix, --contract-id or env ccrgovApiPathPrefix",
+        )?,
+    };
+    let service_cert_pem = service_cert(&args)?;
+    let sidecar = encfs_sidecars::governance::GovernanceSidecar::start(
+        encfs_sidecars::governance::GovernanceConfig {
+            cgs_endpoint: cgs_endpoint.clone(),
+            service_cert_pem,
+            api_path_prefix,
+            skr: args.skr.clone(),
+        },
+    )
+    .await
+    .with_context(|| format!("cannot start the governance sidecar for {cgs_endpoint}"))?;
+    serve(
+        "governance",
+        args.listen,
+        Arc::new(sidecar).router(),
+        run_dir,
+    )
+    .await
 }
 
 /// Serves `router` on `listen` (loopback only) until SIGTERM or SIGINT.
