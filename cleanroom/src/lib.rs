@@ -7,4 +7,5 @@ pub mod deployment;
 pub mod launcher;
 pub mod policy;
 pub mod sandbox;
+pub mod sandbox_runner;
 pub mod spec;

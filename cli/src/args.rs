@@ -66,6 +66,18 @@ pub enum Command {
     /// The clean room's loopback sidecars: skr (key release), secrets (unwrap), identity.
     #[command(subcommand)]
     Sidecar(crate::sidecar_args::SidecarCommand),
+    /// The local clean room: run an accepted contract's deployment; what its containers run.
+    #[command(subcommand)]
+    Cleanroom(crate::cleanroom_args::CleanroomCommand),
+    /// A clean room's datasinks: download (and decrypt) one.
+    #[command(subcommand)]
+    Datasink(crate::cleanroom_args::DatasinkCommand),
+    /// A clean room's exported application logs: download (and decrypt) them.
+    #[command(subcommand)]
+    Logs(crate::cleanroom_args::TelemetryCommand),
+    /// A clean room's exported infrastructure telemetry: download (and decrypt) it.
+    #[command(subcommand)]
+    Telemetry(crate::cleanroom_args::TelemetryCommand),
 }
 
 /// `encfs governance …` and its output options.

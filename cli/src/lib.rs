@@ -7,6 +7,7 @@
 
 mod args;
 mod attestation_args;
+mod cleanroom_args;
 mod commands;
 mod duration;
 mod governance_args;
@@ -29,6 +30,11 @@ pub fn run() -> ExitCode {
     match commands::dispatch(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
+            if let Some(commands::ExitWith(code)) = error.downcast_ref() {
+                // The clean room's application failed: its exit code is ours (it said why in
+                // its log); 1 where it does not fit an exit status.
+                return ExitCode::from(u8::try_from(*code).ok().filter(|c| *c != 0).unwrap_or(1));
+            }
             // Redacted: an address or a transport error in the chain may carry a SAS.
             let message = encfs_store::redact::redact(&format!("{error:#}"));
             eprintln!("encfs: error: {message}");

@@ -386,4 +386,65 @@ fn a_clean_room_with_the_agreed_policy_gets_the_dek_and_mounts_the_datasource() 
             "key material in the error: {error}"
         );
     }
+    drop(services);
+    logs_hold_no_key_material(&sb);
+}
+
+/// Every service's log (the authority, the vault, the identity, skr and secrets sidecars of
+/// both clean rooms, governance), after a release and a refusal, holds no key material: not the
+/// DEK in any encoding, no private key, no JWK private part, no wrapped key.
+fn logs_hold_no_key_material(sb: &Sandbox) {
+    let config: serde_yaml::Value =
+        serde_yaml::from_str(&fs::read_to_string(sb.path("datastores.yaml")).unwrap()).unwrap();
+    let key_path = config["datastores"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|d| d["name"] == "pub-in")
+        .and_then(|d| d["key"].as_str())
+        .map(|k| sb.path("").join(k))
+        .expect("the publisher's DEK file");
+    let (dek, _) = encfs_crypto::key_file::read(&key_path).unwrap();
+    let bytes = dek.dangerous_bytes();
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    use base64::Engine;
+    let forms = [
+        base64::engine::general_purpose::STANDARD.encode(bytes),
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes),
+        hex.clone(),
+        hex.to_uppercase(),
+    ];
+    let mut logs = Vec::new();
+    let mut pending = vec![sb.path("")];
+    while let Some(dir) = pending.pop() {
+        for entry in fs::read_dir(&dir).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                pending.push(path);
+            } else if path.extension().is_some_and(|e| e == "log") {
+                logs.push(path);
+            }
+        }
+    }
+    assert!(
+        logs.len() >= 6,
+        "expected the logs of every service, found {logs:?}"
+    );
+    for log in &logs {
+        let text = fs::read_to_string(log).unwrap();
+        for form in &forms {
+            assert!(
+                !text.contains(form.as_str()),
+                "the DEK is in {}",
+                log.display()
+            );
+        }
+        for marker in ["PRIVATE KEY", "\"d\":", "key_hsm", "\"dp\":", "\"qi\":"] {
+            assert!(
+                !text.contains(marker),
+                "key material ({marker}) in {}",
+                log.display()
+            );
+        }
+    }
 }

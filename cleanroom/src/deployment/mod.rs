@@ -187,16 +187,22 @@ fn is_container_name(name: &str) -> bool {
         && !name.ends_with('-')
 }
 
-/// The checks generation makes before it writes anything: every name an application uses
-/// exists (`DataStoreNotFound` / `DatasinkNotFound`, as the reference), names are unique and
-/// usable as container names, every access point has a protection mode.
-///
-/// The spec commands' `cleanroom::spec::validate` will replace this one function.
+/// The checks generation makes before it writes anything: `config validate`'s
+/// ([`crate::spec::validate`]: every name an application uses exists, `DataStoreNotFound` /
+/// `DatasinkNotFound` as the reference, paths do not overlap, protection modes are coherent),
+/// then what containers need: names unique and usable as container names, every access point
+/// with a protection mode.
 ///
 /// # Errors
 /// [`DeploymentError::Spec`] naming the entry.
 pub fn validate_spec(spec: &Spec) -> Result<(), DeploymentError> {
     let error = |entry: String, message: String| Err(DeploymentError::Spec { entry, message });
+    if let Some(first) = crate::spec::validate(spec, None).errors.first() {
+        return error(
+            "clean-room spec".into(),
+            format!("{:?}: {}", first.code, first.message),
+        );
+    }
     let mut names = std::collections::BTreeSet::new();
     for app in &spec.applications {
         let entry = format!("application {:?}", app.name);

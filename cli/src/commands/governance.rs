@@ -333,7 +333,7 @@ pub(crate) fn daemonize(data: &Path, what: &str) -> Result<()> {
 }
 
 /// Whether a process runs (a zombie, killed but not yet reaped, does not).
-fn alive(pid: u64) -> bool {
+pub(crate) fn alive(pid: u64) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
         .and_then(|stat| {

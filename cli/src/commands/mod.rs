@@ -1,6 +1,9 @@
 //! One module per group of verbs; [`dispatch`] routes parsed arguments to them.
 
 mod attestation;
+mod cleanroom;
+mod cleanroom_run;
+mod code_launcher;
 mod credentials;
 mod crypt;
 mod datastore;
@@ -18,6 +21,8 @@ mod transfer;
 mod vault_backend;
 
 use anyhow::{Context, Result};
+
+pub(crate) use cleanroom_run::ExitWith;
 
 use crate::args::{Cli, Command};
 
@@ -57,5 +62,11 @@ pub fn dispatch(cli: Cli) -> Result<()> {
         Command::Secretstore(command) => secretstore::run(command),
         Command::Config(command) => owner_config::run(command, &cli.access),
         Command::Sidecar(command) => sidecar::run(command),
+        Command::Cleanroom(command) => cleanroom::run(command),
+        Command::Datasink(command) => cleanroom::datasink(command),
+        Command::Logs(command) => cleanroom::telemetry(command, cleanroom::APPLICATION_TELEMETRY),
+        Command::Telemetry(command) => {
+            cleanroom::telemetry(command, cleanroom::INFRASTRUCTURE_TELEMETRY)
+        }
     }
 }

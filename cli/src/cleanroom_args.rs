@@ -1,0 +1,196 @@
+//! Arguments of `encfs cleanroom …` (the local clean room and the commands its containers run)
+//! and of the collaborators' `encfs datasink | logs | telemetry download`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+
+use crate::governance_args::ClientSelection;
+
+/// `encfs cleanroom …`.
+#[derive(Subcommand, Debug)]
+pub enum CleanroomCommand {
+    /// Run the clean room of an accepted contract on this machine: check the template and its
+    /// policy against governance, start the sidecars, the mounts and the code launcher, run the
+    /// application in its sandbox; exit with the application's exit code.
+    Run(RunArgs),
+    /// Show a running (or finished) clean room's state.
+    Status {
+        /// The clean room's data directory (`run --data`).
+        #[arg(long, value_name = "DIR")]
+        data: PathBuf,
+    },
+    /// Wait until a clean room has finished; exit with its application's exit code.
+    Wait {
+        /// The clean room's data directory (`run --data`).
+        #[arg(long, value_name = "DIR")]
+        data: PathBuf,
+        /// Give up after this long.
+        #[arg(long, default_value = "30m", value_parser = crate::duration::parse_duration)]
+        timeout: std::time::Duration,
+    },
+    /// Stop a running clean room (the application, its mounts and sidecars).
+    Stop {
+        /// The clean room's data directory (`run --data`).
+        #[arg(long, value_name = "DIR")]
+        data: PathBuf,
+    },
+    /// What an access point's container runs: get the DEK through key release, mount the
+    /// datastore at the mount path, write its volume status file (ref §6).
+    MountLauncher(MountLauncherArgs),
+    /// What an application's container runs: the code launcher API (ref §6) that starts the
+    /// application in its sandbox after the consent checks.
+    CodeLauncher(CodeLauncherArgs),
+}
+
+/// `encfs cleanroom run`.
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// The contract whose accepted deployment is run.
+    #[arg(long)]
+    pub contract_id: String,
+    #[command(flatten)]
+    pub client: ClientSelection,
+    /// The ARM template (`governance deployment generate`); it must be the contract's accepted
+    /// deployment spec.
+    #[arg(long, value_name = "FILE")]
+    pub template: PathBuf,
+    /// The clean room's working directory: mounts, telemetry, volume status, sidecar state.
+    #[arg(long, value_name = "DIR")]
+    pub data: PathBuf,
+    /// The CA certificate of the attestation authority standing in for the platform's SNP
+    /// hardware and MAA (`authority-ca.pem` of `encfs attestation serve`, INSECURE, virtual; its
+    /// URL is in the template).
+    #[arg(long, value_name = "FILE")]
+    pub authority_ca: PathBuf,
+    /// The clean room's identity credential (`encfs keyvault identity create`), standing in for
+    /// the platform's managed identity.
+    #[arg(long, value_name = "FILE")]
+    pub identity_credential: PathBuf,
+    /// CA certificates to trust for the key vaults' TLS (besides the system roots).
+    #[arg(long = "trust-ca", value_name = "FILE")]
+    pub trust_ca: Vec<PathBuf>,
+    /// Where the code launcher API listens (the reference's port 8200).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8200")]
+    pub launcher_listen: SocketAddr,
+    /// Print each step as it happens.
+    #[arg(long)]
+    pub verbose: bool,
+}
+
+/// `encfs cleanroom mount-launcher` (the reference's blobfuse-launcher arguments).
+#[derive(Args, Debug)]
+pub struct MountLauncherArgs {
+    /// The access point's name.
+    #[arg(long)]
+    pub access_name: String,
+    /// Where to mount.
+    #[arg(long, value_name = "DIR")]
+    pub mount_path: PathBuf,
+    /// A datasource (the default).
+    #[arg(long, conflicts_with = "read_write")]
+    pub read_only: bool,
+    /// A datasink.
+    #[arg(long)]
+    pub read_write: bool,
+    /// `SSE`, `CPK` or `CSE`.
+    #[arg(long)]
+    pub encryption_mode: String,
+    /// A sub-path inside the datastore.
+    #[arg(long, value_name = "PATH")]
+    pub sub_directory: Option<String>,
+    /// The governance sidecar's port.
+    #[arg(long, default_value_t = 8300)]
+    pub governance_port: u16,
+    /// The skr sidecar's port.
+    #[arg(long, default_value_t = 8284)]
+    pub skr_port: u16,
+    /// The secrets sidecar's port (the DEK is unwrapped there).
+    #[arg(long, default_value_t = 9300)]
+    pub secrets_port: u16,
+    /// The identity sidecar's port.
+    #[arg(long, default_value_t = 8290)]
+    pub imds_port: u16,
+    /// Where the volume status files go (default: $VOLUMESTATUS_MOUNT_PATH, else
+    /// /mnt/volumestatus).
+    #[arg(long, value_name = "DIR")]
+    pub volume_status_dir: Option<PathBuf>,
+    /// The user the mount is presented to (the application's).
+    #[arg(long, default_value_t = 1000)]
+    pub uid: u32,
+    /// The group the mount is presented to.
+    #[arg(long, default_value_t = 1000)]
+    pub gid: u32,
+}
+
+/// `encfs cleanroom code-launcher` (the reference's code_launcher arguments).
+#[derive(Args, Debug)]
+pub struct CodeLauncherArgs {
+    /// The application this launcher runs.
+    #[arg(long)]
+    pub application_name: String,
+    /// The application (the spec's Application object, JSON, base64).
+    #[arg(long, value_name = "B64")]
+    pub application_base_64: String,
+    /// Where the API listens.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8200")]
+    pub listen: SocketAddr,
+    /// The governance sidecar's port.
+    #[arg(long, default_value_t = 8300)]
+    pub governance_port: u16,
+    /// Telemetry directory (default: $TELEMETRY_MOUNT_PATH, else /mnt/telemetry).
+    #[arg(long, value_name = "DIR")]
+    pub telemetry_dir: Option<PathBuf>,
+    /// Volume status directory (default: $VOLUMESTATUS_MOUNT_PATH, else /mnt/volumestatus).
+    #[arg(long, value_name = "DIR")]
+    pub volume_status_dir: Option<PathBuf>,
+    /// Where the application's sandbox keeps its root (default: a directory under $TMPDIR).
+    #[arg(long, value_name = "DIR")]
+    pub sandbox_dir: Option<PathBuf>,
+}
+
+/// `encfs datasink …`.
+#[derive(Subcommand, Debug)]
+pub enum DatasinkCommand {
+    /// Download (and decrypt) a datasink of a clean-room spec.
+    Download(SinkDownloadArgs),
+}
+
+/// `encfs logs …` / `encfs telemetry …`.
+#[derive(Subcommand, Debug)]
+pub enum TelemetryCommand {
+    /// Download (and decrypt) the clean room's exported logs or telemetry.
+    Download(TelemetryDownloadArgs),
+}
+
+/// `encfs datasink download`.
+#[derive(Args, Debug)]
+pub struct SinkDownloadArgs {
+    /// The clean-room spec naming the datasink.
+    #[arg(long, value_name = "FILE")]
+    pub cleanroom_config: PathBuf,
+    /// The datasink's access name.
+    #[arg(long)]
+    pub name: String,
+    /// Where to write; files land under TARGET/<datastore>/.
+    #[arg(long, value_name = "DIR")]
+    pub target_folder: PathBuf,
+    /// Datastore config file (default: $ENCFS_CONFIG or ~/.config/encfs/datastores.yaml).
+    #[arg(long, value_name = "FILE")]
+    pub datastore_config: Option<PathBuf>,
+}
+
+/// `encfs logs download` / `encfs telemetry download`.
+#[derive(Args, Debug)]
+pub struct TelemetryDownloadArgs {
+    /// The clean-room spec naming the telemetry datasinks.
+    #[arg(long, value_name = "FILE")]
+    pub cleanroom_config: PathBuf,
+    /// Where to write; files land under TARGET/<datastore>/.
+    #[arg(long, value_name = "DIR")]
+    pub target_folder: PathBuf,
+    /// Datastore config file (default: $ENCFS_CONFIG or ~/.config/encfs/datastores.yaml).
+    #[arg(long, value_name = "FILE")]
+    pub datastore_config: Option<PathBuf>,
+}

@@ -1,0 +1,365 @@
+//! `encfs cleanroom …`: the local clean room (`run`, `status`, `wait`, `stop`), the commands its
+//! containers run (`mount-launcher`, `code-launcher`), and the collaborators' downloads of a
+//! clean room's output (`datasink | logs | telemetry download`).
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use encfs_cleanroom::spec::Spec;
+use serde_json::{Value, json};
+
+use super::key_release::{KekRef, KeyRelease, SecretRef};
+use crate::args::{Cli, Command};
+use crate::cleanroom_args::{
+    CleanroomCommand, DatasinkCommand, MountLauncherArgs, SinkDownloadArgs, TelemetryCommand,
+    TelemetryDownloadArgs,
+};
+
+/// The access name of the application logs' datasink (ref §10).
+pub const APPLICATION_TELEMETRY: &str = "application-telemetry";
+/// The access name of the infrastructure telemetry's datasink (ref §10).
+pub const INFRASTRUCTURE_TELEMETRY: &str = "infrastructure-telemetry";
+
+/// How long a mount launcher waits for its mount to be ready.
+const MOUNT_READY_TIMEOUT: Duration = Duration::from_secs(120);
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+/// Runs one `encfs cleanroom …` command.
+pub fn run(command: CleanroomCommand) -> Result<()> {
+    match command {
+        CleanroomCommand::MountLauncher(args) => runtime()?.block_on(mount_launcher(&args)),
+        other => super::cleanroom_run::run(other),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Collaborators' downloads
+
+/// `encfs datasink download`.
+pub fn datasink(command: DatasinkCommand) -> Result<()> {
+    let DatasinkCommand::Download(args) = command;
+    download_sink(&args)
+}
+
+/// `encfs logs download` (`application-telemetry`) or `encfs telemetry download`
+/// (`infrastructure-telemetry`).
+pub fn telemetry(command: TelemetryCommand, access_name: &str) -> Result<()> {
+    let TelemetryCommand::Download(args) = command;
+    let TelemetryDownloadArgs {
+        cleanroom_config,
+        target_folder,
+        datastore_config,
+    } = args;
+    download_sink(&SinkDownloadArgs {
+        cleanroom_config,
+        name: access_name.to_owned(),
+        target_folder,
+        datastore_config,
+    })
+}
+
+/// The datastore behind the datasink `name` of the spec (the telemetry sinks may also be named
+/// only in `governance.telemetry`).
+fn sink_datastore(spec: &Spec, name: &str, spec_path: &Path) -> Result<String> {
+    if let Some(sink) = spec.datasinks.iter().find(|s| s.name == name) {
+        return Ok(sink.store.id.clone());
+    }
+    let telemetry = spec.governance.as_ref().and_then(|g| g.telemetry.as_ref());
+    let from_telemetry = match name {
+        APPLICATION_TELEMETRY => telemetry
+            .and_then(|t| t.application.as_ref())
+            .map(|a| a.logs.store.id.clone()),
+        INFRASTRUCTURE_TELEMETRY => telemetry
+            .and_then(|t| t.infrastructure.as_ref())
+            .map(|i| i.logs.store.id.clone()),
+        _ => None,
+    };
+    from_telemetry.with_context(|| {
+        format!(
+            "the clean-room spec {} has no datasink named '{name}'",
+            spec_path.display()
+        )
+    })
+}
+
+fn download_sink(args: &SinkDownloadArgs) -> Result<()> {
+    let spec = Spec::load(&args.cleanroom_config)?;
+    let datastore = sink_datastore(&spec, &args.name, &args.cleanroom_config)?;
+    let target = args.target_folder.join(&datastore);
+    let mut argv: Vec<String> = vec![
+        "encfs".into(),
+        "download".into(),
+        target.display().to_string(),
+        "--datastore".into(),
+        datastore.clone(),
+    ];
+    if let Some(config) = &args.datastore_config {
+        argv.extend(["--config".into(), config.display().to_string()]);
+    }
+    let cli = <Cli as clap::Parser>::try_parse_from(&argv).context("internal argument error")?;
+    let Command::Download(download) = &cli.command else {
+        unreachable!("parsed a download command line")
+    };
+    runtime()?
+        .block_on(super::transfer::download(download, &cli.access))
+        .with_context(|| format!("cannot download datasink '{}' ({datastore})", args.name))
+}
+
+// ---------------------------------------------------------------------------------------------
+// mount-launcher
+
+fn env_value(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+fn required_env(name: &str, access: &str) -> Result<String> {
+    env_value(name).with_context(|| {
+        format!(
+            "the mount launcher of access point '{access}' needs the environment variable {name}"
+        )
+    })
+}
+
+/// The volume status directory: the flag, else `$VOLUMESTATUS_MOUNT_PATH`, else
+/// `/mnt/volumestatus` (ref §6).
+pub fn volume_status_dir(flag: Option<&Path>) -> PathBuf {
+    flag.map(Path::to_path_buf)
+        .or_else(|| std::env::var_os("VOLUMESTATUS_MOUNT_PATH").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("/mnt/volumestatus"))
+}
+
+/// The store address of an access point's container: `AZURE_STORAGE_BLOB_ENDPOINT` joined with
+/// `AZURE_STORAGE_ACCOUNT_CONTAINER`, unless the endpoint already ends with the container (a
+/// local store's address is the container's directory).
+fn store_address(endpoint: &str, container: Option<&str>) -> String {
+    let endpoint = endpoint.trim_end_matches('/');
+    match container {
+        Some(c) if !endpoint.ends_with(&format!("/{c}")) => format!("{endpoint}/{c}"),
+        _ => endpoint.to_owned(),
+    }
+}
+
+/// The key release an access point's container describes in its environment (ref §8 item 6).
+fn key_release_from_env(access: &str) -> Result<KeyRelease> {
+    Ok(KeyRelease {
+        secret: SecretRef {
+            kid: required_env("WRAPPED_DEK_SECRET", access)?,
+            akv_endpoint: required_env("WRAPPED_DEK_AKV_ENDPOINT", access)?,
+        },
+        kek: KekRef {
+            kid: required_env("KID", access)?,
+            akv_endpoint: required_env("AKV_ENDPOINT", access)?,
+            maa_endpoint: required_env("MAA_ENDPOINT", access)?,
+        },
+        client_id: env_value("CLIENT_ID"),
+        tenant_id: env_value("TENANT_ID"),
+    })
+}
+
+fn write_status(path: &Path, value: &Value) -> Result<()> {
+    let temp = path.with_extension("tmp");
+    std::fs::write(&temp, format!("{value}\n"))
+        .and_then(|()| std::fs::rename(&temp, path))
+        .with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// `encfs cleanroom mount-launcher`: like the reference's blobfuse-launcher, gets the DEK from
+/// the secrets sidecar (key release; memory only), mounts the datastore at the mount path for
+/// the application's user, writes `<access>.volume.ready` (`{"mount_path": …}`) or
+/// `<access>.volume.error` (`{"error_code": …}`), and serves until SIGTERM, which unmounts.
+async fn mount_launcher(args: &MountLauncherArgs) -> Result<()> {
+    let access = &args.access_name;
+    let status_dir = volume_status_dir(args.volume_status_dir.as_deref());
+    std::fs::create_dir_all(&status_dir)
+        .with_context(|| format!("cannot create {}", status_dir.display()))?;
+    let ready = status_dir.join(format!("{access}.volume.ready"));
+    let failed = status_dir.join(format!("{access}.volume.error"));
+    let _ = std::fs::remove_file(&ready);
+    let _ = std::fs::remove_file(&failed);
+    let result = mount_and_serve(args, &ready).await;
+    if let Err(error) = &result {
+        let code = match error.downcast_ref::<MountExit>() {
+            Some(MountExit(code)) => *code,
+            None => 1,
+        };
+        let message = encfs_store::redact::redact(&format!("{error:#}"));
+        let _ = write_status(&failed, &json!({"error_code": code, "message": message}));
+    }
+    let _ = std::fs::remove_file(&ready);
+    result
+}
+
+/// The mount exited with this code before it was ready.
+#[derive(Debug)]
+struct MountExit(i32);
+
+impl std::fmt::Display for MountExit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the mount exited with code {}", self.0)
+    }
+}
+
+impl std::error::Error for MountExit {}
+
+async fn mount_and_serve(args: &MountLauncherArgs, ready: &Path) -> Result<()> {
+    let access = &args.access_name;
+    let mode = match args.encryption_mode.to_ascii_uppercase().as_str() {
+        "CSE" => "cse",
+        "CPK" => "cpk",
+        "SSE" => "sse",
+        other => bail!("access point '{access}': unknown encryption mode '{other}'"),
+    };
+    let endpoint = required_env("AZURE_STORAGE_BLOB_ENDPOINT", access)?;
+    let container = env_value("AZURE_STORAGE_ACCOUNT_CONTAINER");
+    let address = store_address(&endpoint, container.as_deref());
+    let key_release = if mode == "sse" {
+        None
+    } else {
+        Some(key_release_from_env(access)?)
+    };
+    // The mount reads its datastore from a config: this one names the store, the mode and where
+    // the DEK comes from, nothing secret.
+    let config = tempfile::Builder::new()
+        .prefix("encfs-mount-launcher-")
+        .suffix(".yaml")
+        .tempfile()
+        .context("cannot create the mount launcher's datastore config")?;
+    let mut entry = json!({"name": access, "store": address, "mode": mode, "key": ""});
+    if let Some(release) = &key_release {
+        entry["key_release"] = serde_json::to_value(release)?;
+    }
+    std::fs::write(
+        config.path(),
+        serde_yaml::to_string(&json!({"datastores": [entry]}))?,
+    )
+    .with_context(|| format!("cannot write {}", config.path().display()))?;
+
+    std::fs::create_dir_all(&args.mount_path)
+        .with_context(|| format!("cannot create {}", args.mount_path.display()))?;
+    let mount_status = tempfile::Builder::new()
+        .prefix("encfs-mount-status-")
+        .tempdir()
+        .context("cannot create a status directory")?;
+    let status_file = mount_status.path().join("ready.json");
+    let error_file = mount_status.path().join("error.json");
+    let exe = std::env::current_exe().context("cannot find the encfs executable")?;
+    let mut command = std::process::Command::new(exe);
+    command
+        .arg("mount")
+        .arg(&args.mount_path)
+        .args(["--datastore", access])
+        .arg("--config")
+        .arg(config.path())
+        .args(["--allow-other", "--uid", &args.uid.to_string()])
+        .args(["--gid", &args.gid.to_string()])
+        .arg("--status-file")
+        .arg(&status_file)
+        .arg("--error-file")
+        .arg(&error_file);
+    if mode != "sse" {
+        command.args([
+            "--key-release",
+            &format!("http://127.0.0.1:{}", args.secrets_port),
+        ]);
+    }
+    if args.read_write {
+        command.arg("--read-write");
+    }
+    if let Some(sub) = &args.sub_directory {
+        command.args(["--subdirectory", sub]);
+    }
+    let child = command
+        .spawn()
+        .with_context(|| format!("cannot start the mount of access point '{access}'"))?;
+    // Killed if this launcher fails before the mount is up.
+    let mut child = KillOnDrop(Some(child));
+    let child = child.0.as_mut().expect("just set");
+    let started = Instant::now();
+    while !status_file.exists() {
+        if let Some(status) = child.try_wait()? {
+            let reason = std::fs::read_to_string(&error_file)
+                .ok()
+                .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+                .and_then(|v| v["message"].as_str().map(str::to_owned))
+                .unwrap_or_default();
+            return Err(anyhow::Error::new(MountExit(status.code().unwrap_or(1)))
+                .context(format!("access point '{access}' did not mount: {reason}")));
+        }
+        if started.elapsed() > MOUNT_READY_TIMEOUT {
+            bail!("access point '{access}' was not mounted within {MOUNT_READY_TIMEOUT:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    write_status(ready, &json!({"mount_path": args.mount_path}))?;
+    eprintln!(
+        "encfs cleanroom mount-launcher: {access} mounted at {}",
+        args.mount_path.display()
+    );
+    let stop = super::governance::until_stopped();
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_millis(100)) => {
+                if let Some(status) = child.try_wait()? {
+                    if !status.success() {
+                        bail!("the mount of access point '{access}' ended with {status}");
+                    }
+                    return Ok(());
+                }
+            }
+            stopped = &mut stop => {
+                stopped?;
+                break;
+            }
+        }
+    }
+    let _ = std::fs::remove_file(ready);
+    if let Ok(pid) = i32::try_from(child.id()) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+    }
+    let status = tokio::task::block_in_place(|| child.wait())?;
+    if !status.success() {
+        bail!("the mount of access point '{access}' ended with {status} at unmount");
+    }
+    Ok(())
+}
+
+/// A child process killed (and reaped) if it is still running when this is dropped.
+struct KillOnDrop(Option<std::process::Child>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.0
+            && let Ok(None) = child.try_wait()
+        {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_address_joins_the_container_unless_the_endpoint_names_it() {
+        assert_eq!(
+            store_address("https://acct.blob.core.windows.net/", Some("c")),
+            "https://acct.blob.core.windows.net/c"
+        );
+        assert_eq!(store_address("/data/store", Some("store")), "/data/store");
+        assert_eq!(store_address("/data/store", None), "/data/store");
+    }
+}
