@@ -188,7 +188,7 @@ fn is_container_name(name: &str) -> bool {
 }
 
 /// The checks generation makes before it writes anything: `config validate`'s
-/// ([`crate::spec::validate`]: every name an application uses exists, `DataStoreNotFound` /
+/// ([`crate::spec::validate()`]: every name an application uses exists, `DataStoreNotFound` /
 /// `DatasinkNotFound` as the reference, paths do not overlap, protection modes are coherent),
 /// then what containers need: names unique and usable as container names, every access point
 /// with a protection mode.
