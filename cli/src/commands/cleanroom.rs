@@ -24,18 +24,10 @@ pub const INFRASTRUCTURE_TELEMETRY: &str = "infrastructure-telemetry";
 /// How long a mount launcher waits for its mount to be ready.
 const MOUNT_READY_TIMEOUT: Duration = Duration::from_secs(120);
 
-fn runtime() -> Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")
-}
-
 /// Runs one `encfs cleanroom …` command.
 pub fn run(command: CleanroomCommand) -> Result<()> {
     match command {
-        CleanroomCommand::MountLauncher(args) => runtime()?.block_on(mount_launcher(&args)),
+        CleanroomCommand::MountLauncher(args) => super::runtime()?.block_on(mount_launcher(&args)),
         other => super::cleanroom_run::run(other),
     }
 }
@@ -108,7 +100,7 @@ fn download_sink(args: &SinkDownloadArgs) -> Result<()> {
     let Command::Download(download) = &cli.command else {
         unreachable!("parsed a download command line")
     };
-    runtime()?
+    super::runtime()?
         .block_on(super::transfer::download(download, &cli.access))
         .with_context(|| format!("cannot download datasink '{}' ({datastore})", args.name))
 }
