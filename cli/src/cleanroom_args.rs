@@ -36,6 +36,10 @@ pub enum CleanroomCommand {
         #[arg(long, value_name = "DIR")]
         data: PathBuf,
     },
+    /// Run a command in the application sandbox, as the clean room runs an application (its own
+    /// namespaces and root, loopback only, uid 1000): to try an application, and for the
+    /// sandbox's benchmark. Its output is printed when it exits; the exit code is its own.
+    Sandbox(SandboxArgs),
     /// What an access point's container runs: get the DEK through key release, mount the
     /// datastore at the mount path, write its volume status file (ref §6).
     MountLauncher(MountLauncherArgs),
@@ -77,6 +81,30 @@ pub struct RunArgs {
     /// Print each step as it happens.
     #[arg(long)]
     pub verbose: bool,
+}
+
+/// `encfs cleanroom sandbox`.
+#[derive(Args, Debug)]
+pub struct SandboxArgs {
+    /// A host directory (or mount) seen at a path inside: `HOST:INSIDE` (read-write) or
+    /// `HOST:INSIDE:ro`.
+    #[arg(long = "bind", value_name = "HOST:INSIDE[:ro]")]
+    pub binds: Vec<String>,
+    /// An environment variable, `KEY=VALUE` (the sandbox has no other).
+    #[arg(long = "env", value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+    /// Memory limit, GiB.
+    #[arg(long, value_name = "GIB")]
+    pub memory: Option<f64>,
+    /// CPU limit, cores.
+    #[arg(long, value_name = "CORES")]
+    pub cpu: Option<f64>,
+    /// The user and group the command runs as.
+    #[arg(long, default_value_t = 1000)]
+    pub uid: u32,
+    /// The command and its arguments.
+    #[arg(required = true, last = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
 }
 
 /// `encfs cleanroom mount-launcher` (the reference's blobfuse-launcher arguments).

@@ -57,6 +57,7 @@ pub fn run(command: CleanroomCommand) -> Result<()> {
         CleanroomCommand::Wait { data, timeout } => wait(&data, timeout),
         CleanroomCommand::Stop { data } => stop(&data),
         CleanroomCommand::CodeLauncher(args) => super::code_launcher::run(&args),
+        CleanroomCommand::Sandbox(args) => super::code_launcher::sandbox(&args),
         CleanroomCommand::MountLauncher(_) => unreachable!("dispatched by the cleanroom module"),
     }
 }

@@ -13,7 +13,7 @@ use encfs_cleanroom::launcher::{Launcher, LauncherConfig};
 use encfs_cleanroom::sandbox_runner::SandboxRunner;
 use encfs_cleanroom::spec::Application;
 
-use crate::cleanroom_args::CodeLauncherArgs;
+use crate::cleanroom_args::{CodeLauncherArgs, SandboxArgs};
 
 /// The application's user and group (the reference's podman `user="1000"`).
 const APPLICATION_USER: u32 = 1000;
@@ -120,4 +120,73 @@ async fn report_outcomes(launcher: Launcher, app: String, path: PathBuf) {
         }
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
+}
+
+/// `encfs cleanroom sandbox`: one command in the application sandbox; prints its output (the
+/// json-file log decoded) when it exits and returns its exit code.
+pub fn sandbox(args: &SandboxArgs) -> Result<()> {
+    use encfs_cleanroom::sandbox::{Bind, Limits, Sandbox, SandboxSpec};
+    let mut binds = Vec::new();
+    for bind in &args.binds {
+        let parts: Vec<&str> = bind.split(':').collect();
+        let (source, target, read_only) = match parts.as_slice() {
+            [source, target] => (source, target, false),
+            [source, target, "ro"] => (source, target, true),
+            _ => bail!("--bind {bind}: expected HOST:INSIDE or HOST:INSIDE:ro"),
+        };
+        let source = std::path::absolute(source)
+            .with_context(|| format!("--bind {bind}: cannot resolve {source}"))?;
+        binds.push(Bind {
+            source,
+            target: PathBuf::from(target),
+            read_only,
+        });
+    }
+    let mut env = Vec::new();
+    for pair in &args.env {
+        let (key, value) = pair
+            .split_once('=')
+            .with_context(|| format!("--env {pair}: expected KEY=VALUE"))?;
+        env.push((key.to_owned(), value.to_owned()));
+    }
+    let scratch = tempfile::Builder::new()
+        .prefix("encfs-sandbox-")
+        .tempdir()
+        .context("cannot create the sandbox's directory")?;
+    let log_file = scratch.path().join("output.log");
+    let spec = SandboxSpec {
+        name: "sandbox".into(),
+        command: args.command.clone(),
+        env,
+        binds,
+        uid: args.uid,
+        gid: args.uid,
+        limits: Limits {
+            memory_bytes: args.memory.map(|gib| (gib * f64::from(1u32 << 30)) as u64),
+            cpu_millicores: args.cpu.map(|cores| (cores * 1000.0).ceil() as u32),
+            pids: Some(encfs_cleanroom::sandbox_runner::DEFAULT_PIDS),
+            ..Limits::default()
+        },
+        log_file: log_file.clone(),
+        work_dir: scratch.path().join("root"),
+    };
+    let mut sandbox = Sandbox::spawn(spec).context("cannot start the sandbox")?;
+    let code = sandbox.wait().context("the sandbox failed")?;
+    drop(sandbox);
+    let log = std::fs::read_to_string(&log_file).unwrap_or_default();
+    for line in log.lines() {
+        let Ok(entry) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        let text = entry["log"].as_str().unwrap_or_default();
+        if entry["stream"] == "stderr" {
+            eprint!("{text}");
+        } else {
+            print!("{text}");
+        }
+    }
+    if code != 0 {
+        return Err(super::ExitWith(code).into());
+    }
+    Ok(())
 }
