@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use encfs_cleanroom::spec::Spec;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use super::key_release::{KekRef, KeyRelease, SecretRef};
 use crate::args::{Cli, Command};
@@ -156,13 +156,6 @@ fn key_release_from_env(access: &str) -> Result<KeyRelease> {
     })
 }
 
-fn write_status(path: &Path, value: &Value) -> Result<()> {
-    let temp = path.with_extension("tmp");
-    std::fs::write(&temp, format!("{value}\n"))
-        .and_then(|()| std::fs::rename(&temp, path))
-        .with_context(|| format!("cannot write {}", path.display()))
-}
-
 /// `encfs cleanroom mount-launcher`: like the reference's blobfuse-launcher, gets the DEK from
 /// the secrets sidecar (key release; memory only), mounts the datastore at the mount path for
 /// the application's user, writes `<access>.volume.ready` (`{"mount_path": …}`) or
@@ -183,7 +176,7 @@ async fn mount_launcher(args: &MountLauncherArgs) -> Result<()> {
             None => 1,
         };
         let message = encfs_store::redact::redact(&format!("{error:#}"));
-        let _ = write_status(&failed, &json!({"error_code": code, "message": message}));
+        let _ = super::mount::write_json(&failed, &json!({"error_code": code, "message": message}));
     }
     let _ = std::fs::remove_file(&ready);
     result
@@ -277,9 +270,7 @@ async fn mount_and_serve(args: &MountLauncherArgs, ready: &Path) -> Result<()> {
     let started = Instant::now();
     while !status_file.exists() {
         if let Some(status) = child.try_wait()? {
-            let reason = std::fs::read_to_string(&error_file)
-                .ok()
-                .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+            let reason = super::mount::read_json(&error_file)
                 .and_then(|v| v["message"].as_str().map(str::to_owned))
                 .unwrap_or_default();
             return Err(anyhow::Error::new(MountExit(status.code().unwrap_or(1)))
@@ -290,7 +281,7 @@ async fn mount_and_serve(args: &MountLauncherArgs, ready: &Path) -> Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    write_status(ready, &json!({"mount_path": args.mount_path}))?;
+    super::mount::write_json(ready, &json!({"mount_path": args.mount_path}))?;
     eprintln!(
         "encfs cleanroom mount-launcher: {access} mounted at {}",
         args.mount_path.display()

@@ -19,6 +19,7 @@ use encfs_cleanroom::deployment::{ContainerDefinition, DeploymentPlan};
 use encfs_cleanroom::policy::{self, SecurityPolicy};
 use serde_json::{Value, json};
 
+use super::mount::{read_json, write_json};
 use crate::cleanroom_args::{CleanroomCommand, RunArgs};
 
 /// The reference's sidecar ports inside a container group (ref §5, §6, §11).
@@ -349,9 +350,7 @@ fn wait_volume(status_dir: &Path, access: &str, name: &str, child: &mut Child) -
             return Ok(());
         }
         if failed.exists() || child.try_wait()?.is_some() {
-            let reason = std::fs::read_to_string(&failed)
-                .ok()
-                .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+            let reason = read_json(&failed)
                 .and_then(|v| v["message"].as_str().map(str::to_owned))
                 .unwrap_or_else(|| "the mount launcher exited".into());
             bail!("access point '{access}' (container '{name}') did not mount: {reason}");
@@ -417,13 +416,6 @@ fn start_container(
     command
         .spawn()
         .with_context(|| format!("cannot start container '{}'", container.name))
-}
-
-fn write_json(path: &Path, value: &Value) -> Result<()> {
-    let temp = path.with_extension("tmp");
-    std::fs::write(&temp, format!("{value:#}\n"))
-        .and_then(|()| std::fs::rename(&temp, path))
-        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -678,10 +670,6 @@ fn wait_applications(
 
 // ---------------------------------------------------------------------------------------------
 // status, wait, stop
-
-fn read_json(path: &Path) -> Option<Value> {
-    serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()
-}
 
 fn status(data: &Path) -> Result<()> {
     let value = match (

@@ -100,21 +100,15 @@ async fn report_outcomes(launcher: Launcher, app: String, path: PathBuf) {
         let Some(outcome) = launcher.outcome(&app).await else {
             return;
         };
-        let text = serde_json::json!({
+        let value = serde_json::json!({
             "exit_code": outcome.exit_code,
             "stopped_for_consent": outcome.stopped_for_consent,
             "logs_exported": outcome.logs_exported,
-        })
-        .to_string();
+        });
+        let text = value.to_string();
         if text != last {
-            let temp = path.with_extension("tmp");
-            let written = std::fs::write(&temp, format!("{text}\n"))
-                .and_then(|()| std::fs::rename(&temp, &path));
-            if let Err(error) = written {
-                eprintln!(
-                    "encfs cleanroom code-launcher: cannot write {}: {error}",
-                    path.display()
-                );
+            if let Err(error) = super::mount::write_json(&path, &value) {
+                eprintln!("encfs cleanroom code-launcher: {error:#}");
             }
             last = text;
         }

@@ -22,11 +22,18 @@ use crate::args::{MountArgs, StoreAccess, UnmountArgs};
 /// How long `--daemon` waits for the detached mount to report.
 const DAEMON_WAIT: Duration = Duration::from_secs(120);
 
-fn write_json(path: &Path, value: &serde_json::Value) -> Result<()> {
+/// Writes a small status file atomically (a temporary beside it, then a rename): what the mount,
+/// its launcher and the clean room write for their watchers.
+pub(super) fn write_json(path: &Path, value: &serde_json::Value) -> Result<()> {
     let temp = path.with_extension("encfs-tmp");
     std::fs::write(&temp, format!("{value}\n"))
         .and_then(|()| std::fs::rename(&temp, path))
         .with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Reads a status file written by [`write_json`]; `None` if it is missing or not JSON.
+pub(super) fn read_json(path: &Path) -> Option<serde_json::Value> {
+    serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()
 }
 
 /// mimalloc gives freed pages back to the kernel after this many milliseconds (default 10): a
