@@ -82,18 +82,26 @@ run_once() {  # system job run (run 0: a warm-up, not recorded)
     mnt=$(mount_system "$system$([[ $job == seqwrite ]] && echo -rw)")
     file=$mnt/f.bin
     [[ $job == seqwrite ]] && file=$mnt/w.bin && rm -f "$file"
+    # The machine's busy CPUs during the job (from /proc/stat): on 2 cores the warm ceiling may
+    # already keep both busy, which bounds what the cold read (more CPU per byte) can reach.
+    read -r _ u0 n0 s0 i0 w0 q0 sq0 _ < /proc/stat
     if ! FILE=$file SIZE=$size RUNTIME=$runtime fio --output-format=json "$fio_dir/$job.fio" > fio.json 2> fio.err; then
       # rclone with --vfs-cache-mode off refuses files opened read-write, as fio opens them.
       echo "   $system $job failed: $(tail -1 fio.err)" >&2
       echo '{}' > fio.json
     fi
-    [[ $run == 0 ]] || python3 - "$system" "$job" "$run" >> "$results" <<'PY'
+    read -r _ u1 n1 s1 i1 w1 q1 sq1 _ < /proc/stat
+    busy=$(( (u1 + n1 + s1 + q1 + sq1) - (u0 + n0 + s0 + q0 + sq0) ))
+    idle=$(( (i1 + w1) - (i0 + w0) ))
+    [[ $run == 0 ]] || python3 - "$system" "$job" "$run" "$busy" "$idle" "$(nproc)" >> "$results" <<'PY'
 import json, sys
 jobs = json.load(open("fio.json")).get("jobs")
 side = "write" if sys.argv[2] == "seqwrite" else "read"
 bw = sum(j[side]["bw_bytes"] for j in jobs) if jobs else None
 iops = sum(j[side]["iops"] for j in jobs) if jobs else None
-print(json.dumps({"system": sys.argv[1], "job": sys.argv[2], "run": int(sys.argv[3]), "bw": bw, "iops": iops}))
+busy, idle, cpus = int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
+cores = cpus * busy / (busy + idle) if busy + idle else None
+print(json.dumps({"system": sys.argv[1], "job": sys.argv[2], "run": int(sys.argv[3]), "bw": bw, "iops": iops, "busy_cores": cores}))
 PY
     [[ $job == seqwrite ]] && rm -f "$file"
     unmount "$mnt"
@@ -164,12 +172,16 @@ unmount mnt-encfs
 rm -rf store/rss
 
 python3 - "$results" "$out_dir" "$size_mib" "$runs" "$hwm_kib" "$rss_gib" "$hot_hwm_kib" <<'PY'
-import json, statistics, sys
+import json, os, statistics, sys
 results, out_dir, size_mib, runs, hwm_kib, rss_gib, hot_hwm_kib = sys.argv[1:]
 rows = [json.loads(l) for l in open(results)]
 def med(system, job, key):
-    xs = [r[key] for r in rows if r["system"] == system and r["job"] == job and r[key] is not None]
+    xs = [r[key] for r in rows if r["system"] == system and r["job"] == job and r.get(key) is not None]
     return statistics.median(xs) if xs else float("nan")
+def busy(system, job):
+    return med(system, job, "busy_cores")
+def cpu_per_gib(system, job):  # busy cores ÷ GiB per second = CPU-seconds per GiB
+    return busy(system, job) / (med(system, job, "bw") / (1 << 30))
 systems = ["encfs", "gocryptfs", "rclone-off", "rclone-full"]
 jobs = [("seqread", "bw", "seq read 1 MiB, 1 job", "GB/s"), ("seqread4", "bw", "seq read 1 MiB, 4 jobs", "GB/s"),
         ("randread", "iops", "random read 4 KiB", "IOPS"), ("seqwrite", "bw", "seq write 1 MiB + fsync", "GB/s")]
@@ -199,6 +211,10 @@ lines += ["", f"encfs seq read with 20 ms per store request: {lat/1e9:.2f} GB/s 
           f"Ceilings of the 4-job seq read, the same way: encfs warm {warm4/1e9:.2f} GB/s = {warm4/goc4:.2f}× gocryptfs; "
           f"fio on tmpfs {plain4/1e9:.2f} GB/s = {plain4/goc4:.2f}× gocryptfs. encfs cold reaches {summary['seqread4']['encfs']/warm4:.0%} "
           f"of its warm ceiling with 4 jobs, {base/warm:.0%} with 1.",
+          f"Busy CPUs during those reads (of {os.cpu_count()}): encfs cold {busy('encfs', 'seqread'):.2f} (1 job) / "
+          f"{busy('encfs', 'seqread4'):.2f} (4 jobs), warm {busy('encfs-warm', 'seqread'):.2f} / {busy('encfs-warm', 'seqread4'):.2f}; "
+          f"CPU-seconds per GiB read: cold {cpu_per_gib('encfs', 'seqread'):.2f} / {cpu_per_gib('encfs', 'seqread4'):.2f}, "
+          f"warm {cpu_per_gib('encfs-warm', 'seqread'):.2f} / {cpu_per_gib('encfs-warm', 'seqread4'):.2f}.",
           f"encfs peak RSS streaming a {rss_gib} GiB file with --cache-size 256MiB: {rss_mib:.0f} MiB (target ≤ 320 MiB); "
           f"the same while a second reader keeps one 4 KiB page of every MiB streamed in use: {hot_rss_mib:.0f} MiB (target ≤ 320 MiB).", "",
           "Targets: seq read ≥ 2× gocryptfs and ≥ 4× rclone mount; seq write ≥ 2× gocryptfs; random read ≥ 1.5× gocryptfs.",
@@ -209,7 +225,8 @@ open(f"{out_dir}/mount.md", "w").write(text + "\n")
 json.dump({"size_mib": int(size_mib), "runs": int(runs), "medians": summary, "latency_20ms_seqread": lat,
            "ceiling_encfs_warm_seqread": warm, "ceiling_tmpfs_plain_seqread": plain,
            "ceiling_encfs_warm_seqread4": warm4, "ceiling_tmpfs_plain_seqread4": plain4,
-           "peak_rss_mib": rss_mib, "peak_rss_hot_pages_mib": hot_rss_mib}, open(f"{out_dir}/mount.json", "w"), indent=1)
+           "peak_rss_mib": rss_mib, "peak_rss_hot_pages_mib": hot_rss_mib,
+           "busy_cores": {f"{s}/{j}": busy(s, j) for s in ("encfs", "encfs-warm") for j in ("seqread", "seqread4")}}, open(f"{out_dir}/mount.json", "w"), indent=1)
 try:
     import matplotlib
     matplotlib.use("Agg")

@@ -29,6 +29,9 @@ use super::write::WriteContext;
 use crate::store::protection::Protection;
 use crate::store::{BlobStore, StoreError};
 
+/// Threads of the runtime's blocking pool per CPU.
+const BLOCKING_THREADS_PER_CPU: usize = 4;
+
 // What this module held before the split, at the paths it had.
 pub use super::attributes::{Attr, AttrChanges};
 pub use super::entries::{Caller, CreateFlags};
@@ -83,12 +86,16 @@ impl EncFs {
         protection: Protection,
         options: MountOptions,
     ) -> Result<Self, MountError> {
+        let cpus = std::thread::available_parallelism()
+            .map_or(2, |n| n.get())
+            .max(2);
         let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(
-                std::thread::available_parallelism()
-                    .map_or(2, |n| n.get())
-                    .max(2),
-            )
+            .worker_threads(cpus)
+            // Blocking work (local reads and decryption of prefetches, sealing of written
+            // blocks) never waits on another task, so a small pool cannot deadlock; tokio's
+            // default of 512 threads let a busy read path grow to ~60 threads, each holding its
+            // own allocator pages (about 1 MiB apiece, outside every budget).
+            .max_blocking_threads(BLOCKING_THREADS_PER_CPU * cpus)
             .thread_name("encfs-io")
             .enable_all()
             .build()
