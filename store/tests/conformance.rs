@@ -876,3 +876,35 @@ async fn embedded_store_pins_read_versions() {
 async fn azurite_pins_read_versions() {
     pinned_reads(&azurite_container("pinned")).await;
 }
+
+/// The encrypted-names wrapper over `store`, under a fixed key.
+fn encrypted_names<S: BlobStore>(store: S) -> encfs_store::names::EncryptedNames<S> {
+    let key = encfs_crypto::DataKey::from_bytes([9; 32]);
+    encfs_store::names::EncryptedNames::new(store, encfs_crypto::names::NameKey::derive(&key))
+}
+
+#[tokio::test]
+async fn encrypted_names_over_the_embedded_store() {
+    let (_dir, store) = local();
+    let names = encrypted_names(store.clone());
+    conformance(&names).await;
+    pinned_reads(&names).await;
+    // Below the wrapper: the marker and encrypted names only.
+    let raw = list_all(&store, "", None).await.unwrap();
+    assert!(
+        raw.blobs
+            .iter()
+            .any(|b| b.name == encfs_store::names::MARKER)
+    );
+    assert!(
+        raw.blobs.iter().all(|b| !b.name.contains("pinned")),
+        "{raw:?}"
+    );
+}
+
+#[tokio::test]
+async fn encrypted_names_over_azurite() {
+    let names = encrypted_names(azurite_container("encnames"));
+    conformance(&names).await;
+    pinned_reads(&names).await;
+}
