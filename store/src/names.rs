@@ -10,6 +10,8 @@
 //! last component of a blob, and in a side blob `<long form>.dir` beside a directory's prefix
 //! for a directory, written once with the first blob below it. Listings decrypt each
 //! component and hide the marker and the side blobs; a listing prefix must be whole components.
+//! Each page of a listing is in name order, but pages follow the stored names, so a listing of
+//! several pages is not in name order as a whole (the mount and download do not need it).
 
 use std::collections::{HashMap, HashSet};
 use std::ops::Range;
@@ -524,6 +526,9 @@ impl<S: BlobStore> BlobStore for EncryptedNames<S> {
                     .prefixes
                     .push(self.plain_dir(dir, &mut known).await? + "/");
             }
+            // Each page in plaintext order; across pages the order is the stored names'.
+            listing.blobs.sort_by(|a, b| a.name.cmp(&b.name));
+            listing.prefixes.sort();
             // A page whose entries were all hidden would look like the end to a caller that
             // reads one page (the mount's "is this a directory" probe): read on.
             let empty = listing.blobs.is_empty() && listing.prefixes.is_empty();
