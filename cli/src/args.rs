@@ -160,6 +160,10 @@ pub struct MountArgs {
         conflicts_with = "key"
     )]
     pub key_release: Option<String>,
+    /// Blob names are encrypted under a key derived from the DEK (cse; a datastore added with
+    /// --encrypt-names implies it).
+    #[arg(long)]
+    pub encrypt_names: bool,
 }
 
 #[derive(Args, Debug)]
@@ -258,6 +262,10 @@ pub struct TransferArgs {
         conflicts_with = "key"
     )]
     pub key_release: Option<String>,
+    /// Blob names are encrypted under a key derived from the DEK (cse; a datastore added with
+    /// --encrypt-names implies it).
+    #[arg(long)]
+    pub encrypt_names: bool,
 }
 
 #[derive(Args, Debug)]
@@ -284,8 +292,17 @@ pub struct DownloadArgs {
 
 #[derive(Args, Debug)]
 pub struct LsArgs {
-    /// Store address (container or prefix).
-    pub url: String,
+    /// Store address (container or prefix; omit with --datastore).
+    pub url: Option<String>,
+    /// The DEK, needed only to read encrypted names (--encrypt-names).
+    #[arg(long, value_name = "FILE")]
+    pub key: Option<PathBuf>,
+    /// Blob names are encrypted under a key derived from the DEK (cse; a datastore added with
+    /// --encrypt-names implies it).
+    #[arg(long)]
+    pub encrypt_names: bool,
+    #[command(flatten)]
+    pub datastore: DatastoreSelection,
     /// List every blob below, not just one level.
     #[arg(long, short)]
     pub recursive: bool,
@@ -318,6 +335,10 @@ pub enum DatastoreCommand {
         /// Config file (default: $ENCFS_CONFIG or ~/.config/encfs/datastores.yaml).
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
+        /// Encrypt blob names too (cse only; recorded in the config, followed by upload,
+        /// download, mount and ls).
+        #[arg(long)]
+        encrypt_names: bool,
     },
     /// List the configured datastores.
     List {

@@ -321,3 +321,165 @@ fn sigterm_with_open_files_aborts_after_the_request_timeout() {
     env.ok(&["download", "--datastore", "in", "out"]);
     assert!(fs::read(env.path("out/big.bin")).unwrap() == big);
 }
+
+/// Runs a tool in `dir`, asserting success; its standard output.
+fn tool(dir: &Path, program: &str, args: &[&str]) -> String {
+    let out = Command::new(program)
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{program} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// A read-write mount of a datastore with encrypted names: the ordinary tools work on plaintext
+/// names, and the store's files never hold one.
+#[test]
+fn a_mount_with_encrypted_names_serves_plain_names_and_stores_none() {
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(src.join("reports/2025")).unwrap();
+    fs::write(
+        src.join("reports/2025/quarterly-sales.csv"),
+        b"q,amount\n1,10\n",
+    )
+    .unwrap();
+    fs::write(src.join("reports/readme-first.txt"), b"read me").unwrap();
+    env.ok(&[
+        "datastore",
+        "add",
+        "--name",
+        "en",
+        "--store",
+        "store/en",
+        "--encrypt-names",
+    ]);
+    env.ok(&["upload", "--datastore", "en", "src"]);
+    // Without the option the mount refuses, saying why.
+    let out = env.run(&["mount", "store/en", "mnt", "--key", "keys/en.key"]);
+    assert!(!out.status.success());
+    let error = String::from_utf8_lossy(&out.stderr);
+    assert!(error.contains("encrypted"), "{error}");
+    assert!(!env.mounted());
+
+    let mut child = env.mount(&["--datastore", "en", "mnt", "--read-write"]);
+    let mnt = env.path("mnt");
+    let listing = tool(&mnt, "ls", &["-R"]);
+    assert!(listing.contains("quarterly-sales.csv"), "{listing}");
+    assert!(listing.contains("readme-first.txt"), "{listing}");
+    assert_eq!(tool(&mnt, "cat", &["reports/readme-first.txt"]), "read me");
+    // Create, write, rename a file; mkdir, rename a directory; rm.
+    fs::write(mnt.join("reports/new-forecast.txt"), b"up").unwrap();
+    let mut file = fs::OpenOptions::new()
+        .append(true)
+        .open(mnt.join("reports/new-forecast.txt"))
+        .unwrap();
+    file.write_all(b" and up").unwrap();
+    drop(file);
+    fs::rename(
+        mnt.join("reports/new-forecast.txt"),
+        mnt.join("reports/final-forecast.txt"),
+    )
+    .unwrap();
+    fs::create_dir(mnt.join("scratch-area")).unwrap();
+    fs::write(mnt.join("scratch-area/tmp-notes.txt"), b"notes").unwrap();
+    // A directory: empty, a rename; with files, the mount answers EXDEV and `mv` copies.
+    fs::create_dir(mnt.join("empty-dir")).unwrap();
+    fs::rename(mnt.join("empty-dir"), mnt.join("renamed-empty")).unwrap();
+    assert!(mnt.join("renamed-empty").is_dir());
+    tool(&mnt, "mv", &["reports/2025", "reports/year-2025"]);
+    fs::remove_file(mnt.join("reports/readme-first.txt")).unwrap();
+    assert_eq!(
+        fs::read(mnt.join("reports/final-forecast.txt")).unwrap(),
+        b"up and up"
+    );
+    assert_eq!(
+        fs::read(mnt.join("reports/year-2025/quarterly-sales.csv")).unwrap(),
+        b"q,amount\n1,10\n"
+    );
+    assert!(!mnt.join("reports/2025").exists());
+    assert!(!mnt.join("reports/readme-first.txt").exists());
+    // tar of a small tree in and out.
+    let tree = env.path("tree");
+    fs::create_dir_all(tree.join("inner-dir")).unwrap();
+    for i in 0..20 {
+        fs::write(
+            tree.join(format!("inner-dir/member-{i}.dat")),
+            vec![i as u8; 3000],
+        )
+        .unwrap();
+    }
+    let archive = env.path("tree.tar").display().to_string();
+    tool(&env.path(""), "tar", &["-cf", &archive, "tree"]);
+    tool(&mnt, "tar", &["-xf", &archive]);
+    let copy = env.path("copy");
+    fs::create_dir(&copy).unwrap();
+    let out_archive = env.path("out.tar").display().to_string();
+    tool(&mnt, "tar", &["-cf", &out_archive, "tree"]);
+    tool(&copy, "tar", &["-xf", &out_archive]);
+    for i in 0..20 {
+        let name = format!("tree/inner-dir/member-{i}.dat");
+        assert_eq!(
+            fs::read(copy.join(&name)).unwrap(),
+            vec![i as u8; 3000],
+            "{name}"
+        );
+    }
+    env.ok(&["unmount", "mnt"]);
+    let start = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "mount did not stop"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!env.mounted());
+
+    // After the mount: the names as the store lists them, and none of them in its files.
+    let listing = env.ok(&["ls", "--datastore", "en", "-r"]);
+    for name in [
+        "reports/final-forecast.txt",
+        "reports/year-2025/quarterly-sales.csv",
+        "scratch-area/tmp-notes.txt",
+        "tree/inner-dir/member-7.dat",
+    ] {
+        assert!(listing.contains(name), "{name} in {listing}");
+    }
+    assert!(!listing.contains("readme-first"), "{listing}");
+    let mut stack = vec![env.path("store/en")];
+    while let Some(dir) = stack.pop() {
+        for entry in fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            let bytes = fs::read(&path).unwrap();
+            for component in [
+                "reports",
+                "quarterly",
+                "forecast",
+                "scratch",
+                "tmp-notes",
+                "year-2025",
+                "inner-dir",
+                "member",
+            ] {
+                let shown = path.display().to_string();
+                assert!(!shown.contains(component), "{shown} holds {component}");
+                assert!(
+                    !bytes
+                        .windows(component.len())
+                        .any(|w| w == component.as_bytes()),
+                    "{shown}'s bytes hold {component}"
+                );
+            }
+        }
+    }
+}

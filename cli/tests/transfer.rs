@@ -703,3 +703,239 @@ fn a_new_key_re_uploads_every_file_on_azurite() {
     ]);
     key_rotation_re_uploads_everything(&sb, &store, "cse", "key mismatch");
 }
+
+/// Components of [`named_tree`], none of which may appear in a store with encrypted names.
+const NAMED_COMPONENTS: [&str; 5] = [
+    "secret-dir",
+    "sales-2025.csv",
+    "données",
+    "link-to-sales",
+    "llllllllllllllll",
+];
+
+/// A tree for encrypted names: short, long (200 and 230 bytes) and non-ASCII components, a
+/// symbolic link and a file with its own mode.
+fn named_tree(root: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let long_dir = root.join("secret-dir").join("l".repeat(200));
+    fs::create_dir_all(&long_dir).unwrap();
+    fs::create_dir_all(root.join("données")).unwrap();
+    fs::write(
+        root.join("secret-dir/sales-2025.csv"),
+        b"id,amount\n1,100\n",
+    )
+    .unwrap();
+    // 230 bytes: download's partial file (`.NAME.XXXXXX.encfs-partial`) must fit in 255.
+    fs::write(long_dir.join("l".repeat(230)), b"long names").unwrap();
+    fs::write(root.join("données/résumé.txt"), "été".repeat(1000)).unwrap();
+    std::os::unix::fs::symlink("sales-2025.csv", root.join("secret-dir/link-to-sales")).unwrap();
+    fs::set_permissions(
+        root.join("secret-dir/sales-2025.csv"),
+        fs::Permissions::from_mode(0o640),
+    )
+    .unwrap();
+}
+
+/// The same names, contents, link targets and permission bits below `a` and `b`.
+fn same_named_tree(a: &Path, b: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let mut seen = 0;
+    for path in walk_files(a) {
+        let rel = path.strip_prefix(a).unwrap();
+        let other = b.join(rel);
+        let (mine, theirs) = (
+            fs::symlink_metadata(&path).unwrap(),
+            fs::symlink_metadata(&other).unwrap_or_else(|e| panic!("{}: {e}", rel.display())),
+        );
+        if mine.file_type().is_symlink() {
+            assert_eq!(
+                fs::read_link(&path).unwrap(),
+                fs::read_link(&other).unwrap()
+            );
+        } else {
+            assert_eq!(
+                fs::read(&path).unwrap(),
+                fs::read(&other).unwrap(),
+                "{rel:?}"
+            );
+            assert_eq!(
+                mine.permissions().mode() & 0o777,
+                theirs.permissions().mode() & 0o777,
+                "{rel:?}"
+            );
+        }
+        seen += 1;
+    }
+    assert_eq!(seen, 4);
+    assert_eq!(walk_files(b).len(), 4);
+}
+
+/// Upload, list and download through a datastore with encrypted names at `store`, then every
+/// mixed or wrong configuration, each a clear error.
+fn encrypted_names_round_trip(sb: &Sandbox, store: &str) {
+    named_tree(&sb.path("named"));
+    let out = sb.ok(&[
+        "datastore",
+        "add",
+        "--name",
+        "en",
+        "--store",
+        store,
+        "--encrypt-names",
+    ]);
+    assert!(out.contains("datastore en"), "{out}");
+    sb.ok(&["upload", "--datastore", "en", "named"]);
+    let listing = sb.ok(&["ls", "--datastore", "en", "--recursive"]);
+    assert!(listing.contains("secret-dir/sales-2025.csv"), "{listing}");
+    assert!(listing.contains(&"l".repeat(230)), "{listing}");
+    let top = sb.ok(&["ls", "--datastore", "en"]);
+    assert!(top.contains("PRE") && top.contains("données/"), "{top}");
+    sb.ok(&["download", "--datastore", "en", "named-out"]);
+    same_named_tree(&sb.path("named"), &sb.path("named-out"));
+    // One file by its name, through the datastore's subdirectory.
+    sb.ok(&[
+        "download",
+        "--datastore",
+        "en",
+        "--subdirectory",
+        "secret-dir",
+        "one-out",
+    ]);
+    assert_eq!(
+        fs::read(sb.path("one-out/sales-2025.csv")).unwrap(),
+        b"id,amount\n1,100\n"
+    );
+
+    // A plain-name tool is told why, and lists nothing.
+    let key = sb.path("cfg/keys/en.key").display().to_string();
+    for args in [
+        vec!["ls", store],
+        vec!["ls", store, "--recursive", "--output", "json"],
+        vec!["download", store, "plain-out", "--key", &key],
+        vec!["upload", "named", store, "--key", &key],
+    ] {
+        let error = sb.fails(&args);
+        assert!(
+            error.contains("encrypted") && error.contains("--encrypt-names"),
+            "{args:?}: {error}"
+        );
+        for component in NAMED_COMPONENTS {
+            assert!(!error.contains(component), "{error}");
+        }
+    }
+    assert!(!sb.path("plain-out").exists());
+    // The right flag and key work without the datastore.
+    let listing = sb.ok(&["ls", store, "-r", "--encrypt-names", "--key", &key]);
+    assert!(listing.contains("données/résumé.txt"), "{listing}");
+    // Another key: refused, naming the store.
+    sb.ok(&["key", "generate", "--out", "other.key"]);
+    let error = sb.fails(&["ls", store, "--encrypt-names", "--key", "other.key"]);
+    assert!(error.contains("another key"), "{error}");
+    let error = sb.fails(&[
+        "download",
+        store,
+        "wrong-out",
+        "--encrypt-names",
+        "--key",
+        "other.key",
+    ]);
+    assert!(error.contains("another key"), "{error}");
+    assert!(!sb.path("wrong-out").exists());
+    // Only cse has a DEK to derive the name key from.
+    let error = sb.fails(&[
+        "datastore",
+        "add",
+        "--name",
+        "bad",
+        "--store",
+        "store/bad",
+        "--mode",
+        "sse",
+        "--encrypt-names",
+    ]);
+    assert!(error.contains("--mode cse"), "{error}");
+}
+
+#[test]
+fn encrypted_names_on_the_embedded_store() {
+    let sb = Sandbox::new();
+    let store = format!("file://{}", sb.path("store/names").display());
+    encrypted_names_round_trip(&sb, &store);
+    // No plaintext component in any blob file's name or bytes.
+    for file in walk_files(&sb.path("store/names")) {
+        let path = file.to_string_lossy().into_owned();
+        let bytes = fs::read(&file).unwrap();
+        for component in NAMED_COMPONENTS {
+            let encoded = percent_encode(component);
+            for needle in [component, encoded.as_str()] {
+                assert!(!path.contains(needle), "{path} holds {component}");
+                assert!(
+                    !bytes.windows(needle.len()).any(|w| w == needle.as_bytes()),
+                    "{path}'s bytes hold {component}"
+                );
+            }
+        }
+    }
+    // The option on a store that already holds plain names is refused; nothing is written.
+    fs::create_dir_all(sb.path("plain")).unwrap();
+    fs::write(sb.path("plain/readme.txt"), b"plain").unwrap();
+    sb.ok(&["key", "generate", "--out", "plain.key"]);
+    let plain_store = sb.path("store/plain").display().to_string();
+    sb.ok(&[
+        "upload",
+        "plain",
+        &plain_store,
+        "--key",
+        "plain.key",
+        "--create-container",
+    ]);
+    let before = walk_files(&sb.path("store/plain")).len();
+    let error = sb.fails(&[
+        "upload",
+        "named",
+        &plain_store,
+        "--key",
+        "plain.key",
+        "--encrypt-names",
+    ]);
+    assert!(error.contains("plain names"), "{error}");
+    assert_eq!(walk_files(&sb.path("store/plain")).len(), before);
+    let error = sb.fails(&[
+        "datastore",
+        "add",
+        "--name",
+        "mixed",
+        "--store",
+        &plain_store,
+        "--encrypt-names",
+    ]);
+    assert!(error.contains("plain names"), "{error}");
+    assert!(!sb.path("cfg/keys/mixed.key").exists());
+}
+
+/// Percent-encoding as the embedded store writes blob file names (every byte but `[A-Za-z0-9]`).
+fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn encrypted_names_on_azurite() {
+    let mut sb = Sandbox::new();
+    sb.env.push((
+        "AZURE_STORAGE_CONNECTION_STRING".into(),
+        "UseDevelopmentStorage=true".into(),
+    ));
+    let mut suffix = [0u8; 4];
+    aws_lc_rs::rand::fill(&mut suffix).unwrap();
+    let hex: String = suffix.iter().map(|b| format!("{b:02x}")).collect();
+    let store = format!("{}/names-{hex}", azurite_url());
+    encrypted_names_round_trip(&sb, &store);
+}

@@ -54,6 +54,12 @@ pub enum Error {
     /// A wrapped key could not be unwrapped (wrong unwrapping key or damaged input).
     #[error("unwrap failed: wrong key-encryption key or damaged wrapped key")]
     UnwrapFailed,
+    /// An encrypted blob-name component that does not decrypt in its directory under this key:
+    /// edited, moved from another directory, written by something else or under another key.
+    #[error(
+        "encrypted name component {0:?} does not decrypt here: tampered, moved, foreign or another key's"
+    )]
+    InvalidName(String),
     /// An underlying read or write failed.
     #[error(transparent)]
     Io(#[from] std::io::Error),

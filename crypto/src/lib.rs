@@ -10,6 +10,7 @@
 //! * [`aes_key_wrap`] — RFC 5649 AES key wrap with padding.
 //! * [`format`](mod@format) — the segmented, authenticated, random-access blob format (see `docs/format.md`).
 //! * [`legacy_cse`] — reader for the reference system's client-side encryption format.
+//! * [`names`] — deterministic encryption of blob-name components (AES-256-GCM-SIV, per directory).
 //! * [`rsa_aes_wrap`] — RSA-OAEP ‖ AES-KWP hybrid wrapping (Key Vault key release, CCF secrets).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -21,6 +22,7 @@ pub mod kek;
 pub mod key_file;
 mod keys;
 pub mod legacy_cse;
+pub mod names;
 pub mod rsa_aes_wrap;
 
 pub use error::{Error, Result};

@@ -17,6 +17,7 @@ pub mod faults;
 pub mod local;
 pub mod local_access;
 mod location;
+pub mod names;
 pub mod protection;
 pub mod redact;
 pub mod retry;

@@ -26,6 +26,9 @@ pub struct Datastore {
     /// Where a clean room gets the DEK: the wrapped DEK secret and its KEK (`config wrap-deks`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_release: Option<super::key_release::KeyRelease>,
+    /// Blob names encrypted under a key derived from the DEK (cse only; `--encrypt-names`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub encrypt_names: bool,
 }
 
 /// The config file.
@@ -99,7 +102,8 @@ pub(super) struct Added {
 
 /// `datastore add`: creates the container at `store` and a new DEK file (mode 0600) in
 /// `key_dir` (default: `keys/` beside the config), and records the datastore in the config at
-/// `path`. An existing name is refused.
+/// `path`. An existing name is refused. With `encrypt_names` (cse only) the container gets the
+/// marker of encrypted names, and one that already holds plain-named blobs is refused.
 pub(super) async fn add(
     path: &Path,
     name: &str,
@@ -107,6 +111,7 @@ pub(super) async fn add(
     mode: Mode,
     access: &StoreAccess,
     key_dir: Option<&Path>,
+    encrypt_names: bool,
 ) -> Result<Added> {
     let mut current = load(path)?;
     if current.datastores.iter().any(|d| d.name == name) {
@@ -118,6 +123,9 @@ pub(super) async fn add(
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
     {
         bail!("datastore names use letters, digits, '-' and '_' only");
+    }
+    if encrypt_names && mode != Mode::Cse {
+        bail!("--encrypt-names needs --mode cse: the name key is derived from the DEK");
     }
     let location = super::transfer::open(store, access)?;
     let created = location.store.create_container().await.with_context(|| {
@@ -133,6 +141,12 @@ pub(super) async fn add(
     fs::create_dir_all(&keys).with_context(|| format!("cannot create {}", keys.display()))?;
     let key_path = std::path::absolute(keys.join(format!("{name}.key")))?;
     let key = DataKey::generate()?;
+    if encrypt_names {
+        let names = encfs_crypto::names::NameKey::derive(&key);
+        encfs_store::names::check_marker(location.store.as_ref(), &names, true)
+            .await
+            .with_context(|| format!("cannot add datastore '{name}'"))?;
+    }
     key_file::write(&key_path, &key)
         .with_context(|| format!("cannot write key {}", key_path.display()))?;
     let datastore = Datastore {
@@ -141,6 +155,7 @@ pub(super) async fn add(
         mode,
         key: key_path,
         key_release: None,
+        encrypt_names,
     };
     current.datastores.push(datastore.clone());
     save(path, &current)?;
@@ -159,9 +174,10 @@ pub async fn run(command: DatastoreCommand, access: &StoreAccess) -> Result<()> 
             store,
             mode,
             config,
+            encrypt_names,
         } => {
             let path = config_path(config.as_deref())?;
-            let added = add(&path, &name, &store, mode, access, None).await?;
+            let added = add(&path, &name, &store, mode, access, None, encrypt_names).await?;
             println!(
                 "datastore {name}: {} ({}), key {} (id {})",
                 added.location,

@@ -158,20 +158,11 @@ pub(super) fn locate(
             "datastore '{name}' has no key_release in its config (run encfs config wrap-deks first)"
         )
     })?;
-    let (address, mode, _) = transfer::address_of(selection, None, mode, None)?;
+    let (address, mode, ..) = transfer::address_of(selection, None, mode, None)?;
     if mode == Mode::Sse {
         bail!("datastore '{name}' is sse: it has no DEK to release");
     }
-    // Called from the mount (no runtime) and from upload/download (inside the multi-threaded one).
-    let fetched = match tokio::runtime::Handle::try_current() {
-        Ok(handle) => tokio::task::block_in_place(|| handle.block_on(fetch_dek(sidecar, &release))),
-        Err(_) => tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .context("cannot start the async runtime")?
-            .block_on(fetch_dek(sidecar, &release)),
-    };
-    let key = fetched
+    let key = super::block_on(fetch_dek(sidecar, &release))?
         .with_context(|| format!("cannot get the DEK of datastore '{name}' from {sidecar}"))?;
     let protection = match mode {
         Mode::Cse => Protection::Cse(Arc::new(key)),

@@ -33,6 +33,19 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
+/// Runs `future` to its end from synchronous code: called from the mount (no runtime) and from
+/// upload/download (inside the multi-threaded one).
+fn block_on<F: std::future::Future>(future: F) -> Result<F::Output> {
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) => Ok(tokio::task::block_in_place(|| handle.block_on(future))),
+        Err(_) => Ok(tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("cannot start the async runtime")?
+            .block_on(future)),
+    }
+}
+
 /// Runs one parsed command line.
 pub fn dispatch(cli: Cli) -> Result<()> {
     if let Some(threads) = cli.threads {

@@ -16,7 +16,7 @@ use encfs_crypto::format::SegmentSize;
 use encfs_fs::mount::{EncFs, Mount, MountOptions};
 
 use super::credentials::child_command;
-use super::transfer::{address_of, locate};
+use super::transfer::{Target, address_of, open_target};
 use crate::args::{MountArgs, StoreAccess, UnmountArgs};
 
 /// How long `--daemon` waits for the detached mount to report.
@@ -96,10 +96,15 @@ fn serve(
         "mount point {} is not a directory",
         mountpoint.display()
     );
-    let (location, protection) = match &args.key_release {
-        Some(sidecar) => super::key_release::locate(&args.datastore, args.mode, sidecar, access)?,
-        None => locate(&args.datastore, url, args.mode, args.key.as_deref(), access)?,
+    let target = Target {
+        selection: &args.datastore,
+        url,
+        mode: args.mode,
+        key: args.key.as_deref(),
+        key_release: args.key_release.as_deref(),
+        encrypt_names: args.encrypt_names,
     };
+    let (location, protection) = open_target(&target, args.read_write, access)?;
     let address = location.store.location();
     let options = MountOptions {
         read_write: args.read_write,

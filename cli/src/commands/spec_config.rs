@@ -141,6 +141,7 @@ fn set_telemetry(args: &SetTelemetryArgs, kind: TelemetryKind, access: &StoreAcc
                 mode,
                 access,
                 key_dir.as_deref(),
+                false,
             ))?;
             println!(
                 "datastore {name}: {} ({}), key {} (id {})",

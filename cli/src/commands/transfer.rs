@@ -48,13 +48,14 @@ pub fn open(address: &str, access: &StoreAccess) -> Result<StoreLocation> {
         .with_context(|| format!("invalid store address {}", redact(address)))
 }
 
-/// The store address a URL or a datastore names (with its `--subdirectory`), its mode and key.
+/// The store address a URL or a datastore names (with its `--subdirectory`), its mode, key, and
+/// whether the datastore's names are encrypted.
 pub(super) fn address_of(
     selection: &DatastoreSelection,
     url: Option<&str>,
     mode: Option<Mode>,
     key: Option<&Path>,
-) -> Result<(String, Mode, Option<PathBuf>)> {
+) -> Result<(String, Mode, Option<PathBuf>, bool)> {
     Ok(match &selection.datastore {
         Some(name) => {
             let entry = datastore::find(selection.config.as_deref(), name)?;
@@ -66,6 +67,7 @@ pub(super) fn address_of(
                 address,
                 mode.unwrap_or(entry.mode),
                 key.map(Path::to_owned).or(Some(entry.key)),
+                entry.encrypt_names,
             )
         }
         None => {
@@ -74,6 +76,7 @@ pub(super) fn address_of(
                 url.to_owned(),
                 mode.unwrap_or(Mode::Cse),
                 key.map(Path::to_owned),
+                false,
             )
         }
     })
@@ -87,7 +90,7 @@ pub(super) fn locate(
     key: Option<&Path>,
     access: &StoreAccess,
 ) -> Result<(StoreLocation, Protection)> {
-    let (address, mode, key) = address_of(selection, url, mode, key)?;
+    let (address, mode, key, _) = address_of(selection, url, mode, key)?;
     let mut location = open(&address, access)?;
     // Benchmarks only: emulate a distant store on top of any backend.
     if let Some(ms) = std::env::var("ENCFS_DANGEROUS_INJECT_LATENCY_MS")
@@ -100,11 +103,97 @@ pub(super) fn locate(
     Ok((location, protection(mode, key.as_deref())?))
 }
 
-fn resolve(args: &TransferArgs, url: Option<&str>, access: &StoreAccess) -> Result<Resolved> {
-    let (location, protection) = match &args.key_release {
-        Some(sidecar) => super::key_release::locate(&args.datastore, args.mode, sidecar, access)?,
-        None => locate(&args.datastore, url, args.mode, args.key.as_deref(), access)?,
+/// What names a store for a transfer or a mount: a URL or a datastore, and the options.
+pub(super) struct Target<'a> {
+    pub selection: &'a DatastoreSelection,
+    pub url: Option<&'a str>,
+    pub mode: Option<Mode>,
+    pub key: Option<&'a Path>,
+    /// The secrets sidecar to get the DEK from (key release), instead of `key`.
+    pub key_release: Option<&'a str>,
+    /// `--encrypt-names` (a datastore that records it implies it).
+    pub encrypt_names: bool,
+}
+
+/// The one place upload, download and the mount open their store: address, protection, and the
+/// encrypted-names wrapper when the datastore or the flag asks for it (`writes`: the caller may
+/// write, so an empty container gets the marker).
+pub(super) fn open_target(
+    target: &Target<'_>,
+    writes: bool,
+    access: &StoreAccess,
+) -> Result<(StoreLocation, Protection)> {
+    let (_, _, _, recorded) = address_of(target.selection, target.url, target.mode, target.key)?;
+    let (mut location, protection) = match target.key_release {
+        Some(sidecar) => {
+            super::key_release::locate(target.selection, target.mode, sidecar, access)?
+        }
+        None => locate(
+            target.selection,
+            target.url,
+            target.mode,
+            target.key,
+            access,
+        )?,
     };
+    let key = match &protection {
+        Protection::Cse(key) => Some(key.as_ref()),
+        _ => None,
+    };
+    location.store = with_names(
+        location.store,
+        key,
+        target.encrypt_names || recorded,
+        writes,
+    )?;
+    Ok((location, protection))
+}
+
+/// `store` with encrypted names (`encrypt`: under the name key of `key`, which must be a cse
+/// DEK, after checking the store's marker), or as it is after checking that its names are not
+/// encrypted: a plain-name tool never lists ciphertext as names.
+fn with_names(
+    store: Arc<dyn BlobStore>,
+    key: Option<&encfs_crypto::DataKey>,
+    encrypt: bool,
+    writes: bool,
+) -> Result<Arc<dyn BlobStore>> {
+    use encfs_store::names::{EncryptedNames, MARKER, check_marker, has_marker};
+    if !encrypt {
+        // Advisory: a store that cannot say (a write-only SAS, say) is used as before, and a
+        // real access problem surfaces in the command's own requests.
+        if matches!(super::block_on(has_marker(store.as_ref()))?, Ok(true)) {
+            bail!(
+                "the blob names of {} are encrypted (it has the {MARKER} marker): use \
+                 --encrypt-names with its key, or a datastore added with --encrypt-names",
+                store.location()
+            );
+        }
+        return Ok(store);
+    }
+    let key =
+        key.context("--encrypt-names needs --mode cse: the name key is derived from the DEK")?;
+    let names = encfs_crypto::names::NameKey::derive(key);
+    super::block_on(check_marker(store.as_ref(), &names, writes))?
+        .with_context(|| format!("cannot use encrypted names at {}", store.location()))?;
+    Ok(Arc::new(EncryptedNames::new(store, names)))
+}
+
+fn resolve(
+    args: &TransferArgs,
+    url: Option<&str>,
+    writes: bool,
+    access: &StoreAccess,
+) -> Result<Resolved> {
+    let target = Target {
+        selection: &args.datastore,
+        url,
+        mode: args.mode,
+        key: args.key.as_deref(),
+        key_release: args.key_release.as_deref(),
+        encrypt_names: args.encrypt_names,
+    };
+    let (location, protection) = open_target(&target, writes, access)?;
     let options = TransferOptions {
         block_size: usize::try_from(args.block_size).context("--block-size too large")?,
         memory_budget: usize::try_from(args.memory_budget).context("--memory-budget too large")?,
@@ -156,7 +245,8 @@ fn report(
 }
 
 pub async fn upload(args: &UploadArgs, access: &StoreAccess) -> Result<()> {
-    let resolved = resolve(&args.transfer, args.destination.as_deref(), access)?;
+    let writes = !args.transfer.dry_run;
+    let resolved = resolve(&args.transfer, args.destination.as_deref(), writes, access)?;
     let items = transfer::plan_upload(&args.source, &resolved.location.prefix)
         .with_context(|| format!("cannot read {}", args.source.display()))?;
     let store = resolved.location.store.clone();
@@ -208,7 +298,7 @@ pub async fn download(args: &DownloadArgs, access: &StoreAccess) -> Result<()> {
         ([src, dest], None) => (Some(src.as_str()), PathBuf::from(dest)),
         _ => bail!("usage: encfs download SRC_URL DEST, or encfs download --datastore NAME DEST"),
     };
-    let resolved = resolve(&args.transfer, url, access)?;
+    let resolved = resolve(&args.transfer, url, false, access)?;
     let store = resolved.location.store.clone();
     let path = resolved.location.path.clone();
     // A blob named exactly by the address is one file; otherwise the address is a prefix. A blob
@@ -299,12 +389,28 @@ fn cpk_of(protection: &Protection) -> Option<&CustomerKey> {
 }
 
 pub async fn ls(args: &LsArgs, access: &StoreAccess) -> Result<()> {
-    let location = open(&args.url, access)?;
+    let (address, mode, key, recorded) = address_of(
+        &args.datastore,
+        args.url.as_deref(),
+        None,
+        args.key.as_deref(),
+    )?;
+    let encrypt = args.encrypt_names || recorded;
+    let mut location = open(&address, access)?;
+    // Only encrypted names need the key.
+    let key = match (encrypt, mode) {
+        (true, Mode::Cse) => Some(load_data_key(
+            key.as_deref()
+                .context("--encrypt-names needs --key FILE (the DEK) to read the names")?,
+        )?),
+        _ => None,
+    };
+    location.store = with_names(location.store, key.as_ref(), encrypt, false)?;
     let store: &dyn BlobStore = location.store.as_ref();
     let delimiter = (!args.recursive).then_some("/");
     let listing = list_all(store, &location.prefix, delimiter)
         .await
-        .with_context(|| format!("cannot list {}", redact(&args.url)))?;
+        .with_context(|| format!("cannot list {}", redact(&address)))?;
     match args.output.structured() {
         Some(format) => {
             let blobs: Vec<_> = listing
