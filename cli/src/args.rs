@@ -312,8 +312,17 @@ pub struct LsArgs {
 
 #[derive(Args, Debug)]
 pub struct RmArgs {
-    /// Address of the blob (or prefix, with --recursive).
-    pub url: String,
+    /// Address of the blob (or prefix, with --recursive; omit with --datastore).
+    pub url: Option<String>,
+    /// The DEK, needed only to find encrypted names (--encrypt-names).
+    #[arg(long, value_name = "FILE")]
+    pub key: Option<PathBuf>,
+    /// Blob names are encrypted under a key derived from the DEK (cse; a datastore added with
+    /// --encrypt-names implies it).
+    #[arg(long)]
+    pub encrypt_names: bool,
+    #[command(flatten)]
+    pub datastore: DatastoreSelection,
     /// Delete every blob under the prefix.
     #[arg(long, short)]
     pub recursive: bool,

@@ -784,6 +784,8 @@ fn encrypted_names_round_trip(sb: &Sandbox, store: &str) {
         "--encrypt-names",
     ]);
     assert!(out.contains("datastore en"), "{out}");
+    let listed = sb.ok(&["datastore", "list"]);
+    assert!(listed.contains("en\tCse+names\t"), "{listed}");
     sb.ok(&["upload", "--datastore", "en", "named"]);
     let listing = sb.ok(&["ls", "--datastore", "en", "--recursive"]);
     assert!(listing.contains("secret-dir/sales-2025.csv"), "{listing}");
@@ -854,6 +856,19 @@ fn encrypted_names_round_trip(sb: &Sandbox, store: &str) {
         "--encrypt-names",
     ]);
     assert!(error.contains("--mode cse"), "{error}");
+    // rm finds a file by its plain name; a plain rm is refused like every plain-name tool.
+    let error = sb.fails(&["rm", &format!("{store}/données/résumé.txt")]);
+    assert!(error.contains("encrypted"), "{error}");
+    sb.ok(&[
+        "rm",
+        "--datastore",
+        "en",
+        "--subdirectory",
+        "données/résumé.txt",
+    ]);
+    let listing = sb.ok(&["ls", "--datastore", "en", "--recursive"]);
+    assert!(!listing.contains("résumé.txt"), "{listing}");
+    assert!(listing.contains("secret-dir/sales-2025.csv"), "{listing}");
 }
 
 #[test]

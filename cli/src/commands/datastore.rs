@@ -193,9 +193,14 @@ pub async fn run(command: DatastoreCommand, access: &StoreAccess) -> Result<()> 
         DatastoreCommand::List { config } => {
             for datastore in load(&config_path(config.as_deref())?)?.datastores {
                 println!(
-                    "{}\t{:?}\t{}\t{}",
+                    "{}\t{:?}{}\t{}\t{}",
                     datastore.name,
                     datastore.mode,
+                    if datastore.encrypt_names {
+                        "+names"
+                    } else {
+                        ""
+                    },
                     encfs_store::redact::redact(&datastore.store),
                     datastore.key.display()
                 );

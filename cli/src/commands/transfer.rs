@@ -388,16 +388,18 @@ fn cpk_of(protection: &Protection) -> Option<&CustomerKey> {
     }
 }
 
-pub async fn ls(args: &LsArgs, access: &StoreAccess) -> Result<()> {
-    let (address, mode, key, recorded) = address_of(
-        &args.datastore,
-        args.url.as_deref(),
-        None,
-        args.key.as_deref(),
-    )?;
-    let encrypt = args.encrypt_names || recorded;
+/// The store of `ls` and `rm`: the address or datastore, with encrypted names when the flag or
+/// the datastore asks for them (only then is the DEK read). Returns the address too, for errors.
+fn open_names(
+    selection: &DatastoreSelection,
+    url: Option<&str>,
+    key: Option<&Path>,
+    encrypt_names: bool,
+    access: &StoreAccess,
+) -> Result<(StoreLocation, String)> {
+    let (address, mode, key, recorded) = address_of(selection, url, None, key)?;
+    let encrypt = encrypt_names || recorded;
     let mut location = open(&address, access)?;
-    // Only encrypted names need the key.
     let key = match (encrypt, mode) {
         (true, Mode::Cse) => Some(load_data_key(
             key.as_deref()
@@ -406,6 +408,17 @@ pub async fn ls(args: &LsArgs, access: &StoreAccess) -> Result<()> {
         _ => None,
     };
     location.store = with_names(location.store, key.as_ref(), encrypt, false)?;
+    Ok((location, address))
+}
+
+pub async fn ls(args: &LsArgs, access: &StoreAccess) -> Result<()> {
+    let (location, address) = open_names(
+        &args.datastore,
+        args.url.as_deref(),
+        args.key.as_deref(),
+        args.encrypt_names,
+        access,
+    )?;
     let store: &dyn BlobStore = location.store.as_ref();
     let delimiter = (!args.recursive).then_some("/");
     let listing = list_all(store, &location.prefix, delimiter)
@@ -434,7 +447,13 @@ pub async fn ls(args: &LsArgs, access: &StoreAccess) -> Result<()> {
 }
 
 pub async fn rm(args: &RmArgs, access: &StoreAccess) -> Result<()> {
-    let location = open(&args.url, access)?;
+    let (location, address) = open_names(
+        &args.datastore,
+        args.url.as_deref(),
+        args.key.as_deref(),
+        args.encrypt_names,
+        access,
+    )?;
     let store = location.store.as_ref();
     if !location.path.is_empty() {
         match store.delete(&location.path, &Condition::None).await {
@@ -447,19 +466,19 @@ pub async fn rm(args: &RmArgs, access: &StoreAccess) -> Result<()> {
                 )
             }
             Err(error) => {
-                return Err(error).with_context(|| format!("cannot delete {}", redact(&args.url)));
+                return Err(error).with_context(|| format!("cannot delete {}", redact(&address)));
             }
         }
     }
     if !args.recursive {
         bail!(
             "{} names a container; use --recursive to delete every blob in it",
-            redact(&args.url)
+            redact(&address)
         );
     }
     let listing = list_all(store, &location.prefix, None)
         .await
-        .with_context(|| format!("cannot list {}", redact(&args.url)))?;
+        .with_context(|| format!("cannot list {}", redact(&address)))?;
     for blob in &listing.blobs {
         store
             .delete(&blob.name, &Condition::None)
