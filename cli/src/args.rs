@@ -290,11 +290,12 @@ pub struct DownloadArgs {
     pub transfer: TransferArgs,
 }
 
+/// What `ls` and `rm` act on: an address or a datastore, and its names' key.
 #[derive(Args, Debug)]
-pub struct LsArgs {
-    /// Store address (container or prefix; omit with --datastore).
+pub struct NamedStoreArgs {
+    /// Store address (container, prefix or blob; omit with --datastore).
     pub url: Option<String>,
-    /// The DEK, needed only to read encrypted names (--encrypt-names).
+    /// The DEK, needed only for encrypted names (--encrypt-names).
     #[arg(long, value_name = "FILE")]
     pub key: Option<PathBuf>,
     /// Blob names are encrypted under a key derived from the DEK (cse; a datastore added with
@@ -303,6 +304,12 @@ pub struct LsArgs {
     pub encrypt_names: bool,
     #[command(flatten)]
     pub datastore: DatastoreSelection,
+}
+
+#[derive(Args, Debug)]
+pub struct LsArgs {
+    #[command(flatten)]
+    pub target: NamedStoreArgs,
     /// List every blob below, not just one level.
     #[arg(long, short)]
     pub recursive: bool,
@@ -312,17 +319,9 @@ pub struct LsArgs {
 
 #[derive(Args, Debug)]
 pub struct RmArgs {
-    /// Address of the blob (or prefix, with --recursive; omit with --datastore).
-    pub url: Option<String>,
-    /// The DEK, needed only to find encrypted names (--encrypt-names).
-    #[arg(long, value_name = "FILE")]
-    pub key: Option<PathBuf>,
-    /// Blob names are encrypted under a key derived from the DEK (cse; a datastore added with
-    /// --encrypt-names implies it).
-    #[arg(long)]
-    pub encrypt_names: bool,
+    /// The blob (or prefix, with --recursive).
     #[command(flatten)]
-    pub datastore: DatastoreSelection,
+    pub target: NamedStoreArgs,
     /// Delete every blob under the prefix.
     #[arg(long, short)]
     pub recursive: bool,

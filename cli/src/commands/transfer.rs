@@ -16,8 +16,8 @@ use encfs_transfer::{self as transfer, Protection, Summary, TransferOptions};
 use super::keys::load_data_key;
 use super::{credentials, datastore};
 use crate::args::{
-    DatastoreSelection, DownloadArgs, LsArgs, Mode, OutputArgs, RmArgs, StoreAccess, TransferArgs,
-    UploadArgs,
+    DatastoreSelection, DownloadArgs, LsArgs, Mode, NamedStoreArgs, OutputArgs, RmArgs,
+    StoreAccess, TransferArgs, UploadArgs,
 };
 use crate::output::progress_bar;
 
@@ -390,15 +390,14 @@ fn cpk_of(protection: &Protection) -> Option<&CustomerKey> {
 
 /// The store of `ls` and `rm`: the address or datastore, with encrypted names when the flag or
 /// the datastore asks for them (only then is the DEK read). Returns the address too, for errors.
-fn open_names(
-    selection: &DatastoreSelection,
-    url: Option<&str>,
-    key: Option<&Path>,
-    encrypt_names: bool,
-    access: &StoreAccess,
-) -> Result<(StoreLocation, String)> {
-    let (address, mode, key, recorded) = address_of(selection, url, None, key)?;
-    let encrypt = encrypt_names || recorded;
+fn open_names(target: &NamedStoreArgs, access: &StoreAccess) -> Result<(StoreLocation, String)> {
+    let (address, mode, key, recorded) = address_of(
+        &target.datastore,
+        target.url.as_deref(),
+        None,
+        target.key.as_deref(),
+    )?;
+    let encrypt = target.encrypt_names || recorded;
     let mut location = open(&address, access)?;
     let key = match (encrypt, mode) {
         (true, Mode::Cse) => Some(load_data_key(
@@ -412,13 +411,7 @@ fn open_names(
 }
 
 pub async fn ls(args: &LsArgs, access: &StoreAccess) -> Result<()> {
-    let (location, address) = open_names(
-        &args.datastore,
-        args.url.as_deref(),
-        args.key.as_deref(),
-        args.encrypt_names,
-        access,
-    )?;
+    let (location, address) = open_names(&args.target, access)?;
     let store: &dyn BlobStore = location.store.as_ref();
     let delimiter = (!args.recursive).then_some("/");
     let listing = list_all(store, &location.prefix, delimiter)
@@ -447,13 +440,7 @@ pub async fn ls(args: &LsArgs, access: &StoreAccess) -> Result<()> {
 }
 
 pub async fn rm(args: &RmArgs, access: &StoreAccess) -> Result<()> {
-    let (location, address) = open_names(
-        &args.datastore,
-        args.url.as_deref(),
-        args.key.as_deref(),
-        args.encrypt_names,
-        access,
-    )?;
+    let (location, address) = open_names(&args.target, access)?;
     let store = location.store.as_ref();
     if !location.path.is_empty() {
         match store.delete(&location.path, &Condition::None).await {
