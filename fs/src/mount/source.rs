@@ -46,6 +46,17 @@ pub enum SourceError {
     /// The store returned fewer bytes than the blob's length promised.
     #[error("blob {0}: shorter than its listed length")]
     Short(String),
+    /// Not the version a dataset manifest lists (another header or length: swapped, rolled back
+    /// or overwritten), or listed and absent.
+    #[error("blob {0}: not the version the dataset manifest lists")]
+    NotPinned(String),
+}
+
+/// The version a pinned mount must find ([`super::pinned`]): the EBF header and the blob length.
+#[derive(Clone, Copy)]
+pub(crate) struct Expected<'a> {
+    pub(crate) header: &'a [u8],
+    pub(crate) blob_len: u64,
 }
 
 enum Kind {
@@ -77,14 +88,16 @@ pub(crate) struct BlobSource {
 impl BlobSource {
     /// Opens a blob version (`version`: the etag it was listed with, if known): for `cse`,
     /// fetches and checks the header together with the first segments, which are returned so
-    /// the caller can cache them.
-    pub async fn open(
+    /// the caller can cache them. With `expected` (a pinned mount), a version with another
+    /// header or length fails with [`SourceError::NotPinned`].
+    pub(crate) async fn open(
         store: &dyn BlobStore,
         name: &str,
         blob_len: u64,
         version: Option<&str>,
         protection: &Protection,
         file: u64,
+        expected: Option<Expected<'_>>,
     ) -> Result<(Self, Vec<Fetched>), SourceError> {
         let pinned = match try_locally(store, |local| local.pin(name, protection.cpk())) {
             Some(pinned) => pinned?,
@@ -104,6 +117,7 @@ impl BlobSource {
             protection,
             file,
             pinned.as_deref(),
+            expected,
         )
         .await?;
         source.version = version;
@@ -140,6 +154,7 @@ impl BlobSource {
         protection: &Protection,
         file: u64,
         pinned: Option<&dyn PinnedBlob>,
+        expected: Option<Expected<'_>>,
     ) -> Result<(Self, Vec<Fetched>), SourceError> {
         match protection {
             Protection::Cse(key) => {
@@ -150,6 +165,11 @@ impl BlobSource {
                 };
                 if (head.len() as u64) < first.min(HEADER_LEN as u64) {
                     return Err(SourceError::Short(name.to_owned()));
+                }
+                if let Some(expected) = expected
+                    && (expected.blob_len != blob_len || !head.starts_with(expected.header))
+                {
+                    return Err(SourceError::NotPinned(name.to_owned()));
                 }
                 let crypto = |source| SourceError::Crypto {
                     blob: name.to_owned(),
