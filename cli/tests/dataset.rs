@@ -393,6 +393,7 @@ impl<'a> Mounted<'a> {
         );
         fs::create_dir_all(bench.at("mnt")).unwrap();
         let status = bench.at("status.json");
+        let _ = fs::remove_file(&status);
         let mut all = vec![
             "mount",
             "--datastore",
@@ -451,8 +452,16 @@ impl Drop for Mounted<'_> {
             .args(["-u", "-z"])
             .arg(self.bench.at("mnt"))
             .output();
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        // The unmount ends the mount process; kill it only if it hangs.
+        let start = Instant::now();
+        while self.child.try_wait().ok().flatten().is_none() {
+            if start.elapsed() > Duration::from_secs(10) {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 }
 

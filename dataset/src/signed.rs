@@ -532,7 +532,7 @@ mod tests {
             .to_tagged_vec()
             .unwrap();
         let err = SignedManifest::parse(&bytes).unwrap_err().to_string();
-        assert!(err.contains("does not use"), "{err}");
+        assert!(err.contains("manifests do not use"), "{err}");
         let err = SignedManifest::verify(&signed.bytes[..0], &Trust::EmbeddedCertificate);
         assert!(err.is_err());
     }
