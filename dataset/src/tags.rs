@@ -154,7 +154,11 @@ mod tests {
             entry_of_bytes("b", &blob).unwrap().tags_sha256,
             before.tags_sha256
         );
-        let err = entry_of_bytes("b", &blob[..HEADER_LEN + SegmentSize::MIN.sealed_bytes() + 10]).unwrap_err();
+        let err = entry_of_bytes(
+            "b",
+            &blob[..HEADER_LEN + SegmentSize::MIN.sealed_bytes() + 10],
+        )
+        .unwrap_err();
         assert!(
             err.to_string().starts_with("blob b: invalid blob length"),
             "{err}"

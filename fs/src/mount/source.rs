@@ -431,10 +431,26 @@ mod tests {
             .await
             .unwrap();
         let protection = Protection::Cse(key);
-        let (source, _) = BlobSource::open(&store, "f", len, None, &protection, 1)
+        let (source, _) = BlobSource::open(&store, "f", len, None, &protection, 1, None)
             .await
             .unwrap();
         (dir, store, source)
+    }
+
+    #[tokio::test]
+    async fn a_pinned_open_refuses_another_header_or_length() {
+        let (_dir, store, source) = pinned_source(2).await;
+        let blob = store.get("f", None, None, None).await.unwrap();
+        let protection = Protection::Cse(Arc::new(DataKey::generate().unwrap()));
+        let len = blob.len() as u64;
+        let mut other = blob[..HEADER_LEN].to_vec();
+        other[40] ^= 1;
+        for (header, blob_len) in [(&other[..], len), (&blob[..HEADER_LEN], len + 1)] {
+            let expected = Some(Expected { header, blob_len });
+            let opened = BlobSource::open(&store, "f", len, None, &protection, 2, expected).await;
+            assert!(matches!(opened, Err(SourceError::NotPinned(ref name)) if name == "f"));
+        }
+        drop(source);
     }
 
     #[tokio::test]
