@@ -127,9 +127,9 @@ impl std::fmt::Display for Finding {
             Self::Missing => f.write_str("deleted: listed in the manifest, absent from the store"),
             Self::Added => f.write_str("added: in the store, not listed in the manifest"),
             Self::Swapped { with } => write!(f, "swapped: holds the version listed for {with}"),
-            Self::Replaced => {
-                f.write_str("replaced: another version than the listed one (rolled back or overwritten)")
-            }
+            Self::Replaced => f.write_str(
+                "replaced: another version than the listed one (rolled back or overwritten)",
+            ),
             Self::Modified => f.write_str("modified: the listed header with other contents"),
             Self::Unreadable { reason } => write!(f, "unreadable: {reason}"),
         }
@@ -187,8 +187,8 @@ pub async fn verify_store(
         .map(|name| (name.clone(), Finding::Added))
         .collect();
     let by_header = &by_header;
-    let checked: Vec<(String, Option<Finding>)> = stream::iter(manifest.entries.iter().map(
-        |listed| async move {
+    let checked: Vec<(String, Option<Finding>)> =
+        stream::iter(manifest.entries.iter().map(|listed| async move {
             let finding = match entry_of(store, &listed.name).await {
                 Ok(found) => compare(listed, &found, by_header),
                 Err(Error::Store(StoreError::BlobNotFound(_))) => Some(Finding::Missing),
@@ -198,11 +198,10 @@ pub async fn verify_store(
                 Err(other) => return Err(other),
             };
             Ok((listed.name.clone(), finding))
-        },
-    ))
-    .buffer_unordered(parallelism.max(1))
-    .try_collect()
-    .await?;
+        }))
+        .buffer_unordered(parallelism.max(1))
+        .try_collect()
+        .await?;
     let mut verified = 0;
     for (name, finding) in checked {
         match finding {
@@ -247,7 +246,13 @@ mod tests {
 
     async fn put(store: &dyn BlobStore, name: &str, data: Vec<u8>) {
         store
-            .put(name, Bytes::from(data), &Metadata::new(), &Condition::None, None)
+            .put(
+                name,
+                Bytes::from(data),
+                &Metadata::new(),
+                &Condition::None,
+                None,
+            )
             .await
             .unwrap();
     }
@@ -261,7 +266,13 @@ mod tests {
         let sealed = |text: &str| seal(&key, text.as_bytes(), SegmentSize::MIN).unwrap();
         let (a, b, c, d) = (sealed("a v2"), sealed("b"), sealed("c"), sealed("d"));
         let old_a = sealed("a v1");
-        for (name, data) in [("p/a", &a), ("p/b", &b), ("p/c", &c), ("p/d", &d), ("q/x", &b)] {
+        for (name, data) in [
+            ("p/a", &a),
+            ("p/b", &b),
+            ("p/c", &c),
+            ("p/d", &d),
+            ("q/x", &b),
+        ] {
             put(&store, name, data.clone()).await;
         }
         let manifest = build(&store, "p/", 4).await.unwrap();

@@ -279,7 +279,11 @@ pub(crate) mod tests {
         manifest.entries[1] = manifest.entries[0].clone();
         assert!(payload_error_of(&manifest).contains("listed twice"));
         let err = Manifest::new("", vec![sample_entry("x", b""), sample_entry("x", b"")]);
-        assert!(err.unwrap_err().to_string().contains("\"x\" is listed twice"));
+        assert!(
+            err.unwrap_err()
+                .to_string()
+                .contains("\"x\" is listed twice")
+        );
     }
 
     #[test]
@@ -289,13 +293,16 @@ pub(crate) mod tests {
         manifest.entries.sort_by(|a, b| a.name.cmp(&b.name));
         assert!(payload_error_of(&manifest).contains("not a blob under the prefix"));
         let mut manifest = sample();
-        manifest.entries[0].size += 1;
+        // Cut inside a segment's overhead: no EBF blob has this length.
+        manifest.entries[0].size = HEADER_LEN as u64 + 10;
         assert!(payload_error_of(&manifest).contains("size"));
         let mut manifest = sample();
         manifest.entries[0].header[0] ^= 1;
         assert!(payload_error_of(&manifest).contains("header"));
         let mut manifest = sample();
-        manifest.entries.push(sample_entry("data/.encfs-manifest", b""));
+        manifest
+            .entries
+            .push(sample_entry("data/.encfs-manifest", b""));
         manifest.entries.sort_by(|a, b| a.name.cmp(&b.name));
         assert!(payload_error_of(&manifest).contains("manifest blob itself"));
         let mut manifest = sample();
@@ -315,18 +322,24 @@ pub(crate) mod tests {
             assert!(err.to_string().contains("canonical"), "{err}");
         }
         let upper = payload.replacen("\"header\":\"656e", "\"header\":\"656E", 1);
-        assert!(Manifest::from_payload(upper.as_bytes())
-            .unwrap_err()
-            .to_string()
-            .contains("lower-case hex"));
+        assert!(
+            Manifest::from_payload(upper.as_bytes())
+                .unwrap_err()
+                .to_string()
+                .contains("lower-case hex")
+        );
         let extra = payload.replacen("{\"format\":1,", "{\"format\":1,\"x\":1,", 1);
-        assert!(Manifest::from_payload(extra.as_bytes())
-            .unwrap_err()
-            .to_string()
-            .contains("unknown field"));
-        assert!(Manifest::from_payload(b"[]")
-            .unwrap_err()
-            .to_string()
-            .starts_with("manifest payload: not a manifest"));
+        assert!(
+            Manifest::from_payload(extra.as_bytes())
+                .unwrap_err()
+                .to_string()
+                .contains("unknown field")
+        );
+        assert!(
+            Manifest::from_payload(b"[]")
+                .unwrap_err()
+                .to_string()
+                .starts_with("manifest payload: not a manifest")
+        );
     }
 }

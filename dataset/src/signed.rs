@@ -83,7 +83,9 @@ impl P384Signer {
         let (_, cert) = x509_parser::certificate::X509Certificate::from_der(&cert_der)
             .map_err(|e| Error::Certificate(format!("not a DER X.509 certificate: {e}")))?;
         if cert.public_key().subject_public_key.data.as_ref() != key.public_key().as_ref() {
-            return Err(Error::Key("the private key is not the certificate's key".into()));
+            return Err(Error::Key(
+                "the private key is not the certificate's key".into(),
+            ));
         }
         Ok(Self { key, cert_der })
     }
@@ -505,11 +507,16 @@ mod tests {
     #[test]
     fn parse_errors_say_what_is_wrong() {
         let err = SignedManifest::parse(b"{}").unwrap_err().to_string();
-        assert!(err.starts_with("manifest: not a COSE_Sign1 manifest: not a tagged COSE_Sign1"), "{err}");
+        assert!(
+            err.starts_with("manifest: not a COSE_Sign1 manifest: not a tagged COSE_Sign1"),
+            "{err}"
+        );
         // Untagged: the same message without its tag.
         let (signer, _) = member();
         let signed = sample().seal(&signer).unwrap();
-        let err = SignedManifest::parse(&signed.bytes[1..]).unwrap_err().to_string();
+        let err = SignedManifest::parse(&signed.bytes[1..])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("not a tagged COSE_Sign1"), "{err}");
         // A governance-style header (kid) is refused.
         let header = HeaderBuilder::new()
@@ -525,7 +532,7 @@ mod tests {
             .to_tagged_vec()
             .unwrap();
         let err = SignedManifest::parse(&bytes).unwrap_err().to_string();
-        assert!(err.contains("does not use"), "{err}");
+        assert!(err.contains("manifests do not use"), "{err}");
         let err = SignedManifest::verify(&signed.bytes[..0], &Trust::EmbeddedCertificate);
         assert!(err.is_err());
     }
@@ -536,10 +543,16 @@ mod tests {
         let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).unwrap();
         let cert_pem = identity_pem(one.cert_der());
         let err = P384Signer::from_pem(&key.serialize_pem(), &cert_pem).unwrap_err();
-        assert!(err.to_string().contains("not the certificate's key"), "{err}");
+        assert!(
+            err.to_string().contains("not the certificate's key"),
+            "{err}"
+        );
         let p256 = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
         let err = P384Signer::from_pem(&p256.serialize_pem(), &cert_pem).unwrap_err();
-        assert!(err.to_string().starts_with("signing key: not a P-384 key"), "{err}");
+        assert!(
+            err.to_string().starts_with("signing key: not a P-384 key"),
+            "{err}"
+        );
         assert!(!format!("{one:?}").contains("PRIVATE"));
     }
 

@@ -135,7 +135,11 @@ mod tests {
                 for chunk in blob[HEADER_LEN..].chunks(piece) {
                     digest.update(chunk);
                 }
-                assert_eq!(digest.finish().unwrap(), expected, "len {len} piece {piece}");
+                assert_eq!(
+                    digest.finish().unwrap(),
+                    expected,
+                    "len {len} piece {piece}"
+                );
             }
         }
     }
@@ -146,10 +150,24 @@ mod tests {
         let mut blob = seal(&key, &[1u8; 5000], SegmentSize::MIN).unwrap();
         let before = entry_of_bytes("b", &blob).unwrap();
         blob[HEADER_LEN + SegmentSize::MIN.sealed_bytes() - 1] ^= 1;
-        assert_ne!(entry_of_bytes("b", &blob).unwrap().tags_sha256, before.tags_sha256);
-        let err = entry_of_bytes("b", &blob[..blob.len() - 20]).unwrap_err();
-        assert!(err.to_string().starts_with("blob b: invalid blob length"), "{err}");
+        assert_ne!(
+            entry_of_bytes("b", &blob).unwrap().tags_sha256,
+            before.tags_sha256
+        );
+        let err = entry_of_bytes(
+            "b",
+            &blob[..HEADER_LEN + SegmentSize::MIN.sealed_bytes() + 10],
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().starts_with("blob b: invalid blob length"),
+            "{err}"
+        );
         let err = entry_of_bytes("plain.txt", b"hello").unwrap_err();
-        assert!(err.to_string().contains("blob plain.txt: not an encfs blob"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("blob plain.txt: not an encfs blob"),
+            "{err}"
+        );
     }
 }
