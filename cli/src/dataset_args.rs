@@ -85,12 +85,30 @@ pub struct ManifestSource {
     #[arg(long)]
     pub from_store: bool,
     /// The publisher's member certificate (PEM): the manifest must be signed with its key.
-    #[arg(long, value_name = "PEM", required_unless_present = "digest")]
+    #[arg(
+        long,
+        value_name = "PEM",
+        required_unless_present_any = ["digest", "attestation_authority"]
+    )]
     pub signer_cert: Option<PathBuf>,
     /// The manifest's pinned digest (sha256:…, from a contract): then its own signer is
     /// accepted.
     #[arg(long, value_name = "sha256:HEX")]
     pub digest: Option<String>,
+    /// A manifest a clean room sealed (a datasink's): its attestation token must verify against
+    /// this authority (URL) and bind the manifest's signing key.
+    #[arg(long, value_name = "URL", conflicts_with_all = ["signer_cert", "digest"])]
+    pub attestation_authority: Option<String>,
+    /// CA certificates (PEM) to trust for the authority's TLS, besides the system roots.
+    #[arg(
+        long = "authority-ca",
+        value_name = "PEM",
+        requires = "attestation_authority"
+    )]
+    pub authority_ca: Vec<PathBuf>,
+    /// The hostdata (hex) the sealing clean room's policy must have: the accepted policy's.
+    #[arg(long, value_name = "HEX", requires = "attestation_authority")]
+    pub hostdata: Option<String>,
 }
 
 #[derive(Args, Debug)]

@@ -5,7 +5,9 @@
 //!           1 (alg): -35 (ES384; or what the signer says: ES256, ES512, PS256),
 //!           3 (content type): "application/vnd.encfs.dataset-manifest+json",
 //!           33 (x5chain): bstr, the signer's DER certificate (absent when the signer has none),
-//!           "encfs.manifest.created_at": uint, the payload's created_at },
+//!           "encfs.manifest.created_at": uint, the payload's created_at,
+//!           "encfs.manifest.attestation": tstr, an attestation token binding the signing key
+//!             (absent unless the signer has one: a clean room's datasink manifest) },
 //!         unprotected: {},
 //!         payload: bstr, the canonical JSON of [`Manifest`],
 //!         signature: bstr ])
@@ -38,6 +40,11 @@ pub const CONTENT_TYPE: &str = "application/vnd.encfs.dataset-manifest+json";
 pub const HEADER_CREATED_AT: &str = "encfs.manifest.created_at";
 /// COSE header label of `x5chain` (RFC 9360).
 pub const HEADER_X5CHAIN: i64 = 33;
+/// Protected-header label of the attestation token (an MAA JWT, text) whose `x-ms-runtime.keys`
+/// holds the signing key: a clean room seals its datasinks' manifests with a key only its
+/// attestation vouches for, and the verifier trusts the key the token names
+/// ([`Trust::P384PublicKey`]) after checking the token.
+pub const HEADER_ATTESTATION: &str = "encfs.manifest.attestation";
 
 /// Whatever signs manifests: the algorithm, the certificate that goes into `x5chain`, and the
 /// signature of the COSE `Sig_structure` (for ECDSA, fixed-width `r‖s`, as COSE requires).
@@ -51,6 +58,11 @@ pub trait ManifestSigner: Send + Sync {
     /// # Errors
     /// [`Error::Signing`].
     fn sign(&self, to_be_signed: &[u8]) -> Result<Vec<u8>, Error>;
+    /// An attestation token binding the signing key, carried in [`HEADER_ATTESTATION`] (none by
+    /// default).
+    fn attestation_token(&self) -> Option<&str> {
+        None
+    }
 }
 
 /// A member identity's signer: a P-384 key and its certificate (ES384). Reads the governance
@@ -161,6 +173,9 @@ pub enum Trust {
     /// the manifest's digest instead ([`SignedManifest::verify_pinned`]), where the digest, not
     /// the signer, is what the parties agreed on.
     EmbeddedCertificate,
+    /// This P-384 public key (SEC1 uncompressed point, `04 ‖ x ‖ y`), ES384: the key an
+    /// attestation token binds (the caller checks the token first).
+    P384PublicKey(Vec<u8>),
 }
 
 /// A parsed (and, from [`SignedManifest::verify`], verified) manifest message.
@@ -172,6 +187,8 @@ pub struct SignedManifest {
     pub manifest: Manifest,
     /// The signer's DER certificate from `x5chain`, if the message carries one.
     pub signer_cert_der: Option<Vec<u8>>,
+    /// The attestation token of [`HEADER_ATTESTATION`], if the message carries one.
+    pub attestation_token: Option<String>,
 }
 
 /// What parsing keeps for verification.
@@ -199,6 +216,9 @@ impl Manifest {
             .content_type(CONTENT_TYPE.into());
         if let Some(cert) = signer.certificate_der() {
             header = header.value(HEADER_X5CHAIN, Value::Bytes(cert.to_vec()));
+        }
+        if let Some(token) = signer.attestation_token() {
+            header = header.text_value(HEADER_ATTESTATION.into(), Value::Text(token.to_owned()));
         }
         let header = header.text_value(
             HEADER_CREATED_AT.into(),
@@ -246,6 +266,18 @@ impl SignedManifest {
             Trust::EmbeddedCertificate => embedded.ok_or_else(|| {
                 envelope_error("the message carries no signer certificate (x5chain)")
             })?,
+            Trust::P384PublicKey(point) => {
+                if decoded.algorithm != iana::Algorithm::ES384 {
+                    return Err(Error::Certificate(format!(
+                        "a P-384 key verifies ES384, not {:?}",
+                        decoded.algorithm
+                    )));
+                }
+                UnparsedPublicKey::new(&signature::ECDSA_P384_SHA384_FIXED, point)
+                    .verify(&decoded.to_be_signed, &decoded.signature)
+                    .map_err(|_| Error::BadSignature)?;
+                return Ok(decoded.signed);
+            }
         };
         verify_signature(
             decoded.algorithm,
@@ -323,10 +355,13 @@ fn decode(bytes: &[u8]) -> Result<Decoded, Error> {
             "the protected header holds a parameter manifests do not use",
         ));
     }
-    let (mut cert, mut created_at) = (None, None);
+    let (mut cert, mut created_at, mut attestation) = (None, None, None);
     for (label, value) in &header.rest {
         match (label, value) {
             (Label::Int(HEADER_X5CHAIN), Value::Bytes(der)) => cert = Some(der.clone()),
+            (Label::Text(text), Value::Text(token)) if text == HEADER_ATTESTATION => {
+                attestation = Some(token.clone());
+            }
             (Label::Text(text), Value::Integer(int)) if text == HEADER_CREATED_AT => {
                 created_at = u64::try_from(*int).ok();
                 if created_at.is_none() {
@@ -361,6 +396,7 @@ fn decode(bytes: &[u8]) -> Result<Decoded, Error> {
             bytes: bytes.to_vec(),
             manifest,
             signer_cert_der: cert,
+            attestation_token: attestation,
         },
     })
 }
@@ -426,6 +462,54 @@ mod tests {
             .unwrap();
         let signer = P384Signer::from_pem(&key.serialize_pem(), &cert.pem()).unwrap();
         (signer, cert.pem())
+    }
+
+    /// A certificate-less P-384 signer carrying an attestation token (the clean room's shape).
+    struct Attested(EcdsaKeyPair);
+
+    impl ManifestSigner for Attested {
+        fn algorithm(&self) -> iana::Algorithm {
+            iana::Algorithm::ES384
+        }
+        fn certificate_der(&self) -> Option<&[u8]> {
+            None
+        }
+        fn sign(&self, tbs: &[u8]) -> Result<Vec<u8>, Error> {
+            let signature = self.0.sign(&SystemRandom::new(), tbs).unwrap();
+            Ok(signature.as_ref().to_vec())
+        }
+        fn attestation_token(&self) -> Option<&str> {
+            Some("header.claims.signature")
+        }
+    }
+
+    fn p384() -> EcdsaKeyPair {
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(
+            &signature::ECDSA_P384_SHA384_FIXED_SIGNING,
+            &SystemRandom::new(),
+        )
+        .unwrap();
+        EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P384_SHA384_FIXED_SIGNING, pkcs8.as_ref())
+            .unwrap()
+    }
+
+    #[test]
+    fn an_attested_key_signs_without_a_certificate_and_carries_its_token() {
+        let signer = Attested(p384());
+        let point = signer.0.public_key().as_ref().to_vec();
+        let signed = sample().seal(&signer).unwrap();
+        let token = signed.attestation_token.as_deref();
+        assert_eq!(token, Some("header.claims.signature"));
+        assert!(signed.signer_cert_der.is_none());
+        let parsed = SignedManifest::parse(&signed.bytes).unwrap();
+        assert_eq!(parsed.attestation_token, signed.attestation_token);
+        SignedManifest::verify(&signed.bytes, &Trust::P384PublicKey(point)).unwrap();
+        let other = p384().public_key().as_ref().to_vec();
+        assert!(matches!(
+            SignedManifest::verify(&signed.bytes, &Trust::P384PublicKey(other)),
+            Err(Error::BadSignature)
+        ));
+        assert!(SignedManifest::verify(&signed.bytes, &Trust::EmbeddedCertificate).is_err());
     }
 
     #[test]

@@ -87,7 +87,7 @@ pub(super) fn signer_of(args: &SignerArgs) -> Result<P384Signer> {
 }
 
 /// Stores the signed manifest beside the data (the manifest blob of `prefix`).
-async fn store_manifest(
+pub(super) async fn store_manifest(
     store: &dyn BlobStore,
     prefix: &str,
     signed: &SignedManifest,
@@ -197,7 +197,7 @@ async fn manifest_bytes(
 }
 
 /// Verifies a manifest against the publisher's certificate or a pinned digest.
-fn verify_signed(
+pub(super) fn verify_signed(
     bytes: &[u8],
     signer_cert: Option<&Path>,
     digest: Option<&str>,
@@ -244,6 +244,21 @@ async fn verified_manifest(
         Some(path) => format!("the manifest {}", path.display()),
         None => format!("the manifest {}", manifest_blob_name(&location.prefix)),
     };
+    if let Some(authority) = &source.attestation_authority {
+        let attested = super::attested_manifest::verify_attested(
+            &bytes,
+            authority,
+            &source.authority_ca,
+            source.hostdata.as_deref(),
+        )
+        .await
+        .with_context(|| format!("{what} is refused"))?;
+        eprintln!(
+            "{what} was sealed by a clean room with hostdata {}",
+            attested.hostdata
+        );
+        return Ok(attested.signed);
+    }
     verify_signed(
         &bytes,
         source.signer_cert.as_deref(),

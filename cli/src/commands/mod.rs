@@ -1,6 +1,7 @@
 //! One module per group of verbs; [`dispatch`] routes parsed arguments to them.
 
 mod attestation;
+mod attested_manifest;
 mod cleanroom;
 mod cleanroom_run;
 mod code_launcher;
@@ -13,6 +14,7 @@ mod governance;
 mod key_release;
 mod keys;
 mod keyvault;
+mod manifest_pin;
 mod mount;
 mod owner_config;
 mod secretstore;
