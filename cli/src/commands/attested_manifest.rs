@@ -241,6 +241,121 @@ pub async fn verify_attested(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use encfs_attestation::authority::VirtualAuthority;
+
+    fn generated_key() -> EcdsaKeyPair {
+        let pkcs8 =
+            EcdsaKeyPair::generate_pkcs8(&ECDSA_P384_SHA384_FIXED_SIGNING, &SystemRandom::new())
+                .unwrap();
+        EcdsaKeyPair::from_pkcs8(&ECDSA_P384_SHA384_FIXED_SIGNING, pkcs8.as_ref()).unwrap()
+    }
+
+    fn jwk_of(key: &EcdsaKeyPair) -> Value {
+        p384_jwk(key.public_key().as_ref()).unwrap()
+    }
+
+    /// A token of `authority` (issuer `issuer`) whose runtime data holds `keys`.
+    fn token(
+        authority: &VirtualAuthority,
+        issuer: &str,
+        keys: Vec<Value>,
+        hostdata: &str,
+    ) -> String {
+        let now = encfs_attestation::authority::unix_now();
+        let claims = json!({
+            "iss": issuer, "iat": now, "nbf": now, "exp": now + 600,
+            "x-ms-runtime": {"keys": keys},
+            "x-ms-sevsnpvm-hostdata": hostdata,
+        });
+        authority
+            .sign_token(issuer, claims.as_object().unwrap())
+            .unwrap()
+    }
+
+    /// The consumer's check against a real (virtual) authority over HTTPS: the right run passes;
+    /// another hostdata, a token binding another key, two keys, another authority's token and a
+    /// manifest without a token are refused.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn the_consumer_checks_the_token_the_key_and_the_hostdata() {
+        let dir = tempfile::tempdir().unwrap();
+        let authority = VirtualAuthority::open(&dir.path().join("authority")).unwrap();
+        let running = encfs_attestation::service::serve(
+            VirtualAuthority::open(&dir.path().join("authority")).unwrap(),
+            "127.0.0.1:0".parse().unwrap(),
+        )
+        .await
+        .unwrap();
+        let issuer = running.url();
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, running.ca_pem()).unwrap();
+        let cas = [ca];
+        let hostdata = "ab".repeat(32);
+        let manifest = encfs_dataset::Manifest::new("out/", Vec::new()).unwrap();
+        let seal = |key: EcdsaKeyPair, keys: Option<Vec<Value>>, by: &VirtualAuthority| {
+            let mut signer = AttestedSigner {
+                key,
+                token: String::new(),
+            };
+            let keys = keys.unwrap_or_else(|| vec![jwk_of(&signer.key)]);
+            signer.token = token(by, &issuer, keys, &hostdata);
+            manifest.seal(&signer).unwrap().bytes
+        };
+
+        let good = seal(generated_key(), None, &authority);
+        let checked = verify_attested(&good, &issuer, &cas, Some(&hostdata))
+            .await
+            .unwrap();
+        assert_eq!(checked.hostdata, hostdata);
+        assert_eq!(checked.signed.manifest.store_prefix, "out/");
+        verify_attested(&good, &issuer, &cas, None).await.unwrap();
+
+        let refused = |bytes: Vec<u8>, hostdata: Option<String>| {
+            let (issuer, cas) = (issuer.clone(), cas.clone());
+            async move {
+                format!(
+                    "{:#}",
+                    verify_attested(&bytes, &issuer, &cas, hostdata.as_deref())
+                        .await
+                        .unwrap_err()
+                )
+            }
+        };
+        let error = refused(good.clone(), Some("cd".repeat(32))).await;
+        assert!(
+            error.contains(&format!("hostdata {hostdata}, not")),
+            "{error}"
+        );
+        let other = jwk_of(&generated_key());
+        let error = refused(
+            seal(generated_key(), Some(vec![other.clone()]), &authority),
+            None,
+        )
+        .await;
+        assert!(error.contains("not signed by the key"), "{error}");
+        let two = vec![other.clone(), other.clone()];
+        let error = refused(seal(generated_key(), Some(two), &authority), None).await;
+        assert!(error.contains("2 keys"), "{error}");
+        let stranger = VirtualAuthority::open(&dir.path().join("stranger")).unwrap();
+        let error = refused(seal(generated_key(), None, &stranger), None).await;
+        assert!(error.contains("attestation token is not from"), "{error}");
+        struct Untokened(EcdsaKeyPair);
+        impl ManifestSigner for Untokened {
+            fn algorithm(&self) -> coset::iana::Algorithm {
+                coset::iana::Algorithm::ES384
+            }
+            fn certificate_der(&self) -> Option<&[u8]> {
+                None
+            }
+            fn sign(&self, tbs: &[u8]) -> Result<Vec<u8>, encfs_dataset::Error> {
+                let signature = self.0.sign(&SystemRandom::new(), tbs).unwrap();
+                Ok(signature.as_ref().to_vec())
+            }
+        }
+        let plain = manifest.seal(&Untokened(generated_key())).unwrap().bytes;
+        let error = refused(plain, None).await;
+        assert!(error.contains("carries no attestation token"), "{error}");
+        running.shutdown().await;
+    }
 
     #[test]
     fn jwk_round_trips_the_point_and_refuses_other_keys() {
