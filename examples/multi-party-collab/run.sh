@@ -231,6 +231,16 @@ fi
 grep -h "Input/output error" cleanroom-swapped/telemetry/application/demo-app.log || fail "no EIO for a swapped blob"
 (as publisher; "$encfs" dataset verify --datastore publisher-input --signer-cert keys/publisher_cert.pem 2>&1 || true) | tail -3
 swap_blobs
+# Another manifest put beside the data (here the publisher's own, sealed again): not the digest
+# the contract pins, so the mount refuses it and the access point fails with a clear error.
+cp "$blobs/%2Eencfs-manifest" pinned-manifest
+(as publisher; "$encfs" dataset seal --datastore publisher-input --governance-client publisher >/dev/null)
+if "$encfs" cleanroom run "${run_args[@]}" --template deployment/cleanroom-arm-template.json --data cleanroom-resealed 2>err.txt; then
+  fail "the clean room mounted another manifest than the pinned one"
+fi
+cat cleanroom-resealed/volumestatus/publisher-input.volume.error; echo
+grep -q "$digest" cleanroom-resealed/volumestatus/publisher-input.volume.error || fail "the volume error does not name the pinned digest"
+cp pinned-manifest "$blobs/%2Eencfs-manifest"
 # A modified template is refused before anything mounts.
 python3 - <<'PY'
 import json
