@@ -119,11 +119,11 @@ impl Pinned {
             .entries
             .range(below.clone()..)
             .take_while(|(path, _)| path.starts_with(&below))
-            .filter_map(|(path, _)| {
+            .map(|(path, _)| {
                 let rest = &path[below.len()..];
                 match rest.split_once('/') {
-                    None => Some((rest.to_owned(), false)),
-                    Some((sub, _)) => Some((sub.to_owned(), true)),
+                    None => (rest.to_owned(), false),
+                    Some((sub, _)) => (sub.to_owned(), true),
                 }
             })
             .collect();
