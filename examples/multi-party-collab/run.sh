@@ -229,6 +229,8 @@ if "$encfs" cleanroom run "${run_args[@]}" --template deployment/cleanroom-arm-t
   fail "the clean room computed on swapped blobs"
 fi
 grep -h "Input/output error" cleanroom-swapped/telemetry/application/demo-app.log || fail "no EIO for a swapped blob"
+gov contract event list --contract-id collab --governance-client isv --all | grep -o "Access point publisher-input refused blobs not as manifest $digest[^\"]*" \
+  || fail "no audit event names the refused blobs"
 (as publisher; "$encfs" dataset verify --datastore publisher-input --signer-cert keys/publisher_cert.pem 2>&1 || true) | tail -3
 swap_blobs
 # Another manifest put beside the data (here the publisher's own, sealed again): not the digest
