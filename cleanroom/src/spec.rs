@@ -267,6 +267,31 @@ pub struct AccessPoint {
     /// A sub-path inside the datastore.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subdirectory: Option<String>,
+    /// The signed dataset manifest this datasource is pinned to (an encfs field; the reference
+    /// has none, so a reference spec parses without it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest: Option<ManifestPin>,
+}
+
+/// `manifest` of a datasource: the exact signed manifest the contract pins. The clean room's
+/// mount reads the manifest blob, refuses it unless its SHA-256 is `digest`, and then serves
+/// only the blobs it lists, in exactly those versions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ManifestPin {
+    /// `sha256:<64 lowercase hex>` of the signed manifest's bytes (the COSE_Sign1 message).
+    pub digest: String,
+    /// The manifest blob's name in the datastore (under the access point's subdirectory).
+    pub blob: String,
+}
+
+impl ManifestPin {
+    /// Whether `digest` has the shape `sha256:<64 lowercase hex>`.
+    pub fn digest_is_well_formed(digest: &str) -> bool {
+        digest.strip_prefix("sha256:").is_some_and(|hex| {
+            hex.len() == 64 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        })
+    }
 }
 
 /// `Resource`.
@@ -652,6 +677,7 @@ mod tests {
                 encryption_secrets: None,
             },
             subdirectory: None,
+            manifest: None,
         }
     }
 

@@ -45,6 +45,9 @@ pub enum Command {
     /// Named datastores: a store address, a protection mode and a DEK, recorded in a YAML config.
     #[command(subcommand)]
     Datastore(DatastoreCommand),
+    /// Signed dataset manifests: seal a datastore prefix, verify a store against one, show one.
+    #[command(subcommand)]
+    Dataset(crate::dataset_args::DatasetCommand),
     /// Mount a store prefix as plain files (FUSE): read-only, or read-write with --read-write.
     Mount(MountArgs),
     /// Unmount an encfs mount.
@@ -164,6 +167,8 @@ pub struct MountArgs {
     /// --encrypt-names implies it).
     #[arg(long)]
     pub encrypt_names: bool,
+    #[command(flatten)]
+    pub manifest: crate::dataset_args::MountManifest,
 }
 
 #[derive(Args, Debug)]
@@ -279,6 +284,8 @@ pub struct UploadArgs {
     pub create_container: bool,
     #[command(flatten)]
     pub transfer: TransferArgs,
+    #[command(flatten)]
+    pub seal: crate::dataset_args::UploadSeal,
 }
 
 #[derive(Args, Debug)]

@@ -150,6 +150,15 @@ pub struct MountLauncherArgs {
     /// The group the mount is presented to.
     #[arg(long, default_value_t = 1000)]
     pub gid: u32,
+    /// The digest (`sha256:…`) of the dataset manifest the contract pins: the mount reads the
+    /// manifest beside the data, refuses it unless it has this digest, and serves only what it
+    /// lists (a datasource).
+    #[arg(long, value_name = "DIGEST", conflicts_with = "read_write")]
+    pub manifest_digest: Option<String>,
+    /// At the end of the run, after the unmount, seal the datasink's manifest with a key the
+    /// clean room's attestation binds (a datasink).
+    #[arg(long, requires = "read_write")]
+    pub seal_manifest: bool,
 }
 
 /// `encfs cleanroom code-launcher` (the reference's code_launcher arguments).

@@ -154,6 +154,14 @@ pub struct AddAccessPointArgs {
     /// Name of an identity of the spec to access the store with.
     #[arg(long, value_name = "NAME")]
     pub identity: Option<String>,
+    /// Pin the datasource to this signed dataset manifest (`encfs dataset seal --output-file`):
+    /// its digest goes into the spec, and the clean room serves only what it lists.
+    #[arg(long, value_name = "FILE")]
+    pub manifest: Option<PathBuf>,
+    /// The publisher's member certificate (PEM): the manifest must be signed with its key
+    /// (without it the manifest is only parsed).
+    #[arg(long, value_name = "PEM", requires = "manifest")]
+    pub manifest_signer_cert: Option<PathBuf>,
 }
 
 /// What create-kek and wrap-deks read.

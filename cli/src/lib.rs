@@ -9,6 +9,7 @@ mod args;
 mod attestation_args;
 mod cleanroom_args;
 mod commands;
+mod dataset_args;
 mod duration;
 mod governance_args;
 mod keyrelease_args;

@@ -1095,3 +1095,139 @@ fn a_malformed_spec_is_named_with_its_line() {
     let error = party.fails(&["config", "validate", "--cleanroom-config", "shape.yaml"]);
     assert!(error.contains("shape.yaml"), "{error}");
 }
+
+#[test]
+fn add_datasource_pins_the_signed_manifest_by_digest() {
+    let publisher = Party::new();
+    publisher.add_vaults();
+    publisher.datastore("publisher-input", "cse");
+    std::fs::create_dir_all(publisher.path("data/mydata")).unwrap();
+    publisher.write("data/mydata/a.csv", "id,amount\n1,2\n");
+    publisher.ok(&[
+        "upload",
+        "data",
+        "--datastore",
+        "publisher-input",
+        "--create-container",
+    ]);
+    for member in ["publisher", "other"] {
+        publisher.ok(&[
+            "governance",
+            "member",
+            "keygenerator",
+            "--name",
+            member,
+            "--out",
+            "keys",
+        ]);
+    }
+    publisher.ok(&[
+        "dataset",
+        "seal",
+        "--datastore",
+        "publisher-input",
+        "--signing-cert",
+        "keys/publisher_cert.pem",
+        "--signing-key",
+        "keys/publisher_privk.pem",
+        "--output-file",
+        "manifest.cose",
+    ]);
+    let bytes = std::fs::read(publisher.path("manifest.cose")).unwrap();
+    let digest = format!(
+        "sha256:{}",
+        aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &bytes)
+            .as_ref()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    );
+    publisher.ok(&["config", "init", "--cleanroom-config", "publisher.yaml"]);
+    fn add<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+        let mut args = vec![
+            "config",
+            "add-datasource",
+            "--cleanroom-config",
+            "publisher.yaml",
+            "--datastore-name",
+            "publisher-input",
+            "--dek-secret-store",
+            "dekkv",
+            "--kek-secret-store",
+            "kekkv",
+        ];
+        args.extend_from_slice(extra);
+        args
+    }
+    let out = publisher.ok(&add(&[
+        "--manifest",
+        "manifest.cose",
+        "--manifest-signer-cert",
+        "keys/publisher_cert.pem",
+    ]));
+    assert!(
+        out.contains(&format!("pinned to manifest {digest}")),
+        "{out}"
+    );
+    let spec = publisher.yaml("publisher.yaml");
+    let source = find(&spec["datasources"], "publisher-input");
+    assert_eq!(source["manifest"]["digest"].as_str(), Some(digest.as_str()));
+    assert_eq!(source["manifest"]["blob"].as_str(), Some(".encfs-manifest"));
+    publisher.ok(&["config", "validate", "--cleanroom-config", "publisher.yaml"]);
+
+    // Without a certificate the manifest is only parsed: the same pin.
+    publisher.ok(&add(&["--manifest", "manifest.cose"]));
+    assert_eq!(publisher.yaml("publisher.yaml"), spec);
+
+    // Another member's certificate, an edited byte, a file that is no manifest: refused, the spec
+    // untouched.
+    let error = publisher.fails(&add(&[
+        "--manifest",
+        "manifest.cose",
+        "--manifest-signer-cert",
+        "keys/other_cert.pem",
+    ]));
+    assert!(error.contains("manifest.cose"), "{error}");
+    let mut edited = bytes.clone();
+    let last = edited.len() - 1;
+    edited[last] ^= 1;
+    std::fs::write(publisher.path("edited.cose"), &edited).unwrap();
+    let error = publisher.fails(&add(&[
+        "--manifest",
+        "edited.cose",
+        "--manifest-signer-cert",
+        "keys/publisher_cert.pem",
+    ]));
+    assert!(error.contains("edited.cose"), "{error}");
+    publisher.write("not.cose", "hello");
+    let error = publisher.fails(&add(&["--manifest", "not.cose"]));
+    assert!(error.contains("not.cose"), "{error}");
+    assert_eq!(publisher.yaml("publisher.yaml"), spec);
+
+    // A datasink pins no manifest; a malformed digest is a validation error.
+    publisher.datastore("sink", "cse");
+    let error = publisher.fails(&[
+        "config",
+        "add-datasink",
+        "--cleanroom-config",
+        "publisher.yaml",
+        "--datastore-name",
+        "sink",
+        "--dek-secret-store",
+        "dekkv",
+        "--kek-secret-store",
+        "kekkv",
+        "--manifest",
+        "manifest.cose",
+    ]);
+    assert!(error.contains("a datasink pins no manifest"), "{error}");
+    let text = std::fs::read_to_string(publisher.path("publisher.yaml")).unwrap();
+    publisher.write("short.yaml", &text.replace(&digest, &digest[..40]));
+    let out = publisher.run(&["config", "validate", "--cleanroom-config", "short.yaml"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success());
+    assert!(
+        stdout.contains("InvalidManifest") && stdout.contains("manifest.digest"),
+        "{stdout}"
+    );
+}

@@ -103,14 +103,22 @@ r = random.Random(7)
 with open("dataset/mydata/sales.csv", "w") as f:
     f.write("id,amount,region\n")
     f.writelines(f"{i},{r.random() * 1000:.2f},{r.choice(['eu', 'us', 'apac'])}\n" for i in range(50_000))
+with open("dataset/mydata/regions.csv", "w") as f:
+    f.write("region,name\neu,Europe\nus,United States\napac,Asia Pacific\n")
 PY
 step "$encfs" datastore add --name publisher-input --store "$work/storage/publisher-input"
 step "$encfs" upload dataset --datastore publisher-input --create-container
+# The publisher seals the dataset with its member identity: the manifest (every blob's name,
+# EBF header, size, segment-tag digest) is stored beside the data; the spec pins its digest.
+step "$encfs" dataset seal --datastore publisher-input --governance-client publisher --output-file manifest.cose
 step "$encfs" secretstore add --name publisher-kv --backing-store-type azure-keyvault-premium \
   --backing-store-id "$vault" --attestation-endpoint "$authority" --credential vault-cred.json --ca "$vault_ca"
 step "$encfs" config init --cleanroom-config publisher.yaml
 step "$encfs" config add-datasource --cleanroom-config publisher.yaml --datastore-name publisher-input \
-  --dek-secret-store publisher-kv --kek-secret-store publisher-kv --kek-name publisher-kek
+  --dek-secret-store publisher-kv --kek-secret-store publisher-kv --kek-name publisher-kek \
+  --manifest manifest.cose --manifest-signer-cert keys/publisher_cert.pem
+digest=$(python3 -c 'import hashlib,sys; print("sha256:" + hashlib.sha256(open(sys.argv[1], "rb").read()).hexdigest())' manifest.cose)
+grep -q "digest: $digest" publisher.yaml || fail "the spec does not pin the manifest"
 step "$encfs" config set-logging --cleanroom-config publisher.yaml --storage-account "$work/storage" \
   --dek-secret-store publisher-kv --kek-secret-store publisher-kv --kek-name publisher-kek --encryption-mode cse
 cp publisher.yaml ../consumer/
@@ -182,10 +190,59 @@ as publisher
 step "$encfs" logs download --cleanroom-config ../consumer/collab.yaml --target-folder logs
 step cat logs/*/demo-app.log
 as consumer
-step gov contract event list --contract-id collab --governance-client consumer
+step gov contract event list --contract-id collab --governance-client consumer --all > events.txt
+cat events.txt
+grep -q "publisher-input serves the dataset of manifest $digest" events.txt || fail "no audit event names the manifest"
+# The clean room sealed the output's manifest with a key its attestation binds: the consumer
+# checks the token against the authority, its key against the signature, its hostdata against
+# the accepted policy's, then every blob.
+hostdata=$(gov deployment policy show --contract-id collab --governance-client consumer | python3 -c '
+import json, sys
+def find(v):
+    if isinstance(v, dict):
+        for k, x in v.items():
+            found = (x[0] if isinstance(x, list) else x) if k == "x-ms-sevsnpvm-hostdata" else find(x)
+            if found:
+                return found
+print(find(json.load(sys.stdin)))')
+step "$encfs" dataset verify --datastore consumer-output --attestation-authority "$authority" \
+  --authority-ca ../isv/authority/authority-ca.pem --hostdata "$hostdata"
+if "$encfs" dataset verify --datastore consumer-output --attestation-authority "$authority" \
+  --authority-ca ../isv/authority/authority-ca.pem --hostdata "$(printf '0%.0s' {1..64})" 2>err.txt; then
+  fail "a manifest of another clean room's policy was accepted"
+fi
+cat err.txt
+grep -q "not 0000" err.txt || fail "wrong refusal"
 
 say "9. Negative paths"
+# Two blobs of the publisher's store swapped by whoever can write to the storage account: the
+# pinned manifest names each blob's version, so the clean room's mount refuses both (EIO at
+# open) and the application fails, naming the file.
+blobs=$work/storage/publisher-input/blobs
+swap_blobs() { # the embedded store keeps one file per blob, its name percent-encoded
+  mv "$blobs/mydata%2Fsales%2Ecsv" "$blobs/swap" && mv "$blobs/mydata%2Fregions%2Ecsv" "$blobs/mydata%2Fsales%2Ecsv" \
+    && mv "$blobs/swap" "$blobs/mydata%2Fregions%2Ecsv"
+}
+swap_blobs
 as isv
+if "$encfs" cleanroom run "${run_args[@]}" --template deployment/cleanroom-arm-template.json --data cleanroom-swapped 2>err.txt; then
+  fail "the clean room computed on swapped blobs"
+fi
+grep -h "Input/output error" cleanroom-swapped/telemetry/application/demo-app.log || fail "no EIO for a swapped blob"
+gov contract event list --contract-id collab --governance-client isv --all | grep -o "Access point publisher-input refused blobs not as manifest $digest[^\"]*" \
+  || fail "no audit event names the refused blobs"
+(as publisher; "$encfs" dataset verify --datastore publisher-input --signer-cert keys/publisher_cert.pem 2>&1 || true) | tail -3
+swap_blobs
+# Another manifest put beside the data (here the publisher's own, sealed again): not the digest
+# the contract pins, so the mount refuses it and the access point fails with a clear error.
+cp "$blobs/%2Eencfs-manifest" pinned-manifest
+(as publisher; "$encfs" dataset seal --datastore publisher-input --governance-client publisher >/dev/null)
+if "$encfs" cleanroom run "${run_args[@]}" --template deployment/cleanroom-arm-template.json --data cleanroom-resealed 2>err.txt; then
+  fail "the clean room mounted another manifest than the pinned one"
+fi
+cat cleanroom-resealed/volumestatus/publisher-input.volume.error; echo
+grep -q "$digest" cleanroom-resealed/volumestatus/publisher-input.volume.error || fail "the volume error does not name the pinned digest"
+cp pinned-manifest "$blobs/%2Eencfs-manifest"
 # A modified template is refused before anything mounts.
 python3 - <<'PY'
 import json

@@ -31,6 +31,8 @@ use encfs_crypto::format::{
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
+use encfs_dataset::Entry;
+use encfs_dataset::tags::{TagDigest, entry_of_bytes};
 use encfs_store as store;
 
 use crate::store::attributes::StoredAttributes;
@@ -62,6 +64,9 @@ pub struct TransferOptions {
     pub segment_size: SegmentSize,
     /// Report what would be done, transfer nothing.
     pub dry_run: bool,
+    /// Upload: record each `cse` blob's dataset-manifest entry (header, size, segment-tag
+    /// digest) as it is sealed, in [`Summary::entries`], for `upload --seal` (no second read).
+    pub record_entries: bool,
 }
 
 impl Default for TransferOptions {
@@ -72,6 +77,7 @@ impl Default for TransferOptions {
             concurrent_files: 32,
             segment_size: SegmentSize::DEFAULT,
             dry_run: false,
+            record_entries: false,
         }
     }
 }
@@ -122,6 +128,22 @@ pub struct Summary {
     pub bytes: u64,
     /// Blob names written or read.
     pub blobs: Vec<String>,
+    /// With [`TransferOptions::record_entries`]: the manifest entries of the blobs this upload
+    /// sealed and wrote (not of those skipped, nor of links), in no order.
+    #[serde(skip)]
+    pub entries: Vec<Entry>,
+}
+
+/// Where an upload puts the manifest entries of the blobs it writes (`None`: nowhere).
+type EntrySink = Option<Arc<std::sync::Mutex<Vec<Entry>>>>;
+
+fn record(sink: &EntrySink, entry: impl FnOnce() -> Result<Entry, encfs_dataset::Error>) {
+    if let Some(sink) = sink {
+        // A blob this upload sealed is always EBF.
+        if let Ok(entry) = entry() {
+            sink.lock().expect("poisoned").push(entry);
+        }
+    }
 }
 
 /// Called with plaintext byte counts as they complete.
@@ -220,17 +242,21 @@ pub async fn upload(
         )
         .await?;
     }
+    let sink: EntrySink = options
+        .record_entries
+        .then(|| Arc::new(std::sync::Mutex::new(Vec::new())));
     let block = round_to_segments(options.block_size, options.segment_size);
     let (small, large): (Vec<UploadItem>, Vec<UploadItem>) = items
         .into_iter()
         .partition(|item| item.size as usize <= block && !options.dry_run);
     let threads = {
         let (store, protection, progress) = (store.clone(), protection.clone(), progress.clone());
+        let sink = sink.clone();
         let segment = options.segment_size;
         // For a put that failed transiently on the calling thread: the async call retries.
         let runtime = tokio::runtime::Handle::current();
         SmallFileThreads::start(small, &options, move |item| {
-            let skipped = match upload_small_blocking(&*store, item, &protection, segment)? {
+            let skipped = match upload_small_blocking(&*store, item, &protection, segment, &sink)? {
                 SmallUpload::Unsupported => return Ok(None),
                 SmallUpload::Skipped => true,
                 SmallUpload::Uploaded => false,
@@ -238,12 +264,15 @@ pub async fn upload(
                     let metadata = upload_metadata(item, &protection);
                     let put = store.put(
                         &item.blob,
-                        data,
+                        data.clone(),
                         &metadata,
                         &Condition::None,
                         protection.cpk(),
                     );
                     runtime.block_on(put)?;
+                    if matches!(protection, Protection::Cse(_)) {
+                        record(&sink, || entry_of_bytes(&item.blob, &data));
+                    }
                     false
                 }
             };
@@ -258,6 +287,7 @@ pub async fn upload(
         &protection,
         &options,
         &progress,
+        &sink,
         &mut summary,
     );
     let (done, declined) = threads.finish(large.await).await?;
@@ -270,10 +300,14 @@ pub async fn upload(
         &protection,
         &options,
         &progress,
+        &sink,
         &mut summary,
     )
     .await?;
     summary.blobs.sort();
+    if let Some(sink) = sink {
+        summary.entries = std::mem::take(&mut *sink.lock().expect("poisoned"));
+    }
     Ok(summary)
 }
 
@@ -296,6 +330,7 @@ async fn upload_on_runtime(
     protection: &Protection,
     options: &TransferOptions,
     progress: &Progress,
+    sink: &EntrySink,
     summary: &mut Summary,
 ) -> Result<(), TransferError> {
     let block = round_to_segments(options.block_size, options.segment_size);
@@ -306,12 +341,13 @@ async fn upload_on_runtime(
     let mut tasks = JoinSet::new();
     for item in items {
         let permit = files.clone().acquire_owned().await.expect("semaphore open");
-        let (store, protection, budget, progress, options) = (
+        let (store, protection, budget, progress, options, sink) = (
             store.clone(),
             protection.clone(),
             budget.clone(),
             progress.clone(),
             options.clone(),
+            sink.clone(),
         );
         // The skip check runs inside the task too, so a resumed upload of many small files asks
         // about them concurrently rather than one request at a time.
@@ -338,9 +374,9 @@ async fn upload_on_runtime(
                     &item,
                     &protection,
                     &options,
-                    block,
                     &budget,
                     &progress,
+                    &sink,
                 )
                 .await?;
             }
@@ -540,6 +576,7 @@ fn upload_small_blocking(
     item: &UploadItem,
     protection: &Protection,
     segment: SegmentSize,
+    sink: &EntrySink,
 ) -> Result<SmallUpload, TransferError> {
     let Some(properties) = try_locally(store, |local| {
         local.properties(&item.blob, protection.cpk())
@@ -553,6 +590,7 @@ fn upload_small_blocking(
         Existing::Different => {}
     }
     let mut sealer = sealer_for(item, protection, segment)?;
+    let sealer_used = sealer.is_some();
     let len = item.size as usize;
     let sealed_len = sealer.as_ref().map(|s| (segment, s.sealed_len_last(len)));
     let mut file = File::open(&item.path).map_err(local_error(&item.path))?;
@@ -568,7 +606,13 @@ fn upload_small_blocking(
         )
     });
     match put {
-        Some(result) => result.map(|_| SmallUpload::Uploaded).map_err(Into::into),
+        Some(result) => {
+            result?;
+            if sealer_used {
+                record(sink, || entry_of_bytes(&item.blob, &data));
+            }
+            Ok(SmallUpload::Uploaded)
+        }
         None => Ok(SmallUpload::Sealed(data)),
     }
 }
@@ -578,13 +622,19 @@ async fn upload_file(
     item: &UploadItem,
     protection: &Protection,
     options: &TransferOptions,
-    block: usize,
     budget: &Arc<Semaphore>,
     progress: &Progress,
+    sink: &EntrySink,
 ) -> Result<(), TransferError> {
     let metadata = upload_metadata(item, protection);
     let segment = options.segment_size;
+    let block = round_to_segments(options.block_size, segment);
     let mut sealer = sealer_for(item, protection, segment)?;
+    // The manifest entry, computed from the sealed chunks as they go out.
+    let mut tags = sink
+        .as_ref()
+        .and(sealer.as_ref())
+        .map(|_| (TagDigest::new(segment), Vec::new(), 0u64));
     let mut file = File::open(&item.path).map_err(local_error(&item.path))?;
     let chunks = (item.size as usize).div_ceil(block).max(1);
     // Ids of this upload's own: a concurrent writer of the same blob never shares a block.
@@ -631,10 +681,19 @@ async fn upload_file(
             .expect("read task panicked")?;
         file = returned_file;
         sealer = returned_sealer;
+        if let Some((digest, header, size)) = &mut tags {
+            let front = if index == 0 { HEADER_LEN } else { 0 };
+            if index == 0 {
+                *header = data[..HEADER_LEN].to_vec();
+            }
+            digest.update(&data[front..]);
+            *size += data.len() as u64;
+        }
         if chunks == 1 {
             store
                 .put(&item.blob, data, &metadata, &Condition::None, cpk)
                 .await?;
+            record_sealed(sink, &item.blob, tags);
             progress(len as u64);
             drop(permit);
             return Ok(());
@@ -670,7 +729,27 @@ async fn upload_file(
     store
         .commit_blocks(&item.blob, &ids, &metadata, &Condition::None, cpk)
         .await?;
+    record_sealed(sink, &item.blob, tags);
     Ok(())
+}
+
+/// Records the entry of a blob whose sealed chunks went through `tags` (header, size).
+fn record_sealed(sink: &EntrySink, name: &str, tags: Option<(TagDigest, Vec<u8>, u64)>) {
+    if let Some((digest, header, size)) = tags {
+        record(sink, || {
+            Ok(Entry {
+                name: name.to_owned(),
+                size,
+                header,
+                tags_sha256: digest
+                    .finish()
+                    .map_err(|source| encfs_dataset::Error::NotEbf {
+                        blob: name.to_owned(),
+                        source,
+                    })?,
+            })
+        });
+    }
 }
 
 /// Downloads every blob under `prefix` into `destination` (a directory), each to the path its
@@ -730,7 +809,8 @@ pub async fn download_listed(
                 "blob name escapes the destination",
             ),
         })?;
-        if posix::is_special(&blob) {
+        // Specials are skipped, and so is a dataset manifest (not a file of the data).
+        if posix::is_special(&blob) || encfs_dataset::is_manifest_blob(&blob.name) {
             continue;
         }
         summary.files += 1;
@@ -804,6 +884,7 @@ pub async fn download_one(
         skipped: 0,
         bytes,
         blobs: vec![name.to_owned()],
+        entries: Vec::new(),
     })
 }
 

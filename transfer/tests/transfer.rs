@@ -427,3 +427,41 @@ async fn embedded_overwritten_blob_fails_the_download() {
 async fn azurite_overwritten_blob_fails_the_download() {
     overwritten_blob_fails_the_download(azurite("xfer-changed")).await;
 }
+
+/// `record_entries` (for `upload --seal`): the entry of every blob sealed, computed as it was
+/// written, is the entry a reader computes from the stored blob; on the calling-thread path
+/// (embedded store) and the async one (a store without local access), small files and large.
+#[tokio::test]
+async fn recorded_manifest_entries_are_those_of_the_stored_blobs() {
+    let (_dir, local) = local_store();
+    let remote: Arc<dyn BlobStore> = Arc::new(encfs_store::faults::SlowStore::new(
+        local.clone(),
+        Duration::ZERO,
+        Duration::ZERO,
+        None,
+    ));
+    let work = tempfile::tempdir().unwrap();
+    source_tree(work.path());
+    local.create_container().await.unwrap();
+    for (prefix, store) in [("near/", local.clone()), ("far/", remote)] {
+        let items = plan_upload(work.path(), prefix).unwrap();
+        let options = TransferOptions {
+            record_entries: true,
+            ..options()
+        };
+        let summary = upload(store.clone(), items, cse(), options, counter().1)
+            .await
+            .unwrap();
+        assert_eq!(summary.entries.len(), 43, "{prefix}");
+        for entry in &summary.entries {
+            let read = encfs_dataset::entry_of(&*store, &entry.name).await.unwrap();
+            assert_eq!(&read, entry, "{}", entry.name);
+        }
+    }
+    // Off by default: nothing recorded.
+    let items = plan_upload(work.path(), "plain/").unwrap();
+    let summary = upload(local, items, cse(), options(), counter().1)
+        .await
+        .unwrap();
+    assert!(summary.entries.is_empty());
+}

@@ -1,5 +1,6 @@
 //! The containers of a clean room, built from its spec in the reference's order (§8): one code
-//! launcher per application, the identity sidecar, one encfs mount launcher per access point,
+//! launcher per application, the identity sidecar, one encfs mount launcher per access point
+//! (a datasource's pinned manifest digest and a datasink's `--seal-manifest` on its command line),
 //! the governance sidecar, skr and secrets; `ccr-init` runs first as an init container. Every
 //! command is an `encfs` command line, because every container runs the encfs binary; the
 //! application's own image and command travel inside the code launcher's
@@ -362,6 +363,20 @@ fn mount_launcher(
     ];
     if let Some(sub) = access.subdirectory.as_deref().filter(|s| !s.is_empty()) {
         command.extend(["--sub-directory".to_owned(), sub.to_owned()]);
+    }
+    // The pinned manifest's digest is on the command line, so the policy (and its hostdata, which
+    // the KEK's release policy names) changes with it: a clean room for another dataset version
+    // is another clean room.
+    match (direction, &access.manifest) {
+        (Direction::Source, Some(pin)) => {
+            command.extend(["--manifest-digest".to_owned(), pin.digest.clone()]);
+        }
+        // The sealing key's attestation comes from the KEK's authority (MAA_ENDPOINT): an SSE
+        // datasink has none and is not sealed.
+        (Direction::Sink, _) if !kek_authority(access).is_empty() => {
+            command.push("--seal-manifest".to_owned());
+        }
+        _ => {}
     }
     let secrets = access.protection.encryption_secrets.as_ref();
     let kek = secrets.and_then(|s| s.kek.as_ref());

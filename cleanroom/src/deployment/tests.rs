@@ -284,7 +284,68 @@ fn mount_launchers_follow_the_access_points() {
         "{args:?}"
     );
     assert!(!args.contains(&"--sub-directory"));
+    assert!(
+        !args.contains(&"--seal-manifest"),
+        "an SSE datasink has no attestation authority to seal with: {args:?}"
+    );
+    assert!(!command(source).contains(&"--seal-manifest"));
+    let mut spec = seed_spec();
+    let mut cse_sink = spec.datasources[0].clone();
+    cse_sink.name = "consumer-output".into();
+    cse_sink.kind = crate::spec::Direction::Sink.volume().into();
+    cse_sink.protection.proxy_type =
+        crate::spec::proxy_type("Azure_BlobStorage", crate::spec::Direction::Sink);
+    cse_sink.subdirectory = None;
+    spec.datasinks[0] = cse_sink;
+    let d = generate(&spec, &options(SecurityPolicyOption::Generate)).unwrap();
+    let args = command(container(&d, "consumer-output-encfs-mount"));
+    assert!(
+        args.contains(&"--seal-manifest"),
+        "a CSE datasink is sealed: {args:?}"
+    );
     assert_eq!(env_of(sink, "KID"), Some(""));
+}
+
+fn pinned(digest_byte: &str) -> Deployment {
+    let mut spec = seed_spec();
+    spec.datasources[0].manifest = Some(crate::spec::ManifestPin {
+        digest: format!("sha256:{}", digest_byte.repeat(32)),
+        blob: ".encfs-manifest".to_owned(),
+    });
+    generate(&spec, &options(SecurityPolicyOption::Generate)).unwrap()
+}
+
+#[test]
+fn a_pinned_manifest_is_in_the_policy_and_its_change_changes_the_hostdata() {
+    let unpinned = generated();
+    let a = pinned("aa");
+    let args = command(container(&a, "publisher-input-encfs-mount"));
+    let digest = format!("sha256:{}", "aa".repeat(32));
+    let at = args.iter().position(|a| *a == "--manifest-digest").unwrap();
+    assert_eq!(args[at + 1], digest);
+    assert!(a.rego.contains(&digest), "the rego pins the digest");
+    let b = pinned("ab");
+    assert_ne!(a.hostdata(), unpinned.hostdata());
+    assert_ne!(
+        a.hostdata(),
+        b.hostdata(),
+        "another dataset, another clean room"
+    );
+    assert_eq!(a.hostdata(), pinned("aa").hostdata());
+    let policy = SecurityPolicy::parse(&a.rego).unwrap();
+    let launcher = |d: &Deployment| {
+        plan(&d.arm_template)
+            .unwrap()
+            .container("publisher-input-encfs-mount")
+            .unwrap()
+            .definition
+            .policy_request()
+    };
+    policy.check_container(&launcher(&a)).unwrap();
+    assert!(
+        policy.check_container(&launcher(&b)).is_err(),
+        "a mount launcher pinned to another digest is refused by the policy"
+    );
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! The launcher's client of the governance sidecar (plain HTTP on loopback): consent checks
 //! (`POST /consentcheck/{option}` → `{status, reason?}`) and events (`PUT /events` with
-//! `{"source":"code-launcher","message":…}`, stored under the contract's id, scope "").
+//! `{"source":"code-launcher","message":…}`, stored under the contract's id, scope ""). The mount
+//! launcher uses the same client with its own source ([`MOUNT_LAUNCHER_SOURCE`]).
 
 use std::time::Duration;
 
@@ -8,6 +9,9 @@ use serde_json::{Value, json};
 
 /// The event source the reference's launcher names.
 pub const EVENT_SOURCE: &str = "code-launcher";
+/// The event source of the mount launchers (their audit events name the dataset manifest each
+/// access point verified).
+pub const MOUNT_LAUNCHER_SOURCE: &str = "mount-launcher";
 
 /// The consent options the launcher checks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,6 +53,7 @@ pub struct GovernanceSidecarClient {
     base: String,
     http: reqwest::Client,
     events: bool,
+    source: &'static str,
 }
 
 impl GovernanceSidecarClient {
@@ -80,7 +85,14 @@ impl GovernanceSidecarClient {
             base: base.trim_end_matches('/').to_owned(),
             http,
             events,
+            source: EVENT_SOURCE,
         })
+    }
+
+    /// The same client, its events sent as `source` (default [`EVENT_SOURCE`]).
+    pub fn with_source(mut self, source: &'static str) -> Self {
+        self.source = source;
+        self
     }
 
     /// The consent status (`enabled`, `disabled`, …) of `option`.
@@ -120,15 +132,17 @@ impl GovernanceSidecarClient {
             return;
         }
         let url = format!("{}/events", self.base);
-        let body = json!({ "source": EVENT_SOURCE, "message": message });
+        let body = json!({ "source": self.source, "message": message });
         match self.http.put(&url).json(&body).send().await {
             Ok(response) if response.status().is_success() => {}
             Ok(response) => eprintln!(
-                "encfs code launcher: event '{message}' refused by {url}: {}",
+                "encfs {}: event '{message}' refused by {url}: {}",
+                self.source,
                 response.status()
             ),
             Err(e) => eprintln!(
-                "encfs code launcher: event '{message}' not sent to {url}: {}",
+                "encfs {}: event '{message}' not sent to {url}: {}",
+                self.source,
                 e.without_url()
             ),
         }

@@ -279,6 +279,25 @@ mod tests {
     }
 
     #[test]
+    fn a_pinned_manifest_is_kept_and_two_pins_conflict() {
+        let pinned = "datasources: [{name: in, manifest: {digest: 'sha256:aa', blob: m}}]\n";
+        let mut current = yaml("datasources: []\n");
+        merge(&mut current, &yaml(pinned)).unwrap();
+        assert_eq!(current, yaml(pinned));
+        merge(&mut current, &yaml(pinned)).unwrap();
+        assert_eq!(current, yaml(pinned), "the same pin merges");
+        let other = yaml("datasources: [{name: in, manifest: {digest: 'sha256:bb', blob: m}}]\n");
+        let conflict = merge(&mut current, &other).unwrap_err();
+        assert_eq!(conflict.field, "manifest.digest");
+        let unpinned = yaml("datasources: [{name: in}]\n");
+        assert_eq!(
+            merge(&mut current, &unpinned).unwrap_err().field,
+            "manifest",
+            "dropping the pin is a conflict too"
+        );
+    }
+
+    #[test]
     fn long_values_are_abbreviated() {
         let long = "x".repeat(200);
         let text = abbreviate(&Value::from(long));

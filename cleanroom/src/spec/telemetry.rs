@@ -132,6 +132,7 @@ mod tests {
                 encryption_secrets: None,
             },
             subdirectory: None,
+            manifest: None,
         }
     }
 

@@ -5,7 +5,8 @@
 //! `MultipleApplications`. Ours on top, because a clean room built from a spec that fails them
 //! either cannot start or does something nobody agreed to: names are unique, mount paths are
 //! absolute and do not overlap (one a prefix of another, across every application's maps and
-//! the clean room's own directories such as `/mnt/telemetry`), each access point's protection
+//! the clean room's own directories such as `/mnt/telemetry`), a pinned dataset manifest is a
+//! datasource's with a `sha256:<64 hex>` digest and a blob name, each access point's protection
 //! is coherent (its type matches its list, its `proxyType` its type, CSE/CPK carry a wrapped DEK
 //! and a KEK, SSE carries none), the telemetry sinks are datasinks of the spec, and, given the
 //! owner's stores, the datastores and the secret stores holding the keys exist and can do the
@@ -61,6 +62,9 @@ pub enum Code {
     KekMissing,
     /// An SSE access point with `encryptionSecrets` (nothing would use them).
     UnexpectedEncryptionSecrets,
+    /// A datasource's `manifest` has a digest that is not `sha256:<64 lowercase hex>` or no blob
+    /// name, or a datasink has one (the clean room seals a datasink's manifest itself).
+    InvalidManifest,
     /// A `governance.telemetry` sink is not (or not the same as) a datasink of the spec.
     TelemetrySinkNotFound,
     /// An access point's datastore has another protection mode in the datastore config.
@@ -148,6 +152,7 @@ pub fn validate(spec: &Spec, stores: Option<&Stores>) -> ValidationReport {
     ] {
         for access_point in list {
             check_protection(access_point, direction, &mut report);
+            check_manifest(access_point, direction, &mut report);
             if let Some(stores) = stores {
                 check_stores(access_point, direction, stores, &mut report);
             }
@@ -396,6 +401,40 @@ fn check_protection(
             format!("{entry}: {mode} protection has a DEK secret but no KEK to release it"),
         ),
         _ => {}
+    }
+}
+
+fn check_manifest(access_point: &AccessPoint, direction: Direction, report: &mut ValidationReport) {
+    let Some(pin) = &access_point.manifest else {
+        return;
+    };
+    let entry = format!("{} entry '{}'", section(direction), access_point.name);
+    if direction == Direction::Sink {
+        report.error(
+            Code::InvalidManifest,
+            format!(
+                "{entry}: a datasink pins no manifest (the clean room seals the datasink's \
+                 manifest at the end of the run)"
+            ),
+        );
+    }
+    if !super::ManifestPin::digest_is_well_formed(&pin.digest) {
+        report.error(
+            Code::InvalidManifest,
+            format!(
+                "{entry}: manifest.digest '{}' is not sha256:<64 lowercase hex digits>",
+                pin.digest
+            ),
+        );
+    }
+    if pin.blob.is_empty() || pin.blob.starts_with('/') || pin.blob.split('/').any(|c| c == "..") {
+        report.error(
+            Code::InvalidManifest,
+            format!(
+                "{entry}: manifest.blob '{}' is not a blob name inside the datastore",
+                pin.blob
+            ),
+        );
     }
 }
 
@@ -769,6 +808,56 @@ applications:
                 "{configuration:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_pinned_manifest_needs_a_digest_of_the_right_shape_on_a_datasource() {
+        let good = crate::spec::ManifestPin {
+            digest: format!("sha256:{}", "ab".repeat(32)),
+            blob: ".encfs-manifest".into(),
+        };
+        let mut spec = spec();
+        spec.datasources[0].manifest = Some(good.clone());
+        assert!(validate(&spec, None).is_valid());
+        for digest in [
+            String::new(),
+            "ab".repeat(32),
+            format!("sha256:{}", "ab".repeat(31)),
+            format!("sha256:{}", "AB".repeat(32)),
+            format!("sha512:{}", "ab".repeat(32)),
+            format!("sha256:{}g", "ab".repeat(31)),
+        ] {
+            let mut spec = self::spec();
+            spec.datasources[0].manifest = Some(crate::spec::ManifestPin {
+                digest: digest.clone(),
+                ..good.clone()
+            });
+            let report = validate(&spec, None);
+            assert_eq!(codes(&report.errors), [Code::InvalidManifest], "{digest}");
+            assert!(
+                report.errors[0]
+                    .message
+                    .contains("datasources entry 'publisher-input'")
+            );
+        }
+        for blob in ["", "/abs", "a/../b"] {
+            let mut spec = self::spec();
+            spec.datasources[0].manifest = Some(crate::spec::ManifestPin {
+                blob: blob.into(),
+                ..good.clone()
+            });
+            assert_eq!(
+                codes(&validate(&spec, None).errors),
+                [Code::InvalidManifest],
+                "{blob}"
+            );
+        }
+        let mut spec = self::spec();
+        spec.datasinks[0].manifest = Some(good);
+        assert_eq!(
+            codes(&validate(&spec, None).errors),
+            [Code::InvalidManifest]
+        );
     }
 
     #[test]

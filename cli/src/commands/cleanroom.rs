@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use encfs_cleanroom::launcher::governance::{GovernanceSidecarClient, MOUNT_LAUNCHER_SOURCE};
 use encfs_cleanroom::spec::Spec;
 use serde_json::json;
 
@@ -160,6 +161,9 @@ fn key_release_from_env(access: &str) -> Result<KeyRelease> {
 /// the secrets sidecar (key release; memory only), mounts the datastore at the mount path for
 /// the application's user, writes `<access>.volume.ready` (`{"mount_path": …}`) or
 /// `<access>.volume.error` (`{"error_code": …}`), and serves until SIGTERM, which unmounts.
+/// A datasource pinned to a manifest (`--manifest-digest`) is mounted with it, and the audit
+/// events name the digest (served, or refused); a datasink with `--seal-manifest` gets its
+/// manifest sealed by the clean room's attested key after the unmount.
 async fn mount_launcher(args: &MountLauncherArgs) -> Result<()> {
     let access = &args.access_name;
     let status_dir = volume_status_dir(args.volume_status_dir.as_deref());
@@ -261,6 +265,10 @@ async fn mount_and_serve(args: &MountLauncherArgs, ready: &Path) -> Result<()> {
     if let Some(sub) = &args.sub_directory {
         command.args(["--subdirectory", sub]);
     }
+    if let Some(digest) = &args.manifest_digest {
+        command.args(["--manifest-from-store", "--manifest-digest", digest]);
+    }
+    let governance = governance_client(args)?;
     let child = command
         .spawn()
         .with_context(|| format!("cannot start the mount of access point '{access}'"))?;
@@ -273,6 +281,14 @@ async fn mount_and_serve(args: &MountLauncherArgs, ready: &Path) -> Result<()> {
             let reason = super::mount::read_json(&error_file)
                 .and_then(|v| v["message"].as_str().map(str::to_owned))
                 .unwrap_or_default();
+            if let Some(digest) = &args.manifest_digest {
+                governance
+                    .event(&format!(
+                        "Access point {access} refused the dataset pinned by manifest {digest}: {}",
+                        encfs_store::redact::redact(&reason)
+                    ))
+                    .await;
+            }
             return Err(anyhow::Error::new(MountExit(status.code().unwrap_or(1)))
                 .context(format!("access point '{access}' did not mount: {reason}")));
         }
@@ -286,6 +302,13 @@ async fn mount_and_serve(args: &MountLauncherArgs, ready: &Path) -> Result<()> {
         "encfs cleanroom mount-launcher: {access} mounted at {}",
         args.mount_path.display()
     );
+    if let Some(digest) = &args.manifest_digest {
+        governance
+            .event(&format!(
+                "Access point {access} serves the dataset of manifest {digest}, verified at mount"
+            ))
+            .await;
+    }
     let stop = super::governance::until_stopped();
     tokio::pin!(stop);
     loop {
@@ -305,6 +328,29 @@ async fn mount_and_serve(args: &MountLauncherArgs, ready: &Path) -> Result<()> {
         }
     }
     let _ = std::fs::remove_file(ready);
+    if let Some(digest) = &args.manifest_digest {
+        // What the pinned mount refused during the run (its status file's `manifest` findings).
+        let findings = super::mount::read_json(&status_file).map(|s| s["manifest"].clone());
+        if let Some(found) = findings.filter(|f| f["refused"] != 0 || f["missing"] != 0) {
+            let names = |key: &str| {
+                let list = found[key].as_array().cloned().unwrap_or_default();
+                let names: Vec<&str> = list.iter().filter_map(|n| n.as_str()).collect();
+                if names.is_empty() {
+                    "none".to_owned()
+                } else {
+                    names.join(", ")
+                }
+            };
+            governance
+                .event(&format!(
+                    "Access point {access} refused blobs not as manifest {digest} lists them: \
+                     refused {}; missing {}",
+                    names("refused_names"),
+                    names("missing_names")
+                ))
+                .await;
+        }
+    }
     if let Ok(pid) = i32::try_from(child.id()) {
         let _ = nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(pid),
@@ -315,7 +361,40 @@ async fn mount_and_serve(args: &MountLauncherArgs, ready: &Path) -> Result<()> {
     if !status.success() {
         bail!("the mount of access point '{access}' ended with {status} at unmount");
     }
+    if args.seal_manifest {
+        // The mount has unmounted: every blob it wrote is committed.
+        let maa = required_env("MAA_ENDPOINT", access)?;
+        let skr = format!("http://127.0.0.1:{}", args.skr_port);
+        let sealed = match &args.sub_directory {
+            Some(sub) => format!(
+                "{}/{}",
+                address.trim_end_matches('/'),
+                sub.trim_matches('/')
+            ),
+            None => address.clone(),
+        };
+        let digest = super::attested_manifest::seal_datasink(&sealed, &skr, &maa)
+            .await
+            .with_context(|| format!("cannot seal the manifest of datasink '{access}'"))?;
+        eprintln!("encfs cleanroom mount-launcher: {access} sealed manifest {digest}");
+        governance
+            .event(&format!(
+                "Access point {access} sealed its datasink manifest {digest}"
+            ))
+            .await;
+    }
     Ok(())
+}
+
+/// The governance sidecar as the mount launcher calls it (events only;
+/// `DISABLE_GOV_EVENTS` turns them off, as for the code launcher).
+fn governance_client(args: &MountLauncherArgs) -> Result<GovernanceSidecarClient> {
+    GovernanceSidecarClient::new(
+        &format!("http://127.0.0.1:{}", args.governance_port),
+        std::env::var_os("DISABLE_GOV_EVENTS").is_none(),
+    )
+    .map(|client| client.with_source(MOUNT_LAUNCHER_SOURCE))
+    .map_err(anyhow::Error::msg)
 }
 
 /// A child process killed (and reaped) if it is still running when this is dropped.

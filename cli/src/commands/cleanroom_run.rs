@@ -175,6 +175,10 @@ fn port_map(launcher: SocketAddr) -> Result<BTreeMap<u16, u16>> {
 /// Rewrites one argument or environment value for this machine: the group's ports to the
 /// host's, the group's paths into the data directory.
 fn localise(value: &str, ports: &BTreeMap<u16, u16>, data: &Path) -> String {
+    // A pinned manifest digest is hex after a colon: `sha256:8284…` is no port.
+    if value.starts_with("sha256:") {
+        return value.to_owned();
+    }
     let mut out = value.to_owned();
     for (group, host) in ports {
         let group_text = group.to_string();
@@ -748,5 +752,7 @@ mod tests {
         assert_eq!(localise("/mnt/remote/in", &ports, data), "/data/remote/in");
         assert_eq!(localise("/mnt/remotex", &ports, data), "/mnt/remotex");
         assert_eq!(localise("hello", &ports, data), "hello");
+        let digest = format!("sha256:8284a{}", "0".repeat(59));
+        assert_eq!(localise(&digest, &ports, data), digest);
     }
 }

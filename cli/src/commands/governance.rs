@@ -84,6 +84,25 @@ fn read_text(path: &Path, what: &str) -> Result<String> {
         .with_context(|| format!("cannot read the {what} {}", path.display()))
 }
 
+/// The profile named `client` in the profile file (`config`, else the default one).
+fn profile(client: &str, config: Option<&Path>) -> Result<Profile> {
+    let path = profiles_path(config)?;
+    let mut profiles = load_profiles(&path)?;
+    profiles.clients.remove(client).with_context(|| {
+        format!(
+            "no governance client named {client:?} in {} (create it with: encfs governance client deploy --name {client} …)",
+            path.display(),
+        )
+    })
+}
+
+/// The member certificate and private key files of a client profile (what a dataset manifest
+/// is signed with).
+pub(super) fn member_files(client: &str, config: Option<&Path>) -> Result<(PathBuf, PathBuf)> {
+    let profile = profile(client, config)?;
+    Ok((profile.signing_cert, profile.signing_key))
+}
+
 /// The client of a profile: its identity loaded (the key must match the certificate) and the
 /// service certificate pinned.
 pub(super) fn open_client(selection: &ClientSelection) -> Result<GovernanceClient> {
@@ -94,16 +113,7 @@ pub(super) fn open_client(selection: &ClientSelection) -> Result<GovernanceClien
 pub(super) fn open_client_with_service_cert(
     selection: &ClientSelection,
 ) -> Result<(GovernanceClient, String)> {
-    let path = profiles_path(selection.config.as_deref())?;
-    let profiles = load_profiles(&path)?;
-    let Some(profile) = profiles.clients.get(&selection.client) else {
-        bail!(
-            "no governance client named {:?} in {} (create it with: encfs governance client deploy --name {} …)",
-            selection.client,
-            path.display(),
-            selection.client
-        );
-    };
+    let profile = profile(&selection.client, selection.config.as_deref())?;
     let identity = MemberIdentity::load(&profile.signing_cert, &profile.signing_key)
         .with_context(|| format!("governance client {:?}", selection.client))?;
     let service_cert = read_text(&profile.service_cert, "service certificate")?;

@@ -1,17 +1,20 @@
 //! One module per group of verbs; [`dispatch`] routes parsed arguments to them.
 
 mod attestation;
+mod attested_manifest;
 mod cleanroom;
 mod cleanroom_run;
 mod code_launcher;
 mod credentials;
 mod crypt;
+mod dataset;
 mod datastore;
 mod deployment_generate;
 mod governance;
 mod key_release;
 mod keys;
 mod keyvault;
+mod manifest_pin;
 mod mount;
 mod owner_config;
 mod secretstore;
@@ -67,6 +70,7 @@ pub fn dispatch(cli: Cli) -> Result<()> {
         Command::Ls(args) => runtime()?.block_on(transfer::ls(&args, &cli.access)),
         Command::Rm(args) => runtime()?.block_on(transfer::rm(&args, &cli.access)),
         Command::Datastore(command) => runtime()?.block_on(datastore::run(command, &cli.access)),
+        Command::Dataset(command) => dataset::run(command, &cli.access),
         Command::Mount(args) => mount::mount(&args, &cli.access),
         Command::Unmount(args) => mount::unmount(&args),
         Command::Governance(args) => governance::run(args.command, &args.output),

@@ -106,6 +106,7 @@ fn serve(
     };
     let (location, protection) = open_target(&target, args.read_write, access)?;
     let address = location.store.location();
+    let pinned = super::dataset::pinned_for_mount(&args.manifest, &location)?;
     let options = MountOptions {
         read_write: args.read_write,
         cache_size: usize::try_from(args.cache_size).context("--cache-size too large")?,
@@ -130,24 +131,25 @@ fn serve(
         special_files: args.special_files,
         ..MountOptions::default()
     };
-    let fs = EncFs::new(location.store, &location.prefix, protection, options)
+    let mut fs = EncFs::new(location.store, &location.prefix, protection, options)
         .with_context(|| format!("cannot mount {address}"))?;
+    if let Some(pinned) = &pinned {
+        fs = fs.pinned_to(pinned.clone()).context("--manifest")?;
+    }
     // A wrong key, a wrong mode or a missing container fails here, before anything is served.
     fs.verify()
         .with_context(|| format!("cannot mount {address}"))?;
     let mount = Mount::start(fs, &mountpoint, &address)
         .with_context(|| format!("cannot mount at {}", mountpoint.display()))?;
+    let ready = serde_json::json!({
+        "state": "ready",
+        "mountpoint": mountpoint,
+        "source": address,
+        "read_write": args.read_write,
+        "pid": std::process::id(),
+    });
     if let Some(path) = &args.status_file {
-        write_json(
-            path,
-            &serde_json::json!({
-                "state": "ready",
-                "mountpoint": mountpoint,
-                "source": address,
-                "read_write": args.read_write,
-                "pid": std::process::id(),
-            }),
-        )?;
+        write_json(path, &super::dataset::ready_with(&ready, pinned.as_deref()))?;
     }
     eprintln!(
         "encfs: {address} mounted at {} ({})",
@@ -170,6 +172,8 @@ fn serve(
     let forced_flag = forced.clone();
     let ended = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let ended_flag = ended.clone();
+    let watcher =
+        super::dataset::watch_status(pinned, args.status_file.clone(), ready, ended.clone());
     let signals = std::thread::spawn(move || {
         let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -242,6 +246,9 @@ fn serve(
     });
     let result = mount.join();
     ended.store(true, std::sync::atomic::Ordering::SeqCst);
+    if let Some(watcher) = watcher {
+        let _ = watcher.join();
+    }
     if forced.load(std::sync::atomic::Ordering::SeqCst) {
         // The session ended because of the abort: let the signal thread finish its clean-up
         // (the control filesystem it may have mounted) before this process exits.

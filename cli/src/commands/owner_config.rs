@@ -143,6 +143,18 @@ pub(super) fn add_access_point(args: &AddAccessPointArgs, direction: Direction) 
         .next()
         .unwrap_or_default()
         .to_owned();
+    let manifest = match &args.manifest {
+        Some(path) if direction == Direction::Sink => bail!(
+            "--manifest {}: a datasink pins no manifest (the clean room seals the datasink's \
+             manifest at the end of the run)",
+            path.display()
+        ),
+        Some(path) => Some(super::manifest_pin::pin_of_file(
+            path,
+            args.manifest_signer_cert.as_deref(),
+        )?),
+        None => None,
+    };
     let current = Spec::load(&args.cleanroom_config)?;
     let identity = match &args.identity {
         Some(name) => Some(spec::identity(&current, name).with_context(|| {
@@ -246,10 +258,11 @@ pub(super) fn add_access_point(args: &AddAccessPointArgs, direction: Direction) 
             encryption_secrets,
         },
         subdirectory: args.subdirectory.clone(),
+        manifest,
     };
     spec::add_access_point(&args.cleanroom_config, direction, &access_point)?;
     println!(
-        "{} {} (datastore {}, {}) in {}",
+        "{} {} (datastore {}, {}{}) in {}",
         match direction {
             Direction::Source => "datasource",
             Direction::Sink => "datasink",
@@ -257,6 +270,11 @@ pub(super) fn add_access_point(args: &AddAccessPointArgs, direction: Direction) 
         access_point.name,
         entry.name,
         mode_name(mode),
+        access_point
+            .manifest
+            .as_ref()
+            .map(|pin| format!(", pinned to manifest {}", pin.digest))
+            .unwrap_or_default(),
         args.cleanroom_config.display()
     );
     Ok(())

@@ -169,6 +169,8 @@ fn set_telemetry(args: &SetTelemetryArgs, kind: TelemetryKind, access: &StoreAcc
             encryption_mode: Some(mode),
             subdirectory: None,
             identity: args.identity.clone(),
+            manifest: None,
+            manifest_signer_cert: None,
         },
         Direction::Sink,
     )?;

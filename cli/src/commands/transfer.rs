@@ -200,6 +200,7 @@ fn resolve(
         concurrent_files: args.concurrency.max(1),
         segment_size: SegmentSize::DEFAULT,
         dry_run: args.dry_run,
+        record_entries: false,
     };
     Ok(Resolved {
         location,
@@ -246,7 +247,26 @@ fn report(
 
 pub async fn upload(args: &UploadArgs, access: &StoreAccess) -> Result<()> {
     let writes = !args.transfer.dry_run;
-    let resolved = resolve(&args.transfer, args.destination.as_deref(), writes, access)?;
+    let mut resolved = resolve(&args.transfer, args.destination.as_deref(), writes, access)?;
+    // The signer is loaded first: a bad key fails before anything is uploaded.
+    let signer = match &args.seal {
+        seal if seal.seal => {
+            anyhow::ensure!(
+                matches!(resolved.protection, Protection::Cse(_)) && !args.transfer.dry_run,
+                "--seal needs a cse upload (not a dry run): manifests list EBF headers"
+            );
+            Some(super::dataset::signer_of(&seal.signer)?)
+        }
+        seal => {
+            let signer = &seal.signer;
+            anyhow::ensure!(
+                signer.governance_client.is_none() && signer.signing_cert.is_none(),
+                "--governance-client and --signing-cert sign a manifest: add --seal"
+            );
+            None
+        }
+    };
+    resolved.options.record_entries = signer.is_some();
     let items = transfer::plan_upload(&args.source, &resolved.location.prefix)
         .with_context(|| format!("cannot read {}", args.source.display()))?;
     let store = resolved.location.store.clone();
@@ -267,7 +287,7 @@ pub async fn upload(args: &UploadArgs, access: &StoreAccess) -> Result<()> {
     }
     let bar = progress_bar(items.iter().map(|i| i.size).sum(), "upload");
     let tick = bar.clone();
-    let summary = transfer::upload(
+    let mut summary = transfer::upload(
         resolved.location.store.clone(),
         items,
         resolved.protection.clone(),
@@ -283,13 +303,33 @@ pub async fn upload(args: &UploadArgs, access: &StoreAccess) -> Result<()> {
         )
     })?;
     bar.finish_and_clear();
+    let manifest = match signer {
+        Some(signer) => Some(
+            super::dataset::seal_after_upload(
+                &*store,
+                &resolved.location.prefix,
+                std::mem::take(&mut summary.entries),
+                &signer,
+                args.transfer.concurrency.max(1),
+            )
+            .await?,
+        ),
+        None => None,
+    };
     report(
         "upload",
         &summary,
         &resolved.protection,
         &args.transfer.output,
         args.transfer.dry_run,
-    )
+    )?;
+    if let Some(manifest) = manifest {
+        match args.transfer.output.structured() {
+            Some(format) => args.transfer.output.print(&manifest, format)?,
+            None => println!("{}", manifest["digest"].as_str().unwrap_or_default()),
+        }
+    }
+    Ok(())
 }
 
 pub async fn download(args: &DownloadArgs, access: &StoreAccess) -> Result<()> {

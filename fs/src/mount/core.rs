@@ -22,6 +22,7 @@ use tokio::sync::Semaphore;
 use super::cache::BlockCache;
 use super::handles::OpenFile;
 use super::namespace::{Node, Tree};
+use super::pinned::{Pinned, is_manifest_blob};
 use super::pool::BufferPool;
 use super::read::MAX_WINDOW;
 use super::source::{BlobSource, SourceError};
@@ -73,6 +74,8 @@ pub struct EncFs {
     /// Inodes whose attributes the kernel may have cached wrongly (see
     /// [`EncFs::take_stale_attributes`]).
     pub(super) stale_attributes: Mutex<Vec<u64>>,
+    /// The dataset manifest this mount serves exactly, if any ([`EncFs::pinned_to`]).
+    pub(super) pinned: Option<Arc<Pinned>>,
 }
 
 impl EncFs {
@@ -156,7 +159,28 @@ impl EncFs {
             next_file: AtomicU64::new(1),
             writes,
             stale_attributes: Mutex::new(Vec::new()),
+            pinned: None,
         })
+    }
+
+    /// Serves only what a (verified) dataset manifest lists, in exactly the listed versions
+    /// ([`super::pinned`]). For a read-only `cse` mount.
+    ///
+    /// # Errors
+    /// [`MountError::Io`] for a read-write mount or another protection mode than `cse`.
+    pub fn pinned_to(mut self, pinned: Arc<Pinned>) -> Result<Self, MountError> {
+        if self.options.read_write || !matches!(self.protection, Protection::Cse(_)) {
+            return Err(MountError::Io(
+                "a mount pinned to a dataset manifest is read-only and cse".into(),
+            ));
+        }
+        self.pinned = Some(pinned);
+        Ok(self)
+    }
+
+    /// The manifest this mount is pinned to, for its findings ([`Pinned::status`]).
+    pub fn pinned(&self) -> Option<Arc<Pinned>> {
+        self.pinned.clone()
     }
 
     /// Inodes whose size went back to their committed version since the last call (an
@@ -186,20 +210,36 @@ impl EncFs {
 
     /// Checks, before anything is served, that the container exists and that the first blob
     /// under the prefix opens with this key and mode: a wrong key fails here, not on first read.
+    /// A pinned mount checks the key against the first listed header instead (a blob of the
+    /// store may be the attacked one: it fails alone, at open). Dataset manifests are skipped.
     pub fn verify(&self) -> Result<(), MountError> {
         self.runtime.block_on(async {
             if !self.store.container_exists().await? {
                 return Err(StoreError::ContainerNotFound(self.store.location()).into());
             }
+            if let Some(pinned) = &self.pinned {
+                if let (Some(header), Protection::Cse(key)) =
+                    (pinned.first_header(), &self.protection)
+                {
+                    encfs_crypto::format::BlobCipher::open(key, header).map_err(|source| {
+                        SourceError::Crypto {
+                            blob: "the dataset manifest's first entry".into(),
+                            source,
+                        }
+                    })?;
+                }
+                return Ok(());
+            }
             let page = self
                 .store
                 .list(&crate::store::ListOptions {
                     prefix: &self.prefix,
-                    max_results: Some(1),
+                    max_results: Some(8),
                     ..Default::default()
                 })
                 .await?;
-            if let Some(first) = page.blobs.first() {
+            let first = page.blobs.iter().find(|blob| !is_manifest_blob(&blob.name));
+            if let Some(first) = first {
                 let (source, _) = BlobSource::open(
                     &*self.store,
                     &first.name,
@@ -207,6 +247,7 @@ impl EncFs {
                     Some(&first.properties.etag),
                     &self.protection,
                     0,
+                    None,
                 )
                 .await?;
                 if let Protection::Cpk(key) = &self.protection {

@@ -8,6 +8,7 @@
 //!   prefetch) and `writers` (writes and commits);
 //! * [`error`]: [`FsError`], the one error type, and the one mapping of store errors to errno;
 //! * `options`: [`MountOptions`];
+//! * [`pinned`]: a mount that serves exactly what a dataset manifest lists ([`Pinned`]);
 //! * [`cache`]: the memory-bounded segment cache with its optional sealed disk tier;
 //! * [`source`]: fetching and verifying runs of segments of one blob version;
 //! * [`write`](mod@write): dirty files, staged blocks and the atomic commit;
@@ -24,6 +25,7 @@ pub mod fuse;
 mod handles;
 mod namespace;
 mod options;
+pub mod pinned;
 mod pool;
 mod read;
 mod scratch;
@@ -38,6 +40,7 @@ pub use self::core::{
     Attr, AttrChanges, Caller, CreateFlags, EncFs, MountError, MountOptions, NodeKind, ROOT,
 };
 pub use self::error::FsError;
+pub use self::pinned::{Pinned, PinnedStatus};
 
 /// A running mount: the FUSE session on its own threads.
 pub struct Mount {

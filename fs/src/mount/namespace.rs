@@ -15,6 +15,7 @@ use super::attributes::Attr;
 use super::core::EncFs;
 use super::entries::Caller;
 use super::error::{FsError, errno};
+use super::pinned::{Finding, Pinned, is_manifest_blob};
 use super::source::SharedSource;
 use super::write::Dirty;
 use crate::store::attributes::{SpecialKind, StoredAttributes};
@@ -213,10 +214,18 @@ impl EncFs {
             .map_err(FsError::from)?;
         let mut tree = self.tree.lock().expect("poisoned");
         let mut seen = BTreeMap::new();
+        let pinned = self.pinned.as_deref();
         for item in &listing.blobs {
             let name = &item.name[prefix.len()..];
-            if name.is_empty() {
+            if name.is_empty() || is_manifest_blob(name) {
                 continue;
+            }
+            if let Some(pinned) = pinned {
+                let child = join(&path, name);
+                if pinned.entry(&child).is_none() {
+                    pinned.note(Finding::Added, &child);
+                    continue;
+                }
             }
             seen.insert(name.to_owned(), ());
             let size = plaintext_size(
@@ -260,6 +269,13 @@ impl EncFs {
             if name.is_empty() {
                 continue;
             }
+            if let Some(pinned) = pinned {
+                let child = join(&path, name);
+                if !pinned.has_dir(&child) {
+                    pinned.note(Finding::Added, &format!("{child}/"));
+                    continue;
+                }
+            }
             seen.insert(name.to_owned(), ());
             match tree.node(dir)?.children.get(name).copied() {
                 Some(ino) => tree.node_mut(ino)?.local = false,
@@ -268,6 +284,9 @@ impl EncFs {
                     tree.add(Node::new(dir, name, child_path, NodeKind::Dir));
                 }
             }
+        }
+        if let Some(pinned) = pinned {
+            self.keep_listed(&mut tree, dir, &path, pinned, &mut seen)?;
         }
         // Children gone from the store leave, unless this mount made or is writing them.
         let children: Vec<(String, u64)> = tree
@@ -287,6 +306,46 @@ impl EncFs {
             }
         }
         tree.node_mut(dir)?.listed = Some(Instant::now());
+        Ok(())
+    }
+
+    /// A pinned mount's listed children of `dir` that the store no longer has: still listed
+    /// (no version: `EIO` at open), never silently missing.
+    fn keep_listed(
+        &self,
+        tree: &mut Tree,
+        dir: u64,
+        path: &str,
+        pinned: &Pinned,
+        seen: &mut BTreeMap<String, ()>,
+    ) -> Result<(), FsError> {
+        for (name, is_dir) in pinned.children(path) {
+            if seen.insert(name.clone(), ()).is_some() {
+                continue;
+            }
+            let child_path = join(path, &name);
+            let existing = tree.node(dir)?.children.get(&name).copied();
+            if is_dir {
+                if existing.is_none() {
+                    tree.add(Node::new(dir, &name, child_path, NodeKind::Dir));
+                }
+                continue;
+            }
+            pinned.note(Finding::Missing, &child_path);
+            let entry = pinned.entry(&child_path).expect("a listed child");
+            let ino = match existing {
+                Some(ino) => ino,
+                None => tree.add(Node::new(dir, &name, child_path, NodeKind::File)),
+            };
+            let node = tree.node_mut(ino)?;
+            if let Some(old) = node.source.take() {
+                self.cache.forget_file(old.file);
+            }
+            node.etag = None;
+            node.size = entry.plain_len;
+            node.committed_size = entry.plain_len;
+            node.blob_len = entry.blob_len;
+        }
         Ok(())
     }
 
@@ -337,6 +396,10 @@ impl EncFs {
             }
             join(&dir.path, name)
         };
+        // A pinned mount's tree is its manifest; the manifest blob is never an entry.
+        if self.pinned.is_some() || is_manifest_blob(&path) {
+            return Ok(None);
+        }
         if path.chars().count() > MAX_BLOB_NAME_CHARS {
             return Ok(None);
         }

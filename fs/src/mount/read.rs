@@ -13,10 +13,11 @@ use super::cache::{BlockCache, Lookup, SegmentKey};
 use super::core::EncFs;
 use super::error::{FsError, errno};
 use super::handles::OpenFile;
+use super::pinned::Finding;
 use super::pool::BufferPool;
-use super::source::{BlobSource, SharedSource};
+use super::source::{BlobSource, Expected, SharedSource, SourceError};
 use super::write::BaseReader;
-use crate::store::BlobStore;
+use crate::store::{BlobStore, StoreError};
 
 /// Prefetch window bounds.
 const MIN_WINDOW: u64 = 1 << 20;
@@ -40,29 +41,63 @@ pub(super) struct ReadAhead {
 impl EncFs {
     /// The readable version of a file, opened (header fetched and checked) on first use.
     pub(super) fn source(&self, ino: u64) -> Result<SharedSource, FsError> {
-        let (name, etag, blob_len) = {
+        let (name, etag, blob_len, path) = {
             let tree = self.tree.lock().expect("poisoned");
             let node = tree.node(ino)?;
             if let Some(source) = &node.source {
                 return Ok(source.clone());
             }
-            let Some(etag) = node.etag.clone() else {
-                return Err(errno!(ENOENT));
+            let pinned_missing = || {
+                let pinned = self.pinned.as_ref()?;
+                pinned.entry(&node.path)?;
+                pinned.note(Finding::Missing, &node.path);
+                Some(FsError::from(SourceError::NotPinned(
+                    self.blob_name(&node.path),
+                )))
             };
-            (self.blob_name(&node.path), etag, node.blob_len)
+            let Some(etag) = node.etag.clone() else {
+                return Err(pinned_missing().unwrap_or_else(|| errno!(ENOENT)));
+            };
+            (
+                self.blob_name(&node.path),
+                etag,
+                node.blob_len,
+                node.path.clone(),
+            )
         };
+        let expected = self
+            .pinned
+            .as_ref()
+            .and_then(|p| p.entry(&path))
+            .map(|e| Expected {
+                header: &e.header,
+                blob_len: e.blob_len,
+            });
         let file = self.next_file.fetch_add(1, Ordering::Relaxed);
-        let (source, first) = self
-            .runtime
-            .block_on(BlobSource::open(
-                &*self.store,
-                &name,
-                blob_len,
-                Some(&etag),
-                &self.protection,
-                file,
-            ))
-            .map_err(FsError::from)?;
+        let opened = self.runtime.block_on(BlobSource::open(
+            &*self.store,
+            &name,
+            blob_len,
+            Some(&etag),
+            &self.protection,
+            file,
+            expected,
+        ));
+        let (source, first) = match (opened, &self.pinned) {
+            (Ok(opened), _) => opened,
+            (Err(SourceError::NotPinned(blob)), Some(pinned)) => {
+                pinned.note(Finding::Refused, &path);
+                return Err(SourceError::NotPinned(blob).into());
+            }
+            // Listed, then gone from the store: still not silently missing.
+            (Err(SourceError::Store(StoreError::BlobNotFound(blob))), Some(pinned))
+                if expected.is_some() =>
+            {
+                pinned.note(Finding::Missing, &path);
+                return Err(SourceError::NotPinned(blob).into());
+            }
+            (Err(error), _) => return Err(error.into()),
+        };
         self.keep(file, first);
         let source = Arc::new(source);
         let mut tree = self.tree.lock().expect("poisoned");

@@ -46,6 +46,17 @@ pub enum SourceError {
     /// The store returned fewer bytes than the blob's length promised.
     #[error("blob {0}: shorter than its listed length")]
     Short(String),
+    /// Not the version a dataset manifest lists (another header or length: swapped, rolled back
+    /// or overwritten), or listed and absent.
+    #[error("blob {0}: not the version the dataset manifest lists")]
+    NotPinned(String),
+}
+
+/// The version a pinned mount must find ([`super::pinned`]): the EBF header and the blob length.
+#[derive(Clone, Copy)]
+pub(crate) struct Expected<'a> {
+    pub(crate) header: &'a [u8],
+    pub(crate) blob_len: u64,
 }
 
 enum Kind {
@@ -77,14 +88,16 @@ pub(crate) struct BlobSource {
 impl BlobSource {
     /// Opens a blob version (`version`: the etag it was listed with, if known): for `cse`,
     /// fetches and checks the header together with the first segments, which are returned so
-    /// the caller can cache them.
-    pub async fn open(
+    /// the caller can cache them. With `expected` (a pinned mount), a version with another
+    /// header or length fails with [`SourceError::NotPinned`].
+    pub(crate) async fn open(
         store: &dyn BlobStore,
         name: &str,
         blob_len: u64,
         version: Option<&str>,
         protection: &Protection,
         file: u64,
+        expected: Option<Expected<'_>>,
     ) -> Result<(Self, Vec<Fetched>), SourceError> {
         let pinned = match try_locally(store, |local| local.pin(name, protection.cpk())) {
             Some(pinned) => pinned?,
@@ -104,6 +117,7 @@ impl BlobSource {
             protection,
             file,
             pinned.as_deref(),
+            expected,
         )
         .await?;
         source.version = version;
@@ -132,6 +146,9 @@ impl BlobSource {
         }
     }
 
+    // The version's identity (name, length, etag, pinned handle, expected header) is what a
+    // source is opened from; bundling it would only move the list into a struct built once.
+    #[allow(clippy::too_many_arguments)]
     async fn open_unpinned(
         store: &dyn BlobStore,
         name: &str,
@@ -140,6 +157,7 @@ impl BlobSource {
         protection: &Protection,
         file: u64,
         pinned: Option<&dyn PinnedBlob>,
+        expected: Option<Expected<'_>>,
     ) -> Result<(Self, Vec<Fetched>), SourceError> {
         match protection {
             Protection::Cse(key) => {
@@ -150,6 +168,11 @@ impl BlobSource {
                 };
                 if (head.len() as u64) < first.min(HEADER_LEN as u64) {
                     return Err(SourceError::Short(name.to_owned()));
+                }
+                if let Some(expected) = expected
+                    && (expected.blob_len != blob_len || !head.starts_with(expected.header))
+                {
+                    return Err(SourceError::NotPinned(name.to_owned()));
                 }
                 let crypto = |source| SourceError::Crypto {
                     blob: name.to_owned(),
@@ -411,10 +434,26 @@ mod tests {
             .await
             .unwrap();
         let protection = Protection::Cse(key);
-        let (source, _) = BlobSource::open(&store, "f", len, None, &protection, 1)
+        let (source, _) = BlobSource::open(&store, "f", len, None, &protection, 1, None)
             .await
             .unwrap();
         (dir, store, source)
+    }
+
+    #[tokio::test]
+    async fn a_pinned_open_refuses_another_header_or_length() {
+        let (_dir, store, source) = pinned_source(2).await;
+        let blob = store.get("f", None, None, None).await.unwrap();
+        let protection = Protection::Cse(Arc::new(DataKey::generate().unwrap()));
+        let len = blob.len() as u64;
+        let mut other = blob[..HEADER_LEN].to_vec();
+        other[40] ^= 1;
+        for (header, blob_len) in [(&other[..], len), (&blob[..HEADER_LEN], len + 1)] {
+            let expected = Some(Expected { header, blob_len });
+            let opened = BlobSource::open(&store, "f", len, None, &protection, 2, expected).await;
+            assert!(matches!(opened, Err(SourceError::NotPinned(ref name)) if name == "f"));
+        }
+        drop(source);
     }
 
     #[tokio::test]
