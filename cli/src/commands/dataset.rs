@@ -48,14 +48,23 @@ fn open_dataset(
             .or_else(|| selection.subdirectory.clone()),
         config: selection.config.clone(),
     };
-    let (address, mode, _) = address_of(&selection, url, None, None)?;
+    let (address, mode, key, encrypt_names) = address_of(&selection, url, None, None)?;
     if mode != Mode::Cse {
         bail!(
             "{}: dataset manifests cover cse datastores only (this one is {mode:?})",
             encfs_store::redact::redact(&address)
         );
     }
-    open(&address, access)
+    let mut location = open(&address, access)?;
+    // A manifest lists the names a mount serves: with encrypted names, the plaintext ones (so
+    // the DEK is loaded to map them); a plain-name use of such a store is refused, saying why.
+    let key = match (encrypt_names, key) {
+        (true, Some(path)) => Some(super::keys::load_data_key(&path)?),
+        _ => None,
+    };
+    location.store =
+        super::transfer::with_names(location.store, key.as_ref(), encrypt_names, false)?;
+    Ok(location)
 }
 
 fn open_store_of(args: &DatasetStore, access: &StoreAccess) -> Result<StoreLocation> {

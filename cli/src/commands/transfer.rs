@@ -152,7 +152,7 @@ pub(super) fn open_target(
 /// `store` with encrypted names (`encrypt`: under the name key of `key`, which must be a cse
 /// DEK, after checking the store's marker), or as it is after checking that its names are not
 /// encrypted: a plain-name tool never lists ciphertext as names.
-fn with_names(
+pub(super) fn with_names(
     store: Arc<dyn BlobStore>,
     key: Option<&encfs_crypto::DataKey>,
     encrypt: bool,
