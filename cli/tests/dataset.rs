@@ -319,6 +319,68 @@ fn azurite_attacks_are_reported_by_name() {
 }
 
 #[test]
+fn a_dataset_with_encrypted_names_lists_and_checks_the_plain_names() {
+    let bench = Bench::new(false);
+    bench.member("publisher");
+    bench.ok(&[
+        "datastore",
+        "add",
+        "--name",
+        "ds",
+        "--store",
+        "store/en",
+        "--encrypt-names",
+    ]);
+    fs::create_dir_all(bench.at("src/data")).unwrap();
+    fs::write(bench.at("src/data/secret-sales.csv"), "1,2\n".repeat(50)).unwrap();
+    let upload = [
+        "upload",
+        "--datastore",
+        "ds",
+        "--subdirectory",
+        "data",
+        "src/data",
+    ];
+    let mut sealed = upload.to_vec();
+    sealed.extend(["--seal", "--governance-client", "publisher"]);
+    bench.ok(&sealed);
+    bench.ok(&verify_args("keys/publisher_cert.pem"));
+    let shown = bench.ok(&["dataset", "show", "--datastore", "ds", "--prefix", "data"]);
+    assert!(shown.contains("secret-sales.csv"), "{shown}");
+    // Neither the data's name nor the manifest's is readable in the store.
+    let stored: Vec<String> = fs::read_dir(bench.at("store/en/blobs"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    for name in &stored {
+        assert!(
+            !name.contains("secret") && !name.contains("manifest"),
+            "{stored:?}"
+        );
+    }
+    // A datastore config that does not say the names are encrypted is told why.
+    let config = fs::read_to_string(bench.at("datastores.yaml")).unwrap();
+    fs::write(
+        bench.at("plain.yaml"),
+        config.replace("encrypt_names: true", "encrypt_names: false"),
+    )
+    .unwrap();
+    let (_, error) = bench.fails(&[
+        "dataset",
+        "verify",
+        "--config",
+        "plain.yaml",
+        "--datastore",
+        "ds",
+        "--prefix",
+        "data",
+        "--signer-cert",
+        "keys/publisher_cert.pem",
+    ]);
+    assert!(error.contains("encrypted"), "{error}");
+}
+
+#[test]
 fn seal_signs_with_files_and_refuses_plain_blobs() {
     let bench = Bench::new(false);
     bench.member("publisher");
