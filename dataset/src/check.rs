@@ -10,7 +10,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use encfs_store::{BlobStore, ListOptions, StoreError};
+use encfs_store::{BlobStore, StoreError};
 use futures_util::stream::{self, StreamExt as _, TryStreamExt as _};
 use serde::Serialize;
 
@@ -29,29 +29,8 @@ pub async fn entry_of(store: &dyn BlobStore, name: &str) -> Result<Entry, Error>
 /// Every blob name under `prefix` but the manifest blob, in name order.
 async fn blob_names(store: &dyn BlobStore, prefix: &str) -> Result<Vec<String>, Error> {
     let own = manifest_blob_name(prefix);
-    let mut names = Vec::new();
-    let mut marker: Option<String> = None;
-    loop {
-        let page = store
-            .list(&ListOptions {
-                prefix,
-                delimiter: None,
-                marker: marker.as_deref(),
-                max_results: Some(5000),
-            })
-            .await?;
-        names.extend(
-            page.blobs
-                .into_iter()
-                .map(|blob| blob.name)
-                .filter(|name| *name != own),
-        );
-        match page.next_marker {
-            Some(next) => marker = Some(next),
-            None => break,
-        }
-    }
-    names.sort();
+    let mut names = store.list_names(prefix).await?;
+    names.retain(|name| *name != own);
     Ok(names)
 }
 

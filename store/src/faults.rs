@@ -479,6 +479,11 @@ impl<S: BlobStore> BlobStore for RetryingStore<S> {
     async fn list(&self, options: &ListOptions<'_>) -> StoreResult<Listing> {
         self.policy.run("list", || self.inner.list(options)).await
     }
+    async fn list_names(&self, prefix: &str) -> StoreResult<Vec<String>> {
+        self.policy
+            .run("list", || self.inner.list_names(prefix))
+            .await
+    }
     async fn delete(&self, name: &str, condition: &Condition) -> StoreResult<()> {
         self.policy
             .run(name, || self.inner.delete(name, condition))

@@ -234,6 +234,17 @@ pub trait BlobStore: Send + Sync {
     /// One page of the blobs in the container.
     async fn list(&self, options: &ListOptions<'_>) -> StoreResult<Listing>;
 
+    /// The names of every blob under `prefix`, sorted, without their properties. The default
+    /// pages through [`Self::list`], so every store and wrapper answers it correctly; a store
+    /// that can name its blobs without reading each one (the embedded store: one directory
+    /// read instead of a header read per blob) answers faster.
+    async fn list_names(&self, prefix: &str) -> StoreResult<Vec<String>> {
+        let listing = list_all(self, prefix, None).await?;
+        let mut names: Vec<String> = listing.blobs.into_iter().map(|b| b.name).collect();
+        names.sort();
+        Ok(names)
+    }
+
     /// Deletes a blob.
     async fn delete(&self, name: &str, condition: &Condition) -> StoreResult<()>;
 
@@ -334,6 +345,9 @@ impl<T: BlobStore + ?Sized> BlobStore for std::sync::Arc<T> {
     async fn list(&self, options: &ListOptions<'_>) -> StoreResult<Listing> {
         (**self).list(options).await
     }
+    async fn list_names(&self, prefix: &str) -> StoreResult<Vec<String>> {
+        (**self).list_names(prefix).await
+    }
     async fn delete(&self, name: &str, condition: &Condition) -> StoreResult<()> {
         (**self).delete(name, condition).await
     }
@@ -346,8 +360,8 @@ impl<T: BlobStore + ?Sized> BlobStore for std::sync::Arc<T> {
 }
 
 /// Lists every page. Convenience over [`BlobStore::list`].
-pub async fn list_all(
-    store: &dyn BlobStore,
+pub async fn list_all<S: BlobStore + ?Sized>(
+    store: &S,
     prefix: &str,
     delimiter: Option<&str>,
 ) -> StoreResult<Listing> {

@@ -159,6 +159,20 @@ impl LocalStore {
         sync_dir(&dir)
     }
 
+    /// Every blob of the container, by name, with its file (unsorted; checks the container).
+    fn blob_files(&self) -> StoreResult<Vec<(String, PathBuf)>> {
+        self.check_container()?;
+        let blobs = self.blobs();
+        Ok(fs::read_dir(&blobs)
+            .map_err(|e| StoreError::io(&blobs, e))?
+            .filter_map(|entry| {
+                let entry = entry.ok()?;
+                let name = self.name_of_file(entry.file_name().to_str()?)?;
+                Some((name, entry.path()))
+            })
+            .collect())
+    }
+
     /// The blob name a file in `blobs/` holds.
     fn name_of_file(&self, file_name: &str) -> Option<String> {
         match self.long_name_path(file_name) {
@@ -996,16 +1010,7 @@ impl BlobStore for LocalStore {
     }
 
     async fn list(&self, options: &ListOptions<'_>) -> StoreResult<Listing> {
-        self.check_container()?;
-        let blobs = self.blobs();
-        let mut names: Vec<(String, PathBuf)> = fs::read_dir(&blobs)
-            .map_err(|e| StoreError::io(&blobs, e))?
-            .filter_map(|entry| {
-                let entry = entry.ok()?;
-                let name = self.name_of_file(entry.file_name().to_str()?)?;
-                Some((name, entry.path()))
-            })
-            .collect();
+        let mut names = self.blob_files()?;
         names.sort();
         let (page, prefixes, next_marker) = paginate(names, options);
         let page = tokio::task::spawn_blocking(move || {
@@ -1027,6 +1032,17 @@ impl BlobStore for LocalStore {
             prefixes,
             next_marker,
         })
+    }
+    async fn list_names(&self, prefix: &str) -> StoreResult<Vec<String>> {
+        // Names only: one directory read, no blob file opened.
+        let mut names: Vec<String> = self
+            .blob_files()?
+            .into_iter()
+            .map(|(name, _)| name)
+            .filter(|name| name.starts_with(prefix))
+            .collect();
+        names.sort();
+        Ok(names)
     }
 
     async fn delete(&self, name: &str, condition: &Condition) -> StoreResult<()> {

@@ -261,6 +261,12 @@ async fn conformance_in(store: &dyn BlobStore, order: Order) {
         }
     }
     assert_eq!(in_order(names, order), ["l/a/1", "l/a/2", "l/a/b/3", "l/c"]);
+    // Names only: every store (its own answer or the default through `list`), sorted.
+    assert_eq!(
+        store.list_names("l/").await.unwrap(),
+        ["l/a/1", "l/a/2", "l/a/b/3", "l/c"]
+    );
+    assert_eq!(store.list_names("l/a/b/").await.unwrap(), ["l/a/b/3"]);
     delimiter_pages(store, order).await;
     let all = list_all(store, "", None).await.unwrap();
     assert_eq!(
