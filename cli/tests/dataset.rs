@@ -533,12 +533,26 @@ fn errno_of(result: std::io::Result<impl Sized>) -> Option<i32> {
 
 #[test]
 fn a_mount_with_its_manifest_serves_exactly_the_listed_versions() {
-    let bench = Bench::new(false);
-    let old_c = publish(&bench, "store/c");
+    mount_serves_exactly_the_listed_versions(&Bench::new(false), "store/c");
+}
+
+#[test]
+fn a_mount_over_azurite_with_its_manifest_serves_exactly_the_listed_versions() {
+    let url = std::env::var("ENCFS_AZURITE_URL")
+        .expect("ENCFS_AZURITE_URL unset: run scripts/test-all.sh, which starts Azurite");
+    let mut suffix = [0u8; 4];
+    aws_lc_rs::rand::fill(&mut suffix).unwrap();
+    let hex: String = suffix.iter().map(|b| format!("{b:02x}")).collect();
+    mount_serves_exactly_the_listed_versions(&Bench::new(true), &format!("{url}/pinned-{hex}"));
+}
+
+/// Each attack through a real kernel mount of the datastore at `address`, with its manifest.
+fn mount_serves_exactly_the_listed_versions(bench: &Bench, address: &str) {
+    let old_c = publish(bench, address);
     // Before the attacks everything reads.
     {
         let _mount = Mounted::start(
-            &bench,
+            bench,
             &[
                 "--manifest-from-store",
                 "--signer-cert",
@@ -555,10 +569,10 @@ fn a_mount_with_its_manifest_serves_exactly_the_listed_versions() {
             .collect();
         assert_eq!(names.len(), 4, "{names:?}");
     }
-    attack(&bench, "store/c", old_c);
+    attack(bench, address, old_c);
     // A plain mount shows the attacked store as it is (and hides the manifest blob).
     {
-        let _mount = Mounted::start(&bench, &[]);
+        let _mount = Mounted::start(bench, &[]);
         assert_eq!(
             fs::read(bench.at("mnt/a.csv")).unwrap(),
             "bravo".repeat(100).as_bytes()
@@ -567,7 +581,7 @@ fn a_mount_with_its_manifest_serves_exactly_the_listed_versions() {
         assert!(!bench.at("mnt/.encfs-manifest").exists());
     }
     let mount = Mounted::start(
-        &bench,
+        bench,
         &[
             "--manifest-from-store",
             "--signer-cert",
