@@ -16,7 +16,6 @@ use encfs_dataset::{Manifest, P384Signer, SignedManifest, Trust, manifest_blob_n
 use encfs_fs::mount::{Pinned, PinnedStatus};
 use encfs_store::{BlobStore, Condition, Metadata, StoreLocation};
 
-use super::transfer::{address_of, open};
 use crate::args::{DatastoreSelection, Mode, StoreAccess};
 use crate::dataset_args::{
     DatasetCommand, DatasetStore, ManifestSource, MountManifest, SealArgs, ShowArgs, SignerArgs,
@@ -48,22 +47,15 @@ fn open_dataset(
             .or_else(|| selection.subdirectory.clone()),
         config: selection.config.clone(),
     };
-    let (address, mode, key, encrypt_names) = address_of(&selection, url, None, None)?;
+    // A manifest lists the names a mount serves: with encrypted names, the plaintext ones.
+    let (location, address, mode) =
+        super::transfer::open_named(&selection, url, None, false, access)?;
     if mode != Mode::Cse {
         bail!(
             "{}: dataset manifests cover cse datastores only (this one is {mode:?})",
             encfs_store::redact::redact(&address)
         );
     }
-    let mut location = open(&address, access)?;
-    // A manifest lists the names a mount serves: with encrypted names, the plaintext ones (so
-    // the DEK is loaded to map them); a plain-name use of such a store is refused, saying why.
-    let key = match (encrypt_names, key) {
-        (true, Some(path)) => Some(super::keys::load_data_key(&path)?),
-        _ => None,
-    };
-    location.store =
-        super::transfer::with_names(location.store, key.as_ref(), encrypt_names, false)?;
     Ok(location)
 }
 

@@ -152,7 +152,7 @@ pub(super) fn open_target(
 /// `store` with encrypted names (`encrypt`: under the name key of `key`, which must be a cse
 /// DEK, after checking the store's marker), or as it is after checking that its names are not
 /// encrypted: a plain-name tool never lists ciphertext as names.
-pub(super) fn with_names(
+fn with_names(
     store: Arc<dyn BlobStore>,
     key: Option<&encfs_crypto::DataKey>,
     encrypt: bool,
@@ -431,13 +431,28 @@ fn cpk_of(protection: &Protection) -> Option<&CustomerKey> {
 /// The store of `ls` and `rm`: the address or datastore, with encrypted names when the flag or
 /// the datastore asks for them (only then is the DEK read). Returns the address too, for errors.
 fn open_names(target: &NamedStoreArgs, access: &StoreAccess) -> Result<(StoreLocation, String)> {
-    let (address, mode, key, recorded) = address_of(
+    let (location, address, _) = open_named(
         &target.datastore,
         target.url.as_deref(),
-        None,
         target.key.as_deref(),
+        target.encrypt_names,
+        access,
     )?;
-    let encrypt = target.encrypt_names || recorded;
+    Ok((location, address))
+}
+
+/// A store with its names as the datastore or the flag says (the DEK is read only for
+/// encrypted names), its address and its mode: for the commands that name blobs without
+/// transferring them (`ls`, `rm`, `dataset …`).
+pub(super) fn open_named(
+    selection: &DatastoreSelection,
+    url: Option<&str>,
+    key: Option<&Path>,
+    encrypt_names: bool,
+    access: &StoreAccess,
+) -> Result<(StoreLocation, String, Mode)> {
+    let (address, mode, key, recorded) = address_of(selection, url, None, key)?;
+    let encrypt = encrypt_names || recorded;
     let mut location = open(&address, access)?;
     let key = match (encrypt, mode) {
         (true, Mode::Cse) => Some(load_data_key(
@@ -447,7 +462,7 @@ fn open_names(target: &NamedStoreArgs, access: &StoreAccess) -> Result<(StoreLoc
         _ => None,
     };
     location.store = with_names(location.store, key.as_ref(), encrypt, false)?;
-    Ok((location, address))
+    Ok((location, address, mode))
 }
 
 pub async fn ls(args: &LsArgs, access: &StoreAccess) -> Result<()> {
