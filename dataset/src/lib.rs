@@ -29,7 +29,7 @@ pub mod manifest;
 pub mod signed;
 pub mod tags;
 
-pub use check::{Finding, Problem, Report, build, build_with, entry_of, verify_store};
+pub use check::{Finding, Problem, Report, build, build_from, entry_of, verify_store};
 pub use error::Error;
 pub use manifest::{Entry, FORMAT, Manifest};
 pub use signed::{ManifestSigner, P384Signer, SignedManifest, Trust};

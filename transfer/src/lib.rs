@@ -244,7 +244,7 @@ pub async fn upload(
     }
     let sink: EntrySink = options
         .record_entries
-        .then(|| Arc::new(std::sync::Mutex::new(Vec::new())));
+        .then(|| Arc::new(std::sync::Mutex::new(Vec::with_capacity(items.len()))));
     let block = round_to_segments(options.block_size, options.segment_size);
     let (small, large): (Vec<UploadItem>, Vec<UploadItem>) = items
         .into_iter()

@@ -165,9 +165,11 @@ pub async fn seal_datasink(address: &str, skr: &str, maa_endpoint: &str) -> Resu
     let signer = AttestedSigner::new(skr, maa_endpoint).await?;
     let manifest =
         encfs_dataset::build(location.store.as_ref(), &location.prefix, SEAL_PARALLELISM).await?;
-    let signed = manifest.seal(&signer)?;
-    super::dataset::store_manifest(location.store.as_ref(), &location.prefix, &signed).await?;
-    Ok(signed.digest())
+    let signed = manifest.into_signed(&signer)?;
+    let digest = signed.digest();
+    let bytes = bytes::Bytes::from(signed.bytes);
+    super::dataset::store_manifest(location.store.as_ref(), &location.prefix, bytes).await?;
+    Ok(digest)
 }
 
 /// What the consumer learnt from a clean room's manifest.

@@ -285,6 +285,19 @@ pub async fn upload(args: &UploadArgs, access: &StoreAccess) -> Result<()> {
             store.location()
         );
     }
+    // The prefix's blobs before the upload, for the manifest (what the upload writes, it
+    // records as it goes). Listed first, not beside the upload: a listing that runs while the
+    // upload creates files in the same directory contends for it, and on a fresh prefix it is
+    // one short request.
+    let listed = match signer {
+        Some(_) => Some(
+            store
+                .list_names(&resolved.location.prefix)
+                .await
+                .with_context(|| format!("cannot list {}", store.location()))?,
+        ),
+        None => None,
+    };
     let bar = progress_bar(items.iter().map(|i| i.size).sum(), "upload");
     let tick = bar.clone();
     let mut summary = transfer::upload(
@@ -308,6 +321,7 @@ pub async fn upload(args: &UploadArgs, access: &StoreAccess) -> Result<()> {
             super::dataset::seal_after_upload(
                 &*store,
                 &resolved.location.prefix,
+                listed.unwrap_or_default(),
                 std::mem::take(&mut summary.entries),
                 &signer,
                 args.transfer.concurrency.max(1),
