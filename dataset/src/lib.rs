@@ -86,8 +86,12 @@ pub(crate) fn from_hex(text: &str) -> Option<Vec<u8>> {
 
 /// `sha256:<64 hex>` of `bytes`: how a manifest (or any pinned document) is named.
 pub fn sha256_digest(bytes: &[u8]) -> String {
-    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes);
-    format!("sha256:{}", hex(digest.as_ref()))
+    digest_name(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes).as_ref())
+}
+
+/// `sha256:<64 hex>` of a SHA-256 already taken.
+pub(crate) fn digest_name(sha256: &[u8]) -> String {
+    format!("sha256:{}", hex(sha256))
 }
 
 #[cfg(test)]

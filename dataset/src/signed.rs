@@ -301,8 +301,8 @@ impl Manifest {
         bytes.extend_from_slice(&signature);
         hash.update(&bytes[tail_start..]);
         let digest = std::sync::OnceLock::new();
-        let _ = digest.set(format!("sha256:{}", crate::hex(hash.finish().as_ref())));
-        // The payload is canonical by construction (`to_payload`), so the message is not parsed
+        let _ = digest.set(crate::digest_name(hash.finish().as_ref()));
+        // The payload is canonical by construction (`write_payload`), so the message is not parsed
         // back: for 100,000 entries that was two more passes of JSON over megabytes.
         Ok(SignedManifest {
             bytes,
