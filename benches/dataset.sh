@@ -11,14 +11,14 @@
 # Runs alternate the two sides of each pair; medians and the median of the paired ratios are
 # reported.
 #
-#   benches/dataset.sh          # 100,000 blobs, 2,000 opens, 5 pairs
+#   benches/dataset.sh          # 100,000 blobs, 2,000 opens, 9 pairs (the ratios are noise-bound)
 #   benches/dataset.sh --short  # 5,000 blobs, 2,000 opens, 3 pairs
 #   ENCFS_BIN=target/debug/encfs benches/dataset.sh --short   # another build (e.g. debug)
 #
 # Needs root and /dev/fuse for the mount part. Writes bench-out/dataset.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-blobs=100000 opens=2000 runs=5 big_files=8 big_mib=128
+blobs=100000 opens=2000 runs=9 big_files=8 big_mib=128
 [[ "${1:-}" == "--short" ]] && blobs=5000 runs=3 big_files=4 big_mib=64
 if [[ -z ${ENCFS_BIN:-} ]]; then
   bash benches/build-release.sh

@@ -159,15 +159,21 @@ fn publish(bench: &Bench, address: &str) -> bytes::Bytes {
         "data",
         "src/data",
     ];
-    bench.ok(&upload);
-    let location = bench.store(address);
-    let old_c = runtime().block_on(raw(&*location.store, "data/c.csv"));
-    // v2 of c, sealed in the same pass (a, b and d are skipped, and read for the manifest).
-    std::thread::sleep(Duration::from_millis(20));
-    fs::write(src.join("c.csv"), "charlie v2".repeat(100)).unwrap();
     let mut sealed = upload.to_vec();
     sealed.extend(["--seal", "--governance-client", "publisher"]);
+    // A fresh prefix: sealed as the files finish (the streaming path), and it verifies.
+    let first = bench.ok(&sealed);
+    let mut pinned = VERIFY[..6].to_vec();
+    pinned.extend(["--digest", first.trim()]);
+    bench.ok(&pinned);
+    let location = bench.store(address);
+    let old_c = runtime().block_on(raw(&*location.store, "data/c.csv"));
+    // v2 of c, sealed in the same pass (a, b and d are skipped, and read for the manifest: the
+    // usual path, after the upload).
+    std::thread::sleep(Duration::from_millis(20));
+    fs::write(src.join("c.csv"), "charlie v2".repeat(100)).unwrap();
     let digest = bench.ok(&sealed);
+    assert_ne!(digest, first);
     assert!(digest.trim().starts_with("sha256:"), "{digest}");
     old_c
 }

@@ -15,24 +15,27 @@
 //! * [`tags`] — the segment-tag digest, from a whole blob or streamed as a blob is written.
 //! * [`signed`] — sealing and verifying the COSE_Sign1 envelope ([`SignedManifest`], [`Trust`],
 //!   [`ManifestSigner`], [`P384Signer`]).
+//! * [`streaming`] — [`StreamingSeal`]: sealing as an upload's entries arrive.
 //! * [`check`] — against a store: [`entry_of`] one blob, [`build`] a prefix's manifest,
 //!   [`verify_store`] a store against a manifest ([`Report`]).
 //!
 //! Nothing here reads a key of the data: a manifest is checked without the DEK, so an auditor
 //! who holds no key can run `encfs dataset verify`.
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod check;
 mod error;
 pub mod manifest;
 pub mod signed;
+pub mod streaming;
 pub mod tags;
 
 pub use check::{Finding, Problem, Report, build, build_from, entry_of, verify_store};
 pub use error::Error;
 pub use manifest::{Entry, FORMAT, Manifest};
 pub use signed::{ManifestSigner, P384Signer, SignedManifest, Trust};
+pub use streaming::{Streamed, StreamingSeal};
 
 /// Name of the manifest blob beside the data: `PREFIX.encfs-manifest` when the prefix is empty or
 /// ends in `/` (a "directory"), `PREFIX/.encfs-manifest` otherwise ([`manifest_blob_name`]). The

@@ -80,21 +80,26 @@ struct WireHead<'a> {
 /// serde_json writes for [`WireEntry`] (tested), framed here because the fields are fixed and
 /// the hex needs no escaping, so only the name goes through serde_json's escaper (for 100,000
 /// entries that is half the encoding time).
-fn write_entries(out: &mut Vec<u8>, entries: &[Entry]) {
+pub(crate) fn write_entries(out: &mut Vec<u8>, entries: &[Entry]) {
     for (index, e) in entries.iter().enumerate() {
         if index > 0 {
             out.push(b',');
         }
-        out.extend_from_slice(b"{\"name\":");
-        serde_json::to_writer(&mut *out, &e.name).expect("a name serialises");
-        out.extend_from_slice(b",\"size\":");
-        serde_json::to_writer(&mut *out, &e.size).expect("a number serialises");
-        out.extend_from_slice(b",\"header\":\"");
-        push_hex(out, &e.header);
-        out.extend_from_slice(b"\",\"tags_sha256\":\"");
-        push_hex(out, &e.tags_sha256);
-        out.extend_from_slice(b"\"}");
+        write_entry(out, &e.name, e.size, &e.header, &e.tags_sha256);
     }
+}
+
+/// One entry of [`write_entries`], from its parts.
+pub(crate) fn write_entry(out: &mut Vec<u8>, name: &str, size: u64, header: &[u8], tags: &[u8]) {
+    out.extend_from_slice(b"{\"name\":");
+    serde_json::to_writer(&mut *out, name).expect("a name serialises");
+    out.extend_from_slice(b",\"size\":");
+    serde_json::to_writer(&mut *out, &size).expect("a number serialises");
+    out.extend_from_slice(b",\"header\":\"");
+    push_hex(out, header);
+    out.extend_from_slice(b"\",\"tags_sha256\":\"");
+    push_hex(out, tags);
+    out.extend_from_slice(b"\"}");
 }
 
 /// Appends `bytes` as lower-case hex.
@@ -205,14 +210,7 @@ impl Manifest {
     /// Appends the canonical JSON payload to `out` (the signer writes it straight into the
     /// message buffer: a fresh copy of 28 MB costs as much as encoding it).
     pub fn write_payload(&self, out: &mut Vec<u8>) {
-        let head = WireHead {
-            format: self.format,
-            store_prefix: &self.store_prefix,
-            created_at: self.created_at,
-            entries: [],
-        };
-        serde_json::to_writer(&mut *out, &head).expect("a manifest serialises");
-        out.truncate(out.len() - 2); // `]}`
+        self.write_payload_head(out);
         let entries = &self.entries;
         if entries.len() < PARALLEL_ENTRIES {
             write_entries(out, entries);
@@ -235,12 +233,36 @@ impl Manifest {
         out.extend_from_slice(b"]}");
     }
 
+    /// Appends the payload up to its first entry (`…,"entries":[`).
+    pub(crate) fn write_payload_head(&self, out: &mut Vec<u8>) {
+        let head = WireHead {
+            format: self.format,
+            store_prefix: &self.store_prefix,
+            created_at: self.created_at,
+            entries: [],
+        };
+        serde_json::to_writer(&mut *out, &head).expect("a manifest serialises");
+        out.truncate(out.len() - 2); // `]}`
+    }
+
     /// Parses and checks a payload: it must be canonical (re-encoding gives the same bytes) and
     /// pass [`Self::validate`].
     ///
     /// # Errors
     /// [`Error::Payload`] saying what is wrong.
     pub fn from_payload(bytes: &[u8]) -> Result<Self, Error> {
+        let manifest = Self::parse_payload(bytes)?;
+        manifest.validate()?;
+        if manifest.to_payload() != bytes {
+            return Err(payload_error(
+                "not in canonical form (white space, field order, escapes or number spelling differ from the encoding of the same manifest)",
+            ));
+        }
+        Ok(manifest)
+    }
+
+    /// [`Self::from_payload`] without its checks (for bytes this crate encoded).
+    pub(crate) fn parse_payload(bytes: &[u8]) -> Result<Self, Error> {
         let wire: Wire = serde_json::from_slice(bytes)
             .map_err(|e| payload_error(format!("not a manifest: {e}")))?;
         let entries = wire
@@ -267,23 +289,36 @@ impl Manifest {
                 })
             })
             .collect::<Result<Vec<_>, Error>>()?;
-        let manifest = Self {
+        Ok(Self {
             format: wire.format,
             store_prefix: wire.store_prefix,
             created_at: wire.created_at,
             entries,
-        };
-        manifest.validate()?;
-        if manifest.to_payload() != bytes {
-            return Err(payload_error(
-                "not in canonical form (white space, field order, escapes or number spelling differ from the encoding of the same manifest)",
-            ));
-        }
-        Ok(manifest)
+        })
     }
 }
 
 impl Entry {
+    /// The exact length [`write_entries`] gives the entry of blob `name` of `size` bytes (its
+    /// header and digest have fixed lengths), with `scratch` as room to escape the name in.
+    pub(crate) fn encoded_len(name: &str, size: u64, scratch: &mut Vec<u8>) -> usize {
+        // serde_json escapes `"`, `\` and control characters, nothing else: a name without
+        // them is itself in quotes.
+        let quoted = if name.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20) {
+            scratch.clear();
+            serde_json::to_writer(&mut *scratch, name).expect("a name serialises");
+            scratch.len()
+        } else {
+            name.len() + 2
+        };
+        let digits = size.checked_ilog10().map_or(1, |d| d as usize + 1);
+        r#"{"name":,"size":,"header":"","tags_sha256":""}"#.len()
+            + quoted
+            + digits
+            + HEADER_LEN * 2
+            + 64
+    }
+
     /// The parsed EBF header.
     ///
     /// # Errors
@@ -296,7 +331,7 @@ impl Entry {
     }
 
     /// The header parses, and an EBF blob with it can be `size` bytes long.
-    fn check_shape(&self) -> Result<(), String> {
+    pub(crate) fn check_shape(&self) -> Result<(), String> {
         let header = self.parsed_header().map_err(|e| format!("header: {e}"))?;
         header
             .segment_size
@@ -336,6 +371,7 @@ pub(crate) mod tests {
         let mut entries = sample().entries;
         // A name serde_json escapes: a quote, a control character, a backslash, non-ASCII.
         entries.push(sample_entry("data/q\"\u{1}\\é.csv", b"odd"));
+        entries.push(sample_entry("data/\u{7f}\t\n\u{1f} ~.csv", b"odd"));
         check_borrowed_encoding(&Manifest::new("data/", entries.clone()).unwrap());
         // Enough entries for the two-thread encoding, odd so the halves differ.
         let many = (0..PARALLEL_ENTRIES * 2 + 1).map(|i| Entry {
@@ -362,6 +398,18 @@ pub(crate) mod tests {
                 .collect(),
         };
         assert_eq!(manifest.to_payload(), serde_json::to_vec(&owned).unwrap());
+        // The length a streamed seal plans with is the encoded one.
+        let mut scratch = Vec::new();
+        for entry in &manifest.entries {
+            let mut one = Vec::new();
+            write_entries(&mut one, std::slice::from_ref(entry));
+            assert_eq!(
+                Entry::encoded_len(&entry.name, entry.size, &mut scratch),
+                one.len(),
+                "{}",
+                entry.name
+            );
+        }
     }
 
     #[test]

@@ -73,6 +73,12 @@ pub trait ManifestSigner: Send + Sync {
     fn attestation_token(&self) -> Option<&str> {
         None
     }
+    /// Signs a `Sig_structure` whose SHA-384 the caller took as the bytes were made (an upload
+    /// that seals as it goes, [`crate::StreamingSeal`]): `None` for a signer that cannot sign a
+    /// digest (the default; the caller then signs the whole structure), otherwise the signature.
+    fn sign_sha384_digest(&self, _digest: &digest::Digest) -> Option<Result<Vec<u8>, Error>> {
+        None
+    }
 }
 
 /// A member identity's signer: a P-384 key and its certificate (ES384). Reads the governance
@@ -182,6 +188,15 @@ impl ManifestSigner for P384Signer {
             .map(|sig| sig.as_ref().to_vec())
             .map_err(|_| Error::Signing("ECDSA signing failed".into()))
     }
+
+    fn sign_sha384_digest(&self, digest: &digest::Digest) -> Option<Result<Vec<u8>, Error>> {
+        Some(
+            self.key
+                .sign_digest(digest)
+                .map(|sig| sig.as_ref().to_vec())
+                .map_err(|_| Error::Signing("ECDSA signing failed".into())),
+        )
+    }
 }
 
 /// Whom a verifier trusts to have signed the manifest.
@@ -243,23 +258,7 @@ impl Manifest {
     /// As [`Self::seal`].
     pub fn into_signed(self, signer: &dyn ManifestSigner) -> Result<SignedManifest, Error> {
         self.validate()?;
-        let mut header = HeaderBuilder::new()
-            .algorithm(signer.algorithm())
-            .content_type(CONTENT_TYPE.into());
-        if let Some(cert) = signer.certificate_der() {
-            header = header.value(HEADER_X5CHAIN, Value::Bytes(cert.to_vec()));
-        }
-        if let Some(token) = signer.attestation_token() {
-            header = header.text_value(HEADER_ATTESTATION.into(), Value::Text(token.to_owned()));
-        }
-        let header = header.text_value(
-            HEADER_CREATED_AT.into(),
-            Value::Integer(self.created_at.into()),
-        );
-        let protected = header
-            .build()
-            .to_vec()
-            .map_err(|e| Error::Signing(format!("CBOR encoding: {e}")))?;
+        let protected = protected_header(signer, self.created_at)?;
         // The message and its Sig_structure (RFC 9052 §4.4) are framed here around the
         // payload, which is encoded straight into the message: tens of megabytes are then
         // hashed in place, not copied into a Sig_structure, a CBOR value and a message as a
@@ -279,12 +278,7 @@ impl Manifest {
         let head = cbor_head(2, payload_len as u64);
         bytes.splice(head_at..head_at + guess.len(), head.iter().copied());
         let payload_at = head_at + head.len();
-        let mut tbs_head = vec![0x84];
-        tbs_head.extend_from_slice(&cbor_head(3, SIG_CONTEXT.len() as u64));
-        tbs_head.extend_from_slice(SIG_CONTEXT.as_bytes());
-        tbs_head.extend_from_slice(&cbor_head(2, protected.len() as u64));
-        let mut tbs_middle = vec![0x40]; // external_aad: empty
-        tbs_middle.extend_from_slice(&head);
+        let (tbs_head, tbs_middle) = sig_structure_frame(&protected, &head);
         let (signature, mut hash) = std::thread::scope(|scope| {
             let hash = scope.spawn(|| {
                 let mut hash = digest::Context::new(&digest::SHA256);
@@ -300,18 +294,74 @@ impl Manifest {
         bytes.extend_from_slice(&cbor_head(2, signature.len() as u64));
         bytes.extend_from_slice(&signature);
         hash.update(&bytes[tail_start..]);
-        let digest = std::sync::OnceLock::new();
-        let _ = digest.set(crate::digest_name(hash.finish().as_ref()));
         // The payload is canonical by construction (`write_payload`), so the message is not parsed
         // back: for 100,000 entries that was two more passes of JSON over megabytes.
-        Ok(SignedManifest {
+        Ok(SignedManifest::sealed(bytes, self, signer, hash))
+    }
+}
+
+impl SignedManifest {
+    /// A message this crate framed and signed, with the SHA-256 of all its bytes (its digest).
+    pub(crate) fn sealed(
+        bytes: Vec<u8>,
+        manifest: Manifest,
+        signer: &dyn ManifestSigner,
+        sha256: digest::Context,
+    ) -> Self {
+        let digest = std::sync::OnceLock::new();
+        let _ = digest.set(crate::digest_name(sha256.finish().as_ref()));
+        SignedManifest {
             bytes,
-            manifest: self,
+            manifest,
             signer_cert_der: signer.certificate_der().map(<[u8]>::to_vec),
             attestation_token: signer.attestation_token().map(str::to_owned),
             digest,
-        })
+        }
     }
+}
+
+/// The protected header of a message `signer` signs, made at `created_at`, encoded.
+pub(crate) fn protected_header(
+    signer: &dyn ManifestSigner,
+    created_at: u64,
+) -> Result<Vec<u8>, Error> {
+    let mut header = HeaderBuilder::new()
+        .algorithm(signer.algorithm())
+        .content_type(CONTENT_TYPE.into());
+    if let Some(cert) = signer.certificate_der() {
+        header = header.value(HEADER_X5CHAIN, Value::Bytes(cert.to_vec()));
+    }
+    if let Some(token) = signer.attestation_token() {
+        header = header.text_value(HEADER_ATTESTATION.into(), Value::Text(token.to_owned()));
+    }
+    header
+        .text_value(HEADER_CREATED_AT.into(), Value::Integer(created_at.into()))
+        .build()
+        .to_vec()
+        .map_err(|e| Error::Signing(format!("CBOR encoding: {e}")))
+}
+
+/// The message's bytes up to its payload: tag, array head, protected header, the empty
+/// unprotected map, and `payload_head` (the payload's byte-string head).
+pub(crate) fn message_head(protected: &[u8], payload_head: &[u8]) -> Vec<u8> {
+    let mut bytes = vec![0xd2, 0x84]; // tag 18, array of 4
+    bytes.extend_from_slice(&cbor_head(2, protected.len() as u64));
+    bytes.extend_from_slice(protected);
+    bytes.push(0xa0); // unprotected: {}
+    bytes.extend_from_slice(payload_head);
+    bytes
+}
+
+/// The `Sig_structure` (RFC 9052 §4.4) around the protected header and the payload: the parts
+/// before the protected header and between it and the payload (whose head ends the second).
+pub(crate) fn sig_structure_frame(protected: &[u8], payload_head: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    let mut tbs_head = vec![0x84];
+    tbs_head.extend_from_slice(&cbor_head(3, SIG_CONTEXT.len() as u64));
+    tbs_head.extend_from_slice(SIG_CONTEXT.as_bytes());
+    tbs_head.extend_from_slice(&cbor_head(2, protected.len() as u64));
+    let mut tbs_middle = vec![0x40]; // external_aad: empty
+    tbs_middle.extend_from_slice(payload_head);
+    (tbs_head, tbs_middle)
 }
 
 /// The context string of a COSE_Sign1 `Sig_structure`.
@@ -319,7 +369,7 @@ const SIG_CONTEXT: &str = "Signature1";
 
 /// The head of a CBOR item of `major` type and argument `value`, in its shortest form (the
 /// deterministic encoding of RFC 8949 §4.2.1, which coset writes and `decode` insists on).
-fn cbor_head(major: u8, value: u64) -> Vec<u8> {
+pub(crate) fn cbor_head(major: u8, value: u64) -> Vec<u8> {
     let major = major << 5;
     match value {
         0..=23 => vec![major | value as u8],
@@ -547,7 +597,7 @@ fn verify_signature(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::manifest::tests::sample;
     use coset::CoseSign1Builder;

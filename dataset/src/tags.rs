@@ -107,6 +107,31 @@ pub fn entry_of_bytes(name: &str, blob: &[u8]) -> Result<Entry, Error> {
     })
 }
 
+/// The header and the one tag of a blob whose body is a single segment (every small file), so
+/// that its digest, SHA-256 of that tag ([`one_segment_digest`]), can be taken later and
+/// elsewhere; `None` for any other blob (more segments, not EBF).
+pub fn one_segment_tag(blob: &[u8]) -> Option<([u8; HEADER_LEN], [u8; TAG_LEN])> {
+    let header = Header::parse(blob).ok()?;
+    let body = blob.len().checked_sub(HEADER_LEN)?;
+    let one = (encfs_crypto::format::SEGMENT_OVERHEAD..header.segment_size.sealed_bytes())
+        .contains(&body);
+    one.then(|| {
+        (
+            blob[..HEADER_LEN].try_into().expect("a header's length"),
+            blob[blob.len() - TAG_LEN..]
+                .try_into()
+                .expect("a tag's length"),
+        )
+    })
+}
+
+/// The segment-tag digest of a blob with one segment, from [`one_segment_tag`].
+pub fn one_segment_digest(tag: &[u8; TAG_LEN]) -> [u8; 32] {
+    let mut context = Context::new(&SHA256);
+    context.update(tag);
+    context.finish().as_ref().try_into().expect("32 bytes")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -130,6 +155,13 @@ mod tests {
             let blob = seal(&key, &vec![5u8; len], segment).unwrap();
             let expected = by_definition(&blob, segment);
             assert_eq!(entry_of_bytes("b", &blob).unwrap().tags_sha256, expected);
+            // One segment's digest can be taken later, from the header and the tag alone.
+            let one = one_segment_tag(&blob);
+            assert_eq!(one.is_some(), len < 4096, "len {len}");
+            if let Some((header, tag)) = one {
+                assert_eq!(header[..], blob[..HEADER_LEN]);
+                assert_eq!(one_segment_digest(&tag), expected);
+            }
             for piece in [1, 7, 15, 16, 17, 4000, 4124, 9000] {
                 let mut digest = TagDigest::new(segment);
                 for chunk in blob[HEADER_LEN..].chunks(piece) {

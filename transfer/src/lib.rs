@@ -67,6 +67,9 @@ pub struct TransferOptions {
     /// Upload: record each `cse` blob's dataset-manifest entry (header, size, segment-tag
     /// digest) as it is sealed, in [`Summary::entries`], for `upload --seal` (no second read).
     pub record_entries: bool,
+    /// With [`Self::record_entries`]: hand each entry to this manifest, sealed as they arrive
+    /// (`upload --seal` of a planned set), instead of collecting them in [`Summary::entries`].
+    pub stream_seal: Option<Arc<encfs_dataset::StreamingSeal>>,
 }
 
 impl Default for TransferOptions {
@@ -78,6 +81,7 @@ impl Default for TransferOptions {
             segment_size: SegmentSize::DEFAULT,
             dry_run: false,
             record_entries: false,
+            stream_seal: None,
         }
     }
 }
@@ -134,14 +138,31 @@ pub struct Summary {
     pub entries: Vec<Entry>,
 }
 
+/// Records the entry of blob `name`, sealed in memory as `blob`.
+fn record_bytes(sink: &EntrySink, name: &str, blob: &[u8]) {
+    match sink.as_deref() {
+        Some(Recorder::Stream(seal)) => seal.record_blob(name, blob),
+        _ => record(sink, || entry_of_bytes(name, blob)),
+    }
+}
+
 /// Where an upload puts the manifest entries of the blobs it writes (`None`: nowhere).
-type EntrySink = Option<Arc<std::sync::Mutex<Vec<Entry>>>>;
+type EntrySink = Option<Arc<Recorder>>;
+
+/// Where recorded entries go: into [`Summary::entries`], or into a manifest sealed as they come.
+enum Recorder {
+    Collect(std::sync::Mutex<Vec<Entry>>),
+    Stream(Arc<encfs_dataset::StreamingSeal>),
+}
 
 fn record(sink: &EntrySink, entry: impl FnOnce() -> Result<Entry, encfs_dataset::Error>) {
     if let Some(sink) = sink {
         // A blob this upload sealed is always EBF.
         if let Ok(entry) = entry() {
-            sink.lock().expect("poisoned").push(entry);
+            match &**sink {
+                Recorder::Collect(entries) => entries.lock().expect("poisoned").push(entry),
+                Recorder::Stream(seal) => seal.record(entry),
+            }
         }
     }
 }
@@ -242,9 +263,14 @@ pub async fn upload(
         )
         .await?;
     }
-    let sink: EntrySink = options
-        .record_entries
-        .then(|| Arc::new(std::sync::Mutex::new(Vec::with_capacity(items.len()))));
+    let sink: EntrySink = match &options.stream_seal {
+        Some(seal) if options.record_entries => Some(Arc::new(Recorder::Stream(seal.clone()))),
+        _ => options.record_entries.then(|| {
+            Arc::new(Recorder::Collect(std::sync::Mutex::new(
+                Vec::with_capacity(items.len()),
+            )))
+        }),
+    };
     let block = round_to_segments(options.block_size, options.segment_size);
     let (small, large): (Vec<UploadItem>, Vec<UploadItem>) = items
         .into_iter()
@@ -271,7 +297,7 @@ pub async fn upload(
                     );
                     runtime.block_on(put)?;
                     if matches!(protection, Protection::Cse(_)) {
-                        record(&sink, || entry_of_bytes(&item.blob, &data));
+                        record_bytes(&sink, &item.blob, &data);
                     }
                     false
                 }
@@ -305,8 +331,8 @@ pub async fn upload(
     )
     .await?;
     summary.blobs.sort();
-    if let Some(sink) = sink {
-        summary.entries = std::mem::take(&mut *sink.lock().expect("poisoned"));
+    if let Some(Recorder::Collect(entries)) = sink.as_deref() {
+        summary.entries = std::mem::take(&mut *entries.lock().expect("poisoned"));
     }
     Ok(summary)
 }
@@ -609,7 +635,7 @@ fn upload_small_blocking(
         Some(result) => {
             result?;
             if sealer_used {
-                record(sink, || entry_of_bytes(&item.blob, &data));
+                record_bytes(sink, &item.blob, &data);
             }
             Ok(SmallUpload::Uploaded)
         }

@@ -117,28 +117,56 @@ async fn seal_and_store(
     let signed = manifest
         .into_signed(signer)
         .context("cannot sign the manifest")?;
+    store_sealed(store, signed, output_file).await
+}
+
+/// Stores a signed manifest beside its data (and in `output_file`, if given), and says so.
+pub(super) async fn store_sealed(
+    store: &dyn BlobStore,
+    signed: SignedManifest,
+    output_file: Option<&Path>,
+) -> Result<serde_json::Value> {
     let (digest, signer_digest) = (signed.digest(), signed.signer_digest());
     let SignedManifest {
         bytes, manifest, ..
     } = signed;
+    let sealed = encfs_dataset::Streamed {
+        bytes,
+        store_prefix: manifest.store_prefix,
+        entries: manifest.entries.len(),
+        digest,
+        signer_digest,
+    };
+    store_streamed(store, sealed, output_file).await
+}
+
+/// [`store_sealed`] for a manifest sealed as its upload ran.
+pub(super) async fn store_streamed(
+    store: &dyn BlobStore,
+    sealed: encfs_dataset::Streamed,
+    output_file: Option<&Path>,
+) -> Result<serde_json::Value> {
+    let encfs_dataset::Streamed {
+        bytes,
+        store_prefix,
+        entries,
+        digest,
+        signer_digest,
+    } = sealed;
     // Moved, not copied: the message of 100,000 entries is 28 MB.
     let bytes = Bytes::from(bytes);
-    let blob = store_manifest(store, &manifest.store_prefix, bytes.clone()).await?;
+    let blob = store_manifest(store, &store_prefix, bytes.clone()).await?;
     if let Some(path) = output_file {
         let mut out = crate::output::AtomicOutput::create(path)?;
         std::io::Write::write_all(out.file(), &bytes)
             .with_context(|| format!("cannot write {}", path.display()))?;
         out.commit(true)?;
     }
-    eprintln!(
-        "sealed {} blobs under {:?} as {blob}",
-        manifest.entries.len(),
-        manifest.store_prefix
-    );
+    eprintln!("sealed {entries} blobs under {store_prefix:?} as {blob}");
     Ok(serde_json::json!({
         "digest": digest,
         "blob": blob,
-        "entries": manifest.entries.len(),
+        "entries": entries,
         "signer": signer_digest,
     }))
 }

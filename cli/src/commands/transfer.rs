@@ -201,6 +201,7 @@ fn resolve(
         segment_size: SegmentSize::DEFAULT,
         dry_run: args.dry_run,
         record_entries: false,
+        stream_seal: None,
     };
     Ok(Resolved {
         location,
@@ -298,6 +299,41 @@ pub async fn upload(args: &UploadArgs, access: &StoreAccess) -> Result<()> {
         ),
         None => None,
     };
+    // When the manifest will list exactly the files planned (a fresh prefix, or one whose
+    // every blob this upload rewrites), it is sealed as the files finish instead of after them.
+    let stream = match (&signer, &listed) {
+        (Some(signer), Some(listed)) => {
+            let own = encfs_dataset::manifest_blob_name(&resolved.location.prefix);
+            let others: Vec<&String> = listed.iter().filter(|name| **name != own).collect();
+            // Usually a fresh prefix: no set of the plan's names to build.
+            let covered = others.is_empty() || {
+                let planned: std::collections::HashSet<&str> =
+                    items.iter().map(|i| i.blob.as_str()).collect();
+                others.iter().all(|name| planned.contains(name.as_str()))
+            };
+            let no_links = items.iter().all(|i| !i.attributes.symlink);
+            match covered && no_links {
+                true => encfs_dataset::StreamingSeal::start(
+                    &resolved.location.prefix,
+                    items
+                        .iter()
+                        .map(|i| {
+                            (
+                                i.blob.clone(),
+                                resolved.options.segment_size.blob_len(i.size),
+                            )
+                        })
+                        .collect(),
+                    signer,
+                )
+                .context("cannot start sealing the manifest")?
+                .map(Arc::new),
+                false => None,
+            }
+        }
+        _ => None,
+    };
+    resolved.options.stream_seal = stream.clone();
     let bar = progress_bar(items.iter().map(|i| i.size).sum(), "upload");
     let tick = bar.clone();
     let mut summary = transfer::upload(
@@ -316,19 +352,36 @@ pub async fn upload(args: &UploadArgs, access: &StoreAccess) -> Result<()> {
         )
     })?;
     bar.finish_and_clear();
-    let manifest = match signer {
-        Some(signer) => Some(
-            super::dataset::seal_after_upload(
-                &*store,
-                &resolved.location.prefix,
-                listed.unwrap_or_default(),
-                std::mem::take(&mut summary.entries),
-                &signer,
-                args.transfer.concurrency.max(1),
+    let streamed = match (&stream, &signer) {
+        (Some(stream), Some(signer)) => {
+            Some(stream.finish(signer).context("cannot sign the manifest")?)
+        }
+        _ => None,
+    };
+    let manifest = match (signer, streamed) {
+        (Some(_), Some(Ok(signed))) => {
+            Some(super::dataset::store_streamed(&*store, signed, None).await?)
+        }
+        (Some(signer), streamed) => {
+            // Off the plan (a file skipped as unchanged, one that changed size): the entries
+            // received are sealed the usual way, with the blobs this upload did not write.
+            let entries = match streamed {
+                Some(Err(entries)) => entries,
+                _ => std::mem::take(&mut summary.entries),
+            };
+            Some(
+                super::dataset::seal_after_upload(
+                    &*store,
+                    &resolved.location.prefix,
+                    listed.unwrap_or_default(),
+                    entries,
+                    &signer,
+                    args.transfer.concurrency.max(1),
+                )
+                .await?,
             )
-            .await?,
-        ),
-        None => None,
+        }
+        (None, _) => None,
     };
     report(
         "upload",
