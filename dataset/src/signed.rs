@@ -183,19 +183,21 @@ impl ManifestSigner for P384Signer {
         for part in parts {
             hash.update(part);
         }
-        self.key
-            .sign_digest(&hash.finish())
-            .map(|sig| sig.as_ref().to_vec())
-            .map_err(|_| Error::Signing("ECDSA signing failed".into()))
+        self.sign_hashed(&hash.finish())
     }
 
     fn sign_sha384_digest(&self, digest: &digest::Digest) -> Option<Result<Vec<u8>, Error>> {
-        Some(
-            self.key
-                .sign_digest(digest)
-                .map(|sig| sig.as_ref().to_vec())
-                .map_err(|_| Error::Signing("ECDSA signing failed".into())),
-        )
+        Some(self.sign_hashed(digest))
+    }
+}
+
+impl P384Signer {
+    /// The signature of the `Sig_structure` whose SHA-384 is `digest`.
+    fn sign_hashed(&self, digest: &digest::Digest) -> Result<Vec<u8>, Error> {
+        self.key
+            .sign_digest(digest)
+            .map(|sig| sig.as_ref().to_vec())
+            .map_err(|_| Error::Signing("ECDSA signing failed".into()))
     }
 }
 
@@ -265,14 +267,10 @@ impl Manifest {
         // generic encoder does, and the message's SHA-256 (its digest) is taken on one thread
         // while the signature's SHA-384 runs on another. `decode` parses what this writes with
         // coset and refuses anything non-canonical; a test checks the bytes against coset's.
-        let mut bytes = Vec::with_capacity(self.payload_len_estimate() + protected.len() + 256);
-        bytes.extend_from_slice(&[0xd2, 0x84]); // tag 18, array of 4
-        bytes.extend_from_slice(&cbor_head(2, protected.len() as u64));
-        bytes.extend_from_slice(&protected);
-        bytes.push(0xa0); // unprotected: {}
-        let head_at = bytes.len();
         let guess = cbor_head(2, self.payload_len_estimate() as u64);
-        bytes.extend_from_slice(&guess);
+        let mut bytes = message_head(&protected, &guess);
+        let head_at = bytes.len() - guess.len();
+        bytes.reserve(self.payload_len_estimate() + 128);
         self.write_payload(&mut bytes);
         let payload_len = bytes.len() - head_at - guess.len();
         let head = cbor_head(2, payload_len as u64);
@@ -289,35 +287,32 @@ impl Manifest {
             let signature = signer.sign_parts(&[&tbs_head, &protected, &tbs_middle, payload]);
             (signature, hash.join().expect("the hashing thread panicked"))
         });
-        let signature = signature?;
-        let tail_start = bytes.len();
-        bytes.extend_from_slice(&cbor_head(2, signature.len() as u64));
-        bytes.extend_from_slice(&signature);
-        hash.update(&bytes[tail_start..]);
+        append_signature(&mut bytes, &signature?, &mut hash);
+        let digest = std::sync::OnceLock::new();
+        let _ = digest.set(crate::digest_name(hash.finish().as_ref()));
         // The payload is canonical by construction (`write_payload`), so the message is not parsed
         // back: for 100,000 entries that was two more passes of JSON over megabytes.
-        Ok(SignedManifest::sealed(bytes, self, signer, hash))
-    }
-}
-
-impl SignedManifest {
-    /// A message this crate framed and signed, with the SHA-256 of all its bytes (its digest).
-    pub(crate) fn sealed(
-        bytes: Vec<u8>,
-        manifest: Manifest,
-        signer: &dyn ManifestSigner,
-        sha256: digest::Context,
-    ) -> Self {
-        let digest = std::sync::OnceLock::new();
-        let _ = digest.set(crate::digest_name(sha256.finish().as_ref()));
-        SignedManifest {
+        Ok(SignedManifest {
             bytes,
-            manifest,
+            manifest: self,
             signer_cert_der: signer.certificate_der().map(<[u8]>::to_vec),
             attestation_token: signer.attestation_token().map(str::to_owned),
             digest,
-        }
+        })
     }
+}
+
+/// Ends a message framed up to its signature: the signature's byte string, with `sha256` (the
+/// message's digest so far) brought up to the end.
+pub(crate) fn append_signature(
+    bytes: &mut Vec<u8>,
+    signature: &[u8],
+    sha256: &mut digest::Context,
+) {
+    let tail_start = bytes.len();
+    bytes.extend_from_slice(&cbor_head(2, signature.len() as u64));
+    bytes.extend_from_slice(signature);
+    sha256.update(&bytes[tail_start..]);
 }
 
 /// The protected header of a message `signer` signs, made at `created_at`, encoded.

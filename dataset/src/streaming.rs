@@ -28,7 +28,9 @@ use coset::iana;
 use encfs_crypto::format::{HEADER_LEN, TAG_LEN};
 
 use crate::manifest::{Entry, FORMAT, Manifest, write_entry};
-use crate::signed::{cbor_head, message_head, protected_header, sig_structure_frame};
+use crate::signed::{
+    append_signature, cbor_head, message_head, protected_header, sig_structure_frame,
+};
 use crate::tags::{one_segment_digest, one_segment_tag};
 use crate::{Error, ManifestSigner, manifest_blob_name};
 
@@ -168,14 +170,6 @@ impl Pending {
     }
 }
 
-/// The message up to its signature and the hashes taken over it.
-struct Framed {
-    bytes: Vec<u8>,
-    sha384: digest::Context,
-    sha256: digest::Context,
-    entries: usize,
-}
-
 /// A manifest sealed while its upload ran: the signed message (the bytes
 /// [`crate::Manifest::into_signed`] gives for the same entries) and what a caller reports of it.
 /// Its entries are not kept: they are in the message.
@@ -195,8 +189,11 @@ pub struct Streamed {
 
 /// What the worker ends with.
 enum Worked {
-    /// Every planned entry, encoded into the message up to its signature.
-    Whole(Box<Framed>),
+    /// Every planned entry (`entries` of them), encoded into the message up to its signature.
+    Whole {
+        message: Box<Message>,
+        entries: usize,
+    },
     /// The plan did not hold: every entry received.
     Diverged(Vec<Entry>),
 }
@@ -298,23 +295,20 @@ impl StreamingSeal {
         let worked = worker
             .join()
             .map_err(|_| Error::Signing("the sealing thread panicked".into()))?;
-        let framed = match worked {
-            Worked::Whole(framed) => framed,
+        let (message, entries) = match worked {
+            Worked::Whole { message, entries } => (message, entries),
             Worked::Diverged(entries) => return Ok(Err(entries)),
         };
-        let Framed {
+        let Message {
             mut bytes,
             sha384,
             mut sha256,
-            entries,
-        } = *framed;
+            ..
+        } = *message;
         let signature = signer
             .sign_sha384_digest(&sha384.finish())
             .ok_or_else(|| Error::Signing("the signer stopped signing digests".into()))??;
-        let tail_start = bytes.len();
-        bytes.extend_from_slice(&cbor_head(2, signature.len() as u64));
-        bytes.extend_from_slice(&signature);
-        sha256.update(&bytes[tail_start..]);
+        append_signature(&mut bytes, &signature, &mut sha256);
         Ok(Ok(Streamed {
             bytes,
             store_prefix: self.prefix.clone(),
@@ -504,12 +498,11 @@ fn work(
                     &mut std::iter::once(pending).chain(drained),
                 );
             };
-            let mut ready = match i == next {
-                true => Some(pending),
-                false => {
-                    waiting.insert(i, pending);
-                    None
-                }
+            let mut ready = if i == next {
+                Some(pending)
+            } else {
+                waiting.insert(i, pending);
+                None
             };
             while let Some(pending) = ready {
                 let mark = message.bytes.len();
@@ -527,9 +520,9 @@ fn work(
                 }
                 next += 1;
                 ready = waiting
-                    .first_key_value()
-                    .is_some_and(|(&first, _)| first == next)
-                    .then(|| waiting.pop_first().expect("a first entry").1);
+                    .first_entry()
+                    .filter(|first| *first.key() == next)
+                    .map(|first| first.remove());
             }
         }
         drop(drained);
@@ -546,12 +539,10 @@ fn work(
         entries.extend(waiting.into_values().map(Pending::into_entry));
         return Worked::Diverged(entries);
     }
-    Worked::Whole(Box::new(Framed {
-        bytes: message.bytes,
-        sha384: message.sha384,
-        sha256: message.sha256,
+    Worked::Whole {
+        message: Box::new(message),
         entries: next,
-    }))
+    }
 }
 
 #[cfg(test)]

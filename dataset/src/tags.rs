@@ -110,7 +110,7 @@ pub fn entry_of_bytes(name: &str, blob: &[u8]) -> Result<Entry, Error> {
 /// The header and the one tag of a blob whose body is a single segment (every small file), so
 /// that its digest, SHA-256 of that tag ([`one_segment_digest`]), can be taken later and
 /// elsewhere; `None` for any other blob (more segments, not EBF).
-pub fn one_segment_tag(blob: &[u8]) -> Option<([u8; HEADER_LEN], [u8; TAG_LEN])> {
+pub(crate) fn one_segment_tag(blob: &[u8]) -> Option<([u8; HEADER_LEN], [u8; TAG_LEN])> {
     let header = Header::parse(blob).ok()?;
     let body = blob.len().checked_sub(HEADER_LEN)?;
     let one = (encfs_crypto::format::SEGMENT_OVERHEAD..header.segment_size.sealed_bytes())
@@ -126,7 +126,7 @@ pub fn one_segment_tag(blob: &[u8]) -> Option<([u8; HEADER_LEN], [u8; TAG_LEN])>
 }
 
 /// The segment-tag digest of a blob with one segment, from [`one_segment_tag`].
-pub fn one_segment_digest(tag: &[u8; TAG_LEN]) -> [u8; 32] {
+pub(crate) fn one_segment_digest(tag: &[u8; TAG_LEN]) -> [u8; 32] {
     let mut context = Context::new(&SHA256);
     context.update(tag);
     context.finish().as_ref().try_into().expect("32 bytes")

@@ -117,15 +117,6 @@ async fn seal_and_store(
     let signed = manifest
         .into_signed(signer)
         .context("cannot sign the manifest")?;
-    store_sealed(store, signed, output_file).await
-}
-
-/// Stores a signed manifest beside its data (and in `output_file`, if given), and says so.
-pub(super) async fn store_sealed(
-    store: &dyn BlobStore,
-    signed: SignedManifest,
-    output_file: Option<&Path>,
-) -> Result<serde_json::Value> {
     let (digest, signer_digest) = (signed.digest(), signed.signer_digest());
     let SignedManifest {
         bytes, manifest, ..
@@ -140,7 +131,7 @@ pub(super) async fn store_sealed(
     store_streamed(store, sealed, output_file).await
 }
 
-/// [`store_sealed`] for a manifest sealed as its upload ran.
+/// Stores a signed manifest beside its data (and in `output_file`, if given), and says so.
 pub(super) async fn store_streamed(
     store: &dyn BlobStore,
     sealed: encfs_dataset::Streamed,

@@ -246,6 +246,37 @@ fn report(
     Ok(())
 }
 
+/// The manifest sealed as the files finish, when it will list exactly the files planned (a
+/// fresh prefix, or one whose every blob this upload rewrites; `listed` is the prefix before
+/// the upload), instead of after them.
+fn start_streaming(
+    resolved: &Resolved,
+    listed: &[String],
+    items: &[transfer::UploadItem],
+    signer: &encfs_dataset::P384Signer,
+) -> Result<Option<Arc<encfs_dataset::StreamingSeal>>> {
+    let prefix = &resolved.location.prefix;
+    let own = encfs_dataset::manifest_blob_name(prefix);
+    let others: Vec<&String> = listed.iter().filter(|name| **name != own).collect();
+    // Usually a fresh prefix: no set of the plan's names to build.
+    let covered = others.is_empty() || {
+        let planned: std::collections::HashSet<&str> =
+            items.iter().map(|i| i.blob.as_str()).collect();
+        others.iter().all(|name| planned.contains(name.as_str()))
+    };
+    if !covered || items.iter().any(|i| i.attributes.symlink) {
+        return Ok(None);
+    }
+    let segment = resolved.options.segment_size;
+    let planned = items
+        .iter()
+        .map(|i| (i.blob.clone(), segment.blob_len(i.size)))
+        .collect();
+    let seal = encfs_dataset::StreamingSeal::start(prefix, planned, signer)
+        .context("cannot start sealing the manifest")?;
+    Ok(seal.map(Arc::new))
+}
+
 pub async fn upload(args: &UploadArgs, access: &StoreAccess) -> Result<()> {
     let writes = !args.transfer.dry_run;
     let mut resolved = resolve(&args.transfer, args.destination.as_deref(), writes, access)?;
@@ -299,38 +330,8 @@ pub async fn upload(args: &UploadArgs, access: &StoreAccess) -> Result<()> {
         ),
         None => None,
     };
-    // When the manifest will list exactly the files planned (a fresh prefix, or one whose
-    // every blob this upload rewrites), it is sealed as the files finish instead of after them.
     let stream = match (&signer, &listed) {
-        (Some(signer), Some(listed)) => {
-            let own = encfs_dataset::manifest_blob_name(&resolved.location.prefix);
-            let others: Vec<&String> = listed.iter().filter(|name| **name != own).collect();
-            // Usually a fresh prefix: no set of the plan's names to build.
-            let covered = others.is_empty() || {
-                let planned: std::collections::HashSet<&str> =
-                    items.iter().map(|i| i.blob.as_str()).collect();
-                others.iter().all(|name| planned.contains(name.as_str()))
-            };
-            let no_links = items.iter().all(|i| !i.attributes.symlink);
-            match covered && no_links {
-                true => encfs_dataset::StreamingSeal::start(
-                    &resolved.location.prefix,
-                    items
-                        .iter()
-                        .map(|i| {
-                            (
-                                i.blob.clone(),
-                                resolved.options.segment_size.blob_len(i.size),
-                            )
-                        })
-                        .collect(),
-                    signer,
-                )
-                .context("cannot start sealing the manifest")?
-                .map(Arc::new),
-                false => None,
-            }
-        }
+        (Some(signer), Some(listed)) => start_streaming(&resolved, listed, &items, signer)?,
         _ => None,
     };
     resolved.options.stream_seal = stream.clone();
@@ -352,36 +353,35 @@ pub async fn upload(args: &UploadArgs, access: &StoreAccess) -> Result<()> {
         )
     })?;
     bar.finish_and_clear();
-    let streamed = match (&stream, &signer) {
-        (Some(stream), Some(signer)) => {
-            Some(stream.finish(signer).context("cannot sign the manifest")?)
-        }
-        _ => None,
-    };
-    let manifest = match (signer, streamed) {
-        (Some(_), Some(Ok(signed))) => {
-            Some(super::dataset::store_streamed(&*store, signed, None).await?)
-        }
-        (Some(signer), streamed) => {
-            // Off the plan (a file skipped as unchanged, one that changed size): the entries
-            // received are sealed the usual way, with the blobs this upload did not write.
-            let entries = match streamed {
-                Some(Err(entries)) => entries,
-                _ => std::mem::take(&mut summary.entries),
+    let manifest = match &signer {
+        Some(signer) => {
+            let streamed = match &stream {
+                Some(stream) => Some(stream.finish(signer).context("cannot sign the manifest")?),
+                None => None,
             };
-            Some(
-                super::dataset::seal_after_upload(
-                    &*store,
-                    &resolved.location.prefix,
-                    listed.unwrap_or_default(),
-                    entries,
-                    &signer,
-                    args.transfer.concurrency.max(1),
-                )
-                .await?,
-            )
+            Some(match streamed {
+                Some(Ok(sealed)) => super::dataset::store_streamed(&*store, sealed, None).await?,
+                // Off the plan (a file skipped as unchanged, one that changed size), or not
+                // streamed: the entries received are sealed the usual way, with the blobs this
+                // upload did not write.
+                streamed => {
+                    let entries = match streamed {
+                        Some(Err(entries)) => entries,
+                        _ => std::mem::take(&mut summary.entries),
+                    };
+                    super::dataset::seal_after_upload(
+                        &*store,
+                        &resolved.location.prefix,
+                        listed.unwrap_or_default(),
+                        entries,
+                        signer,
+                        args.transfer.concurrency.max(1),
+                    )
+                    .await?
+                }
+            })
         }
-        (None, _) => None,
+        None => None,
     };
     report(
         "upload",
