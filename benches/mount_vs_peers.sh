@@ -57,7 +57,7 @@ wait_mounted() { for _ in $(seq 200); do mountpoint -q "$1" && return 0; sleep 0
 unmount() { for _ in $(seq 100); do mountpoint -q "$1" || return 0; fusermount3 -u "$1" 2>/dev/null || sleep 0.1; done; fusermount3 -u -z "$1"; }
 mount_system() {  # system [rw] -> prints the mount point
   case $1 in
-    encfs) "$encfs" mount store/c mnt-encfs --key k.key --daemon >/dev/null; echo mnt-encfs ;;
+    encfs|encfs-cold) "$encfs" mount store/c mnt-encfs --key k.key --daemon >/dev/null; echo mnt-encfs ;;
     encfs-rw) "$encfs" mount store/w mnt-encfs --key k.key --read-write --scratch-dir "$work/scratch" --daemon >/dev/null; echo mnt-encfs ;;
     encfs-20ms) ENCFS_DANGEROUS_INJECT_LATENCY_MS=20 "$encfs" mount store/c mnt-encfs --key k.key --daemon >/dev/null; echo mnt-encfs ;;
     # Ceilings: every segment already decrypted in encfs's cache, the kernel's page cache of the
@@ -122,12 +122,16 @@ for job in seqread seqread4 randread seqwrite; do
     done
   done
 done
+# The ceilings, each run beside a cold encfs run of its own (`encfs-cold`, the same mount as
+# `encfs`): cold ÷ warm is the median of those pairs' ratios, taken minutes apart from nothing
+# else (the peers' cells above leave rclone's and gocryptfs's daemons exiting, and a noisy machine
+# drifts between the cells and this loop).
 for run in $(seq "$runs"); do
-  for system in encfs-20ms encfs-warm tmpfs-plain; do
+  for system in encfs-20ms encfs-cold encfs-warm tmpfs-plain; do
     echo "== $system seqread run $run" >&2
     run_once "$system" seqread "$run"
   done
-  for system in encfs-warm tmpfs-plain; do
+  for system in encfs-cold encfs-warm tmpfs-plain; do
     echo "== $system seqread4 run $run" >&2
     run_once "$system" seqread4 "$run"
   done
@@ -204,16 +208,26 @@ warm, plain = med("encfs-warm", "seqread", "bw"), med("tmpfs-plain", "seqread", 
 goc = summary["seqread"]["gocryptfs"]
 warm4, plain4 = med("encfs-warm", "seqread4", "bw"), med("tmpfs-plain", "seqread4", "bw")
 goc4 = summary["seqread4"]["gocryptfs"]
+def paired(job):  # median over runs of encfs-cold ÷ encfs-warm, each pair run back to back
+    by_run = lambda system: {r["run"]: r["bw"] for r in rows if r["system"] == system and r["job"] == job and r.get("bw")}
+    cold, hot = by_run("encfs-cold"), by_run("encfs-warm")
+    ratios = [cold[r] / hot[r] for r in sorted(cold) if r in hot]
+    return statistics.median(ratios) if ratios else float("nan"), ratios
+cold1, cold1_runs = paired("seqread")
+cold4, cold4_runs = paired("seqread4")
+show = lambda xs: ", ".join(f"{x:.0%}" for x in xs)
 lines += ["", f"encfs seq read with 20 ms per store request: {lat/1e9:.2f} GB/s = {lat/base:.0%} of no latency (target ≥ 50%).",
           f"Ceilings of the 1-job seq read here: encfs with every segment already in its cache (no store read, no decryption; "
           f"the kernel page cache dropped) {warm/1e9:.2f} GB/s = {warm/goc:.2f}× gocryptfs; fio on the plaintext on tmpfs, "
           f"no FUSE, {plain/1e9:.2f} GB/s = {plain/goc:.2f}× gocryptfs. 2× gocryptfs is {2*goc/1e9:.2f} GB/s.",
           f"Ceilings of the 4-job seq read, the same way: encfs warm {warm4/1e9:.2f} GB/s = {warm4/goc4:.2f}× gocryptfs; "
-          f"fio on tmpfs {plain4/1e9:.2f} GB/s = {plain4/goc4:.2f}× gocryptfs. encfs cold reaches {summary['seqread4']['encfs']/warm4:.0%} "
-          f"of its warm ceiling with 4 jobs, {base/warm:.0%} with 1.",
-          f"Busy CPUs during those reads (of {os.cpu_count()}): encfs cold {busy('encfs', 'seqread'):.2f} (1 job) / "
-          f"{busy('encfs', 'seqread4'):.2f} (4 jobs), warm {busy('encfs-warm', 'seqread'):.2f} / {busy('encfs-warm', 'seqread4'):.2f}; "
-          f"CPU-seconds per GiB read: cold {cpu_per_gib('encfs', 'seqread'):.2f} / {cpu_per_gib('encfs', 'seqread4'):.2f}, "
+          f"fio on tmpfs {plain4/1e9:.2f} GB/s = {plain4/goc4:.2f}× gocryptfs.",
+          f"encfs cold ÷ warm (target ≥ 75%), median of pairs run back to back: {cold1:.0%} with 1 job ({show(cold1_runs)}), "
+          f"{cold4:.0%} with 4 jobs ({show(cold4_runs)}); the paired cold runs gave {med('encfs-cold', 'seqread', 'bw')/1e9:.2f} / "
+          f"{med('encfs-cold', 'seqread4', 'bw')/1e9:.2f} GB/s.",
+          f"Busy CPUs during those reads (of {os.cpu_count()}): encfs cold {busy('encfs-cold', 'seqread'):.2f} (1 job) / "
+          f"{busy('encfs-cold', 'seqread4'):.2f} (4 jobs), warm {busy('encfs-warm', 'seqread'):.2f} / {busy('encfs-warm', 'seqread4'):.2f}; "
+          f"CPU-seconds per GiB read: cold {cpu_per_gib('encfs-cold', 'seqread'):.2f} / {cpu_per_gib('encfs-cold', 'seqread4'):.2f}, "
           f"warm {cpu_per_gib('encfs-warm', 'seqread'):.2f} / {cpu_per_gib('encfs-warm', 'seqread4'):.2f}.",
           f"encfs peak RSS streaming a {rss_gib} GiB file with --cache-size 256MiB: {rss_mib:.0f} MiB (target ≤ 320 MiB); "
           f"the same while a second reader keeps one 4 KiB page of every MiB streamed in use: {hot_rss_mib:.0f} MiB (target ≤ 320 MiB).", "",
@@ -225,8 +239,9 @@ open(f"{out_dir}/mount.md", "w").write(text + "\n")
 json.dump({"size_mib": int(size_mib), "runs": int(runs), "medians": summary, "latency_20ms_seqread": lat,
            "ceiling_encfs_warm_seqread": warm, "ceiling_tmpfs_plain_seqread": plain,
            "ceiling_encfs_warm_seqread4": warm4, "ceiling_tmpfs_plain_seqread4": plain4,
+           "cold_over_warm_seqread": cold1, "cold_over_warm_seqread4": cold4,
            "peak_rss_mib": rss_mib, "peak_rss_hot_pages_mib": hot_rss_mib,
-           "busy_cores": {f"{s}/{j}": busy(s, j) for s in ("encfs", "encfs-warm") for j in ("seqread", "seqread4")}}, open(f"{out_dir}/mount.json", "w"), indent=1)
+           "busy_cores": {f"{s}/{j}": busy(s, j) for s in ("encfs", "encfs-cold", "encfs-warm") for j in ("seqread", "seqread4")}}, open(f"{out_dir}/mount.json", "w"), indent=1)
 try:
     import matplotlib
     matplotlib.use("Agg")

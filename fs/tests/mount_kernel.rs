@@ -1031,7 +1031,7 @@ fn an_abandoned_version_gives_back_the_committed_size_at_once() {
     assert_eq!(fs.getattr(attr.ino).unwrap().size, 5);
     assert_eq!(fs.take_stale_attributes(), vec![attr.ino]);
     let fh = fs.open(attr.ino, false, false).unwrap();
-    assert_eq!(fs.read(fh, 0, 1 << 20).unwrap(), b"small");
+    assert_eq!(fs.read(fh, 0, 1 << 20).unwrap(), &b"small"[..]);
     fs.release(fh).unwrap();
 }
 

@@ -109,7 +109,7 @@ impl Harness {
         let ino = self.ino(name).unwrap_or_else(|| panic!("{name} missing"));
         let fh = self.fs.open(ino, false, false).unwrap();
         let size = self.fs.getattr(ino).unwrap().size;
-        let data = self.fs.read(fh, 0, size as u32 + 100).unwrap();
+        let data = self.fs.read(fh, 0, size as u32 + 100).unwrap().to_vec();
         self.fs.release(fh).unwrap();
         data
     }
@@ -337,38 +337,48 @@ proptest! {
     }
 }
 
+/// An embedded store holding one file, `big`, written through a read-write mount; and how to
+/// mount it (read-write or not) with `cache_size`.
+fn store_with_big(
+    protection: &Protection,
+    data: &[u8],
+    cache_size: usize,
+) -> (tempfile::TempDir, impl Fn(bool) -> EncFs) {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn BlobStore> = Arc::new(LocalStore::new(dir.path().join("c")));
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(store.create_container()).unwrap();
+    let protection = protection.clone();
+    let mount = move |read_write: bool| {
+        let options = MountOptions {
+            read_write,
+            cache_size,
+            ..MountOptions::default()
+        };
+        EncFs::new(store.clone(), "", protection.clone(), options).unwrap()
+    };
+    let writer = mount(true);
+    let flags = CreateFlags {
+        exclusive: true,
+        truncate: false,
+    };
+    let (_, fh) = writer
+        .create(ROOT, "big", 0o644, Caller::default(), flags)
+        .unwrap();
+    writer.write(fh, 0, data).unwrap();
+    writer.release(fh).unwrap();
+    (dir, mount)
+}
+
 /// A read-only mount lets the kernel keep its page cache, so the segments a sequential reader
 /// has passed leave the mount's cache at once (their buffers serve the segments ahead, and a
 /// scan does not push other files out); random reads stay cached, and so does a read-write
 /// mount's stream (the kernel drops its page cache at every open there).
 #[test]
 fn a_sequential_stream_leaves_a_read_only_cache_and_random_reads_stay() {
-    let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn BlobStore> = Arc::new(LocalStore::new(dir.path().join("c")));
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(store.create_container()).unwrap();
     let protection = Protection::Cse(Arc::new(DataKey::generate().unwrap()));
     let data: Vec<u8> = (0..8u32 << 20).map(|i| (i % 251) as u8).collect();
-    let mount = |read_write: bool| {
-        let options = MountOptions {
-            read_write,
-            cache_size: 64 << 20,
-            ..MountOptions::default()
-        };
-        EncFs::new(store.clone(), "", protection.clone(), options).unwrap()
-    };
-    {
-        let writer = mount(true);
-        let flags = CreateFlags {
-            exclusive: true,
-            truncate: false,
-        };
-        let (_, fh) = writer
-            .create(ROOT, "big", 0o644, Caller::default(), flags)
-            .unwrap();
-        writer.write(fh, 0, &data).unwrap();
-        writer.release(fh).unwrap();
-    }
+    let (_dir, mount) = store_with_big(&protection, &data, 64 << 20);
     let stream = |fs: &EncFs| {
         let ino = fs.lookup(ROOT, "big").unwrap().ino;
         let fh = fs.open(ino, false, false).unwrap();
@@ -394,4 +404,68 @@ fn a_sequential_stream_leaves_a_read_only_cache_and_random_reads_stay() {
     let read_write = mount(true);
     stream(&read_write);
     assert!(read_write.cache().used() >= data.len() / 2);
+}
+
+/// A sequential reader of a read-only mount over the embedded store reads each request straight
+/// from the pinned blob into its reply (`BlobSource::read_packed`), past the cache: the bytes are
+/// the file's for aligned and unaligned reads, `cse` and `sse`, and the cache takes in only the
+/// segments that came with the header (and those of a read overlapping them). A segment that fails authentication fails the read holding
+/// it with `EIO` (through the cache, which names it), and the stream goes on after it.
+#[test]
+fn a_read_only_stream_reads_past_the_cache_and_still_refuses_a_tampered_segment() {
+    let segment = SegmentSize::DEFAULT.bytes();
+    let data: Vec<u8> = (0..(128 * segment + 100) as u32)
+        .map(|i| (i % 251) as u8)
+        .collect();
+    for protection in [
+        Protection::Cse(Arc::new(DataKey::generate().unwrap())),
+        Protection::Sse,
+    ] {
+        let cache_size = MountOptions::default().cache_size;
+        let (dir, mount) = store_with_big(&protection, &data, cache_size);
+        for step in [1u64 << 20, 300 << 10] {
+            let reader = mount(false);
+            let ino = reader.lookup(ROOT, "big").unwrap().ino;
+            let fh = reader.open(ino, false, false).unwrap();
+            let mut read = Vec::new();
+            for offset in (0..data.len() as u64).step_by(step as usize) {
+                read.extend(reader.read(fh, offset, step as u32).unwrap());
+            }
+            reader.release(fh).unwrap();
+            assert!(read == data, "a stream in steps of {step}");
+            // The 16 that came with the header, and those of the one read that overlaps them
+            // (a stream through the cache inserts all 129).
+            let inserted = reader.cache().stats().inserts;
+            assert!(inserted <= 20, "{inserted} segments went through the cache");
+        }
+        if matches!(protection, Protection::Sse) {
+            continue;
+        }
+        // Flip one ciphertext byte of segment 40 (plaintext 2.5 MiB, in the third 1 MiB read).
+        let blob = std::fs::read_dir(dir.path().join("c/blobs"))
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path();
+        let mut raw = std::fs::read(&blob).unwrap();
+        let blob_len = SegmentSize::DEFAULT.blob_len(data.len() as u64) as usize;
+        let data_start = raw.len() - blob_len;
+        let sealed = segment + encfs_crypto::format::SEGMENT_OVERHEAD;
+        raw[data_start + encfs_crypto::format::HEADER_LEN + 40 * sealed + 500] ^= 1;
+        std::fs::write(&blob, &raw).unwrap();
+        let reader = mount(false);
+        let ino = reader.lookup(ROOT, "big").unwrap().ino;
+        let fh = reader.open(ino, false, false).unwrap();
+        for offset in (0..data.len() as u64).step_by(1 << 20) {
+            let read = reader.read(fh, offset, 1 << 20);
+            let range = offset as usize..(offset as usize + (1 << 20)).min(data.len());
+            if offset == 2 << 20 {
+                assert!(read.is_err(), "the read holding the tampered segment");
+            } else {
+                assert!(read.unwrap()[..] == data[range], "the read at {offset}");
+            }
+        }
+        reader.release(fh).unwrap();
+    }
 }

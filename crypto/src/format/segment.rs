@@ -255,6 +255,7 @@ impl BlobCipher {
             sealed[..NONCE_LEN].try_into().expect("12 bytes"),
             tag,
             &mut out[..len],
+            0,
         )?;
         Ok(len)
     }
@@ -280,24 +281,64 @@ impl BlobCipher {
             (&*nonce).try_into().expect("12 bytes"),
             tag,
             body,
+            0,
         )?;
         Ok(NONCE_LEN..NONCE_LEN + len)
     }
 
+    /// Opens the whole sealed segments lying back to back in `run`, segment `first` first (the
+    /// blob's final segment, `final_index`, may end the run short), and packs their plaintexts
+    /// at the start of `run`: afterwards the plaintext of segment `first + k` is at
+    /// `k * segment_size`. Each segment is decrypted straight to its packed place, so no byte
+    /// moves twice. Returns the plaintext length. Any failure is [`Error::Corrupt`] naming the
+    /// first segment that does not open (the run then holds garbage).
+    pub fn open_run_packed(&self, first: u64, final_index: u64, run: &mut [u8]) -> Result<usize> {
+        let sealed = self.segment_size().sealed_bytes();
+        let (mut at, mut packed, mut index) = (0, 0, first);
+        while at < run.len() {
+            let this = (run.len() - at).min(sealed);
+            let Some(len) = this.checked_sub(SEGMENT_OVERHEAD) else {
+                return Err(Error::Corrupt {
+                    segment: Some(index),
+                });
+            };
+            let nonce = run[at..at + NONCE_LEN].try_into().expect("12 bytes");
+            let body = at + NONCE_LEN;
+            let tag: [u8; TAG_LEN] = run[body + len..at + this].try_into().expect("16 bytes");
+            // Segment k's plaintext lands at or before its body, so the bodies after it and its
+            // own tag (both copied out or further on) are untouched.
+            let in_out = &mut run[packed..body + len];
+            self.open_body(
+                index,
+                index == final_index,
+                nonce,
+                &tag,
+                in_out,
+                body - packed,
+            )?;
+            (at, packed, index) = (at + this, packed + len, index + 1);
+        }
+        Ok(packed)
+    }
+
+    /// Opens the body at `in_out[src..]` (nonce and tag taken out already) to `in_out[..]`.
     fn open_body(
         &self,
         index: u64,
         is_final: bool,
         nonce: [u8; NONCE_LEN],
         tag: &[u8],
-        body: &mut [u8],
+        in_out: &mut [u8],
+        src: usize,
     ) -> Result<()> {
         let corrupt = || Error::Corrupt {
             segment: Some(index),
         };
         let segment = self.segment_size().bytes();
-        if (is_final && body.len() >= segment)
-            || (!is_final && body.len() != segment)
+        let len = in_out.len().saturating_sub(src);
+        if src > in_out.len()
+            || (is_final && len >= segment)
+            || (!is_final && len != segment)
             || tag.len() != TAG_LEN
         {
             return Err(corrupt());
@@ -308,8 +349,8 @@ impl BlobCipher {
                 Nonce::assume_unique_for_key(nonce),
                 Aad::from(aad(index, is_final)),
                 tag,
-                body,
-                0..,
+                in_out,
+                src..,
             )
             .map_err(|_| corrupt())?;
         Ok(())
@@ -343,6 +384,72 @@ mod tests {
             Err(Error::Corrupt { segment: Some(4) })
         ));
         assert!(cipher.open_segment(3, true, &sealed, &mut out).is_err());
+    }
+
+    /// Segments `first..first + plains.len()` sealed back to back, the last one final when
+    /// `with_final`.
+    fn sealed_run(
+        cipher: &BlobCipher,
+        first: u64,
+        plains: &[Vec<u8>],
+        with_final: bool,
+    ) -> Vec<u8> {
+        let mut run = Vec::new();
+        for (k, plain) in plains.iter().enumerate() {
+            let is_final = with_final && k + 1 == plains.len();
+            let mut sealed = vec![0u8; plain.len() + SEGMENT_OVERHEAD];
+            cipher
+                .seal_segment(first + k as u64, is_final, plain, &mut sealed)
+                .unwrap();
+            run.extend_from_slice(&sealed);
+        }
+        run
+    }
+
+    #[test]
+    fn a_packed_run_opens_to_the_plaintexts_back_to_back() {
+        let (_, cipher) = cipher();
+        let full = |b: u8| vec![b; 4096];
+        for (first, plains, with_final) in [
+            (0, vec![full(1), full(2), full(3), vec![4; 100]], true),
+            (7, vec![full(5), full(6)], false),
+            (3, vec![full(7), Vec::new()], true),
+            (9, vec![vec![8; 1]], true),
+        ] {
+            let mut run = sealed_run(&cipher, first, &plains, with_final);
+            let last = first + plains.len() as u64 - 1;
+            let final_index = if with_final { last } else { last + 100 };
+            let len = cipher
+                .open_run_packed(first, final_index, &mut run)
+                .unwrap();
+            assert_eq!(run[..len], plains.concat()[..], "run from {first}");
+        }
+    }
+
+    #[test]
+    fn a_packed_run_names_the_segment_that_does_not_open() {
+        let (_, cipher) = cipher();
+        let plains = vec![vec![1; 4096], vec![2; 4096], vec![3; 4096]];
+        let run = sealed_run(&cipher, 4, &plains, false);
+        let sealed = 4096 + SEGMENT_OVERHEAD;
+        // A flipped body byte, nonce byte or tag byte of the second segment.
+        for at in [sealed + 100, sealed + 3, 2 * sealed - 1] {
+            let mut bad = run.clone();
+            bad[at] ^= 1;
+            assert!(matches!(
+                cipher.open_run_packed(4, 99, &mut bad),
+                Err(Error::Corrupt { segment: Some(5) })
+            ));
+        }
+        // Wrong indices, a final flag where there is none, a cut run, swapped segments.
+        assert!(cipher.open_run_packed(5, 99, &mut run.clone()).is_err());
+        assert!(cipher.open_run_packed(4, 6, &mut run.clone()).is_err());
+        assert!(matches!(
+            cipher.open_run_packed(4, 99, &mut run[..run.len() - 10].to_vec()),
+            Err(Error::Corrupt { segment: Some(6) })
+        ));
+        let mut swapped = [&run[sealed..2 * sealed], &run[..sealed]].concat();
+        assert!(cipher.open_run_packed(4, 99, &mut swapped).is_err());
     }
 
     #[test]

@@ -175,6 +175,15 @@ impl BlockCache {
         Lookup::Miss
     }
 
+    /// Whether a segment is held (in memory or on disk), being fetched or known bad.
+    pub(crate) fn holds(&self, key: SegmentKey) -> bool {
+        let inner = self.inner.lock().expect("poisoned");
+        inner.lru.contains(&key)
+            || inner.pending.contains_key(&key)
+            || inner.bad.contains(&key)
+            || self.disk_contains(key)
+    }
+
     /// Registers the segments of `indices` that nobody has or fetches as pending, and returns
     /// them: the caller must fetch those and then call [`Self::complete`].
     pub(crate) fn claim(&self, file: u64, indices: impl Iterator<Item = u64>) -> Vec<u64> {

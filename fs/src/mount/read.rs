@@ -2,7 +2,9 @@
 //! through the block cache (segments nobody holds are fetched at once, one request per
 //! contiguous run; a local store is read on the calling thread), sequential-read detection with
 //! an adaptive prefetch window bounded by the memory budget, and the neighbouring segments a
-//! small read hands to the kernel's page cache.
+//! small read hands to the kernel's page cache. A read-only mount's sequential reader of a local
+//! store is not prefetched for: its requests are read and opened straight into their replies
+//! ([`BlobSource::read_packed`]), the kernel's readahead keeping several in flight.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -21,7 +23,7 @@ use crate::store::{BlobStore, StoreError};
 
 /// Prefetch window bounds.
 const MIN_WINDOW: u64 = 1 << 20;
-pub(super) const MAX_WINDOW: u64 = 32 << 20;
+pub(super) const MAX_WINDOW: u64 = 64 << 20;
 
 /// Plaintext bytes per prefetch request.
 const PREFETCH_CHUNK: u64 = 2 << 20;
@@ -155,26 +157,49 @@ impl EncFs {
     }
 
     /// Reads up to `size` bytes at `offset`.
-    pub fn read(&self, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>, FsError> {
+    pub fn read(&self, fh: u64, offset: u64, size: u32) -> Result<Bytes, FsError> {
         let handle = self.handle(fh)?;
         if let Some(dirty) = self.dirty_of(handle.ino)? {
             return dirty
                 .lock()
                 .expect("poisoned")
-                .read(&self.writes, self, offset, size as usize);
+                .read(&self.writes, self, offset, size as usize)
+                .map(Bytes::from);
         }
         let source = self.source(handle.ino)?;
         let end = (offset + size as u64).min(source.plain_len);
         if offset >= end {
-            return Ok(Vec::new());
+            return Ok(Bytes::new());
         }
-        let streaming = self.read_ahead(&handle, &source, offset, end);
-        let data = self.read_range(&source, offset, end)?;
+        // A sequential reader of a read-only mount over a local store reads on this thread, and
+        // what the cache does not hold goes straight into the reply (`read_packed`): the
+        // kernel's own readahead keeps several such reads in flight, so a prefetch would only
+        // add hand-offs and copies. Those bytes are not cached: the kernel keeps them
+        // (FOPEN_KEEP_CACHE).
+        let local = !self.options.read_write && source.is_pinned();
+        let streaming = self.read_ahead(&handle, &source, offset, end, !local);
+        let unit = source.unit as u64;
+        // A read of less than a segment goes through the cache, which keeps the rest of the
+        // segment for the reads after it; so does a read whose last segment the cache holds (a
+        // file read before: the rest is likely there too). Its first segment may be held: the
+        // part of it an unaligned read before this one left.
+        let last = SegmentKey {
+            file: source.file,
+            index: (end - 1) / unit,
+        };
+        let direct = streaming && local && end - offset >= unit && !self.cache.holds(last);
+        let packed = match direct {
+            true => source.read_packed(&self.pool, offset, end),
+            false => None,
+        };
+        let data = match packed {
+            Some(data) => data,
+            None => Bytes::from(self.read_range(&source, offset, end)?),
+        };
         // A read-only mount lets the kernel keep its page cache (FOPEN_KEEP_CACHE): segments a
         // sequential reader has passed are served from there from now on, so they leave this
         // cache at once and their buffers are reused for the segments ahead.
         if streaming && !self.options.read_write {
-            let unit = source.unit as u64;
             let first = offset / unit;
             let passed = if end == source.plain_len {
                 source.segment_count()
@@ -311,9 +336,16 @@ impl EncFs {
         )))
     }
 
-    /// Sequential-read detection and the adaptive prefetch window; true when the read continues
-    /// a sequential stream.
-    fn read_ahead(&self, handle: &OpenFile, source: &SharedSource, offset: u64, end: u64) -> bool {
+    /// Sequential-read detection and (with `prefetch`) the adaptive prefetch window; true when
+    /// the read continues a sequential stream.
+    fn read_ahead(
+        &self,
+        handle: &OpenFile,
+        source: &SharedSource,
+        offset: u64,
+        end: u64,
+        prefetch: bool,
+    ) -> bool {
         let mut ra = handle.readahead.lock().expect("poisoned");
         let sequential = (ra.next == 0 && offset == 0)
             || (offset + SEQUENTIAL_SLACK >= ra.next && offset <= ra.next + SEQUENTIAL_SLACK);
@@ -334,6 +366,9 @@ impl EncFs {
             ra.window = (ra.window / 2).max(MIN_WINDOW);
         }
         ra.next = ra.next.max(end);
+        if !prefetch {
+            return true;
+        }
         let target = (end + ra.window).min(source.plain_len);
         let from = ra.issued.max(end);
         if target <= from || inflight >= self.inflight_limit {

@@ -329,6 +329,51 @@ impl BlobSource {
         )
     }
 
+    /// Whether this version is held open for reads on the calling thread.
+    pub fn is_pinned(&self) -> bool {
+        self.pinned.lock().expect("poisoned").is_some()
+    }
+
+    /// Plaintext `offset..end` of a pinned version, read on the calling thread straight into one
+    /// pooled buffer and (for `cse`) opened there, the plaintexts packed back to back
+    /// ([`encfs_crypto::format::BlobCipher::open_run_packed`]): one read, one decryption pass and
+    /// no copy, for a sequential reader whose bytes the kernel keeps in its page cache. `None`
+    /// when the version is not pinned or the read or a segment fails: the caller reads through
+    /// the cache instead, which reports the failure with the segment's range.
+    pub fn read_packed(&self, pool: &Arc<BufferPool>, offset: u64, end: u64) -> Option<Bytes> {
+        let pinned = self.pinned.lock().expect("poisoned").clone()?;
+        let unit = self.unit as u64;
+        let first = offset / unit;
+        // The blob's bytes to read, and where in their plaintext `offset` lies.
+        let (range, skip) = match &self.kind {
+            Kind::Cse(_) => (
+                self.fetch_range(first, (end - 1) / unit - first + 1),
+                (offset - first * unit) as usize,
+            ),
+            Kind::Plain(_) => (offset..end, 0),
+        };
+        let expected = (range.end - range.start) as usize;
+        let mut buffer = pool.take(expected);
+        pinned.read_into(range, &mut buffer).ok()?;
+        if buffer.len() != expected {
+            return None;
+        }
+        if let Kind::Cse(opener) = &self.kind {
+            let final_index = opener.segment_count() - 1;
+            let packed = opener
+                .cipher()
+                .open_run_packed(first, final_index, &mut buffer)
+                .ok()?;
+            if packed < skip + (end - offset) as usize {
+                return None;
+            }
+        }
+        Some(
+            pool.freeze(buffer)
+                .slice(skip..skip + (end - offset) as usize),
+        )
+    }
+
     /// Opens (for `cse`) each buffer, one whole segment each from `first`, in place, and hands
     /// back its plaintext as a slice of it: every segment keeps only its own buffer alive, so the
     /// cache's count of the bytes it holds is the memory it really holds (a segment sliced from a
