@@ -188,13 +188,9 @@ impl EncFs {
             index: (end - 1) / unit,
         };
         let direct = streaming && local && end - offset >= unit && !self.cache.holds(last);
-        let packed = match direct {
-            true => source.read_packed(&self.pool, offset, end),
-            false => None,
-        };
-        let data = match packed {
-            Some(data) => data,
-            None => Bytes::from(self.read_range(&source, offset, end)?),
+        let data = match direct.then(|| source.read_packed(&self.pool, offset, end)) {
+            Some(Some(data)) => data,
+            _ => Bytes::from(self.read_range(&source, offset, end)?),
         };
         // A read-only mount lets the kernel keep its page cache (FOPEN_KEEP_CACHE): segments a
         // sequential reader has passed are served from there from now on, so they leave this
