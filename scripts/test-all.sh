@@ -6,7 +6,8 @@
 # (benchmark peers and driver), Python's `cryptography` for the independent
 # EBF reader in crypto/tests/vectors/verify_ebf.py, and the Azurite emulator from the npm registry
 # (into target/azurite), which it starts on 127.0.0.1 for the Azure Blob tests and stops at exit;
-# and two Python venvs from PyPI: CCF's tools (target/ccf-venv) and the Azure SDK (target/kv-venv).
+# and three Python venvs from PyPI: CCF's tools (target/ccf-venv), the Azure SDK (target/kv-venv)
+# and OpenTelemetry's protobuf definitions (target/otel-venv).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -52,6 +53,10 @@ export ENCFS_AZURITE_URL=http://127.0.0.1:$port/devstoreaccount1
 # (target/ccf-venv) because they need cryptography < 47.
 ENCFS_CCF_PYTHON=$(scripts/ccf-venv.sh)
 export ENCFS_CCF_PYTHON
+# clean room: OpenTelemetry's protobuf definitions (PyPI opentelemetry-proto) read the clean
+# room's OTLP/JSON telemetry in cleanroom/tests/otel_python.rs, in a venv (target/otel-venv).
+ENCFS_OTLP_PYTHON=$(scripts/otel-venv.sh)
+export ENCFS_OTLP_PYTHON
 # key vault: the Azure SDK for Python (azure-keyvault-keys, -secrets, azure-identity) as the real
 # client of keyvault/tests/azure_sdk.rs, in its own venv (target/kv-venv).
 ENCFS_KEYVAULT_PYTHON=$(scripts/keyvault-venv.sh)

@@ -5,6 +5,7 @@
 
 pub mod deployment;
 pub mod launcher;
+pub mod otel;
 pub mod policy;
 pub mod sandbox;
 pub mod sandbox_runner;

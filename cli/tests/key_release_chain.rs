@@ -75,7 +75,7 @@ impl Services {
 impl Drop for Services {
     fn drop(&mut self) {
         for stop in self.stops.iter().rev() {
-            let _ = Command::new(env!("CARGO_BIN_EXE_encfs"))
+            let _ = Command::new(encfs_bin())
                 .args(stop)
                 .current_dir(&self.sandbox)
                 .stdout(Stdio::null())
@@ -93,28 +93,29 @@ fn hex_sha256(text: &str) -> String {
         .collect()
 }
 
-/// Starts a mount of `pub-in` with the DEK from the secrets sidecar at `sidecar`; returns the
-/// child once the status file exists, or its stderr if it exited first.
-fn mount(sb: &Sandbox, point: &str, sidecar: &str) -> Result<Child, String> {
+/// Starts a mount of `pub-in` with the DEK from the secrets sidecar at `sidecar` (with `None`,
+/// from the publisher's own key file); returns the child once the status file exists, or its
+/// stderr if it exited first.
+fn mount(sb: &Sandbox, point: &str, sidecar: Option<&str>) -> Result<Child, String> {
     fs::create_dir_all(sb.path(point)).unwrap();
     let status = sb.path(&format!("{point}.status.json"));
-    let mut child = encfs(
-        sb,
-        &[
-            "mount",
-            point,
-            "--datastore",
-            "pub-in",
-            "--key-release",
-            sidecar,
-            "--status-file",
-            status.to_str().unwrap(),
-        ],
-    )
-    .stdout(Stdio::null())
-    .stderr(Stdio::piped())
-    .spawn()
-    .unwrap();
+    let _ = fs::remove_file(&status);
+    let mut args = vec![
+        "mount",
+        point,
+        "--datastore",
+        "pub-in",
+        "--status-file",
+        status.to_str().unwrap(),
+    ];
+    if let Some(sidecar) = sidecar {
+        args.extend(["--key-release", sidecar]);
+    }
+    let mut child = encfs(sb, &args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     let start = Instant::now();
     while !status.exists() {
         if child.try_wait().unwrap().is_some() {
@@ -128,7 +129,7 @@ fn mount(sb: &Sandbox, point: &str, sidecar: &str) -> Result<Child, String> {
             return Err(stderr);
         }
         assert!(start.elapsed() < Duration::from_secs(60), "mount not ready");
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(Duration::from_millis(2));
     }
     Ok(child)
 }
@@ -194,14 +195,25 @@ fn clean_room_sidecars(
     format!("http://{secrets_listen}")
 }
 
-#[test]
-fn a_clean_room_with_the_agreed_policy_gets_the_dek_and_mounts_the_datasource() {
+/// The reference flow up to a clean room ready to mount: the consortium and its accepted
+/// policy, the authority, the vault and two identities, the publisher's datasource and
+/// `wrap-deks`, and the clean room's identity, skr and secrets sidecars declaring the agreed
+/// policy. Fields drop in order: the services stop before the governance service.
+struct Chain {
+    services: Services,
+    _governance: RunningService,
+    /// The clean room's secrets sidecar.
+    secrets: String,
+    /// The content of the datasource's `sub/big.bin`.
+    big: Vec<u8>,
+}
+
+fn agreed_chain(sb: &Sandbox) -> Chain {
     assert!(
         Path::new("/dev/fuse").exists(),
         "/dev/fuse is missing: run scripts/test-all.sh as root (it installs fuse3)"
     );
-    let sb = Sandbox::new();
-    let _governance = consortium(&sb);
+    let governance = consortium(sb);
     let mut services = Services {
         stops: Vec::new(),
         sandbox: sb.dir.path().to_owned(),
@@ -211,7 +223,7 @@ fn a_clean_room_with_the_agreed_policy_gets_the_dek_and_mounts_the_datasource() 
     fs::write(sb.path("agreed.rego"), AGREED_POLICY).unwrap();
     let hostdata = hex_sha256(AGREED_POLICY);
     accepted_contract_with_policy(
-        &sb,
+        sb,
         "collab",
         "applications: []\n",
         &json!({"type": "add", "policyType": "snp-caci",
@@ -224,7 +236,7 @@ fn a_clean_room_with_the_agreed_policy_gets_the_dek_and_mounts_the_datasource() 
     // publisher and one for the clean room.
     let authority_listen = format!("127.0.0.1:{AUTHORITY_PORT}");
     services.start(
-        &sb,
+        sb,
         &[
             "attestation",
             "serve",
@@ -237,7 +249,7 @@ fn a_clean_room_with_the_agreed_policy_gets_the_dek_and_mounts_the_datasource() 
     );
     let vault_listen = format!("127.0.0.1:{VAULT_PORT}");
     services.start(
-        &sb,
+        sb,
         &[
             "keyvault",
             "serve",
@@ -255,7 +267,7 @@ fn a_clean_room_with_the_agreed_policy_gets_the_dek_and_mounts_the_datasource() 
         ("cleanroom", "cleanroom-cred.json"),
     ] {
         ok(
-            &sb,
+            sb,
             &[
                 "keyvault", "identity", "create", "--data", "vault", "--name", name, "--out", out,
             ],
@@ -269,11 +281,11 @@ fn a_clean_room_with_the_agreed_policy_gets_the_dek_and_mounts_the_datasource() 
     fs::write(sb.path("data/sub/big.bin"), &big).unwrap();
     let store = sb.path("store").display().to_string();
     ok(
-        &sb,
+        sb,
         &["datastore", "add", "--name", "pub-in", "--store", &store],
     );
     ok(
-        &sb,
+        sb,
         &[
             "upload",
             "data",
@@ -285,7 +297,7 @@ fn a_clean_room_with_the_agreed_policy_gets_the_dek_and_mounts_the_datasource() 
     let vault_url = format!("https://{vault_listen}");
     let authority_url = format!("https://{authority_listen}");
     ok(
-        &sb,
+        sb,
         &[
             "secretstore",
             "add",
@@ -303,9 +315,9 @@ fn a_clean_room_with_the_agreed_policy_gets_the_dek_and_mounts_the_datasource() 
             "vault/ca.pem",
         ],
     );
-    ok(&sb, &["config", "init", "--cleanroom-config", "spec.yaml"]);
+    ok(sb, &["config", "init", "--cleanroom-config", "spec.yaml"]);
     ok(
-        &sb,
+        sb,
         &[
             "config",
             "add-datasource",
@@ -322,7 +334,7 @@ fn a_clean_room_with_the_agreed_policy_gets_the_dek_and_mounts_the_datasource() 
         ],
     );
     let wrapped: Value = serde_json::from_str(&ok(
-        &sb,
+        sb,
         &[
             "config",
             "wrap-deks",
@@ -342,7 +354,7 @@ fn a_clean_room_with_the_agreed_policy_gets_the_dek_and_mounts_the_datasource() 
     // The clean room: identity, skr (declaring the agreed policy) and secrets sidecars.
     let identity_listen = format!("127.0.0.1:{IDENTITY_PORT}");
     services.start(
-        &sb,
+        sb,
         &[
             "sidecar",
             "identity",
@@ -355,26 +367,37 @@ fn a_clean_room_with_the_agreed_policy_gets_the_dek_and_mounts_the_datasource() 
         ],
         &["sidecar", "stop", "--run-dir", "run-identity"],
     );
-    let secrets = clean_room_sidecars(&mut services, &sb, "agreed.rego", SKR_PORT, SECRETS_PORT);
+    let secrets = clean_room_sidecars(&mut services, sb, "agreed.rego", SKR_PORT, SECRETS_PORT);
+    Chain {
+        services,
+        _governance: governance,
+        secrets,
+        big,
+    }
+}
 
-    let mut child = mount(&sb, "mnt", &secrets).expect("the agreed clean room mounts");
+#[test]
+fn a_clean_room_with_the_agreed_policy_gets_the_dek_and_mounts_the_datasource() {
+    let sb = Sandbox::new();
+    let mut chain = agreed_chain(&sb);
+    let mut child = mount(&sb, "mnt", Some(&chain.secrets)).expect("the agreed clean room mounts");
     let read_small = fs::read(sb.path("mnt/a.csv"));
     let read_big = fs::read(sb.path("mnt/sub/big.bin"));
     ok(&sb, &["unmount", "mnt"]);
     assert!(child.wait().unwrap().success());
     assert_eq!(read_small.unwrap(), b"id,value\n1,alpha\n");
-    assert!(read_big.unwrap() == big, "the mounted file differs");
+    assert!(read_big.unwrap() == chain.big, "the mounted file differs");
 
     // A clean room that declares an edited policy has another hostdata: nothing is released.
     fs::write(sb.path("edited.rego"), format!("{AGREED_POLICY}# edited\n")).unwrap();
     let other = clean_room_sidecars(
-        &mut services,
+        &mut chain.services,
         &sb,
         "edited.rego",
         OTHER_SKR_PORT,
         OTHER_SECRETS_PORT,
     );
-    let error = mount(&sb, "mnt2", &other).expect_err("an edited policy must not mount");
+    let error = mount(&sb, "mnt2", Some(&other)).expect_err("an edited policy must not mount");
     assert!(
         error.contains(&other) && error.contains("pub-in"),
         "the error names the sidecar and the datastore: {error}"
@@ -386,8 +409,83 @@ fn a_clean_room_with_the_agreed_policy_gets_the_dek_and_mounts_the_datasource() 
             "key material in the error: {error}"
         );
     }
-    drop(services);
+    drop(chain);
     logs_hold_no_key_material(&sb);
+}
+
+/// Mounts `pub-in` once (DEK from `sidecar`, or from the key file with `None`), checks a file,
+/// unmounts; returns the time from the `encfs mount` spawn to its ready status file.
+fn timed_mount(sb: &Sandbox, sidecar: Option<&str>) -> Duration {
+    let start = Instant::now();
+    let mut child = mount(sb, "bench-mnt", sidecar).expect("the bench mount starts");
+    let ready = start.elapsed();
+    let read = fs::read(sb.path("bench-mnt/a.csv"));
+    ok(sb, &["unmount", "bench-mnt"]);
+    assert!(child.wait().unwrap().success());
+    assert_eq!(read.unwrap(), b"id,value\n1,alpha\n");
+    ready
+}
+
+/// Benchmark (`benches/key_release_latency.sh`): "sidecars ready" (skr's runtime key
+/// generated, both sidecars listening) to "DEK in the mount", measured as the whole `encfs
+/// mount --key-release` start, spawn to ready status file. Paired with a mount of the same
+/// datastore from its key file, so the difference is what key release adds to a mount.
+/// `ENCFS_BENCH_MOUNTS` pairs (default 10); `ENCFS_BENCH_BIN` names the binary to measure.
+#[test]
+#[ignore = "benchmark: benches/key_release_latency.sh"]
+fn dek_in_the_mount_latency() {
+    let pairs: usize = std::env::var("ENCFS_BENCH_MOUNTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10);
+    let sb = Sandbox::new();
+    let chain = agreed_chain(&sb);
+    // One of each first, unmeasured: page cache and the sidecars' first connections.
+    timed_mount(&sb, Some(&chain.secrets));
+    timed_mount(&sb, None);
+    let (mut released, mut keyed, mut added) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..pairs {
+        // Alternate which goes first, so drift does not favour either.
+        let (r, k) = if i % 2 == 0 {
+            let r = timed_mount(&sb, Some(&chain.secrets));
+            (r, timed_mount(&sb, None))
+        } else {
+            let k = timed_mount(&sb, None);
+            (timed_mount(&sb, Some(&chain.secrets)), k)
+        };
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        released.push(ms(r));
+        keyed.push(ms(k));
+        added.push(ms(r) - ms(k));
+    }
+    let stats = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        let pick = |q: f64| v[((v.len() as f64 - 1.0) * q).round() as usize];
+        (pick(0.5), pick(0.9), v[0], v[v.len() - 1])
+    };
+    let row = |what: &str, (median, p90, min, max): (f64, f64, f64, f64)| {
+        format!("| {what} | {median:.1} ms | {p90:.1} ms | {min:.1} ms | {max:.1} ms |\n")
+    };
+    let binary = encfs_bin();
+    let report = format!(
+        "# DEK in the mount\n\n\
+         `encfs mount --datastore pub-in --key-release <secrets sidecar>`, spawn to ready status \
+         file (process start, the DEK through secrets + skr + the virtual authority + the key \
+         vault, the store opened and checked, the FUSE mount up), next to the same mount with the \
+         DEK from its key file; {pairs} pairs, alternating order. Binary: `{}`.\n\n\
+         | mount | median | p90 | min | max |\n|---|---|---|---|---|\n{}{}{}\n\
+         Target: sidecars ready → DEK in the mount ≤ 200 ms median (the first row bounds it from \
+         above).\n",
+        binary.display(),
+        row("with key release", stats(&mut released)),
+        row("with the key file", stats(&mut keyed)),
+        row("added by key release (paired)", stats(&mut added)),
+    );
+    println!("{report}");
+    let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("../bench-out");
+    fs::create_dir_all(&out).unwrap();
+    fs::write(out.join("key_release_mount.md"), report).unwrap();
+    drop(chain);
 }
 
 /// Every service's log (the authority, the vault, the identity, skr and secrets sidecars of

@@ -180,6 +180,39 @@ run_end=$(date +%s%N)
 first=$(python3 -c 'import json,sys; print(next(json.loads(l)["log"].split()[-1] for l in open(sys.argv[1]) if "started at" in l))' cleanroom/telemetry/application/demo-app.log)
 echo "(clean room ran in $(( (run_end - run_start) / 1000000 )) ms; the application's first instruction came $(( (first - run_start) / 1000000 )) ms after 'cleanroom run' started)"
 echo "startup_ms=$(( (first - run_start) / 1000000 ))" > "$work/startup.txt"
+# The clean room's infrastructure telemetry is OpenTelemetry (OTLP/JSON): one trace whose root is
+# the run, with the policy check, each container's start, the mounts and the application's run;
+# the containers' logs as log records; gauges.
+step ls cleanroom/telemetry/infrastructure
+python3 - cleanroom/telemetry/infrastructure <<'PY' || fail "the clean room's OpenTelemetry is incomplete"
+import json, os, sys
+d = sys.argv[1]
+def records(name, outer, inner, items):
+    for line in open(os.path.join(d, name)):
+        for r in json.loads(line)[outer]:
+            service = next(a["value"]["stringValue"] for a in r["resource"]["attributes"] if a["key"] == "service.name")
+            for s in r[inner]:
+                for item in s[items]:
+                    yield service, item
+spans = list(records("traces.otlp.jsonl", "resourceSpans", "scopeSpans", "spans"))
+names = {s["name"] for _, s in spans}
+need = {"cleanroom.run", "cleanroom.policy_check", "cleanroom.container_start", "mount.start", "mount.serve", "application.run"}
+assert need <= names, f"missing spans: {need - names}"
+assert len({s["traceId"] for _, s in spans}) == 1, "more than one trace"
+root = next(s for _, s in spans if s["name"] == "cleanroom.run")
+assert "parentSpanId" not in root and all(s.get("parentSpanId") == root["spanId"] for _, s in spans if s is not root)
+logs = list(records("logs.otlp.jsonl", "resourceLogs", "scopeLogs", "logRecords"))
+services = {service for service, _ in logs}
+metrics = {m["name"] for _, m in records("metrics.otlp.jsonl", "resourceMetrics", "scopeMetrics", "metrics")}
+assert {"encfs.cleanroom.startup_duration", "encfs.mount.ready_duration", "encfs.application.exit_code"} <= metrics, metrics
+print(f"{len(spans)} spans in one trace ({', '.join(sorted(names))}); {len(logs)} log records from {len(services)} containers; gauges {', '.join(sorted(metrics))}")
+PY
+# Where the test command made it (scripts/otel-venv.sh), OpenTelemetry's own protobuf types read them too.
+if [[ -x $repo/target/otel-venv/bin/python ]]; then
+  "$repo/target/otel-venv/bin/python" "$repo/cleanroom/tests/otlp_check.py" cleanroom/telemetry/infrastructure/*.otlp.jsonl >/dev/null \
+    || fail "opentelemetry-proto does not read the clean room's telemetry"
+  echo "(opentelemetry-proto parses every line as an OTLP export request)"
+fi
 
 say "8. The consumer downloads the output; the publisher reads the application log"
 as consumer

@@ -315,7 +315,7 @@ fn key_matches_cert(key: &P384Key, cert_der: &[u8]) -> Result<bool, IdentityErro
     Ok(cert.public_key().subject_public_key.data.as_ref() == key.public_point())
 }
 
-fn write_new_file(path: &Path, contents: &[u8], mode: u32) -> Result<(), IdentityError> {
+pub(crate) fn write_new_file(path: &Path, contents: &[u8], mode: u32) -> Result<(), IdentityError> {
     let mut file = OpenOptions::new()
         .write(true)
         .create_new(true)

@@ -1058,10 +1058,12 @@ impl Drop for Ledger {
 }
 
 /// The hook the `ledger_read` fuzz target calls: scan arbitrary bytes as a ledger file (with a
-/// fixed service certificate); must never panic.
+/// fixed service certificate), and read them as a stored write set; must never panic.
 #[doc(hidden)]
 pub fn fuzz_scan(bytes: &[u8]) {
     let _ = scan(Path::new("fuzz"), bytes, b"", true);
+    // The same bytes as one transaction's stored write set (plain or sealed).
+    crate::ledger_secret::fuzz_open(bytes);
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ pub mod gov_api;
 pub mod identity;
 pub mod kv;
 pub mod ledger;
+pub mod ledger_secret;
 pub mod merkle;
 pub mod receipt;
 pub mod server;

@@ -4,6 +4,7 @@
 //! key: it unwraps to the member's value) and reads a runtime option; then each refusal with the
 //! reference's code (§1i): the wrong hostdata, report_data for another key, a report signed by
 //! another authority, a flipped byte, the `snp-cvm` platform, and a service with no verifier.
+//! The secret is in the ledger file only encrypted, and a restart replays it to its value.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -365,6 +366,19 @@ async fn attested_routes_accept_the_right_report_and_refuse_the_others() {
     .await;
     assert_eq!(code(&answer), (400, "AttestationMissing"));
 
+    // The secret is in the ledger only encrypted (the private map, sealed by the ledger
+    // secret): neither its value nor its base64 is in the file.
+    let ledger = std::fs::read(dir.path().join("service/ledger/ledger.bin")).unwrap();
+    for clear in [
+        b"the secret value".to_vec(),
+        BASE64.encode("the secret value").into_bytes(),
+    ] {
+        assert!(
+            !ledger.windows(clear.len()).any(|w| w == clear),
+            "a secret in the clear in the ledger"
+        );
+    }
+
     server.shutdown().await;
     drop(service);
 
@@ -375,9 +389,29 @@ async fn attested_routes_accept_the_right_report_and_refuse_the_others() {
         &http,
         Method::POST,
         format!("{endpoint}/app/contracts/collab/secrets/{secret_id}"),
-        &secret_body(&key, good),
+        &secret_body(&key, good.clone()),
     )
     .await;
     assert_eq!(code(&answer), (400, "VerifySnpAttestationFailed"));
+    server.shutdown().await;
+    drop(service);
+
+    // Restarted with the verifier, the replayed (decrypted) secret is served as it was set.
+    let verifier = SnpAttestationVerifier::from_pems([authority.ca_pem()]).unwrap();
+    let (service, server, endpoint) =
+        start(&dir.path().join("service"), &member_id, Some(verifier)).await;
+    let http = clean_room_client(&service);
+    let secret = call(
+        &http,
+        Method::POST,
+        format!("{endpoint}/app/contracts/collab/secrets/{secret_id}"),
+        &secret_body(&key, good),
+    )
+    .await;
+    assert_eq!(secret.0, 200, "{}", secret.1);
+    let wrapped = BASE64.decode(secret.1["value"].as_str().unwrap()).unwrap();
+    let plain =
+        encfs_crypto::rsa_aes_wrap::unwrap(&key.private, OaepHash::Sha256, &wrapped).unwrap();
+    assert_eq!(plain.as_slice(), b"the secret value");
     server.shutdown().await;
 }

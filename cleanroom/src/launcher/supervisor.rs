@@ -2,7 +2,8 @@
 //! mounts, the reference's events, the runner), its status, the exports, and — beyond the
 //! reference — a supervisor per run that polls the execution consent every
 //! [`LauncherConfig::consent_poll`] and stops the app on a revocation, notices the exit, emits
-//! the exit event and exports the logs once when logging is enabled.
+//! the exit event and exports the logs once when logging is enabled. Each run and each export
+//! is an OpenTelemetry span (with the run's gauges) in the clean room's trace ([`crate::otel`]).
 //!
 //! Only a definite answer other than `enabled` stops a running app; a consent check that fails
 //! (the sidecar or governance unreachable) is logged and retried at the next poll, so a
@@ -11,6 +12,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::SystemTime;
 
 use tokio::net::TcpListener;
 use tokio::sync::{Mutex, watch};
@@ -22,6 +24,7 @@ use super::{
     APPLICATION_TELEMETRY, AppRunner, AppState, Application, INFRASTRUCTURE_TELEMETRY,
     LauncherConfig, LauncherError, RunnerError,
 };
+use crate::otel::{Attributes, Span, Telemetry, TraceContext};
 
 /// How a run ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -146,6 +149,8 @@ struct Inner {
     governance: GovernanceSidecarClient,
     apps: BTreeMap<String, AppSlot>,
     launches: AtomicU64,
+    /// Spans and metrics of the runs and exports (OTLP/JSON under `<telemetry>/infrastructure`).
+    telemetry: Telemetry,
 }
 
 /// The code launcher: its applications, the runner and the governance sidecar client. Cheap to
@@ -226,6 +231,11 @@ impl Launcher {
             std::fs::create_dir_all(&path)
                 .map_err(|source| LauncherError::Directory { path, source })?;
         }
+        let telemetry = Telemetry::new(
+            &config.telemetry_dir.join("infrastructure"),
+            "code-launcher",
+            TraceContext::from_env(),
+        );
         Ok(Self {
             inner: Arc::new(Inner {
                 config,
@@ -233,6 +243,7 @@ impl Launcher {
                 governance,
                 apps,
                 launches: AtomicU64::new(0),
+                telemetry,
             }),
         })
     }
@@ -297,6 +308,7 @@ impl Launcher {
         self.event(&format!("Starting execution of {app} container"))
             .await;
         let spec = slot.spec.clone();
+        let started = SystemTime::now();
         if let Err(e) = blocking(&self.inner.runner, move |r| r.start(&spec, &mounts)).await {
             self.event(&format!("Failed to start {app}: {e}")).await;
             return Err(StartError::Runner(e));
@@ -307,9 +319,9 @@ impl Launcher {
         }
         let supervisor = self.clone();
         let name = app.to_owned();
-        *launch = Some(tokio::spawn(
-            async move { supervisor.supervise(&name).await },
-        ));
+        *launch = Some(tokio::spawn(async move {
+            supervisor.supervise(&name, started).await;
+        }));
         Ok(())
     }
 
@@ -332,6 +344,26 @@ impl Launcher {
 
     /// Exports the logs or the telemetry after its consent check.
     pub async fn export(&self, export: Export) -> Result<u64, ExportError> {
+        let started = SystemTime::now();
+        let copied = self.export_unrecorded(export).await;
+        let mut attributes: Attributes = vec![("encfs.export", export.directory().into())];
+        if let Ok(bytes) = &copied {
+            attributes.push((
+                "encfs.export.bytes",
+                i64::try_from(*bytes).unwrap_or(i64::MAX).into(),
+            ));
+        }
+        self.inner.telemetry.span(&Span {
+            name: "telemetry.export",
+            start: started,
+            end: SystemTime::now(),
+            error: copied.as_ref().err().map(ToString::to_string),
+            attributes,
+        });
+        copied
+    }
+
+    async fn export_unrecorded(&self, export: Export) -> Result<u64, ExportError> {
         let option = export.option();
         match self.inner.governance.consent(option).await {
             Ok(status) if status == "enabled" => {}
@@ -429,8 +461,9 @@ impl Launcher {
         served.map_err(LauncherError::Serve)
     }
 
-    /// One run's supervisor: consent watch, exit, exit event, log export.
-    async fn supervise(&self, app: &str) {
+    /// One run's supervisor: consent watch, exit, exit event, the run's span and metrics, log
+    /// export.
+    async fn supervise(&self, app: &str, started: SystemTime) {
         let Some(slot) = self.inner.apps.get(app) else {
             return;
         };
@@ -444,6 +477,7 @@ impl Launcher {
                         "{app} container status: exited, exit code: {exit_code}"
                     ))
                     .await;
+                    self.record_run(app, started, exit_code, stopped_for_consent);
                     let logs_exported = self.export_after_exit(app).await;
                     slot.outcome.send_replace(Some(AppOutcome {
                         exit_code,
@@ -483,6 +517,39 @@ impl Launcher {
                 Err(e) => eprintln!("encfs code launcher: {e} (the app runs on; retrying)"),
             }
         }
+    }
+
+    /// The span of one application run (start to exit) and its gauges.
+    fn record_run(&self, app: &str, started: SystemTime, exit_code: i32, stopped: bool) {
+        let attributes = || -> Attributes {
+            vec![
+                ("encfs.application", app.to_owned().into()),
+                ("encfs.exit_code", i64::from(exit_code).into()),
+                ("encfs.stopped_for_consent", stopped.into()),
+            ]
+        };
+        let ended = SystemTime::now();
+        let telemetry = &self.inner.telemetry;
+        telemetry.span(&Span {
+            name: "application.run",
+            start: started,
+            end: ended,
+            error: (exit_code != 0).then(|| format!("{app} exited with code {exit_code}")),
+            attributes: attributes(),
+        });
+        let seconds = ended
+            .duration_since(started)
+            .unwrap_or_default()
+            .as_secs_f64();
+        telemetry.gauges(&[
+            ("encfs.application.duration", "s", seconds, attributes()),
+            (
+                "encfs.application.exit_code",
+                "1",
+                f64::from(exit_code),
+                attributes(),
+            ),
+        ]);
     }
 
     /// The automatic export after an exit: only with logging enabled; never an error.

@@ -3,10 +3,11 @@
 //! clean room's output (`datasink | logs | telemetry download`).
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result, bail};
 use encfs_cleanroom::launcher::governance::{GovernanceSidecarClient, MOUNT_LAUNCHER_SOURCE};
+use encfs_cleanroom::otel::{self, Span, Telemetry};
 use encfs_cleanroom::spec::Spec;
 use serde_json::json;
 
@@ -269,6 +270,19 @@ async fn mount_and_serve(args: &MountLauncherArgs, ready: &Path) -> Result<()> {
         command.args(["--manifest-from-store", "--manifest-digest", digest]);
     }
     let governance = governance_client(args)?;
+    let telemetry = Telemetry::from_env(&format!("{access}-encfs-mount"));
+    let attributes = || -> otel::Attributes {
+        let mut list = vec![
+            ("encfs.access_name", access.clone().into()),
+            ("encfs.encryption_mode", mode.into()),
+            ("encfs.read_write", args.read_write.into()),
+        ];
+        if let Some(digest) = &args.manifest_digest {
+            list.push(("encfs.manifest_digest", digest.clone().into()));
+        }
+        list
+    };
+    let spawned = SystemTime::now();
     let child = command
         .spawn()
         .with_context(|| format!("cannot start the mount of access point '{access}'"))?;
@@ -289,6 +303,15 @@ async fn mount_and_serve(args: &MountLauncherArgs, ready: &Path) -> Result<()> {
                     ))
                     .await;
             }
+            if let Some(telemetry) = &telemetry {
+                telemetry.span(&Span {
+                    name: "mount.start",
+                    start: spawned,
+                    end: SystemTime::now(),
+                    error: Some(encfs_store::redact::redact(&reason)),
+                    attributes: attributes(),
+                });
+            }
             return Err(anyhow::Error::new(MountExit(status.code().unwrap_or(1)))
                 .context(format!("access point '{access}' did not mount: {reason}")));
         }
@@ -296,6 +319,23 @@ async fn mount_and_serve(args: &MountLauncherArgs, ready: &Path) -> Result<()> {
             bail!("access point '{access}' was not mounted within {MOUNT_READY_TIMEOUT:?}");
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mounted = SystemTime::now();
+    if let Some(telemetry) = &telemetry {
+        // The DEK through key release, the store checked, the FUSE mount up.
+        telemetry.span(&Span {
+            name: "mount.start",
+            start: spawned,
+            end: mounted,
+            error: None,
+            attributes: attributes(),
+        });
+        telemetry.gauges(&[(
+            "encfs.mount.ready_duration",
+            "ms",
+            started.elapsed().as_secs_f64() * 1000.0,
+            attributes(),
+        )]);
     }
     super::mount::write_json(ready, &json!({"mount_path": args.mount_path}))?;
     eprintln!(
@@ -351,6 +391,8 @@ async fn mount_and_serve(args: &MountLauncherArgs, ready: &Path) -> Result<()> {
                 .await;
         }
     }
+    // The mount's last status (its counters), read while it still runs.
+    let last_status = super::mount::read_json(&status_file);
     if let Ok(pid) = i32::try_from(child.id()) {
         let _ = nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(pid),
@@ -358,6 +400,32 @@ async fn mount_and_serve(args: &MountLauncherArgs, ready: &Path) -> Result<()> {
         );
     }
     let status = tokio::task::block_in_place(|| child.wait())?;
+    if let Some(telemetry) = &telemetry {
+        let mut list = attributes();
+        let findings = last_status.map(|s| s["manifest"].clone());
+        let mut gauges = Vec::new();
+        if let Some(found) = findings.filter(|f| f.is_object()) {
+            for (key, name) in [
+                ("refused", "encfs.mount.manifest.refused"),
+                ("missing", "encfs.mount.manifest.missing"),
+            ] {
+                let count = found[key].as_f64().unwrap_or(0.0);
+                gauges.push((name, "{blob}", count, attributes()));
+            }
+        }
+        list.push((
+            "encfs.exit_code",
+            i64::from(status.code().unwrap_or(-1)).into(),
+        ));
+        telemetry.span(&Span {
+            name: "mount.serve",
+            start: mounted,
+            end: SystemTime::now(),
+            error: (!status.success()).then(|| format!("the mount ended with {status}")),
+            attributes: list,
+        });
+        telemetry.gauges(&gauges);
+    }
     if !status.success() {
         bail!("the mount of access point '{access}' ended with {status} at unmount");
     }

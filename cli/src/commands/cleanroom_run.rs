@@ -12,10 +12,11 @@ use std::fs::File;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result, bail};
 use encfs_cleanroom::deployment::{ContainerDefinition, DeploymentPlan};
+use encfs_cleanroom::otel::{self, LogRecord, Severity, Span, Telemetry};
 use encfs_cleanroom::policy::{self, SecurityPolicy};
 use serde_json::{Value, json};
 
@@ -285,6 +286,8 @@ fn listen_port(container: &ContainerDefinition) -> Option<u16> {
 struct Running {
     name: String,
     child: Child,
+    /// The thread that forwards the container's output to its log and to OTLP logs.
+    output: std::thread::JoinHandle<()>,
 }
 
 /// Every container started so far, stopped in reverse order on drop (SIGTERM, then SIGKILL
@@ -297,6 +300,15 @@ impl Group {
     fn stop_all(&mut self) {
         while let Some(mut container) = self.running.pop() {
             terminate(&mut container.child, Duration::from_secs(30));
+            // Its last lines: the pipe closes once the container (and any process it left
+            // holding its output) is gone; a straggler is not waited for long.
+            let start = Instant::now();
+            while !container.output.is_finished() && start.elapsed() < Duration::from_secs(2) {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            if container.output.is_finished() {
+                let _ = container.output.join();
+            }
         }
     }
 }
@@ -375,12 +387,41 @@ fn access_name_of(command: &[String]) -> Option<&str> {
         .map(String::as_str)
 }
 
+/// Copies a container's output, line by line, into its plain log file and, as OTLP log
+/// records of that container (secrets in URLs redacted), into the clean room's telemetry: the
+/// local stand-in for the reference's otel-collector reading the containers' logs.
+fn forward_output(output: std::io::PipeReader, mut log: File, telemetry: Telemetry) {
+    use std::io::{BufRead, Write};
+    let mut output = std::io::BufReader::new(output);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        match output.read_until(b'\n', &mut line) {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        let _ = log.write_all(&line);
+        let text = String::from_utf8_lossy(&line);
+        let text = text.trim_end();
+        if text.is_empty() {
+            continue;
+        }
+        let body = encfs_store::redact::redact(text);
+        telemetry.logs(&[LogRecord {
+            time: SystemTime::now(),
+            severity: Severity::of_line(&body),
+            body,
+        }]);
+    }
+}
+
 fn start_container(
     container: &ContainerDefinition,
     args: &RunArgs,
     data: &Path,
     ports: &BTreeMap<u16, u16>,
-) -> Result<Child> {
+    telemetry: &Telemetry,
+) -> Result<(Child, std::thread::JoinHandle<()>)> {
     let launcher = SocketAddr::new(args.launcher_listen.ip(), ports[&8200]);
     let Some((program, rest)) = container.command.split_first() else {
         bail!("container '{}' has no command", container.name);
@@ -400,26 +441,42 @@ fn start_container(
         .append(true)
         .open(&log_path)
         .with_context(|| format!("cannot open {}", log_path.display()))?;
+    let (output, writer) =
+        std::io::pipe().context("cannot create a pipe for a container's output")?;
     let mut command = std::process::Command::new(exe);
     command
         .args(rest.iter().map(|a| localise(a, ports, data)))
         .args(platform_args(container, data, launcher, ports))
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("TELEMETRY_MOUNT_PATH", data.join("telemetry"))
+        .env(otel::TELEMETRY_ENV, data.join("telemetry"))
+        .env(otel::TRACEPARENT_ENV, telemetry.context().traceparent())
         .env("VOLUMESTATUS_MOUNT_PATH", data.join("volumestatus"))
         .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log);
+        .stdout(writer.try_clone()?)
+        .stderr(writer);
     for (key, value) in &container.env {
         command.env(key, localise(value, ports, data));
     }
     // Its own process group: a Ctrl-C at the terminal reaches `run`, which stops the group in
     // order, not every container at once.
     std::os::unix::process::CommandExt::process_group(&mut command, 0);
-    command
+    let child = command
         .spawn()
-        .with_context(|| format!("cannot start container '{}'", container.name))
+        .with_context(|| format!("cannot start container '{}'", container.name))?;
+    // The command holds the pipe's writing ends: without it, the pipe closes when the
+    // container's processes are gone.
+    drop(command);
+    let own = Telemetry::new(
+        &data.join("telemetry/infrastructure"),
+        &container.name,
+        telemetry.context(),
+    );
+    let forward = std::thread::Builder::new()
+        .name(format!("log-{}", container.name))
+        .spawn(move || forward_output(output, log, own))
+        .context("cannot start a log thread")?;
+    Ok((child, forward))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -431,6 +488,7 @@ fn run_cleanroom(args: &RunArgs) -> Result<()> {
     let template: Value = serde_json::from_str(&text)
         .with_context(|| format!("the template {} is not JSON", args.template.display()))?;
     let started = Instant::now();
+    let wall_start = SystemTime::now();
     let plan = accepted_plan(args, &template)?;
     say(
         args.verbose,
@@ -442,6 +500,7 @@ fn run_cleanroom(args: &RunArgs) -> Result<()> {
         ),
     );
     enforce(&plan)?;
+    let checked = SystemTime::now();
     say(
         args.verbose,
         format!(
@@ -475,6 +534,29 @@ fn run_cleanroom(args: &RunArgs) -> Result<()> {
         std::fs::create_dir_all(&path)
             .with_context(|| format!("cannot create {}", path.display()))?;
     }
+    // One trace for the whole clean room: this run is its root span, every container's spans
+    // are its children (TRACEPARENT).
+    let (context, root) = otel::TraceContext::new_root();
+    let telemetry = Telemetry::new(
+        &data.join("telemetry/infrastructure"),
+        "cleanroom-platform",
+        context,
+    );
+    let contract = || ("encfs.contract_id", args.contract_id.clone().into());
+    telemetry.span(&Span {
+        name: "cleanroom.policy_check",
+        start: wall_start,
+        end: checked,
+        error: None,
+        attributes: vec![
+            contract(),
+            ("encfs.hostdata", policy::hostdata(&plan.rego).into()),
+            (
+                "encfs.containers",
+                ((plan.containers.len() + plan.init_containers.len()) as i64).into(),
+            ),
+        ],
+    });
     let _ = std::fs::remove_file(data.join(RESULT_FILE));
     for app in plan.applications() {
         let _ = std::fs::remove_file(data.join("volumestatus").join(format!(
@@ -500,7 +582,7 @@ fn run_cleanroom(args: &RunArgs) -> Result<()> {
     let mut group = Group {
         running: Vec::new(),
     };
-    let outcome = start_and_wait(args, &plan, &data, &ports, &mut group, started);
+    let outcome = start_and_wait(args, &plan, &data, &ports, &mut group, started, &telemetry);
     say(args.verbose, "stopping the clean room");
     group.stop_all();
     let code = match &outcome {
@@ -511,6 +593,16 @@ fn run_cleanroom(args: &RunArgs) -> Result<()> {
     if let Err(error) = &outcome {
         result["error"] = json!(encfs_store::redact::redact(&format!("{error:#}")));
     }
+    telemetry.span_with_id(
+        &Span {
+            name: "cleanroom.run",
+            start: wall_start,
+            end: SystemTime::now(),
+            error: result["error"].as_str().map(str::to_owned),
+            attributes: vec![contract(), ("encfs.exit_code", i64::from(code).into())],
+        },
+        Some(root),
+    );
     write_json(&data.join(RESULT_FILE), &result)?;
     let _ = std::fs::remove_file(&state_path);
     let code = outcome?;
@@ -530,6 +622,7 @@ fn start_and_wait(
     ports: &BTreeMap<u16, u16>,
     group: &mut Group,
     started: Instant,
+    telemetry: &Telemetry,
 ) -> Result<i32> {
     let status_dir = data.join("volumestatus");
     let definitions: Vec<&ContainerDefinition> =
@@ -569,7 +662,8 @@ fn start_and_wait(
     }
     let stop = stop_flag()?;
     for container in ordered {
-        let mut child = start_container(container, args, data, ports)?;
+        let spawned = SystemTime::now();
+        let (mut child, output) = start_container(container, args, data, ports, telemetry)?;
         let kind = container.command.get(2).map(String::as_str).unwrap_or("");
         let ready = match kind {
             "mount-launcher" => {
@@ -588,6 +682,20 @@ fn start_and_wait(
         group.running.push(Running {
             name: container.name.clone(),
             child,
+            output,
+        });
+        telemetry.span(&Span {
+            name: "cleanroom.container_start",
+            start: spawned,
+            end: SystemTime::now(),
+            error: ready
+                .as_ref()
+                .err()
+                .map(|e| encfs_store::redact::redact(&format!("{e:#}"))),
+            attributes: vec![
+                ("encfs.container", container.name.clone().into()),
+                ("encfs.container_kind", kind.to_owned().into()),
+            ],
         });
         ready?;
         say(
@@ -611,6 +719,12 @@ fn start_and_wait(
             "ready_after_ms": started.elapsed().as_millis() as u64,
         }),
     )?;
+    telemetry.gauges(&[(
+        "encfs.cleanroom.startup_duration",
+        "ms",
+        started.elapsed().as_secs_f64() * 1000.0,
+        vec![("encfs.contract_id", args.contract_id.clone().into())],
+    )]);
     wait_applications(args, plan, group, &stop, &status_dir)
 }
 

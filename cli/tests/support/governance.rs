@@ -12,6 +12,15 @@ pub struct Sandbox {
     pub dir: tempfile::TempDir,
 }
 
+/// The `encfs` binary the tests drive: this build's, or the one `ENCFS_BENCH_BIN` names (the
+/// benchmarks point it at the shared release build, so that a debug-built harness measures the
+/// optimised binary).
+pub fn encfs_bin() -> PathBuf {
+    std::env::var_os("ENCFS_BENCH_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_encfs")))
+}
+
 impl Sandbox {
     pub fn new() -> Self {
         Self {
@@ -24,7 +33,7 @@ impl Sandbox {
     }
 
     pub fn command(&self, args: &[&str]) -> Command {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_encfs"));
+        let mut command = Command::new(encfs_bin());
         command
             .arg("governance")
             .args(args)
@@ -35,7 +44,7 @@ impl Sandbox {
 
     /// `encfs ARGS` (no `governance` prefix), in the sandbox, with its governance profiles.
     pub fn encfs(&self, args: &[&str]) -> Command {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_encfs"));
+        let mut command = Command::new(encfs_bin());
         command
             .args(args)
             .current_dir(self.dir.path())

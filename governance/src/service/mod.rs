@@ -19,8 +19,9 @@ use crate::attestation::CleanRoomAttestation;
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::gov_api;
 use crate::identity::{self, IdentityError, ServiceIdentity};
-use crate::kv::{Store, Tx, Version, WriteSet};
+use crate::kv::{Store, Tx, Version};
 use crate::ledger::{Ledger, LedgerConfig, LedgerError, ReceiptMaterial};
+use crate::ledger_secret::{LedgerSecret, LedgerSecretError};
 use crate::server::{RunningServer, ServerError, ServerIdentity, ServerLimits};
 
 /// Why the service could not start.
@@ -54,6 +55,9 @@ pub enum ServiceError {
     /// The TLS identity could not be used.
     #[error("TLS identity: {0}")]
     Tls(String),
+    /// The ledger secret (which encrypts the private maps) could not be loaded or created.
+    #[error(transparent)]
+    LedgerSecret(#[from] LedgerSecretError),
 }
 
 /// How to start a service.
@@ -82,6 +86,8 @@ pub struct Service {
     /// Verifies clean rooms' attestations and wraps their secrets; `None` refuses every
     /// attested route (fail closed).
     attestation: Option<Arc<dyn CleanRoomAttestation>>,
+    /// Seals the private maps of every write set the ledger stores.
+    secret: LedgerSecret,
 }
 
 impl std::fmt::Debug for Service {
@@ -135,6 +141,7 @@ impl Service {
             fresh.write_to_dir(dir).map_err(identity_error)?;
             fresh
         };
+        let secret = LedgerSecret::load_or_create(dir)?;
         let (ledger, replayed) = Ledger::open(
             &dir.join("ledger"),
             config.ledger.clone(),
@@ -148,7 +155,8 @@ impl Service {
                 version: version.to_string(),
                 message,
             };
-            let write_set = WriteSet::from_bytes(&transaction.write_set)
+            let write_set = secret
+                .open(&transaction.write_set)
                 .map_err(|e| replay_error(e.to_string()))?;
             store
                 .apply(version, &write_set)
@@ -160,6 +168,7 @@ impl Service {
             inner: Mutex::new(Inner { store, ledger }),
             data_dir: dir.clone(),
             attestation,
+            secret,
         });
         let empty = service.lock().ledger.last_seqno() == 0;
         if empty && !config.initial_members.is_empty() {
@@ -252,7 +261,7 @@ impl Service {
         }
         let ticket = inner
             .ledger
-            .append(write_set.to_bytes(), None)
+            .append(self.secret.seal(&write_set).map_err(internal)?, None)
             .map_err(internal)?;
         let version = Version::new(ticket.view(), ticket.seqno());
         inner.store.apply(version, &write_set).map_err(internal)?;
