@@ -271,6 +271,11 @@ pub struct AccessPoint {
     /// has none, so a reference spec parses without it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub manifest: Option<ManifestPin>,
+    /// The datastore's blob names are encrypted (`encfs datastore add --encrypt-names`; an encfs
+    /// field, absent from reference specs): the clean room's mount maps each plaintext name to
+    /// its stored form. CSE datasources only.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub encrypt_names: bool,
 }
 
 /// `manifest` of a datasource: the exact signed manifest the contract pins. The clean room's
@@ -678,6 +683,7 @@ mod tests {
             },
             subdirectory: None,
             manifest: None,
+            encrypt_names: false,
         }
     }
 

@@ -159,6 +159,10 @@ pub struct MountLauncherArgs {
     /// clean room's attestation binds (a datasink).
     #[arg(long, requires = "read_write")]
     pub seal_manifest: bool,
+    /// The datastore's blob names are encrypted (the spec's `encryptNames`; cse only): the
+    /// mount maps each name to its stored form under the name key of the released DEK.
+    #[arg(long)]
+    pub encrypt_names: bool,
 }
 
 /// `encfs cleanroom code-launcher` (the reference's code_launcher arguments).

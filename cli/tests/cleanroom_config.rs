@@ -1231,3 +1231,55 @@ fn add_datasource_pins_the_signed_manifest_by_digest() {
         "{stdout}"
     );
 }
+
+#[test]
+fn an_encrypted_names_datastore_is_a_datasource_with_encrypt_names_and_never_a_datasink() {
+    let owner = Party::new();
+    owner.add_vaults();
+    let store = owner.path("stores/secret-names");
+    owner.ok(&[
+        "datastore",
+        "add",
+        "--name",
+        "secret-names",
+        "--store",
+        store.to_str().unwrap(),
+        "--encrypt-names",
+    ]);
+    owner.datastore("plain", "cse");
+    owner.ok(&["config", "init", "--cleanroom-config", "spec.yaml"]);
+    let add = |verb: &'static str, datastore: &'static str| -> Vec<&'static str> {
+        vec![
+            "config",
+            verb,
+            "--cleanroom-config",
+            "spec.yaml",
+            "--datastore-name",
+            datastore,
+            "--dek-secret-store",
+            "dekkv",
+            "--kek-secret-store",
+            "kekkv",
+        ]
+    };
+    owner.ok(&add("add-datasource", "secret-names"));
+    owner.ok(&add("add-datasource", "plain"));
+    let spec = owner.yaml("spec.yaml");
+    assert_eq!(
+        find(&spec["datasources"], "secret-names")["encryptNames"],
+        Value::Bool(true)
+    );
+    assert!(
+        find(&spec["datasources"], "plain")
+            .get("encryptNames")
+            .is_none(),
+        "a plain datastore's entry has no encryptNames: {spec:?}"
+    );
+    let error = owner.fails(&add("add-datasink", "secret-names"));
+    assert!(
+        error.contains("secret-names") && error.contains("encrypted names"),
+        "{error}"
+    );
+    assert_eq!(owner.yaml("spec.yaml"), spec, "nothing written");
+    owner.ok(&["config", "validate", "--cleanroom-config", "spec.yaml"]);
+}

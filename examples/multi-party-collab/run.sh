@@ -106,8 +106,11 @@ with open("dataset/mydata/sales.csv", "w") as f:
 with open("dataset/mydata/regions.csv", "w") as f:
     f.write("region,name\neu,Europe\nus,United States\napac,Asia Pacific\n")
 PY
-step "$encfs" datastore add --name publisher-input --store "$work/storage/publisher-input"
+# Its blob names are encrypted too: the storage account shows neither file names nor the tree.
+step "$encfs" datastore add --name publisher-input --store "$work/storage/publisher-input" --encrypt-names
 step "$encfs" upload dataset --datastore publisher-input --create-container
+step ls "$work/storage/publisher-input/blobs"
+! ls "$work/storage/publisher-input/blobs" | grep -q -e sales -e regions -e mydata || fail "a plaintext name in the store"
 # The publisher seals the dataset with its member identity: the manifest (every blob's name,
 # EBF header, size, segment-tag digest) is stored beside the data; the spec pins its digest.
 step "$encfs" dataset seal --datastore publisher-input --governance-client publisher --output-file manifest.cose
@@ -252,9 +255,15 @@ say "9. Negative paths"
 # pinned manifest names each blob's version, so the clean room's mount refuses both (EIO at
 # open) and the application fails, naming the file.
 blobs=$work/storage/publisher-input/blobs
-swap_blobs() { # the embedded store keeps one file per blob, its name percent-encoded
-  mv "$blobs/mydata%2Fsales%2Ecsv" "$blobs/swap" && mv "$blobs/mydata%2Fregions%2Ecsv" "$blobs/mydata%2Fsales%2Ecsv" \
-    && mv "$blobs/swap" "$blobs/mydata%2Fregions%2Ecsv"
+# The embedded store keeps one file per blob, its name percent-encoded; the names are encrypted,
+# so the attacker sees two blobs in one directory (a '/', %2F, in their names), the names marker
+# and the manifest at the root.
+mapfile -t data_blobs < <(cd "$blobs" && ls | grep '%2F')
+manifest_blob=$(cd "$blobs" && ls | grep -v '%2F' | grep -vx '%2Eencfs-names')
+((${#data_blobs[@]} == 2)) && [[ -n $manifest_blob && $manifest_blob != *$'\n'* ]] || fail "unexpected store layout: $(ls "$blobs")"
+swap_blobs() {
+  mv "$blobs/${data_blobs[0]}" "$blobs/swap" && mv "$blobs/${data_blobs[1]}" "$blobs/${data_blobs[0]}" \
+    && mv "$blobs/swap" "$blobs/${data_blobs[1]}"
 }
 swap_blobs
 as isv
@@ -268,14 +277,14 @@ gov contract event list --contract-id collab --governance-client isv --all | gre
 swap_blobs
 # Another manifest put beside the data (here the publisher's own, sealed again): not the digest
 # the contract pins, so the mount refuses it and the access point fails with a clear error.
-cp "$blobs/%2Eencfs-manifest" pinned-manifest
+cp "$blobs/$manifest_blob" pinned-manifest
 (as publisher; "$encfs" dataset seal --datastore publisher-input --governance-client publisher >/dev/null)
 if "$encfs" cleanroom run "${run_args[@]}" --template deployment/cleanroom-arm-template.json --data cleanroom-resealed 2>err.txt; then
   fail "the clean room mounted another manifest than the pinned one"
 fi
 cat cleanroom-resealed/volumestatus/publisher-input.volume.error; echo
 grep -q "$digest" cleanroom-resealed/volumestatus/publisher-input.volume.error || fail "the volume error does not name the pinned digest"
-cp pinned-manifest "$blobs/%2Eencfs-manifest"
+cp pinned-manifest "$blobs/$manifest_blob"
 # A modified template is refused before anything mounts.
 python3 - <<'PY'
 import json

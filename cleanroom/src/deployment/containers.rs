@@ -364,6 +364,10 @@ fn mount_launcher(
     if let Some(sub) = access.subdirectory.as_deref().filter(|s| !s.is_empty()) {
         command.extend(["--sub-directory".to_owned(), sub.to_owned()]);
     }
+    // On the command line, so the policy pins it too.
+    if access.encrypt_names {
+        command.push("--encrypt-names".to_owned());
+    }
     // The pinned manifest's digest is on the command line, so the policy (and its hostdata, which
     // the KEK's release policy names) changes with it: a clean room for another dataset version
     // is another clean room.

@@ -306,6 +306,25 @@ fn mount_launchers_follow_the_access_points() {
     assert_eq!(env_of(sink, "KID"), Some(""));
 }
 
+#[test]
+fn encrypted_names_are_on_the_mount_launchers_command_and_in_the_policy() {
+    let plain = generated();
+    let mut spec = seed_spec();
+    spec.datasources[0].encrypt_names = true;
+    let d = generate(&spec, &options(SecurityPolicyOption::Generate)).unwrap();
+    let args = command(container(&d, "publisher-input-encfs-mount"));
+    assert_eq!(args.last(), Some(&"--encrypt-names"), "{args:?}");
+    assert!(
+        !command(container(&plain, "publisher-input-encfs-mount")).contains(&"--encrypt-names")
+    );
+    assert_ne!(d.hostdata(), plain.hostdata(), "the policy pins the flag");
+    // The spec field round-trips and stays out of a spec that does not set it.
+    let text = serde_yaml::to_string(&spec.datasources[0]).unwrap();
+    assert!(text.contains("encryptNames: true"), "{text}");
+    let plain_text = serde_yaml::to_string(&seed_spec().datasources[0]).unwrap();
+    assert!(!plain_text.contains("encryptNames"), "{plain_text}");
+}
+
 fn pinned(digest_byte: &str) -> Deployment {
     let mut spec = seed_spec();
     spec.datasources[0].manifest = Some(crate::spec::ManifestPin {

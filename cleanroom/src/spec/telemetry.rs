@@ -133,6 +133,7 @@ mod tests {
             },
             subdirectory: None,
             manifest: None,
+            encrypt_names: false,
         }
     }
 

@@ -65,6 +65,9 @@ pub enum Code {
     /// A datasource's `manifest` has a digest that is not `sha256:<64 lowercase hex>` or no blob
     /// name, or a datasink has one (the clean room seals a datasink's manifest itself).
     InvalidManifest,
+    /// `encryptNames` on a datasink, or on an access point that is not CSE (the name key is
+    /// derived from the DEK).
+    InvalidEncryptNames,
     /// A `governance.telemetry` sink is not (or not the same as) a datasink of the spec.
     TelemetrySinkNotFound,
     /// An access point's datastore has another protection mode in the datastore config.
@@ -384,6 +387,25 @@ fn check_protection(
             return;
         }
     };
+    if access_point.encrypt_names {
+        if direction == Direction::Sink {
+            report.error(
+                Code::InvalidEncryptNames,
+                format!(
+                    "{entry}: encryptNames on a datasink is not supported (the clean room seals \
+                     a datasink's manifest by its stored names)"
+                ),
+            );
+        } else if mode != "CSE" {
+            report.error(
+                Code::InvalidEncryptNames,
+                format!(
+                    "{entry}: encryptNames needs CSE protection (the name key is derived from \
+                     the DEK), not {mode}"
+                ),
+            );
+        }
+    }
     let secrets = access_point.protection.encryption_secrets.as_ref();
     match (mode.as_str(), secrets) {
         ("SSE", Some(_)) => report.error(
@@ -753,6 +775,26 @@ applications:
             codes(&validate(&spec, None).errors),
             [Code::MountPathOverlap]
         );
+    }
+
+    #[test]
+    fn encrypted_names_only_on_a_cse_datasource() {
+        let mut spec = spec();
+        spec.datasources[0].protection.configuration =
+            Some(super::super::protection_configuration("CSE"));
+        spec.datasources[0].encrypt_names = true;
+        assert!(validate(&spec, None).is_valid());
+        spec.datasources[0].protection.configuration =
+            Some(super::super::protection_configuration("CPK"));
+        let report = validate(&spec, None);
+        assert_eq!(codes(&report.errors), [Code::InvalidEncryptNames]);
+        assert!(report.errors[0].message.contains("not CPK"), "{report:?}");
+
+        let mut spec = self::spec();
+        spec.datasinks[0].encrypt_names = true;
+        let report = validate(&spec, None);
+        assert_eq!(codes(&report.errors), [Code::InvalidEncryptNames]);
+        assert!(report.errors[0].message.contains("datasink"), "{report:?}");
     }
 
     #[test]

@@ -266,6 +266,9 @@ async fn mount_and_serve(args: &MountLauncherArgs, ready: &Path) -> Result<()> {
     if let Some(sub) = &args.sub_directory {
         command.args(["--subdirectory", sub]);
     }
+    if args.encrypt_names {
+        command.arg("--encrypt-names");
+    }
     if let Some(digest) = &args.manifest_digest {
         command.args(["--manifest-from-store", "--manifest-digest", digest]);
     }

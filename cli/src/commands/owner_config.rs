@@ -143,6 +143,14 @@ pub(super) fn add_access_point(args: &AddAccessPointArgs, direction: Direction) 
         .next()
         .unwrap_or_default()
         .to_owned();
+    if entry.encrypt_names && direction == Direction::Sink {
+        bail!(
+            "datastore '{}' has encrypted names: a datasink with encrypted names is not supported \
+             (the clean room seals a datasink's manifest by its stored names); use a datastore \
+             without --encrypt-names for the output",
+            entry.name
+        );
+    }
     let manifest = match &args.manifest {
         Some(path) if direction == Direction::Sink => bail!(
             "--manifest {}: a datasink pins no manifest (the clean room seals the datasink's \
@@ -259,6 +267,7 @@ pub(super) fn add_access_point(args: &AddAccessPointArgs, direction: Direction) 
         },
         subdirectory: args.subdirectory.clone(),
         manifest,
+        encrypt_names: entry.encrypt_names,
     };
     spec::add_access_point(&args.cleanroom_config, direction, &access_point)?;
     println!(
