@@ -178,6 +178,21 @@ fn secret_body(key: &CleanRoomKey, attestation: Value) -> Value {
     json!({"attestation": attestation, "encrypt": {"publicKey": key.public_b64()}})
 }
 
+/// A clean room's secret read: 200, the value wrapped for `key`, unwrapped here.
+async fn read_secret(
+    http: &reqwest::Client,
+    url: String,
+    key: &CleanRoomKey,
+    attestation: Value,
+) -> Vec<u8> {
+    let secret = call(http, Method::POST, url, &secret_body(key, attestation)).await;
+    assert_eq!(secret.0, 200, "{}", secret.1);
+    let wrapped = BASE64.decode(secret.1["value"].as_str().unwrap()).unwrap();
+    encfs_crypto::rsa_aes_wrap::unwrap(&key.private, OaepHash::Sha256, &wrapped)
+        .unwrap()
+        .to_vec()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attested_routes_accept_the_right_report_and_refuse_the_others() {
     let dir = tempfile::tempdir().unwrap();
@@ -219,18 +234,10 @@ async fn attested_routes_accept_the_right_report_and_refuse_the_others() {
     assert_eq!(put.0, 204, "{}", put.1);
     let events = member.events("collab", None, None, true).await.unwrap();
     assert!(events.to_string().contains("hello"), "{events}");
-    let secret = call(
-        &http,
-        Method::POST,
-        secret_url.clone(),
-        &secret_body(&key, good.clone()),
-    )
-    .await;
-    assert_eq!(secret.0, 200, "{}", secret.1);
-    let wrapped = BASE64.decode(secret.1["value"].as_str().unwrap()).unwrap();
-    let plain =
-        encfs_crypto::rsa_aes_wrap::unwrap(&key.private, OaepHash::Sha256, &wrapped).unwrap();
-    assert_eq!(plain.as_slice(), b"the secret value");
+    assert_eq!(
+        read_secret(&http, secret_url.clone(), &key, good.clone()).await,
+        b"the secret value"
+    );
     let status = call(
         &http,
         Method::POST,
@@ -401,17 +408,10 @@ async fn attested_routes_accept_the_right_report_and_refuse_the_others() {
     let (service, server, endpoint) =
         start(&dir.path().join("service"), &member_id, Some(verifier)).await;
     let http = clean_room_client(&service);
-    let secret = call(
-        &http,
-        Method::POST,
-        format!("{endpoint}/app/contracts/collab/secrets/{secret_id}"),
-        &secret_body(&key, good),
-    )
-    .await;
-    assert_eq!(secret.0, 200, "{}", secret.1);
-    let wrapped = BASE64.decode(secret.1["value"].as_str().unwrap()).unwrap();
-    let plain =
-        encfs_crypto::rsa_aes_wrap::unwrap(&key.private, OaepHash::Sha256, &wrapped).unwrap();
-    assert_eq!(plain.as_slice(), b"the secret value");
+    let url = format!("{endpoint}/app/contracts/collab/secrets/{secret_id}");
+    assert_eq!(
+        read_secret(&http, url, &key, good).await,
+        b"the secret value"
+    );
     server.shutdown().await;
 }
