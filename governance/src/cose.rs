@@ -543,12 +543,9 @@ pub fn sign_untagged_for_tests(
 pub fn fuzz_parse_and_verify(body: &[u8]) {
     static CERT: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
     let cert = CERT.get_or_init(|| {
-        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).expect("keygen");
-        let params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
-        params
-            .self_signed(&key)
-            .expect("self-signed")
-            .der()
+        crate::identity::MemberIdentity::generate("fuzz")
+            .expect("keygen")
+            .cert_der()
             .to_vec()
     });
     if let Ok(envelope) = parse(body) {
