@@ -116,7 +116,11 @@ upload_pairs() {  # SOURCE: prints the unsealed times, "|", then the sealed time
   rm -rf "$work/up" && "$encfs" datastore add --name "warm$1" --store "$work/up" >/dev/null
   "$encfs" upload "$1" --datastore "warm$1" >/dev/null 2>&1
   for ((i = 0; i < runs; i++)); do
-    for side in unsealed sealed; do
+    # Alternate which side goes first: a fixed order let drift (the store's tmpfs reclaiming the
+    # previous run's pages) favour one side.
+    local order=(unsealed sealed)
+    ((i % 2)) && order=(sealed unsealed)
+    for side in "${order[@]}"; do
       rm -rf "$work/up" && "$encfs" datastore add --name "up$1$i$side" --store "$work/up" >/dev/null
       extra=()
       [[ $side == sealed ]] && extra=(--seal "${sign[@]}")
