@@ -5,6 +5,7 @@
 //! reference's code (§1i): the wrong hostdata, report_data for another key, a report signed by
 //! another authority, a flipped byte, the `snp-cvm` platform, and a service with no verifier.
 //! The secret is in the ledger file only encrypted, and a restart replays it to its value.
+//! Member documents: drafted, accepted by proposal, read by the clean room with its attestation.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -413,5 +414,117 @@ async fn attested_routes_accept_the_right_report_and_refuse_the_others() {
         read_secret(&http, url, &key, good).await,
         b"the secret value"
     );
+    server.shutdown().await;
+}
+
+/// Member documents over HTTPS: a member's draft (PUT, GET, list, under a contract or not), its
+/// acceptance by a `set_member_document` proposal, the accepted document read by the right clean
+/// room (wrapped for its key) and refused to one with another policy; a contract-scoped PUT
+/// naming another contract is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn member_documents_are_drafted_accepted_and_read_by_the_clean_room() {
+    let dir = tempfile::tempdir().unwrap();
+    let authority = VirtualAuthority::open(&dir.path().join("authority")).unwrap();
+    let keys = dir.path().join("keys");
+    std::fs::create_dir_all(&keys).unwrap();
+    let member_id = MemberIdentity::generate("isv").unwrap();
+    member_id.write_pems(&keys).unwrap();
+    let (key_path, cert_path) = MemberIdentity::file_paths(&keys, "isv");
+    let verifier = SnpAttestationVerifier::from_pems([authority.ca_pem()]).unwrap();
+    let (service, server, endpoint) =
+        start(&dir.path().join("service"), &member_id, Some(verifier)).await;
+    let member = GovernanceClient::new(
+        &endpoint,
+        service.service_cert_pem(),
+        MemberIdentity::load(&cert_path, &key_path).unwrap(),
+    )
+    .unwrap();
+    set_up_contract(&member).await;
+    let raw = |method: Method, path: String, body: Value| {
+        let member = &member;
+        async move {
+            let answer = member
+                .raw(method, &path, RequestBody::json(&body).unwrap())
+                .await
+                .unwrap();
+            let status = answer.status;
+            (status, answer.json::<Value>().unwrap_or(Value::Null))
+        }
+    };
+
+    // A draft, under the contract's route (the body's contractId filled in from it).
+    let put = raw(
+        Method::PUT,
+        "/app/contracts/collab/memberdocuments/doc1".into(),
+        json!({"data": "the member's document"}),
+    )
+    .await;
+    assert_eq!(put.0, 200, "{}", put.1);
+    let draft = raw(Method::GET, "/app/memberdocuments/doc1".into(), json!({})).await;
+    assert_eq!(draft.1["state"], "Draft", "{}", draft.1);
+    assert_eq!(draft.1["contractId"], "collab");
+    let listed = raw(
+        Method::GET,
+        "/app/contracts/collab/memberdocuments".into(),
+        json!({}),
+    )
+    .await;
+    assert_eq!(
+        listed.1,
+        json!({"value": [{"id": "doc1", "contractId": "collab"}]})
+    );
+    let other = member
+        .raw(
+            Method::PUT,
+            "/app/contracts/collab/memberdocuments/doc2",
+            RequestBody::json(&json!({"contractId": "elsewhere", "data": 1})).unwrap(),
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        other.contains("InvalidInput") && other.contains("elsewhere"),
+        "{other}"
+    );
+
+    // Accepted by the consortium.
+    let proposal = member
+        .propose(json!([{"name": "set_member_document", "args": {
+            "documentId": "doc1",
+            "document": {"contractId": "collab", "data": "the member's document",
+                         "version": draft.1["version"]},
+        }}]))
+        .await
+        .unwrap();
+    let voted = member
+        .vote(proposal["proposalId"].as_str().unwrap(), true)
+        .await
+        .unwrap();
+    assert_eq!(voted["proposalState"], "Accepted", "{voted}");
+    let accepted = raw(
+        Method::POST,
+        "/app/contracts/collab/memberdocuments/doc1".into(),
+        json!({}),
+    )
+    .await;
+    assert_eq!(accepted.1["state"], "Accepted", "{}", accepted.1);
+
+    // The clean room reads it with its attestation, wrapped for its key.
+    let http = clean_room_client(&service);
+    let url = format!("{endpoint}/app/contracts/collab/memberdocuments/accepted/doc1");
+    let key = CleanRoomKey::new();
+    let good = authority
+        .report(&key.report_data(), POLICY_TEXT.as_bytes(), false)
+        .unwrap()
+        .to_wire_json();
+    let plain = read_secret(&http, url.clone(), &key, good).await;
+    let document: Value = serde_json::from_slice(&plain).unwrap();
+    assert_eq!(document["data"], "the member's document", "{document}");
+    let wrong = authority
+        .report(&key.report_data(), b"another policy", false)
+        .unwrap()
+        .to_wire_json();
+    let refused = call(&http, Method::POST, url, &secret_body(&key, wrong)).await;
+    assert_eq!(code(&refused), (400, "VerifySnpAttestationFailed"));
     server.shutdown().await;
 }

@@ -93,6 +93,23 @@ pub fn router(service: Arc<Service>) -> Router {
             "/app/contracts/{id}/secrets/{name}",
             axum::routing::put(put_secret).post(get_secret),
         )
+        .route("/app/memberdocuments", get(list_documents))
+        .route(
+            "/app/memberdocuments/{doc}",
+            axum::routing::put(put_document).get(get_document),
+        )
+        .route(
+            "/app/contracts/{id}/memberdocuments",
+            get(list_contract_documents),
+        )
+        .route(
+            "/app/contracts/{id}/memberdocuments/{doc}",
+            axum::routing::put(put_contract_document).post(get_contract_document),
+        )
+        .route(
+            "/app/contracts/{id}/memberdocuments/accepted/{doc}",
+            post(get_accepted_document),
+        )
         .with_state(service)
 }
 
@@ -707,6 +724,130 @@ async fn get_secret(
             clean_room(&service),
             &id,
             &name,
+            &body,
+        )
+    }))
+}
+
+// Member documents (reference §1g): drafts by any member, accepted by a `set_member_document`
+// proposal, read by the clean room with its attestation.
+
+async fn list_documents(State(service): Shared, peer: PeerCertificate) -> Response {
+    if let Err(e) = member(&service, &peer) {
+        return *e;
+    }
+    axum::Json(service.read(|tx| app::documents::list_documents(tx, None))).into_response()
+}
+
+async fn list_contract_documents(
+    State(service): Shared,
+    peer: PeerCertificate,
+    Path(id): Path<String>,
+) -> Response {
+    if let Err(e) = member(&service, &peer) {
+        return *e;
+    }
+    axum::Json(service.read(|tx| app::documents::list_documents(tx, Some(&id)))).into_response()
+}
+
+/// A draft's PUT: `contract` is the contract of the route, if any (a body without `contractId`
+/// gets it; one naming another contract is refused).
+async fn write_document(
+    service: &Service,
+    peer: &PeerCertificate,
+    contract: Option<&str>,
+    doc: &str,
+    body: &axum::body::Bytes,
+) -> Response {
+    if let Err(e) = member(service, peer) {
+        return *e;
+    }
+    let mut body = match json_body(body, &format!("member document {doc}")) {
+        Ok(b) => b,
+        Err(e) => return *e,
+    };
+    if let (Some(contract), Some(object)) = (contract, body.as_object_mut()) {
+        match object.get("contractId").and_then(Value::as_str) {
+            None => {
+                object.insert("contractId".into(), Value::from(contract));
+            }
+            Some(named) if named != contract => {
+                return api_error(ApiError::new(
+                    ErrorCode::InvalidInput,
+                    format!(
+                        "member document {doc}: the body's contractId '{named}' is not the \
+                         route's contract '{contract}'"
+                    ),
+                ))
+                .into_response();
+            }
+            Some(_) => {}
+        }
+    }
+    acknowledged(
+        service
+            .write(|tx, _| app::documents::put_document(tx, doc, &body))
+            .await,
+        StatusCode::OK,
+    )
+}
+
+async fn put_document(
+    State(service): Shared,
+    peer: PeerCertificate,
+    Path(doc): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    write_document(&service, &peer, None, &doc, &body).await
+}
+
+async fn put_contract_document(
+    State(service): Shared,
+    peer: PeerCertificate,
+    Path((id, doc)): Path<(String, String)>,
+    body: axum::body::Bytes,
+) -> Response {
+    write_document(&service, &peer, Some(&id), &doc, &body).await
+}
+
+async fn get_document(
+    State(service): Shared,
+    peer: PeerCertificate,
+    Path(doc): Path<String>,
+) -> Response {
+    if let Err(e) = member(&service, &peer) {
+        return *e;
+    }
+    json_or_error(service.read(|tx| app::documents::get_document(tx, &doc)))
+}
+
+async fn get_contract_document(
+    State(service): Shared,
+    peer: PeerCertificate,
+    Path((_id, doc)): Path<(String, String)>,
+) -> Response {
+    if let Err(e) = member(&service, &peer) {
+        return *e;
+    }
+    json_or_error(service.read(|tx| app::documents::get_document(tx, &doc)))
+}
+
+async fn get_accepted_document(
+    State(service): Shared,
+    Path((id, doc)): Path<(String, String)>,
+    body: axum::body::Bytes,
+) -> Response {
+    let body = match json_body(&body, &format!("accepted member document {doc}")) {
+        Ok(b) => b,
+        Err(e) => return *e,
+    };
+    json_or_error(service.read(|tx| {
+        app::documents::get_accepted_document(
+            tx,
+            clean_room(&service),
+            clean_room(&service),
+            &id,
+            &doc,
             &body,
         )
     }))
