@@ -6,6 +6,7 @@
 //! another authority, a flipped byte, the `snp-cvm` platform, and a service with no verifier.
 //! The secret is in the ledger file only encrypted, and a restart replays it to its value.
 //! Member documents: drafted, accepted by proposal, read by the clean room with its attestation.
+//! Delegate policies: set by the attested, signing clean room, read by members.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -525,6 +526,94 @@ async fn member_documents_are_drafted_accepted_and_read_by_the_clean_room() {
         .unwrap()
         .to_wire_json();
     let refused = call(&http, Method::POST, url, &secret_body(&key, wrong)).await;
+    assert_eq!(code(&refused), (400, "VerifySnpAttestationFailed"));
+    server.shutdown().await;
+}
+
+/// Delegate policies over HTTPS: a clean room that satisfies the main policy, with its
+/// attestation and a signature by the key its report binds, adds a delegate policy; members list
+/// and read it; an unsigned change and one from a clean room of another policy are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delegate_policies_are_set_by_the_attested_clean_room_and_read_by_members() {
+    let dir = tempfile::tempdir().unwrap();
+    let authority = VirtualAuthority::open(&dir.path().join("authority")).unwrap();
+    let keys = dir.path().join("keys");
+    std::fs::create_dir_all(&keys).unwrap();
+    let member_id = MemberIdentity::generate("isv").unwrap();
+    member_id.write_pems(&keys).unwrap();
+    let (key_path, cert_path) = MemberIdentity::file_paths(&keys, "isv");
+    let verifier = SnpAttestationVerifier::from_pems([authority.ca_pem()]).unwrap();
+    let (service, server, endpoint) =
+        start(&dir.path().join("service"), &member_id, Some(verifier)).await;
+    let member = GovernanceClient::new(
+        &endpoint,
+        service.service_cert_pem(),
+        MemberIdentity::load(&cert_path, &key_path).unwrap(),
+    )
+    .unwrap();
+    set_up_contract(&member).await;
+    let http = clean_room_client(&service);
+    let url = format!("{endpoint}/app/contracts/collab/cleanroompolicy/delegates/events/writer");
+    let key = CleanRoomKey::new();
+    let report = |policy: &[u8]| {
+        authority
+            .report(&key.report_data(), policy, false)
+            .unwrap()
+            .to_wire_json()
+    };
+    let change =
+        json!({"type": "add", "claims": {"x-ms-sevsnpvm-hostdata": "ab".repeat(32)}}).to_string();
+    let body = |attestation: Value| {
+        json!({
+            "attestation": attestation,
+            "sign": {"signature": key.sign(change.as_bytes()), "publicKey": key.public_b64()},
+            "data": BASE64.encode(&change),
+        })
+    };
+    let set = call(
+        &http,
+        Method::PUT,
+        url.clone(),
+        &body(report(POLICY_TEXT.as_bytes())),
+    )
+    .await;
+    assert_eq!(set.0, 200, "{}", set.1);
+
+    let read = |path: &'static str| {
+        let member = &member;
+        async move {
+            member
+                .raw(Method::GET, path, RequestBody::Empty)
+                .await
+                .unwrap()
+                .json::<Value>()
+                .unwrap()
+        }
+    };
+    assert_eq!(
+        read("/app/contracts/collab/cleanroompolicy/delegates").await,
+        json!({"value": [{"type": "events", "id": "writer"}]})
+    );
+    let policy = member
+        .raw(
+            Method::POST,
+            "/app/contracts/collab/cleanroompolicy/delegates/events/writer",
+            RequestBody::Empty,
+        )
+        .await
+        .unwrap()
+        .json::<Value>()
+        .unwrap();
+    assert_eq!(
+        policy,
+        json!({"policy": {"x-ms-sevsnpvm-hostdata": ["ab".repeat(32)]}})
+    );
+
+    let mut unsigned = body(report(POLICY_TEXT.as_bytes()));
+    unsigned.as_object_mut().unwrap().remove("sign");
+    let refused = call(&http, Method::PUT, url.clone(), &unsigned).await;
+    assert_eq!(code(&refused), (400, "SignatureMissing"));
+    let refused = call(&http, Method::PUT, url, &body(report(b"another policy"))).await;
     assert_eq!(code(&refused), (400, "VerifySnpAttestationFailed"));
     server.shutdown().await;
 }

@@ -93,6 +93,14 @@ pub fn router(service: Arc<Service>) -> Router {
             "/app/contracts/{id}/secrets/{name}",
             axum::routing::put(put_secret).post(get_secret),
         )
+        .route(
+            "/app/contracts/{id}/cleanroompolicy/delegates",
+            get(list_delegate_policies),
+        )
+        .route(
+            "/app/contracts/{id}/cleanroompolicy/delegates/{kind}/{delegate}",
+            axum::routing::put(set_delegate_policy).post(get_delegate_policy),
+        )
         .route("/app/memberdocuments", get(list_documents))
         .route(
             "/app/memberdocuments/{doc}",
@@ -727,6 +735,54 @@ async fn get_secret(
             &body,
         )
     }))
+}
+
+// Delegate policies (reference §1c): set by a clean room that satisfies the main policy, with
+// its attestation and a signature by the key its report binds; read by members.
+
+async fn list_delegate_policies(
+    State(service): Shared,
+    peer: PeerCertificate,
+    Path(id): Path<String>,
+) -> Response {
+    if let Err(e) = member(&service, &peer) {
+        return *e;
+    }
+    axum::Json(service.read(|tx| app::policy::list_delegate_policies(tx, &id))).into_response()
+}
+
+async fn get_delegate_policy(
+    State(service): Shared,
+    peer: PeerCertificate,
+    Path((id, kind, delegate)): Path<(String, String, String)>,
+) -> Response {
+    if let Err(e) = member(&service, &peer) {
+        return *e;
+    }
+    axum::Json(service.read(|tx| app::policy::delegate_policy(tx, &id, &kind, &delegate)))
+        .into_response()
+}
+
+async fn set_delegate_policy(
+    State(service): Shared,
+    Path((id, kind, delegate)): Path<(String, String, String)>,
+    body: axum::body::Bytes,
+) -> Response {
+    let body = match json_body(
+        &body,
+        &format!("delegate policy {kind}/{delegate} of contract {id}"),
+    ) {
+        Ok(b) => b,
+        Err(e) => return *e,
+    };
+    let set = |tx: &mut crate::kv::Tx<'_>, _: &[u8]| {
+        let verifiers = CleanRoomVerifiers {
+            attestation: clean_room(&service),
+            signature: &RsaPssVerifier,
+        };
+        app::policy::set_delegate_policy(tx, &verifiers, &id, &kind, &delegate, &body)
+    };
+    acknowledged(service.write(set).await, StatusCode::OK)
 }
 
 // Member documents (reference §1g): drafts by any member, accepted by a `set_member_document`
