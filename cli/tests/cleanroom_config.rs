@@ -1179,6 +1179,20 @@ fn add_datasource_pins_the_signed_manifest_by_digest() {
     publisher.ok(&add(&["--manifest", "manifest.cose"]));
     assert_eq!(publisher.yaml("publisher.yaml"), spec);
 
+    // A manifest of the whole datastore does not pin a datasource of one subdirectory (its mount
+    // would read mydata/.encfs-manifest): refused, naming both.
+    let error = publisher.fails(&add(&[
+        "--manifest",
+        "manifest.cose",
+        "--subdirectory",
+        "mydata",
+    ]));
+    assert!(
+        error.contains("mydata/.encfs-manifest") && error.contains("--subdirectory"),
+        "{error}"
+    );
+    assert_eq!(publisher.yaml("publisher.yaml"), spec);
+
     // Another member's certificate, an edited byte, a file that is no manifest: refused, the spec
     // untouched.
     let error = publisher.fails(&add(&[

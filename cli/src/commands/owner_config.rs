@@ -157,10 +157,41 @@ pub(super) fn add_access_point(args: &AddAccessPointArgs, direction: Direction) 
              manifest at the end of the run)",
             path.display()
         ),
-        Some(path) => Some(super::manifest_pin::pin_of_file(
-            path,
-            args.manifest_signer_cert.as_deref(),
-        )?),
+        Some(path) => {
+            let pin = super::manifest_pin::pin_of_file(path, args.manifest_signer_cert.as_deref())?;
+            // The clean room's mount reads the manifest of the prefix it serves (the datastore's,
+            // under --subdirectory): a manifest sealed for another prefix would fail there.
+            let selection = crate::args::DatastoreSelection {
+                datastore: Some(entry.name.clone()),
+                subdirectory: args.subdirectory.clone(),
+                config: args.datastore_config.clone(),
+            };
+            let (address, ..) = super::transfer::address_of(&selection, None, None, None)?;
+            let served = encfs_store::open_store_with(
+                &address,
+                None,
+                encfs_store::retry::RetryPolicy::default(),
+            )
+            .with_context(|| {
+                format!(
+                    "invalid store address {}",
+                    encfs_store::redact::redact(&address)
+                )
+            })?
+            .prefix;
+            let expected = encfs_dataset::manifest_blob_name(&served);
+            if pin.blob != expected {
+                bail!(
+                    "--manifest {}: it was sealed for the blob {}, but this datasource serves \
+                     prefix \"{served}\" of datastore '{}', whose manifest is {expected} (seal \
+                     it with the same --subdirectory)",
+                    path.display(),
+                    pin.blob,
+                    entry.name
+                );
+            }
+            Some(pin)
+        }
         None => None,
     };
     let current = Spec::load(&args.cleanroom_config)?;
