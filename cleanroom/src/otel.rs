@@ -1,7 +1,8 @@
 //! OpenTelemetry for the clean room's infrastructure: traces, metrics and logs written in the
 //! OpenTelemetry Protocol's JSON encoding (OTLP/JSON, `opentelemetry-proto` v1), one
 //! `Export{Trace,Metrics,Logs}ServiceRequest` per line, as the OpenTelemetry Collector's file
-//! exporter writes them, into `<telemetry>/infrastructure/{traces,metrics,logs}.otlp.jsonl`.
+//! exporter writes them, into `<telemetry>/infrastructure/{traces,metrics,logs}.otlp.jsonl`
+//! (each opened once per [`Telemetry`], in append mode).
 //!
 //! The reference runs an otel-collector container that the sidecars export to; the local clean
 //! room has no collector: each part appends its own records (one `write(2)` of one line, on a
@@ -267,6 +268,8 @@ pub struct Telemetry {
     resource: Value,
     context: TraceContext,
     warned: AtomicBool,
+    /// The files opened so far (`O_APPEND`), by name: opened once, not per record.
+    files: std::sync::Mutex<Vec<(&'static str, std::fs::File)>>,
 }
 
 impl Telemetry {
@@ -286,6 +289,7 @@ impl Telemetry {
             resource,
             context,
             warned: AtomicBool::new(false),
+            files: std::sync::Mutex::new(Vec::new()),
         }
     }
 
@@ -310,17 +314,29 @@ impl Telemetry {
         json!({"name": SCOPE, "version": env!("CARGO_PKG_VERSION")})
     }
 
-    fn append(&self, file: &str, record: &Value) {
+    fn append(&self, file: &'static str, record: &Value) {
         let mut line = record.to_string();
         line.push('\n');
         let path = self.dir.join(file);
-        let written = std::fs::create_dir_all(&self.dir).and_then(|()| {
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&path)?
-                .write_all(line.as_bytes())
-        });
+        let mut files = self
+            .files
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let written = match files.iter_mut().find(|(name, _)| *name == file) {
+            Some((_, handle)) => handle.write_all(line.as_bytes()),
+            None => std::fs::create_dir_all(&self.dir)
+                .and_then(|()| {
+                    std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(&path)
+                })
+                .and_then(|mut handle| {
+                    let written = handle.write_all(line.as_bytes());
+                    files.push((file, handle));
+                    written
+                }),
+        };
         if let Err(e) = written
             && !self.warned.swap(true, Ordering::Relaxed)
         {

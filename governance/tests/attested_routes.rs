@@ -93,6 +93,42 @@ async fn start(
     (service, server, endpoint)
 }
 
+/// A service in `dir/service` with one member (`isv`, its keys in `dir/keys`) and the verifier
+/// of the virtual authority in `dir/authority`, and that member's client.
+struct OneMember {
+    authority: VirtualAuthority,
+    member_id: MemberIdentity,
+    service: Arc<Service>,
+    server: RunningServer,
+    endpoint: String,
+    member: GovernanceClient,
+}
+
+async fn one_member(dir: &Path) -> OneMember {
+    let authority = VirtualAuthority::open(&dir.join("authority")).unwrap();
+    let keys = dir.join("keys");
+    std::fs::create_dir_all(&keys).unwrap();
+    let member_id = MemberIdentity::generate("isv").unwrap();
+    member_id.write_pems(&keys).unwrap();
+    let (key_path, cert_path) = MemberIdentity::file_paths(&keys, "isv");
+    let verifier = SnpAttestationVerifier::from_pems([authority.ca_pem()]).unwrap();
+    let (service, server, endpoint) = start(&dir.join("service"), &member_id, Some(verifier)).await;
+    let member = GovernanceClient::new(
+        &endpoint,
+        service.service_cert_pem(),
+        MemberIdentity::load(&cert_path, &key_path).unwrap(),
+    )
+    .unwrap();
+    OneMember {
+        authority,
+        member_id,
+        service,
+        server,
+        endpoint,
+        member,
+    }
+}
+
 /// A clean room's HTTPS client: no client certificate, the service certificate pinned.
 fn clean_room_client(service: &Service) -> reqwest::Client {
     reqwest::Client::builder()
@@ -198,22 +234,15 @@ async fn read_secret(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attested_routes_accept_the_right_report_and_refuse_the_others() {
     let dir = tempfile::tempdir().unwrap();
-    let authority = VirtualAuthority::open(&dir.path().join("authority")).unwrap();
     let other_authority = VirtualAuthority::open(&dir.path().join("other")).unwrap();
-    let keys = dir.path().join("keys");
-    std::fs::create_dir_all(&keys).unwrap();
-    let member_id = MemberIdentity::generate("isv").unwrap();
-    member_id.write_pems(&keys).unwrap();
-    let (key_path, cert_path) = MemberIdentity::file_paths(&keys, "isv");
-    let verifier = SnpAttestationVerifier::from_pems([authority.ca_pem()]).unwrap();
-    let (service, server, endpoint) =
-        start(&dir.path().join("service"), &member_id, Some(verifier)).await;
-    let member = GovernanceClient::new(
-        &endpoint,
-        service.service_cert_pem(),
-        MemberIdentity::load(&cert_path, &key_path).unwrap(),
-    )
-    .unwrap();
+    let OneMember {
+        authority,
+        member_id,
+        service,
+        server,
+        endpoint,
+        member,
+    } = one_member(dir.path()).await;
     let secret_id = set_up_contract(&member).await;
     let http = clean_room_client(&service);
     let events_url = format!("{endpoint}/app/contracts/collab/events");
@@ -425,21 +454,14 @@ async fn attested_routes_accept_the_right_report_and_refuse_the_others() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn member_documents_are_drafted_accepted_and_read_by_the_clean_room() {
     let dir = tempfile::tempdir().unwrap();
-    let authority = VirtualAuthority::open(&dir.path().join("authority")).unwrap();
-    let keys = dir.path().join("keys");
-    std::fs::create_dir_all(&keys).unwrap();
-    let member_id = MemberIdentity::generate("isv").unwrap();
-    member_id.write_pems(&keys).unwrap();
-    let (key_path, cert_path) = MemberIdentity::file_paths(&keys, "isv");
-    let verifier = SnpAttestationVerifier::from_pems([authority.ca_pem()]).unwrap();
-    let (service, server, endpoint) =
-        start(&dir.path().join("service"), &member_id, Some(verifier)).await;
-    let member = GovernanceClient::new(
-        &endpoint,
-        service.service_cert_pem(),
-        MemberIdentity::load(&cert_path, &key_path).unwrap(),
-    )
-    .unwrap();
+    let OneMember {
+        authority,
+        service,
+        server,
+        endpoint,
+        member,
+        ..
+    } = one_member(dir.path()).await;
     set_up_contract(&member).await;
     let raw = |method: Method, path: String, body: Value| {
         let member = &member;
@@ -536,21 +558,14 @@ async fn member_documents_are_drafted_accepted_and_read_by_the_clean_room() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delegate_policies_are_set_by_the_attested_clean_room_and_read_by_members() {
     let dir = tempfile::tempdir().unwrap();
-    let authority = VirtualAuthority::open(&dir.path().join("authority")).unwrap();
-    let keys = dir.path().join("keys");
-    std::fs::create_dir_all(&keys).unwrap();
-    let member_id = MemberIdentity::generate("isv").unwrap();
-    member_id.write_pems(&keys).unwrap();
-    let (key_path, cert_path) = MemberIdentity::file_paths(&keys, "isv");
-    let verifier = SnpAttestationVerifier::from_pems([authority.ca_pem()]).unwrap();
-    let (service, server, endpoint) =
-        start(&dir.path().join("service"), &member_id, Some(verifier)).await;
-    let member = GovernanceClient::new(
-        &endpoint,
-        service.service_cert_pem(),
-        MemberIdentity::load(&cert_path, &key_path).unwrap(),
-    )
-    .unwrap();
+    let OneMember {
+        authority,
+        service,
+        server,
+        endpoint,
+        member,
+        ..
+    } = one_member(dir.path()).await;
     set_up_contract(&member).await;
     let http = clean_room_client(&service);
     let url = format!("{endpoint}/app/contracts/collab/cleanroompolicy/delegates/events/writer");

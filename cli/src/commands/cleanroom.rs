@@ -371,31 +371,34 @@ async fn mount_and_serve(args: &MountLauncherArgs, ready: &Path) -> Result<()> {
         }
     }
     let _ = std::fs::remove_file(ready);
-    if let Some(digest) = &args.manifest_digest {
-        // What the pinned mount refused during the run (its status file's `manifest` findings).
-        let findings = super::mount::read_json(&status_file).map(|s| s["manifest"].clone());
-        if let Some(found) = findings.filter(|f| f["refused"] != 0 || f["missing"] != 0) {
-            let names = |key: &str| {
-                let list = found[key].as_array().cloned().unwrap_or_default();
-                let names: Vec<&str> = list.iter().filter_map(|n| n.as_str()).collect();
-                if names.is_empty() {
-                    "none".to_owned()
-                } else {
-                    names.join(", ")
-                }
-            };
-            governance
-                .event(&format!(
-                    "Access point {access} refused blobs not as manifest {digest} lists them: \
-                     refused {}; missing {}",
-                    names("refused_names"),
-                    names("missing_names")
-                ))
-                .await;
-        }
+    // What the pinned mount refused during the run (its status file's `manifest` findings), read
+    // while it still runs: for the audit event and the telemetry's gauges.
+    let findings = super::mount::read_json(&status_file)
+        .map(|s| s["manifest"].clone())
+        .filter(serde_json::Value::is_object);
+    if let Some(digest) = &args.manifest_digest
+        && let Some(found) = findings
+            .as_ref()
+            .filter(|f| f["refused"] != 0 || f["missing"] != 0)
+    {
+        let names = |key: &str| {
+            let list = found[key].as_array().cloned().unwrap_or_default();
+            let names: Vec<&str> = list.iter().filter_map(|n| n.as_str()).collect();
+            if names.is_empty() {
+                "none".to_owned()
+            } else {
+                names.join(", ")
+            }
+        };
+        governance
+            .event(&format!(
+                "Access point {access} refused blobs not as manifest {digest} lists them: \
+                 refused {}; missing {}",
+                names("refused_names"),
+                names("missing_names")
+            ))
+            .await;
     }
-    // The mount's last status (its counters), read while it still runs.
-    let last_status = super::mount::read_json(&status_file);
     if let Ok(pid) = i32::try_from(child.id()) {
         let _ = nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(pid),
@@ -405,9 +408,8 @@ async fn mount_and_serve(args: &MountLauncherArgs, ready: &Path) -> Result<()> {
     let status = tokio::task::block_in_place(|| child.wait())?;
     if let Some(telemetry) = &telemetry {
         let mut list = attributes();
-        let findings = last_status.map(|s| s["manifest"].clone());
         let mut gauges = Vec::new();
-        if let Some(found) = findings.filter(|f| f.is_object()) {
+        if let Some(found) = &findings {
             for (key, name) in [
                 ("refused", "encfs.mount.manifest.refused"),
                 ("missing", "encfs.mount.manifest.missing"),

@@ -716,25 +716,34 @@ async fn put_secret(
     reply(service.write(put).await)
 }
 
+/// A clean room's attested read: the JSON body (`what` names it in an error), then `read` with
+/// the service's attestation verifier (which also wraps the answer for the clean room's key).
+fn attested_read(
+    service: &Service,
+    what: &str,
+    body: &axum::body::Bytes,
+    read: impl FnOnce(
+        &crate::kv::Tx<'_>,
+        &dyn crate::attestation::CleanRoomAttestation,
+        &Value,
+    ) -> ApiResult<Value>,
+) -> Response {
+    let body = match json_body(body, what) {
+        Ok(b) => b,
+        Err(e) => return *e,
+    };
+    json_or_error(service.read(|tx| read(tx, clean_room(service), &body)))
+}
+
 async fn get_secret(
     State(service): Shared,
     Path((id, name)): Path<(String, String)>,
     body: axum::body::Bytes,
 ) -> Response {
-    let body = match json_body(&body, &format!("secret {name} of contract {id}")) {
-        Ok(b) => b,
-        Err(e) => return *e,
-    };
-    json_or_error(service.read(|tx| {
-        app::secrets::get_secret(
-            tx,
-            clean_room(&service),
-            clean_room(&service),
-            &id,
-            &name,
-            &body,
-        )
-    }))
+    let what = format!("secret {name} of contract {id}");
+    attested_read(&service, &what, &body, |tx, clean_room, body| {
+        app::secrets::get_secret(tx, clean_room, clean_room, &id, &name, body)
+    })
 }
 
 // Delegate policies (reference §1c): set by a clean room that satisfies the main policy, with
@@ -788,11 +797,16 @@ async fn set_delegate_policy(
 // Member documents (reference §1g): drafts by any member, accepted by a `set_member_document`
 // proposal, read by the clean room with its attestation.
 
-async fn list_documents(State(service): Shared, peer: PeerCertificate) -> Response {
-    if let Err(e) = member(&service, &peer) {
+/// The drafts a member lists: all, or those of `contract`.
+fn documents(service: &Service, peer: &PeerCertificate, contract: Option<&str>) -> Response {
+    if let Err(e) = member(service, peer) {
         return *e;
     }
-    axum::Json(service.read(|tx| app::documents::list_documents(tx, None))).into_response()
+    axum::Json(service.read(|tx| app::documents::list_documents(tx, contract))).into_response()
+}
+
+async fn list_documents(State(service): Shared, peer: PeerCertificate) -> Response {
+    documents(&service, &peer, None)
 }
 
 async fn list_contract_documents(
@@ -800,10 +814,7 @@ async fn list_contract_documents(
     peer: PeerCertificate,
     Path(id): Path<String>,
 ) -> Response {
-    if let Err(e) = member(&service, &peer) {
-        return *e;
-    }
-    axum::Json(service.read(|tx| app::documents::list_documents(tx, Some(&id)))).into_response()
+    documents(&service, &peer, Some(&id))
 }
 
 /// A draft's PUT: `contract` is the contract of the route, if any (a body without `contractId`
@@ -878,14 +889,11 @@ async fn get_document(
 }
 
 async fn get_contract_document(
-    State(service): Shared,
+    service: Shared,
     peer: PeerCertificate,
     Path((_id, doc)): Path<(String, String)>,
 ) -> Response {
-    if let Err(e) = member(&service, &peer) {
-        return *e;
-    }
-    json_or_error(service.read(|tx| app::documents::get_document(tx, &doc)))
+    get_document(service, peer, Path(doc)).await
 }
 
 async fn get_accepted_document(
@@ -893,20 +901,10 @@ async fn get_accepted_document(
     Path((id, doc)): Path<(String, String)>,
     body: axum::body::Bytes,
 ) -> Response {
-    let body = match json_body(&body, &format!("accepted member document {doc}")) {
-        Ok(b) => b,
-        Err(e) => return *e,
-    };
-    json_or_error(service.read(|tx| {
-        app::documents::get_accepted_document(
-            tx,
-            clean_room(&service),
-            clean_room(&service),
-            &id,
-            &doc,
-            &body,
-        )
-    }))
+    let what = format!("accepted member document {doc}");
+    attested_read(&service, &what, &body, |tx, clean_room, body| {
+        app::documents::get_accepted_document(tx, clean_room, clean_room, &id, &doc, body)
+    })
 }
 
 #[cfg(test)]
