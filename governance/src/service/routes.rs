@@ -684,15 +684,24 @@ async fn deployment_info(State(service): Shared, Path(id): Path<String>) -> Resp
     axum::Json(service.read(|tx| app::policy::deployment_info(tx, &id))).into_response()
 }
 
+/// A member-only read answered as JSON: the caller's certificate must be a member's.
+fn member_json(
+    service: &Service,
+    peer: &PeerCertificate,
+    read: impl FnOnce(&crate::kv::Tx<'_>) -> Value,
+) -> Response {
+    if let Err(e) = member(service, peer) {
+        return *e;
+    }
+    axum::Json(service.read(read)).into_response()
+}
+
 async fn list_secrets(
     State(service): Shared,
     peer: PeerCertificate,
     Path(id): Path<String>,
 ) -> Response {
-    if let Err(e) = member(&service, &peer) {
-        return *e;
-    }
-    axum::Json(service.read(|tx| app::secrets::list_secrets(tx, &id))).into_response()
+    member_json(&service, &peer, |tx| app::secrets::list_secrets(tx, &id))
 }
 
 async fn put_secret(
@@ -754,10 +763,9 @@ async fn list_delegate_policies(
     peer: PeerCertificate,
     Path(id): Path<String>,
 ) -> Response {
-    if let Err(e) = member(&service, &peer) {
-        return *e;
-    }
-    axum::Json(service.read(|tx| app::policy::list_delegate_policies(tx, &id))).into_response()
+    member_json(&service, &peer, |tx| {
+        app::policy::list_delegate_policies(tx, &id)
+    })
 }
 
 async fn get_delegate_policy(
@@ -765,11 +773,9 @@ async fn get_delegate_policy(
     peer: PeerCertificate,
     Path((id, kind, delegate)): Path<(String, String, String)>,
 ) -> Response {
-    if let Err(e) = member(&service, &peer) {
-        return *e;
-    }
-    axum::Json(service.read(|tx| app::policy::delegate_policy(tx, &id, &kind, &delegate)))
-        .into_response()
+    member_json(&service, &peer, |tx| {
+        app::policy::delegate_policy(tx, &id, &kind, &delegate)
+    })
 }
 
 async fn set_delegate_policy(
@@ -799,10 +805,9 @@ async fn set_delegate_policy(
 
 /// The drafts a member lists: all, or those of `contract`.
 fn documents(service: &Service, peer: &PeerCertificate, contract: Option<&str>) -> Response {
-    if let Err(e) = member(service, peer) {
-        return *e;
-    }
-    axum::Json(service.read(|tx| app::documents::list_documents(tx, contract))).into_response()
+    member_json(service, peer, |tx| {
+        app::documents::list_documents(tx, contract)
+    })
 }
 
 async fn list_documents(State(service): Shared, peer: PeerCertificate) -> Response {
